@@ -1,0 +1,239 @@
+"""Columnar micro-batches: the unit of data in the hot path.
+
+A micro-batch is a :class:`pyarrow.RecordBatch` with these columns:
+
+``key`` (string)
+    The entity the event belongs to (tenant, sensor, user...).
+``event_time`` (``timestamp[us, tz=UTC]``)
+    When the event happened. Never a naive timestamp.
+``features`` (``fixed_size_list<float32>[d]``)
+    The feature vector, one fixed-size list per row, so the whole column is one
+    contiguous ``float32`` buffer that numpy and torch can view without a copy.
+``label`` (``int64``, optional)
+    Class index for labelled events.
+``event_id`` (``int64``, optional)
+    Unique per event within a stream; used for exactly-once checks and joins.
+
+Other columns are allowed and carried along untouched.
+
+Examples
+--------
+>>> import numpy as np
+>>> b = make_batch(["a", "b"], np.array([0, 1_000_000]), np.ones((2, 3), np.float32),
+...                labels=[0, 1], event_ids=[10, 11])
+>>> validate_batch(b)
+>>> features_numpy(b).shape
+(2, 3)
+>>> int(min_event_time_us(b))
+0
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    import torch
+
+KEY = "key"
+EVENT_TIME = "event_time"
+FEATURES = "features"
+LABEL = "label"
+EVENT_ID = "event_id"
+
+EVENT_TIME_TYPE = pa.timestamp("us", tz="UTC")
+US_PER_SECOND = 1_000_000
+
+
+class BatchSchemaError(ValueError):
+    """A RecordBatch does not follow the micro-batch schema."""
+
+
+def batch_schema(
+    num_features: int, *, with_label: bool = False, with_event_id: bool = True
+) -> pa.Schema:
+    """The schema of a micro-batch with ``num_features`` features."""
+    if num_features <= 0:
+        msg = f"num_features must be > 0, got {num_features!r}"
+        raise ValueError(msg)
+    fields = [
+        pa.field(KEY, pa.string(), nullable=False),
+        pa.field(EVENT_TIME, EVENT_TIME_TYPE, nullable=False),
+        pa.field(FEATURES, pa.list_(pa.float32(), num_features), nullable=False),
+    ]
+    if with_label:
+        fields.append(pa.field(LABEL, pa.int64(), nullable=False))
+    if with_event_id:
+        fields.append(pa.field(EVENT_ID, pa.int64(), nullable=False))
+    return pa.schema(fields)
+
+
+def make_batch(
+    keys: Sequence[str] | pa.Array | np.ndarray,
+    event_times_us: Sequence[int] | np.ndarray,
+    features: np.ndarray,
+    *,
+    labels: Sequence[int] | np.ndarray | None = None,
+    event_ids: Sequence[int] | np.ndarray | None = None,
+    extra: dict[str, pa.Array | np.ndarray] | None = None,
+) -> pa.RecordBatch:
+    """Build a micro-batch from numpy/Python columns.
+
+    ``event_times_us`` are microseconds since the Unix epoch (UTC). ``features`` is a
+    2-D array (rows, features); it is converted to ``float32`` once and then shared
+    with the Arrow buffer.
+    """
+    feats = np.ascontiguousarray(features, dtype=np.float32)
+    if feats.ndim != 2:
+        msg = f"features must be 2-D (rows, features), got shape {feats.shape!r}"
+        raise ValueError(msg)
+    n, d = feats.shape
+    times = np.asarray(event_times_us, dtype=np.int64)
+    if times.shape != (n,):
+        msg = f"event_times_us must have {n} entries, got shape {times.shape!r}"
+        raise ValueError(msg)
+    key_arr = keys if isinstance(keys, pa.Array) else pa.array(keys, type=pa.string())
+    if len(key_arr) != n:
+        msg = f"keys must have {n} entries, got {len(key_arr)}"
+        raise ValueError(msg)
+    arrays: list[pa.Array] = [
+        key_arr,
+        pa.Array.from_buffers(EVENT_TIME_TYPE, n, [None, pa.py_buffer(times)]),
+        pa.FixedSizeListArray.from_arrays(pa.array(feats.reshape(-1)), d),
+    ]
+    names = [KEY, EVENT_TIME, FEATURES]
+    for name, values in ((LABEL, labels), (EVENT_ID, event_ids)):
+        if values is None:
+            continue
+        col = np.asarray(values, dtype=np.int64)
+        if col.shape != (n,):
+            msg = f"{name} must have {n} entries, got shape {col.shape!r}"
+            raise ValueError(msg)
+        arrays.append(pa.array(col))
+        names.append(name)
+    for name, values in (extra or {}).items():
+        arrays.append(values if isinstance(values, pa.Array) else pa.array(values))
+        names.append(name)
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def validate_batch(batch: pa.RecordBatch) -> None:
+    """Raise :class:`BatchSchemaError` naming the first problem with ``batch``."""
+    if not isinstance(batch, pa.RecordBatch):
+        msg = f"expected a pyarrow.RecordBatch, got {type(batch).__name__}"
+        raise BatchSchemaError(msg)
+    schema = batch.schema
+    for name in (KEY, EVENT_TIME, FEATURES):
+        if schema.get_field_index(name) < 0:
+            msg = f"micro-batch is missing column {name!r}; has {schema.names!r}"
+            raise BatchSchemaError(msg)
+    checks: list[tuple[str, Any, str]] = [
+        (KEY, pa.types.is_string, "string"),
+        (EVENT_TIME, lambda t: t == EVENT_TIME_TYPE, "timestamp[us, tz=UTC]"),
+        (
+            FEATURES,
+            lambda t: pa.types.is_fixed_size_list(t) and t.value_type == pa.float32(),
+            "fixed_size_list<float32>",
+        ),
+        (LABEL, pa.types.is_int64, "int64"),
+        (EVENT_ID, pa.types.is_int64, "int64"),
+    ]
+    for name, ok, expected in checks:
+        idx = schema.get_field_index(name)
+        if idx < 0:
+            continue
+        col_type = schema.field(idx).type
+        if not ok(col_type):
+            msg = f"column {name!r} must be {expected}, got {col_type}"
+            raise BatchSchemaError(msg)
+        if batch.column(idx).null_count:
+            msg = f"column {name!r} has {batch.column(idx).null_count} null(s)"
+            raise BatchSchemaError(msg)
+    if batch.column(FEATURES).flatten().null_count:
+        msg = "column 'features' has null feature values"
+        raise BatchSchemaError(msg)
+
+
+def num_features(batch: pa.RecordBatch) -> int:
+    """Width of the feature vector."""
+    return int(batch.schema.field(FEATURES).type.list_size)
+
+
+def event_times_us(batch: pa.RecordBatch) -> np.ndarray:
+    """Event times as int64 microseconds since the epoch (a view, no copy)."""
+    return batch.column(EVENT_TIME).to_numpy(zero_copy_only=True).view(np.int64)
+
+
+def min_event_time_us(batch: pa.RecordBatch) -> int:
+    """The smallest event time in the batch: the batch's Beam timestamp."""
+    return int(event_times_us(batch).min())
+
+
+def features_numpy(batch: pa.RecordBatch) -> np.ndarray:
+    """Features as a read-only ``(rows, features)`` float32 view of the Arrow buffer."""
+    column = batch.column(FEATURES)
+    flat = column.flatten().to_numpy(zero_copy_only=True)
+    return flat.reshape(len(column), column.type.list_size)
+
+
+def features_tensor(batch: pa.RecordBatch) -> torch.Tensor:
+    """Features as a CPU ``torch.Tensor`` sharing memory with the Arrow buffer.
+
+    The tensor must not be modified in place (Arrow buffers are immutable).
+    """
+    import torch
+
+    with warnings.catch_warnings():
+        # The array is read-only; we promise not to write through the tensor.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(features_numpy(batch))
+
+
+def labels_numpy(batch: pa.RecordBatch) -> np.ndarray | None:
+    """Labels as an int64 view, or ``None`` when the batch has no label column."""
+    if batch.schema.get_field_index(LABEL) < 0:
+        return None
+    return batch.column(LABEL).to_numpy(zero_copy_only=True)
+
+
+def has_label(batch: pa.RecordBatch) -> bool:
+    return batch.schema.get_field_index(LABEL) >= 0
+
+
+def take(batch: pa.RecordBatch, indices: np.ndarray) -> pa.RecordBatch:
+    """Rows of ``batch`` at ``indices`` (a copy)."""
+    return batch.take(pa.array(indices, type=pa.int64()))
+
+
+def sort_by_time(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with its rows in event-time order (stable)."""
+    order = np.argsort(event_times_us(batch), kind="stable")
+    if np.all(order[1:] > order[:-1]):
+        return batch
+    return take(batch, order)
+
+
+def concat(batches: Iterable[pa.RecordBatch]) -> pa.RecordBatch:
+    """Concatenate batches with the same schema into one."""
+    items = list(batches)
+    if len(items) == 1:
+        return items[0]
+    return pa.Table.from_batches(items).combine_chunks().to_batches()[0]
+
+
+def chunks(batch: pa.RecordBatch, max_rows: int) -> list[pa.RecordBatch]:
+    """Zero-copy slices of at most ``max_rows`` rows."""
+    if max_rows <= 0:
+        msg = f"max_rows must be > 0, got {max_rows!r}"
+        raise ValueError(msg)
+    return [batch.slice(i, max_rows) for i in range(0, batch.num_rows, max_rows)]
+
+
+def unique_keys(batch: pa.RecordBatch) -> list[str]:
+    return [str(k) for k in pc.unique(batch.column(KEY)).to_pylist()]

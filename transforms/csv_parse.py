@@ -1,0 +1,258 @@
+"""CSV rows to micro-batches, with every bad row set aside with its reason.
+
+Two formats:
+
+``generic``
+    A header row; a time column (``timestamp`` by default), an optional ``key``
+    column (default: the file's stem), an optional label column (integer class), an
+    optional ``event_id`` column (default: the line number); every other column is a
+    numeric feature.
+``nab``
+    The Numenta Anomaly Benchmark layout ``timestamp,value``. The key is the file's
+    ``folder/name.csv`` (as in NAB's label files); when ``labels/combined_windows.json``
+    is found above the file, rows inside a labelled anomaly window get ``label = 1``,
+    others ``0``.
+
+Timestamps are ISO 8601 (``2014-07-01 00:00:00``, ``...T...Z``, offsets allowed) or
+epoch seconds; naive ones are UTC. Pure Python: usable without a pipeline.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from model import batch as mb
+
+# Events outside these years are rejected as absurd timestamps.
+MIN_YEAR, MAX_YEAR = 1970, 2200
+MAX_ABS_VALUE = 1e30
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """How to read a CSV file into micro-batches."""
+
+    kind: Literal["generic", "nab"] = "generic"
+    time_column: str = "timestamp"
+    key_column: str = "key"
+    label_column: str | None = None
+    event_id_column: str = "event_id"
+    chunk_rows: int = 256
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("generic", "nab"):
+            msg = f"csv format must be 'generic' or 'nab', got {self.kind!r}"
+            raise ValueError(msg)
+        if self.chunk_rows <= 0:
+            msg = f"chunk_rows must be > 0, got {self.chunk_rows!r}"
+            raise ValueError(msg)
+
+
+@dataclass
+class _Columns:
+    time: int
+    features: list[int]
+    names: list[str]
+    key: int | None = None
+    label: int | None = None
+    event_id: int | None = None
+    width: int = 0
+
+
+@dataclass
+class ParsedChunk:
+    """A micro-batch of good rows and the dead-letter records of bad ones."""
+
+    batch: pa.RecordBatch | None
+    dead: list[dict[str, Any]] = field(default_factory=list)
+
+
+def parse_timestamp_us(text: str) -> int:
+    """Microseconds since the epoch (UTC) of an ISO 8601 or epoch-seconds string."""
+    raw = text.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = None
+    if seconds is not None:
+        if not math.isfinite(seconds):
+            msg = f"non-finite timestamp {text!r}"
+            raise ValueError(msg)
+        dt = datetime.fromtimestamp(seconds, tz=UTC) if abs(seconds) < 1e11 else None
+        if dt is None:
+            msg = f"timestamp {text!r} is out of range"
+            raise ValueError(msg)
+    else:
+        try:
+            dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            msg = f"unparseable timestamp {text!r}"
+            raise ValueError(msg) from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+    if not MIN_YEAR <= dt.year < MAX_YEAR:
+        msg = f"absurd timestamp {text!r} (year outside {MIN_YEAR}..{MAX_YEAR - 1})"
+        raise ValueError(msg)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * mb.US_PER_SECOND + delta.microseconds
+
+
+def _resolve_columns(header: list[str], fmt: CsvFormat) -> _Columns:
+    names = [h.strip() for h in header]
+    if fmt.kind == "nab":
+        if names[:2] != ["timestamp", "value"] or len(names) != 2:
+            msg = f"NAB files have the header 'timestamp,value', got {','.join(names)!r}"
+            raise ValueError(msg)
+        return _Columns(time=0, features=[1], names=names, width=2)
+    index = {n: i for i, n in enumerate(names)}
+    if fmt.time_column not in index:
+        msg = f"time column {fmt.time_column!r} not in header {names!r}"
+        raise ValueError(msg)
+    if fmt.label_column is not None and fmt.label_column not in index:
+        msg = f"label column {fmt.label_column!r} not in header {names!r}"
+        raise ValueError(msg)
+    special = {fmt.time_column, fmt.key_column, fmt.event_id_column, fmt.label_column}
+    features = [i for i, n in enumerate(names) if n not in special]
+    if not features:
+        msg = f"no feature columns in header {names!r}"
+        raise ValueError(msg)
+    return _Columns(
+        time=index[fmt.time_column],
+        features=features,
+        names=names,
+        key=index.get(fmt.key_column),
+        label=index.get(fmt.label_column) if fmt.label_column else None,
+        event_id=index.get(fmt.event_id_column),
+        width=len(names),
+    )
+
+
+def _float(text: str, column: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"non-numeric value {text!r} in column {column!r}"
+        raise ValueError(msg) from None
+    if not math.isfinite(value):
+        msg = f"non-finite value {text!r} in column {column!r}"
+        raise ValueError(msg)
+    if abs(value) > MAX_ABS_VALUE:
+        msg = f"oversized value {text!r} in column {column!r} (|x| > {MAX_ABS_VALUE:g})"
+        raise ValueError(msg)
+    return value
+
+
+def _int(text: str, column: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        msg = f"non-integer value {text!r} in column {column!r}"
+        raise ValueError(msg) from None
+
+
+def _anomaly_windows(path: str) -> list[tuple[int, int]] | None:
+    """NAB labelled windows for ``path``, if ``labels/combined_windows.json`` is found."""
+    folder = os.path.dirname(os.path.abspath(path))
+    rel = os.path.join(os.path.basename(folder), os.path.basename(path))
+    root = os.path.dirname(folder)
+    labels = os.path.join(root, "labels", "combined_windows.json")
+    if not os.path.exists(labels):
+        return None
+    with open(labels, encoding="utf-8") as f:
+        windows = json.load(f).get(rel.replace(os.sep, "/"))
+    if windows is None:
+        return None
+    return [(parse_timestamp_us(a), parse_timestamp_us(b)) for a, b in windows]
+
+
+def nab_key(path: str) -> str:
+    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return f"{folder}/{os.path.basename(path)}"
+
+
+class _Builder:
+    """Accumulates good rows of one chunk."""
+
+    def __init__(self, with_label: bool) -> None:
+        self.keys: list[str] = []
+        self.times: list[int] = []
+        self.features: list[list[float]] = []
+        self.labels: list[int] | None = [] if with_label else None
+        self.ids: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def build(self) -> pa.RecordBatch | None:
+        if not self.times:
+            return None
+        return mb.make_batch(
+            self.keys,
+            np.array(self.times, dtype=np.int64),
+            np.array(self.features, dtype=np.float32),
+            labels=self.labels,
+            event_ids=self.ids,
+        )
+
+
+def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[ParsedChunk]:
+    """Parse CSV text lines (header first) into chunks of at most ``fmt.chunk_rows`` rows.
+
+    A bad header raises ``ValueError`` (nothing can be read); every bad data row
+    becomes a dead-letter record ``{"reason", "source", "line", "raw", "rows": 1}``.
+    """
+    it = iter(lines)
+    header_line = next(it, None)
+    if header_line is None:
+        msg = f"{source}: empty file (no header)"
+        raise ValueError(msg)
+    cols = _resolve_columns(next(csv.reader([header_line])), fmt)
+    nab_windows = _anomaly_windows(source) if fmt.kind == "nab" else None
+    with_label = cols.label is not None or nab_windows is not None
+    default_key = nab_key(source) if fmt.kind == "nab" else os.path.basename(source)
+    builder, dead = _Builder(with_label), []
+    for line_no, line in enumerate(it, start=2):
+        try:
+            row = next(csv.reader([line]), [])
+            if not row:
+                raise ValueError("empty line")
+            if len(row) != cols.width:
+                msg = f"wrong number of columns: expected {cols.width}, got {len(row)}"
+                raise ValueError(msg)
+            t_us = parse_timestamp_us(row[cols.time])
+            feats = [_float(row[i], cols.names[i]) for i in cols.features]
+            key = row[cols.key].strip() if cols.key is not None else default_key
+            if not key:
+                raise ValueError("empty key")
+            event_id = _int(row[cols.event_id], "event_id") if cols.event_id is not None else line_no
+            label = None
+            if cols.label is not None:
+                label = _int(row[cols.label], cols.names[cols.label])
+            elif nab_windows is not None:
+                label = int(any(a <= t_us <= b for a, b in nab_windows))
+        except (ValueError, csv.Error) as err:
+            dead.append(
+                {"reason": str(err), "source": source, "line": line_no, "raw": line.rstrip("\r\n"), "rows": 1}
+            )
+        else:
+            builder.keys.append(key)
+            builder.times.append(t_us)
+            builder.features.append(feats)
+            builder.ids.append(event_id)
+            if builder.labels is not None:
+                builder.labels.append(label if label is not None else 0)
+        if len(builder) + len(dead) >= fmt.chunk_rows:
+            yield ParsedChunk(builder.build(), dead)
+            builder, dead = _Builder(with_label), []
+    if len(builder) or dead:
+        yield ParsedChunk(builder.build(), dead)
