@@ -26,6 +26,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from apache_beam.coders import coders
 from apache_beam.transforms import trigger as tr
 from apache_beam.transforms import window as bw
 from apache_beam.utils.timestamp import Duration, Timestamp
@@ -170,8 +171,8 @@ class BatchSessions(bw.WindowFn):
         end = Timestamp(micros=int(times.max())) + self.gap_size
         return [bw.IntervalWindow(start, end)]
 
-    def get_window_coder(self) -> beam.coders.Coder:
-        return beam.coders.IntervalWindowCoder()
+    def get_window_coder(self) -> coders.Coder:
+        return coders.IntervalWindowCoder()
 
     def merge(self, merge_context: bw.WindowFn.MergeContext) -> None:
         to_merge: list[bw.IntervalWindow] = []

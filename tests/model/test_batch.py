@@ -1,0 +1,78 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from model import batch as mb
+
+
+def _batch(n: int = 5, d: int = 3) -> pa.RecordBatch:
+    rng = np.random.default_rng(0)
+    return mb.make_batch(
+        [f"k{i % 2}" for i in range(n)],
+        np.arange(n, dtype=np.int64) * 1_000_000,
+        rng.standard_normal((n, d)),
+        labels=np.arange(n) % 2,
+        event_ids=np.arange(n),
+    )
+
+
+def test_schema_and_validation_pass():
+    b = _batch()
+    mb.validate_batch(b)
+    assert b.schema.field(mb.EVENT_TIME).type == pa.timestamp("us", tz="UTC")
+    assert mb.num_features(b) == 3
+    assert mb.min_event_time_us(b) == 0
+
+
+def test_features_are_zero_copy_views_of_the_arrow_buffer():
+    b = _batch()
+    arr = mb.features_numpy(b)
+    buf = b.column(mb.FEATURES).flatten().buffers()[1]
+    assert arr.ctypes.data == buf.address
+    t = mb.features_tensor(b)
+    assert t.data_ptr() == buf.address
+    assert t.dtype == torch.float32 and tuple(t.shape) == (5, 3)
+
+
+def test_zero_copy_respects_slices():
+    b = _batch(10).slice(3, 4)
+    np.testing.assert_array_equal(mb.features_numpy(b), mb.features_numpy(_batch(10))[3:7])
+    np.testing.assert_array_equal(mb.event_times_us(b), np.arange(3, 7) * 1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda b: b.drop_columns([mb.KEY]), "missing column 'key'"),
+        (
+            lambda b: b.set_column(1, mb.EVENT_TIME, b.column(1).cast(pa.timestamp("us"))),
+            "timestamp[us, tz=UTC]",
+        ),
+        (
+            lambda b: b.set_column(
+                b.schema.get_field_index(mb.LABEL), mb.LABEL, b.column(mb.LABEL).cast(pa.float64())
+            ),
+            "'label' must be int64",
+        ),
+    ],
+)
+def test_validation_names_the_problem(mutate, message):
+    with pytest.raises(mb.BatchSchemaError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        mb.validate_batch(mutate(_batch()))
+
+
+def test_make_batch_rejects_mismatched_columns():
+    with pytest.raises(ValueError, match="event_times_us must have 2 entries"):
+        mb.make_batch(["a", "b"], [1], np.zeros((2, 1)))
+    with pytest.raises(ValueError, match="features must be 2-D"):
+        mb.make_batch(["a"], [1], np.zeros(3))
+
+
+def test_sort_concat_chunks_roundtrip():
+    b = _batch(7)
+    shuffled = mb.take(b, np.array([3, 1, 6, 0, 2, 5, 4]))
+    assert mb.sort_by_time(shuffled).column(mb.EVENT_ID).to_pylist() == list(range(7))
+    parts = mb.chunks(b, 3)
+    assert [p.num_rows for p in parts] == [3, 3, 1]
+    assert mb.concat(parts).equals(b)

@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+import torch
+
+from model.mlp import MLPClassifier, fit
+from model.scorer import BatchScorer, ModelArtifact, resolve_device
+
+
+@pytest.mark.parametrize("spec", ["GPU", "cuda:x", "tpu", "", "cuda0"])
+def test_unknown_devices_are_rejected(spec):
+    with pytest.raises(ValueError, match="device must be"):
+        resolve_device(spec)
+
+
+def test_cpu_and_auto_resolve():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error path")
+def test_cuda_without_gpu_is_an_error_not_a_silent_cpu():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda:0")
+
+
+def test_artifact_roundtrip_and_version_tag():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    net = MLPClassifier(4, (16,), seed=0)
+    acc = fit(net, x, y, epochs=30)
+    assert acc > 0.9
+    scorer = BatchScorer(ModelArtifact.from_module(net, version=3), device="cpu")
+    pred, conf = scorer.score(torch.from_numpy(x))
+    assert scorer.version == 3
+    assert (pred == y).mean() == pytest.approx(acc)
+    assert np.all((conf >= 0.5) & (conf <= 1.0))
+
+
+def test_negative_version_rejected():
+    with pytest.raises(ValueError, match="version must be >= 0"):
+        ModelArtifact.from_module(MLPClassifier(2), version=-1)
