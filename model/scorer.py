@@ -91,11 +91,12 @@ class _Rebuild:
 
     @classmethod
     def of(cls, module: nn.Module) -> _Rebuild:
-        try:
-            return cls(module.in_features, tuple(module.hidden), module.num_classes)
-        except AttributeError:
+        from model.mlp import MLPClassifier
+
+        if not isinstance(module, MLPClassifier):
             msg = f"pass a factory for {type(module).__name__} (only MLPClassifier is inferred)"
-            raise TypeError(msg) from None
+            raise TypeError(msg)
+        return cls(module.in_features, module.hidden, module.num_classes)
 
     def __call__(self) -> nn.Module:
         from model.mlp import MLPClassifier

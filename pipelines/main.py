@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 
 import apache_beam as beam
+from apache_beam.runners.runner import PipelineRunner
 
 from pipelines import score
 from pipelines.summary import RunSummary, counters
@@ -41,9 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "runner, bounded on the portable in-process runner) or any other Beam runner "
         "name, passed to Beam as is",
     )
-    run.add_argument(
-        "--pipeline", default="score", choices=["score"], help="which pipeline to run"
-    )
+    run.add_argument("--pipeline", default="score", choices=["score"], help="which pipeline to run")
     run.add_argument("--output", default="output", help="directory for all outputs")
     run.add_argument(
         "--streaming",
@@ -71,9 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="input file or glob (repeatable) for --source csv/nab",
     )
-    src.add_argument(
-        "--label-column", default=None, help="generic CSV: integer class label column"
-    )
+    src.add_argument("--label-column", default=None, help="generic CSV: integer class label column")
     src.add_argument("--time-column", default="timestamp", help="generic CSV: event time column")
     src.add_argument(
         "--watermark-lag",
@@ -92,9 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     win = p.add_argument_group("windows and triggers")
-    win.add_argument(
-        "--window", default="fixed", choices=["fixed", "sliding", "session", "global"]
-    )
+    win.add_argument("--window", default="fixed", choices=["fixed", "sliding", "session", "global"])
     win.add_argument("--window-size", type=float, default=10.0, help="seconds")
     win.add_argument("--window-period", type=float, default=None, help="sliding: seconds")
     win.add_argument("--session-gap", type=float, default=10.0, help="session: seconds")
@@ -180,6 +175,7 @@ def config_from_args(args: argparse.Namespace) -> score.ScoreConfig:
 
 def run(cfg: score.ScoreConfig, runner: str = "DirectRunner") -> RunSummary:
     """Build and run the pipeline; wait for it; return the summary."""
+    beam_runner: PipelineRunner | str
     if runner == "DirectRunner":
         beam_runner = direct_runner(streaming=cfg.streaming)
         options = direct_options(streaming=cfg.streaming)

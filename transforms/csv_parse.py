@@ -234,7 +234,9 @@ def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[P
             key = row[cols.key].strip() if cols.key is not None else default_key
             if not key:
                 raise ValueError("empty key")
-            event_id = _int(row[cols.event_id], "event_id") if cols.event_id is not None else line_no
+            event_id = (
+                _int(row[cols.event_id], "event_id") if cols.event_id is not None else line_no
+            )
             label = None
             if cols.label is not None:
                 label = _int(row[cols.label], cols.names[cols.label])
@@ -242,7 +244,13 @@ def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[P
                 label = int(any(a <= t_us <= b for a, b in nab_windows))
         except (ValueError, csv.Error) as err:
             dead.append(
-                {"reason": str(err), "source": source, "line": line_no, "raw": line.rstrip("\r\n"), "rows": 1}
+                {
+                    "reason": str(err),
+                    "source": source,
+                    "line": line_no,
+                    "raw": line.rstrip("\r\n"),
+                    "rows": 1,
+                }
             )
         else:
             builder.keys.append(key)

@@ -69,4 +69,6 @@ class ScoreBatches(beam.PTransform):
         self._device = device
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        return batches | "Score" >> beam.ParDo(_ScoreDoFn(self._artifact, self._device))
+        return batches | "Score" >> beam.ParDo(
+            _ScoreDoFn(self._artifact, self._device)
+        ).with_output_types(pa.RecordBatch)

@@ -84,7 +84,9 @@ def count(verdict: str, rows: int) -> None:
     _COUNTERS[verdict].inc(rows)
 
 
-def dead_letter(piece: pa.RecordBatch, watermark_us: int | None, lateness_us: int) -> dict[str, Any]:
+def dead_letter(
+    piece: pa.RecordBatch, watermark_us: int | None, lateness_us: int
+) -> dict[str, Any]:
     """A dead-letter record for an expired piece (one record for all its events)."""
     ids = piece.column(mb.EVENT_ID).to_pylist() if mb.EVENT_ID in piece.schema.names else []
     times = mb.event_times_us(piece)

@@ -3,7 +3,8 @@
 Each bundle's rows go to one file per format, written to a temporary name and renamed
 into place when the bundle finishes. The file name is a hash of the bundle's content,
 so a bundle that the runner retries overwrites its own file instead of adding a
-second copy (rows are expected to be distinct, e.g. by ``event_id``). Any path Beam's ``FileSystems`` understands works.
+second copy (rows are expected to be distinct, e.g. by ``event_id``). Any path that
+Beam's ``FileSystems`` understands works.
 """
 
 from __future__ import annotations
@@ -123,9 +124,7 @@ class WriteBatches(beam.PTransform):
     Counts the rows written in the counter ``counter`` (namespace ``streaming_ml``).
     """
 
-    def __init__(
-        self, directory: str, *, counter: str, formats: tuple[str, ...] = FORMATS
-    ) -> None:
+    def __init__(self, directory: str, *, counter: str, formats: tuple[str, ...] = FORMATS) -> None:
         super().__init__()
         bad = [f for f in formats if f not in FORMATS]
         if bad or not formats:
@@ -167,4 +166,3 @@ def read_jsonl_dir(directory: str) -> list[dict[str, Any]]:
         with FileSystems.open(m.path) as f:
             rows.extend(json.loads(line) for line in f.read().decode().splitlines() if line)
     return rows
-

@@ -21,6 +21,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -32,6 +33,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from model import batch as mb
 from transforms import lateness
+from transforms.coders import decode_batch, encode_batch
 from transforms.csv_parse import CsvFormat, parse_lines
 from transforms.synthetic import SyntheticConfig, generate
 
@@ -51,18 +53,6 @@ class SourceOut:
     events: int | None = None
 
 
-def encode_batch(batch: pa.RecordBatch) -> bytes:
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return sink.getvalue()
-
-
-def decode_batch(data: bytes) -> pa.RecordBatch:
-    with pa.ipc.open_stream(data) as reader:
-        return reader.read_next_batch()
-
-
 def _stamped(batch: pa.RecordBatch, watermark_us: int) -> bw.TimestampedValue:
     tagged = lateness.with_watermark(batch, watermark_us)
     return bw.TimestampedValue(tagged, Timestamp(micros=mb.min_event_time_us(batch)))
@@ -74,7 +64,7 @@ class _DecodeDoFn(beam.DoFn):
     def __init__(self) -> None:
         self._events = beam.metrics.Metrics.counter(NAMESPACE, "events_in")
 
-    def process(self, data: bytes, ts: Timestamp = beam.DoFn.TimestampParam) -> Iterator[object]:
+    def process(self, data: bytes, ts: Any = beam.DoFn.TimestampParam) -> Iterator[object]:
         tag, body = data[:1], data[1:]
         if tag == _DEAD:
             record = json.loads(body)
@@ -126,7 +116,10 @@ def replay(
     decoded = (
         pipeline
         | label >> stream
-        | f"{label}Decode" >> beam.ParDo(_DecodeDoFn()).with_outputs("dead_letter", main="batches")
+        | f"{label}Decode"
+        >> beam.ParDo(_DecodeDoFn())
+        .with_output_types(pa.RecordBatch)
+        .with_outputs("dead_letter", main="batches")
     )
     return SourceOut(batches=decoded.batches, dead_letter=decoded.dead_letter, events=events)
 
@@ -163,14 +156,17 @@ class SyntheticSource(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> SourceOut:  # type: ignore[override]
         if self._streaming:
-            items = ((c.batch, c.watermark_us, []) for c in generate(self._config))
+            items = (
+                (c.batch, c.watermark_us, list[dict[str, object]]()) for c in generate(self._config)
+            )
             return replay(
                 pbegin.pipeline, items, processing_time_per_chunk_s=self._ptime, label="Synthetic"
             )
         batches = (
             pbegin
             | "Impulse" >> beam.Impulse()
-            | "Generate" >> beam.ParDo(_GenerateDoFn(self._config))
+            | "Generate"
+            >> beam.ParDo(_GenerateDoFn(self._config)).with_output_types(pa.RecordBatch)
         )
         empty = pbegin | "NoDeadLetters" >> beam.Create([])
         return SourceOut(batches=batches, dead_letter=empty)
@@ -178,8 +174,7 @@ class SyntheticSource(beam.PTransform):
 
 def _read_lines(path: str) -> Iterator[str]:
     with FileSystems.open(path) as raw:
-        for line in io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=""):
-            yield line
+        yield from io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
 
 
 class _ReadCsvDoFn(beam.DoFn):
@@ -239,8 +234,9 @@ class CsvSource(beam.PTransform):
         read = (
             pbegin
             | "Paths" >> beam.Create(self._paths)
-            | "ReadCsv" >> beam.ParDo(_ReadCsvDoFn(self._fmt)).with_outputs(
-                "dead_letter", main="batches"
-            )
+            | "ReadCsv"
+            >> beam.ParDo(_ReadCsvDoFn(self._fmt))
+            .with_output_types(pa.RecordBatch)
+            .with_outputs("dead_letter", main="batches")
         )
         return SourceOut(batches=read.batches, dead_letter=read.dead_letter)

@@ -172,7 +172,7 @@ def events(cfg: SyntheticConfig) -> tuple[pa.RecordBatch, np.ndarray]:
     t_s = (np.arange(n) + rng.random(n)) / cfg.events_per_second
     # Millisecond event times: Beam's runner APIs carry timestamps in milliseconds.
     event_us = cfg.start_us + np.round(t_s * 1000).astype(np.int64) * 1000
-    x = rng.standard_normal((n, d)).astype(np.float32)
+    x = rng.standard_normal((n, d), dtype=np.float32)
     weights = concept_weights(cfg)
     concept = concept_index(cfg, t_s, rng)
     labels = (np.einsum("nd,nd->n", x, weights[concept]) > 0).astype(np.int64)
@@ -181,7 +181,8 @@ def events(cfg: SyntheticConfig) -> tuple[pa.RecordBatch, np.ndarray]:
     anomaly = rng.random(n) < cfg.anomaly_fraction
     x[anomaly] *= 8.0
     key_ids = rng.integers(0, cfg.num_keys, n)
-    key_names = np.array([f"key-{k}" for k in range(cfg.num_keys)], dtype=object)
+    key_names = pa.array([f"key-{k}" for k in range(cfg.num_keys)], type=pa.string())
+    keys = pa.DictionaryArray.from_arrays(pa.array(key_ids, type=pa.int32()), key_names)
 
     kind = rng.random(n)
     delay_s = np.zeros(n)
@@ -194,7 +195,7 @@ def events(cfg: SyntheticConfig) -> tuple[pa.RecordBatch, np.ndarray]:
     arrival_us = event_us + np.round(delay_s * 1000).astype(np.int64) * 1000
 
     batch = mb.make_batch(
-        key_names[key_ids].tolist(),
+        keys.cast(pa.string()),
         event_us,
         x,
         labels=labels,

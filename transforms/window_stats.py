@@ -22,44 +22,60 @@ from transforms.lateness import NAMESPACE
 
 # events, sum of scores, labelled events, correct predictions
 _WIDTH = 4
+_ALL = ""
 _TIMING = {
     PaneInfoTiming.EARLY: "EARLY",
     PaneInfoTiming.ON_TIME: "ON_TIME",
     PaneInfoTiming.LATE: "LATE",
     PaneInfoTiming.UNKNOWN: "UNKNOWN",
 }
+Stats = dict[str, np.ndarray]
 
 
-def partial_stats(batch: pa.RecordBatch) -> Iterator[tuple[str, np.ndarray]]:
-    """``(key, [events, sum_score, labelled, correct])`` for each key in the batch."""
+def partial_stats(batch: pa.RecordBatch) -> Stats:
+    """``{key: [events, sum_score, labelled, correct]}`` for the keys in the batch.
+
+    Batches without ``score``/``prediction`` columns (unscored) count events only.
+    """
     encoded = pc.dictionary_encode(batch.column(mb.KEY))
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     keys = encoded.dictionary.to_pylist()
     k = len(keys)
     stats = np.zeros((k, _WIDTH), dtype=np.float64)
     stats[:, 0] = np.bincount(codes, minlength=k)
-    score = batch.column(SCORE).to_numpy(zero_copy_only=False)
-    stats[:, 1] = np.bincount(codes, weights=score, minlength=k)
+    names = batch.schema.names
+    if SCORE in names:
+        score = batch.column(SCORE).to_numpy(zero_copy_only=False)
+        stats[:, 1] = np.bincount(codes, weights=score, minlength=k)
     labels = mb.labels_numpy(batch)
-    if labels is not None:
+    if labels is not None and PREDICTION in names:
         correct = labels == batch.column(PREDICTION).to_numpy(zero_copy_only=False)
         stats[:, 2] = stats[:, 0]
         stats[:, 3] = np.bincount(codes, weights=correct, minlength=k)
-    for i, key in enumerate(keys):
-        yield key, stats[i]
+    return dict(zip(keys, stats, strict=True))
 
 
-class _SumStats(beam.CombineFn):
-    def create_accumulator(self) -> np.ndarray:
-        return np.zeros(_WIDTH)
+class _MergeStats(beam.CombineFn):
+    """Adds per-key stats dicts."""
 
-    def add_input(self, acc: np.ndarray, value: np.ndarray) -> np.ndarray:
-        return acc + value
+    def create_accumulator(self) -> Stats:
+        return {}
 
-    def merge_accumulators(self, accs: Any) -> np.ndarray:
-        return np.sum(list(accs), axis=0) if accs else np.zeros(_WIDTH)
+    def add_input(self, acc: Stats, value: Stats) -> Stats:
+        for key, row in value.items():
+            if key in acc:
+                acc[key] = acc[key] + row
+            else:
+                acc[key] = row
+        return acc
 
-    def extract_output(self, acc: np.ndarray) -> np.ndarray:
+    def merge_accumulators(self, accs: Any) -> Stats:
+        merged: Stats = {}
+        for acc in accs:
+            self.add_input(merged, acc)
+        return merged
+
+    def extract_output(self, acc: Stats) -> Stats:
         return acc
 
 
@@ -69,35 +85,49 @@ class _FormatPaneDoFn(beam.DoFn):
 
     def process(
         self,
-        kv: tuple[str, np.ndarray],
+        kv: tuple[str, Stats],
         window: Any = beam.DoFn.WindowParam,
         pane: Any = beam.DoFn.PaneInfoParam,
     ) -> Iterator[dict[str, Any]]:
-        key, s = kv
-        self._panes.inc()
         start = getattr(window, "start", None)
         end = getattr(window, "end", None)
-        yield {
-            "key": key,
-            "window_start_us": None if start is None else int(start.micros),
-            "window_end_us": None if end is None else int(end.micros),
-            "pane": _TIMING.get(pane.timing, str(pane.timing)),
-            "pane_index": int(pane.index),
-            "is_last": bool(pane.is_last),
-            "events": int(s[0]),
-            "mean_score": float(s[1] / s[0]) if s[0] else None,
-            "labelled": int(s[2]),
-            "accuracy": float(s[3] / s[2]) if s[2] else None,
-        }
+        for key, s in sorted(kv[1].items()):
+            self._panes.inc()
+            yield {
+                "key": key,
+                "window_start_us": None if start is None else int(start.micros),
+                "window_end_us": None if end is None else int(end.micros),
+                "pane": _TIMING.get(pane.timing, str(pane.timing)),
+                "pane_index": int(pane.index),
+                "is_last": bool(pane.is_last),
+                "events": int(s[0]),
+                "mean_score": float(s[1] / s[0]) if s[0] else None,
+                "labelled": int(s[2]),
+                "accuracy": float(s[3] / s[2]) if s[2] else None,
+            }
+
+
+def _by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, Stats]]:
+    for key, row in partial_stats(batch).items():
+        yield key, {key: row}
 
 
 class WindowStats(beam.PTransform):
-    """Windowed scored batches in, one dict per (key, window, pane) out."""
+    """Windowed (scored) batches in, one dict per (key, window, pane) out.
 
-    def expand(self, scored: beam.PCollection) -> beam.PCollection:
+    Each batch is reduced to per-key partial sums first. With fixed, sliding or global
+    windows the partials of a window are merged under one grouping key (one element per
+    batch into the GroupByKey, not one per event or per key); merging windows
+    (sessions) are grouped per key, as Beam merges them per key.
+    """
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        if batches.windowing.windowfn.is_merging():
+            partials = batches | "PartialStats" >> beam.FlatMap(_by_key)
+        else:
+            partials = batches | "PartialStats" >> beam.Map(lambda b: (_ALL, partial_stats(b)))
         return (
-            scored
-            | "PartialStats" >> beam.FlatMap(partial_stats)
-            | "SumPerKeyWindow" >> beam.CombinePerKey(_SumStats())
+            partials
+            | "MergePerWindow" >> beam.CombinePerKey(_MergeStats())
             | "FormatPane" >> beam.ParDo(_FormatPaneDoFn())
         )

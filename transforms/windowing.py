@@ -32,6 +32,7 @@ from apache_beam.transforms import window as bw
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from model import batch as mb
+from transforms import coders as _coders  # noqa: F401  (registers the batch coder)
 from transforms import lateness
 
 WindowKind = Literal["fixed", "sliding", "session", "global"]
@@ -141,12 +142,17 @@ def split_batch(batch: pa.RecordBatch, spec: WindowSpec) -> list[pa.RecordBatch]
         cells = _session_cells(_us(spec.gap_s), batch.column(mb.KEY), times)
     else:
         cells = cell_ids(spec, times)
-    if np.all(cells == cells[0]):
+    changes = cells[1:] != cells[:-1]
+    if not changes.any():
         return [batch]
-    order = np.argsort(cells, kind="stable")
-    sorted_cells = cells[order]
+    if np.all(cells[1:] >= cells[:-1]):  # already grouped: zero-copy slices
+        ordered, sorted_cells = batch, cells
+    else:  # one gather, then slices
+        order = np.argsort(cells, kind="stable")
+        ordered, sorted_cells = mb.take(batch, order), cells[order]
     cuts = np.flatnonzero(sorted_cells[1:] != sorted_cells[:-1]) + 1
-    return [mb.take(batch, idx) for idx in np.split(order, cuts)]
+    bounds = [0, *cuts.tolist(), len(sorted_cells)]
+    return [ordered.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 class BatchSessions(bw.WindowFn):
@@ -175,9 +181,10 @@ class BatchSessions(bw.WindowFn):
         return coders.IntervalWindowCoder()
 
     def merge(self, merge_context: bw.WindowFn.MergeContext) -> None:
-        to_merge: list[bw.IntervalWindow] = []
+        to_merge: list[bw.BoundedWindow] = []
         end = Timestamp(micros=np.iinfo(np.int64).min)
-        for w in sorted(merge_context.windows, key=lambda w: w.start):
+        windows: list[bw.IntervalWindow] = list(merge_context.windows)  # type: ignore[arg-type]
+        for w in sorted(windows, key=lambda w: w.start):
             if to_merge and end > w.start:
                 to_merge.append(w)
                 end = max(end, w.end)
@@ -234,6 +241,9 @@ class TriggerSpec:
         if parts:
             early = parts[0] if len(parts) == 1 else tr.AfterAny(*parts)
         late = tr.AfterCount(self.late_count) if self.allowed_lateness_s > 0 else None
+        if early is None and late is None:
+            # Same panes as AfterWatermark(); runners have a fast path for the default.
+            return tr.DefaultTrigger()
         return tr.AfterWatermark(early=early, late=late)
 
     @property
@@ -285,7 +295,7 @@ class EventTimeWindow(beam.PTransform):
         t = self._trigger
         pieces = batches | "SplitAtBoundaries" >> beam.ParDo(
             _SplitStampGateDoFn(self._window, t.allowed_lateness_s)
-        ).with_outputs("dropped", main="pieces")
+        ).with_output_types(pa.RecordBatch).with_outputs("dropped", main="pieces")
         windowed = pieces.pieces | "WindowInto" >> beam.WindowInto(
             self._window.window_fn(),
             trigger=t.trigger(),

@@ -17,9 +17,22 @@ def test_help_explains_every_option(capsys):
         main.main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for option in ["--runner", "--pipeline", "--source", "--input", "--output", "--label-column",
-                   "--window", "--window-size", "--allowed-lateness", "--early-count",
-                   "--early-after", "--late-count", "--accumulating", "--streaming"]:
+    for option in [
+        "--runner",
+        "--pipeline",
+        "--source",
+        "--input",
+        "--output",
+        "--label-column",
+        "--window",
+        "--window-size",
+        "--allowed-lateness",
+        "--early-count",
+        "--early-after",
+        "--late-count",
+        "--accumulating",
+        "--streaming",
+    ]:
         assert option in text
 
 
@@ -31,11 +44,21 @@ def test_bad_option_value_is_a_usage_error(capsys, tmp_path):
 @pytest.mark.slow
 def test_default_streaming_run_writes_all_outputs(tmp_path, capsys):
     out = str(tmp_path / "out")
-    assert main.main(["--runner", "DirectRunner", "--output", out, "--events", "6000", "--json"]) == 0
+    assert (
+        main.main(["--runner", "DirectRunner", "--output", out, "--events", "6000", "--json"]) == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     predictions = read_parquet_dir(os.path.join(out, "predictions"))
     assert predictions is not None
-    for column in ["key", "event_time", "event_id", "label", "prediction", "score", "model_version"]:
+    for column in [
+        "key",
+        "event_time",
+        "event_id",
+        "label",
+        "prediction",
+        "score",
+        "model_version",
+    ]:
         assert column in predictions.column_names
     assert predictions.schema.field("event_time").type == pa.timestamp("us", tz="UTC")
     assert set(predictions.column("model_version").to_pylist()) == {0}
@@ -60,8 +83,22 @@ def test_default_streaming_run_writes_all_outputs(tmp_path, capsys):
 @pytest.mark.slow
 def test_bounded_run_scores_every_event(tmp_path):
     out = str(tmp_path / "out")
-    assert main.main(["--output", out, "--events", "3000", "--no-streaming", "--window", "sliding",
-                      "--window-period", "5"]) == 0
+    assert (
+        main.main(
+            [
+                "--output",
+                out,
+                "--events",
+                "3000",
+                "--no-streaming",
+                "--window",
+                "sliding",
+                "--window-period",
+                "5",
+            ]
+        )
+        == 0
+    )
     predictions = read_parquet_dir(os.path.join(out, "predictions"))
     assert predictions is not None and predictions.num_rows == 3000
     assert read_jsonl_dir(os.path.join(out, "dead_letter")) == []

@@ -31,9 +31,7 @@ def test_disorder_and_lateness_relative_to_the_watermark():
 
 
 def test_abrupt_and_gradual_drift_change_the_concept():
-    cfg = SyntheticConfig(
-        drifts=(Drift(at_s=10.0), Drift(at_s=20.0, kind="gradual", width_s=10.0))
-    )
+    cfg = SyntheticConfig(drifts=(Drift(at_s=10.0), Drift(at_s=20.0, kind="gradual", width_s=10.0)))
     t = np.linspace(0, 40, 4001)
     concept = concept_index(cfg, t, np.random.default_rng(0))
     assert set(concept[t < 10]) == {0}

@@ -38,11 +38,7 @@ def run_panes(chunks, trigger: TriggerSpec, size_s: float = 10.0):
     p = make_pipeline(streaming=True)
     src = replay(p, items)
     win = src.batches | EventTimeWindow(WindowSpec("fixed", size_s=size_s), trigger)
-    panes = (
-        win.batches
-        | ScoreBatches(ARTIFACT, device="cpu")
-        | WindowStats()
-    )
+    panes = win.batches | ScoreBatches(ARTIFACT, device="cpu") | WindowStats()
     return p, panes, win.dropped
 
 
@@ -65,8 +61,7 @@ def test_late_data_dropped_beyond_lateness_accepted_within_and_accounted():
         label="Panes",
     )
     assert_that(
-        dropped
-        | "Ids" >> beam.Map(lambda r: (r["rows"], tuple(r["event_ids"]), r["reason"][:4])),
+        dropped | "Ids" >> beam.Map(lambda r: (r["rows"], tuple(r["event_ids"]), r["reason"][:4])),
         equal_to([(1, (4,), "late")]),
         label="Dropped",
     )
@@ -90,11 +85,21 @@ def test_without_lateness_every_late_event_is_dead_lettered():
     [
         (
             False,
-            [("a", 0, "EARLY", 2), ("a", 0, "EARLY", 2), ("a", 0, "ON_TIME", 1), ("a", 0, "LATE", 1)],
+            [
+                ("a", 0, "EARLY", 2),
+                ("a", 0, "EARLY", 2),
+                ("a", 0, "ON_TIME", 1),
+                ("a", 0, "LATE", 1),
+            ],
         ),
         (
             True,
-            [("a", 0, "EARLY", 2), ("a", 0, "EARLY", 4), ("a", 0, "ON_TIME", 5), ("a", 0, "LATE", 6)],
+            [
+                ("a", 0, "EARLY", 2),
+                ("a", 0, "EARLY", 4),
+                ("a", 0, "ON_TIME", 5),
+                ("a", 0, "LATE", 6),
+            ],
         ),
     ],
     ids=["discarding", "accumulating"],

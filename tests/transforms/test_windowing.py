@@ -90,11 +90,9 @@ def test_batch_pipeline_counts_equal_per_event_pipeline(spec):
             | "EventSum" >> beam.CombinePerKey(sum)
         )
         per_batch = (
-            p
-            | "Batches" >> beam.Create(batches)
-            | "Window" >> EventTimeWindow(spec)
-        ).batches | "BatchCounts" >> beam.ParDo(_per_window_counts) | "BatchSum" >> (
-            beam.CombinePerKey(sum)
+            (p | "Batches" >> beam.Create(batches) | "Window" >> EventTimeWindow(spec)).batches
+            | "BatchCounts" >> beam.ParDo(_per_window_counts)
+            | "BatchSum" >> (beam.CombinePerKey(sum))
         )
         assert_that(per_event, equal_to(list(expected.items())), label="PerEvent")
         assert_that(per_batch, equal_to(list(expected.items())), label="PerBatch")
@@ -128,9 +126,11 @@ def test_session_windows_equal_per_event_sessions():
             | "EventRows" >> beam.ParDo(_session_rows)
         )
         per_batch = (
-            (p | "Batches" >> beam.Create(batches) | "Window" >> EventTimeWindow(
-                WindowSpec("session", gap_s=gap)
-            )).batches
+            (
+                p
+                | "Batches" >> beam.Create(batches)
+                | "Window" >> EventTimeWindow(WindowSpec("session", gap_s=gap))
+            ).batches
             | "KeyRows" >> beam.FlatMap(_key_rows)
             | "BatchSum" >> beam.CombinePerKey(sum)
             | "BatchRows" >> beam.ParDo(_session_rows)

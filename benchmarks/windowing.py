@@ -1,0 +1,234 @@
+"""Per-event Beam elements vs micro-batches: the same windowed count/score, one run.
+
+Both paths read the same synthetic stream (bounded, so both run on the same
+FnApiRunner), window it into 10 s fixed windows and aggregate per key and window:
+
+- ``count``: events per key and window;
+- ``score``: the same, after scoring every event with the same PyTorch MLP
+  (per event: one forward per element; micro-batches: one forward per batch).
+
+Prints one JSON line per measurement, then the ratios. Both paths must agree on
+the aggregated event count (``agree``), or the comparison is void.
+
+    python benchmarks/windowing.py --events 1000000 --batch-size 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import torch
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.transforms import window as bw
+from apache_beam.utils.timestamp import Timestamp
+
+from benchmarks import tally
+from model import batch as mb
+from model.mlp import MLPClassifier
+from model.scorer import BatchScorer, ModelArtifact
+from runners.direct import direct_options, direct_runner
+from transforms.inference import ScoreBatches
+from transforms.sources import SyntheticSource
+from transforms.synthetic import SyntheticConfig, generate
+from transforms.window_stats import WindowStats
+from transforms.windowing import EventTimeWindow, WindowSpec
+
+WINDOW = WindowSpec("fixed", size_s=10.0)
+
+
+def single_events(batch: Any) -> list[bw.TimestampedValue]:
+    """A micro-batch as single events: (key, features row, label), stamped."""
+    keys = batch.column(mb.KEY).to_pylist()
+    times = mb.event_times_us(batch).tolist()
+    feats = np.array(mb.features_numpy(batch))
+    labels = batch.column(mb.LABEL).to_pylist()
+    return [
+        bw.TimestampedValue((keys[i], feats[i], labels[i]), Timestamp(micros=times[i]))
+        for i in range(batch.num_rows)
+    ]
+
+
+class _EventsDoFn(beam.DoFn):
+    def __init__(self, cfg: SyntheticConfig) -> None:
+        self._cfg = cfg
+
+    def process(self, _: bytes) -> Iterator[bw.TimestampedValue]:
+        for chunk in generate(self._cfg):
+            yield from single_events(chunk.batch)
+
+
+def event_replay(p: beam.Pipeline, cfg: SyntheticConfig) -> beam.PCollection:
+    """The same chunks and watermarks as the micro-batch replay, one element per event."""
+    stream, watermark = TestStream(), None
+    for chunk in generate(cfg):
+        stream = stream.add_elements(single_events(chunk.batch))
+        new = chunk.watermark_us - chunk.watermark_us % 1000
+        if watermark is None or new > watermark:
+            stream, watermark = stream.advance_watermark_to(Timestamp(micros=new)), new
+    return p | "Replay" >> stream.advance_watermark_to_infinity()
+
+
+class _ScoreEventDoFn(beam.DoFn):
+    def __init__(self, artifact: ModelArtifact) -> None:
+        self._artifact = artifact
+
+    def setup(self) -> None:
+        self._scorer = BatchScorer(self._artifact, "cpu")
+
+    def process(self, event: tuple[str, np.ndarray, int]) -> Iterator[tuple[str, float]]:
+        key, feats, _ = event
+        _, score = self._scorer.score(torch.from_numpy(feats).unsqueeze(0))
+        yield key, float(score[0])
+
+
+class _Total(beam.DoFn):
+    """Adds up the events in the aggregated rows, whatever their shape.
+
+    A process-wide tally (both local runners run the DoFns in this process); Beam
+    counters are not usable on the legacy streaming DirectRunner.
+    """
+
+    def process(self, row: Any) -> Iterator[None]:
+        if isinstance(row, dict):
+            count = row["events"]
+        else:
+            value = row[1]
+            count = value[0] if isinstance(value, tuple) else value
+        tally.add("events", int(count))
+        return iter(())
+
+
+def _sum_pairs(values: Any) -> tuple[int, float]:
+    n, s = 0, 0.0
+    for c, v in values:
+        n, s = n + c, s + v
+    return n, s
+
+
+def per_event(
+    p: beam.Pipeline, cfg: SyntheticConfig, artifact: ModelArtifact, scored: bool, streaming: bool
+) -> None:
+    if streaming:
+        source = event_replay(p, cfg)
+    else:
+        source = p | "Impulse" >> beam.Impulse() | "Events" >> beam.ParDo(_EventsDoFn(cfg))
+    events = source | "Window" >> beam.WindowInto(WINDOW.window_fn())
+    if scored:
+        pairs = events | "Score" >> beam.ParDo(_ScoreEventDoFn(artifact))
+        agg = (
+            pairs
+            | "Pair" >> beam.Map(lambda kv: (kv[0], (1, kv[1])))
+            | "Sum" >> beam.CombinePerKey(_sum_pairs)
+        )
+    else:
+        agg = events | "Key" >> beam.Map(lambda e: (e[0], 1)) | "Count" >> beam.CombinePerKey(sum)
+    _ = agg | "Total" >> beam.ParDo(_Total())
+
+
+def micro_batch(
+    p: beam.Pipeline, cfg: SyntheticConfig, artifact: ModelArtifact, scored: bool, streaming: bool
+) -> None:
+    batches = (p | "Source" >> SyntheticSource(cfg, streaming=streaming)).batches
+    windowed = (batches | "Window" >> EventTimeWindow(WINDOW)).batches
+    if scored:
+        windowed = windowed | "Score" >> ScoreBatches(artifact, device="cpu")
+    rows = windowed | "Stats" >> WindowStats()
+    _ = rows | "Total" >> beam.ParDo(_Total())
+
+
+def measure(
+    build: Any, cfg: SyntheticConfig, artifact: ModelArtifact, scored: bool, streaming: bool
+) -> tuple[float, int]:
+    """Seconds from graph construction to the end of the run, and events aggregated."""
+    tally.take("events")
+    start = time.perf_counter()
+    options = direct_options(streaming=streaming)
+    p = beam.Pipeline(runner=direct_runner(streaming=streaming), options=options)
+    build(p, cfg, artifact, scored, streaming)
+    p.run().wait_until_finish()
+    return time.perf_counter() - start, tally.take("events")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--rate", type=float, default=1000.0, help="events per second of event time")
+    ap.add_argument("--pipelines", default="count,score")
+    ap.add_argument(
+        "--streaming-events",
+        type=int,
+        default=20_000,
+        help="events for the streaming runs (0 skips them): the reference streaming "
+        "runner is slow per element, so they use a shorter stream",
+    )
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = SyntheticConfig(
+        num_events=args.events,
+        chunk_events=args.batch_size,
+        events_per_second=args.rate,
+        late_fraction=0.0,
+    )
+    artifact = ModelArtifact.from_module(MLPClassifier(cfg.num_features, seed=0), version=0)
+    modes = [("bounded", cfg)]
+    if args.streaming_events:
+        modes.append(("streaming", dataclasses.replace(cfg, num_events=args.streaming_events)))
+    ok = True
+    for mode, mode_cfg in modes:
+        for name in args.pipelines.split(","):
+            ok &= compare(mode, mode_cfg, name, artifact)
+    return 0 if ok else 1
+
+
+def compare(mode: str, cfg: SyntheticConfig, name: str, artifact: ModelArtifact) -> bool:
+    """Run both paths; print one line each and one with the ratio; True if they agree."""
+    rates, totals = {}, {}
+    for path, build in (("per_event", per_event), ("micro_batch", micro_batch)):
+        seconds, total = measure(build, cfg, artifact, name == "score", mode == "streaming")
+        rates[path], totals[path] = cfg.num_events / seconds, total
+        print(
+            json.dumps(
+                {
+                    "benchmark": "windowing",
+                    "mode": mode,
+                    "pipeline": name,
+                    "path": path,
+                    "events": cfg.num_events,
+                    "batch_size": cfg.chunk_events,
+                    "seconds": round(seconds, 3),
+                    "events_per_s": round(rates[path]),
+                    "aggregated_events": total,
+                }
+            ),
+            flush=True,
+        )
+    agree = totals["per_event"] == totals["micro_batch"] == cfg.num_events
+    print(
+        json.dumps(
+            {
+                "benchmark": "windowing",
+                "mode": mode,
+                "pipeline": name,
+                "ratio_micro_vs_per_event": round(rates["micro_batch"] / rates["per_event"], 1),
+                "target": 30,
+                "agree": agree,
+            }
+        ),
+        flush=True,
+    )
+    return agree
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.exit(main())
