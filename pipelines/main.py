@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--early-after",
         type=float,
         default=None,
-        help="early pane N seconds of processing time after the first element",
+        help="early pane N whole seconds of processing time after a pane's first element "
+        "(the streaming replay advances processing time by each batch's event-time span)",
     )
     win.add_argument("--late-count", type=int, default=1, help="late pane every N late elements")
     win.add_argument(

@@ -221,8 +221,11 @@ class TriggerSpec:
         if self.early_count is not None and self.early_count <= 0:
             msg = f"early_count must be > 0, got {self.early_count!r}"
             raise ValueError(msg)
-        if self.early_after_s is not None and self.early_after_s <= 0:
-            msg = f"early_after_s must be > 0, got {self.early_after_s!r}"
+        if self.early_after_s is not None and (
+            self.early_after_s <= 0 or self.early_after_s != int(self.early_after_s)
+        ):
+            # Beam's runner API carries this delay in whole seconds.
+            msg = f"early_after_s must be a whole number of seconds > 0, got {self.early_after_s!r}"
             raise ValueError(msg)
         if self.late_count <= 0:
             msg = f"late_count must be > 0, got {self.late_count!r}"
@@ -237,7 +240,7 @@ class TriggerSpec:
         if self.early_count is not None:
             parts.append(tr.AfterCount(self.early_count))
         if self.early_after_s is not None:
-            parts.append(tr.AfterProcessingTime(self.early_after_s))
+            parts.append(tr.AfterProcessingTime(int(self.early_after_s)))
         if parts:
             early = parts[0] if len(parts) == 1 else tr.AfterAny(*parts)
         late = tr.AfterCount(self.late_count) if self.allowed_lateness_s > 0 else None

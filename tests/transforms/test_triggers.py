@@ -133,3 +133,19 @@ def test_pieces_keep_the_smallest_event_time_as_timestamp():
         equal_to([(3 * S, 3 * S, 2), (int(10.5 * S), int(10.5 * S), 2)]),
     )
     p.run().wait_until_finish()
+
+
+def test_early_pane_after_processing_time():
+    chunks = [(events(1, first_id=0), 1), (events(2, first_id=1), 2), (events(3, first_id=2), 3)]
+    chunks += [(events(4, first_id=3), 4), (events(5, first_id=4), 11)]
+    items = [(b, round(wm * S), []) for b, wm in chunks]
+    p = make_pipeline(streaming=True)
+    src = replay(p, items, processing_time_per_chunk_s=2.0)
+    trigger = TriggerSpec(early_after_s=5.0)
+    win = src.batches | EventTimeWindow(WindowSpec("fixed", size_s=10.0), trigger)
+    panes = win.batches | ScoreBatches(ARTIFACT, device="cpu") | WindowStats()
+    rows = pane_tuples(panes)
+    # The first element arrives at processing time 0; the pane fires once processing time
+    # passes 5 s (after the third chunk), the rest comes on time.
+    assert_that(rows, equal_to([("a", 0, "EARLY", 3), ("a", 0, "ON_TIME", 2)]))
+    p.run().wait_until_finish()

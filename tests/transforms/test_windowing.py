@@ -179,3 +179,5 @@ def test_trigger_spec_validation():
         TriggerSpec(early_count=0)
     with pytest.raises(ValueError, match="allowed_lateness_s must be >= 0"):
         TriggerSpec(allowed_lateness_s=-1)
+    with pytest.raises(ValueError, match="whole number of seconds"):
+        TriggerSpec(early_after_s=1.5)
