@@ -33,10 +33,11 @@ from apache_beam.utils.timestamp import Timestamp
 
 from benchmarks import tally
 from model import batch as mb
+from model.artifact import ModelArtifact
+from model.handler import TorchModelHandler
 from model.mlp import MLPClassifier
-from model.scorer import BatchScorer, ModelArtifact
 from runners.direct import direct_options, direct_runner
-from transforms.inference import ScoreBatches
+from transforms.inference import StreamingInference
 from transforms.sources import SyntheticSource
 from transforms.synthetic import SyntheticConfig, generate
 from transforms.window_stats import WindowStats
@@ -82,11 +83,11 @@ class _ScoreEventDoFn(beam.DoFn):
         self._artifact = artifact
 
     def setup(self) -> None:
-        self._scorer = BatchScorer(self._artifact, "cpu")
+        self._handler = TorchModelHandler(self._artifact, "cpu")
 
     def process(self, event: tuple[str, np.ndarray, int]) -> Iterator[tuple[str, float]]:
         key, feats, _ = event
-        _, score = self._scorer.score(torch.from_numpy(feats).unsqueeze(0))
+        _, score = self._handler.predict(torch.from_numpy(feats).unsqueeze(0))
         yield key, float(score[0])
 
 
@@ -140,7 +141,7 @@ def micro_batch(
     batches = (p | "Source" >> SyntheticSource(cfg, streaming=streaming)).batches
     windowed = (batches | "Window" >> EventTimeWindow(WINDOW)).batches
     if scored:
-        windowed = windowed | "Score" >> ScoreBatches(artifact, device="cpu")
+        windowed = windowed | "Score" >> StreamingInference(artifact, device="cpu")
     rows = windowed | "Stats" >> WindowStats()
     _ = rows | "Total" >> beam.ParDo(_Total())
 

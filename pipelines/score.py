@@ -15,10 +15,10 @@ from typing import Literal
 
 import apache_beam as beam
 
+from model.artifact import ModelArtifact
 from model.mlp import MLPClassifier, fit
-from model.scorer import ModelArtifact
 from transforms.csv_parse import CsvFormat
-from transforms.inference import ScoreBatches
+from transforms.inference import StreamingInference
 from transforms.sinks import WriteBatches, WriteRecords
 from transforms.sources import CsvSource, SourceOut, SyntheticSource
 from transforms.synthetic import SyntheticConfig, warmup_sample
@@ -114,7 +114,7 @@ def build(pipeline: beam.Pipeline, cfg: ScoreConfig) -> ScoreOutputs:
     """Add the scoring pipeline to ``pipeline``."""
     source = read_source(pipeline, cfg)
     windowed = source.batches | "Window" >> EventTimeWindow(cfg.window, cfg.trigger)
-    scored = windowed.batches | "Score" >> ScoreBatches(
+    scored = windowed.batches | "Score" >> StreamingInference(
         initial_model(cfg, num_features_of(cfg)), device=cfg.device
     )
     stats = scored | "WindowStats" >> WindowStats()

@@ -9,10 +9,10 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from model import batch as mb
+from model.artifact import ModelArtifact
 from model.mlp import MLPClassifier
-from model.scorer import ModelArtifact
 from tests.conftest import make_pipeline
-from transforms.inference import ScoreBatches
+from transforms.inference import StreamingInference
 from transforms.sources import replay
 from transforms.window_stats import WindowStats
 from transforms.windowing import EventTimeWindow, TriggerSpec, WindowSpec
@@ -38,7 +38,7 @@ def run_panes(chunks, trigger: TriggerSpec, size_s: float = 10.0):
     p = make_pipeline(streaming=True)
     src = replay(p, items)
     win = src.batches | EventTimeWindow(WindowSpec("fixed", size_s=size_s), trigger)
-    panes = win.batches | ScoreBatches(ARTIFACT, device="cpu") | WindowStats()
+    panes = win.batches | StreamingInference(ARTIFACT, device="cpu") | WindowStats()
     return p, panes, win.dropped
 
 
@@ -143,7 +143,7 @@ def test_early_pane_after_processing_time():
     src = replay(p, items, processing_time_per_chunk_s=2.0)
     trigger = TriggerSpec(early_after_s=5.0)
     win = src.batches | EventTimeWindow(WindowSpec("fixed", size_s=10.0), trigger)
-    panes = win.batches | ScoreBatches(ARTIFACT, device="cpu") | WindowStats()
+    panes = win.batches | StreamingInference(ARTIFACT, device="cpu") | WindowStats()
     rows = pane_tuples(panes)
     # The first element arrives at processing time 0; the pane fires once processing time
     # passes 5 s (after the third chunk), the rest comes on time.

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from model.artifact import ModelArtifact
+from model.device import resolve_device
+from model.handler import TorchModelHandler
 from model.mlp import MLPClassifier, fit
-from model.scorer import BatchScorer, ModelArtifact, resolve_device
 
 
 @pytest.mark.parametrize("spec", ["GPU", "cuda:x", "tpu", "", "cuda0"])
@@ -31,9 +33,9 @@ def test_artifact_roundtrip_and_version_tag():
     net = MLPClassifier(4, (16,), seed=0)
     acc = fit(net, x, y, epochs=30)
     assert acc > 0.9
-    scorer = BatchScorer(ModelArtifact.from_module(net, version=3), device="cpu")
-    pred, conf = scorer.score(torch.from_numpy(x))
-    assert scorer.version == 3
+    handler = TorchModelHandler(ModelArtifact.from_module(net, version=3), device="cpu")
+    pred, conf = handler.predict(torch.from_numpy(x))
+    assert handler.version == 3
     assert (pred == y).mean() == pytest.approx(acc)
     assert np.all((conf >= 0.5) & (conf <= 1.0))
 
