@@ -113,6 +113,7 @@ class _InferenceDoFn(beam.DoFn):
             decrease=self._batching_cfg.decrease,
         )
         self._handlers: OrderedDict[int, TorchModelHandler] = OrderedDict()
+        self._load_ms: list[int] = []  # reported from inside a bundle (setup has no metrics)
         self.start_bundle()
         self._handler_for(self._initial)
 
@@ -126,11 +127,10 @@ class _InferenceDoFn(beam.DoFn):
             handler = TorchModelHandler(
                 artifact, self._device, batching=self._batching, compile=self._compile
             )
-            self._metrics.load.update(int(handler.stats.load_seconds * 1000))
+            self._load_ms.append(round(handler.stats.load_seconds * 1000))
             self._handlers[artifact.version] = handler
             self._evict()
         self._handlers.move_to_end(artifact.version)
-        self._metrics.version.set(max(self._handlers))
         return handler
 
     def _evict(self) -> None:
@@ -197,6 +197,10 @@ class _InferenceDoFn(beam.DoFn):
             self._metrics.batch_size.update(size)
             self._metrics.latency.update(int(sec * 1000))
         self._metrics.rows.inc(sum(sizes))
+        self._metrics.version.set(max(self._handlers))
+        for ms in self._load_ms:
+            self._metrics.load.update(ms)
+        self._load_ms.clear()
         if handler.stats.oom_splits:
             self._metrics.ooms.inc(handler.stats.oom_splits)
             handler.stats.oom_splits = 0

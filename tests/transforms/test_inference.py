@@ -206,3 +206,37 @@ def test_bad_settings_are_rejected():
         StreamingInference(constant(0, 0), resident_versions=0)
     with pytest.raises(ValueError, match="max_resident must be > 0"):
         KeyedInference(lambda k: constant(0, 0), max_resident=0)
+
+
+def test_runinference_picks_up_model_store_updates(tmp_path):
+    store = ModelStore(str(tmp_path / "models"))
+    first = store.save(constant(1, 1))
+    second = store.save(constant(2, 2))
+    handler = TorchModelHandlerNumpy(model_path=first, device="cpu")
+    examples = [np.full(2, i, np.float32) for i in range(10)]
+    with make_pipeline(streaming=False) as p:
+        updates = p | "Updates" >> beam.Create([ModelMetadata(model_id=second, model_name="v2")])
+        out = (
+            p
+            | beam.Create(examples)
+            | RunInference(handler, model_metadata_pcoll=updates)
+            | beam.Map(lambda r: (r.model_id, r.inference["prediction"]))
+        )
+        assert_that(out, equal_to([("2", 2)] * 10))
+
+
+def test_inference_metrics_are_reported():
+    batches = [events([float(t)], t) for t in range(30)]
+    p = make_pipeline(streaming=False)
+    _ = p | beam.Create(batches) | StreamingInference(constant(1, 4), device="cpu")
+    result = p.run()
+    result.wait_until_finish()
+    metrics = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    counters = {c.key.metric.name: c.committed for c in metrics["counters"]}
+    dists = {d.key.metric.name: d.committed for d in metrics["distributions"]}
+    gauges = {g.key.metric.name: g.committed for g in metrics["gauges"]}
+    assert counters["rows_scored"] == 30
+    assert dists["batch_size"].sum == 30 and dists["batch_size"].max > 1  # gathered passes
+    assert dists["batch_latency_ms"].count == dists["batch_size"].count
+    assert dists["model_load_ms"].count >= 1
+    assert gauges["model_version"].value == 4
