@@ -54,25 +54,25 @@ def watermark_of(batch: pa.RecordBatch) -> int | None:
     return None if raw is None else int(raw)
 
 
-def _window_ends(spec: WindowSpec, piece: pa.RecordBatch) -> tuple[int, int]:
-    times = mb.event_times_us(piece)
+def _window_ends(spec: WindowSpec, min_us: int, max_us: int) -> tuple[int, int]:
     if spec.kind == "session":
-        end = int(times.max()) + round(spec.gap_s * mb.US_PER_SECOND)
+        end = max_us + round(spec.gap_s * mb.US_PER_SECOND)
         return end, end
-    return spec.window_bounds_us(int(times.min()))
+    return spec.window_bounds_us(min_us)
 
 
 def classify(
-    spec: WindowSpec, piece: pa.RecordBatch, watermark_us: int | None, lateness_us: int
+    spec: WindowSpec, min_us: int, max_us: int, watermark_us: int | None, lateness_us: int
 ) -> str:
-    """ON_TIME, LATE (window fired, within allowed lateness) or EXPIRED.
+    """ON_TIME, LATE (window fired, within allowed lateness) or EXPIRED, for a
+    window-aligned piece whose event times span ``[min_us, max_us]``.
 
     Beam drops an element from a window when ``watermark > window.end + lateness``;
     a piece is EXPIRED when that holds for every window it belongs to.
     """
     if watermark_us is None:
         return UNJUDGED
-    first_end, last_end = _window_ends(spec, piece)
+    first_end, last_end = _window_ends(spec, min_us, max_us)
     if watermark_us > last_end + lateness_us:
         return EXPIRED
     if watermark_us >= first_end:

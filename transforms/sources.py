@@ -1,8 +1,8 @@
 """Sources of micro-batches: the synthetic stream and CSV files, bounded or streaming.
 
 Bounded mode reads on the workers (``Impulse`` + a generating ``DoFn``); every batch is
-stamped with its smallest event time and carries the watermark ``-inf`` (in a batch
-run nothing is late).
+stamped with its smallest event time and carries no watermark (in a batch run nothing
+is late, so the windowing step passes it through unjudged).
 
 Streaming mode replays the same chunks as an unbounded PCollection through Beam's
 ``TestStream``: each chunk is added, then the watermark advances to the source's
@@ -53,9 +53,9 @@ class SourceOut:
     events: int | None = None
 
 
-def _stamped(batch: pa.RecordBatch, watermark_us: int) -> bw.TimestampedValue:
-    tagged = lateness.with_watermark(batch, watermark_us)
-    return bw.TimestampedValue(tagged, Timestamp(micros=mb.min_event_time_us(batch)))
+def _stamped(batch: pa.RecordBatch) -> bw.TimestampedValue:
+    """A bounded source's batch: stamped, no watermark (nothing is late in batch)."""
+    return bw.TimestampedValue(batch, Timestamp(micros=mb.min_event_time_us(batch)))
 
 
 class _DecodeDoFn(beam.DoFn):
@@ -132,7 +132,7 @@ class _GenerateDoFn(beam.DoFn):
     def process(self, _: bytes) -> Iterator[bw.TimestampedValue]:
         for chunk in generate(self._config):
             self._events.inc(chunk.batch.num_rows)
-            yield _stamped(chunk.batch, _NO_WATERMARK)
+            yield _stamped(chunk.batch)
 
 
 class SyntheticSource(beam.PTransform):
@@ -186,7 +186,7 @@ class _ReadCsvDoFn(beam.DoFn):
         for chunk in parse_lines(_read_lines(path), self._fmt, path):
             if chunk.batch is not None:
                 self._events.inc(chunk.batch.num_rows)
-                yield _stamped(chunk.batch, _NO_WATERMARK)
+                yield _stamped(chunk.batch)
             for record in chunk.dead:
                 self._events.inc(record["rows"])
                 yield beam.pvalue.TaggedOutput("dead_letter", record)

@@ -272,14 +272,16 @@ class _SplitStampGateDoFn(beam.DoFn):
     def process(self, batch: pa.RecordBatch) -> Iterator[object]:
         watermark = lateness.watermark_of(batch)
         for piece in split_batch(batch, self._spec):
-            verdict = lateness.classify(self._spec, piece, watermark, self._lateness_us)
+            times = mb.event_times_us(piece)
+            lo, hi = int(times.min()), int(times.max())
+            verdict = lateness.classify(self._spec, lo, hi, watermark, self._lateness_us)
             lateness.count(verdict, piece.num_rows)
             if verdict == lateness.EXPIRED:
                 yield beam.pvalue.TaggedOutput(
                     "dropped", lateness.dead_letter(piece, watermark, self._lateness_us)
                 )
                 continue
-            yield bw.TimestampedValue(piece, Timestamp(micros=mb.min_event_time_us(piece)))
+            yield bw.TimestampedValue(piece, Timestamp(micros=lo))
 
 
 class EventTimeWindow(beam.PTransform):
