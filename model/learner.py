@@ -1,0 +1,249 @@
+"""Incremental learning over any ``nn.Module``: one optimizer step per micro-batch.
+
+:class:`IncrementalLearner` trains a classifier from a stream of labelled batches:
+
+- SGD (with momentum) or Adam; gradient accumulation over ``accumulate`` batches;
+- a reservoir replay buffer: every step mixes ``replay_batch`` rows sampled uniformly
+  from all rows seen so far (kept to ``replay_size``), which protects old concepts;
+- online EWC: a running diagonal Fisher estimate and an anchor refreshed every
+  ``ewc_every`` steps; the penalty ``ewc_lambda/2 * sum F (theta - theta*)^2`` resists
+  forgetting what the anchor knew;
+- :meth:`set_lr` changes the learning rate on demand (e.g. on a drift alarm);
+- deterministic for a given seed; :meth:`snapshot`/:meth:`restore` (and
+  :meth:`to_bytes`/:meth:`from_bytes`) capture weights, optimizer, replay, EWC state,
+  random state and counters, so a restored learner continues exactly.
+
+>>> import torch
+>>> from model.mlp import MLPClassifier
+>>> learner = IncrementalLearner(MLPClassifier(2, (8,), seed=0), LearnerConfig(seed=0))
+>>> x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+>>> y = (x[:, 0] > 0).long()
+>>> for _ in range(30):
+...     _ = learner.learn(x, y)
+>>> bool((learner.predict(x)[0] == y.numpy()).mean() > 0.9), learner.steps
+(True, 30)
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """How the learner trains. Every field is validated."""
+
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = 1e-2
+    momentum: float = 0.0
+    accumulate: int = 1
+    replay_size: int = 0
+    replay_batch: int = 64
+    ewc_lambda: float = 0.0
+    ewc_decay: float = 0.9
+    ewc_every: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam"):
+            msg = f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}"
+            raise ValueError(msg)
+        if self.lr <= 0:
+            msg = f"lr must be > 0, got {self.lr!r}"
+            raise ValueError(msg)
+        for name in ("accumulate", "ewc_every", "replay_batch"):
+            if getattr(self, name) <= 0:
+                msg = f"{name} must be > 0, got {getattr(self, name)!r}"
+                raise ValueError(msg)
+        if self.replay_size < 0 or self.ewc_lambda < 0:
+            msg = f"replay_size and ewc_lambda must be >= 0, got {self.replay_size!r}, {self.ewc_lambda!r}"
+            raise ValueError(msg)
+        if not 0 <= self.ewc_decay <= 1:
+            msg = f"ewc_decay must be in [0, 1], got {self.ewc_decay!r}"
+            raise ValueError(msg)
+
+
+class Reservoir:
+    """Uniform sample of all rows seen so far (Vitter's algorithm R), seeded."""
+
+    def __init__(self, capacity: int, seed: int) -> None:
+        self.capacity = capacity
+        self.rng = np.random.default_rng([seed, 7])
+        self.x: np.ndarray | None = None
+        self.y: np.ndarray | None = None
+        self.seen = 0
+        self.size = 0
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        if self.capacity == 0 or len(x) == 0:
+            return
+        if self.x is None:
+            self.x = np.empty((self.capacity, *x.shape[1:]), dtype=x.dtype)
+            self.y = np.empty(self.capacity, dtype=y.dtype)
+        assert self.y is not None
+        n = len(x)
+        fill = min(n, self.capacity - self.size)
+        if fill:
+            self.x[self.size : self.size + fill] = x[:fill]
+            self.y[self.size : self.size + fill] = y[:fill]
+            self.size += fill
+        if n > fill:
+            # Row t (t rows seen before it) replaces slot j ~ U{0..t} when j < capacity;
+            # later rows win a shared slot, as in the sequential algorithm.
+            highs = self.seen + fill + np.arange(n - fill) + 1
+            slots = self.rng.integers(0, highs)
+            keep = slots < self.capacity
+            self.x[slots[keep]] = x[fill:][keep]
+            self.y[slots[keep]] = y[fill:][keep]
+        self.seen += n
+
+    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.size == 0 or self.x is None or self.y is None:
+            return None
+        idx = self.rng.integers(0, self.size, min(n, self.size))
+        return self.x[idx], self.y[idx]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "x": None if self.x is None else self.x[: self.size].copy(),
+            "y": None if self.y is None else self.y[: self.size].copy(),
+            "seen": self.seen,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.seen, self.size = state["seen"], 0 if state["x"] is None else len(state["x"])
+        self.rng.bit_generator.state = state["rng"]
+        self.x = self.y = None
+        if state["x"] is not None:
+            self.x = np.empty((self.capacity, *state["x"].shape[1:]), dtype=state["x"].dtype)
+            self.y = np.empty(self.capacity, dtype=state["y"].dtype)
+            self.x[: self.size], self.y[: self.size] = state["x"], state["y"]
+
+
+class IncrementalLearner:
+    """Trains ``module`` one micro-batch at a time; see the module docstring."""
+
+    def __init__(self, module: nn.Module, config: LearnerConfig | None = None) -> None:
+        self.config = config or LearnerConfig()
+        self.module = module
+        self.loss_fn = nn.CrossEntropyLoss()
+        params = list(module.parameters())
+        if self.config.optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=self.config.lr)
+        else:
+            self.optimizer = torch.optim.SGD(
+                params, lr=self.config.lr, momentum=self.config.momentum
+            )
+        self.replay = Reservoir(self.config.replay_size, self.config.seed)
+        self.fisher: list[torch.Tensor] | None = None
+        self.anchor: list[torch.Tensor] | None = None
+        self.samples = 0
+        self.batches = 0
+        self.steps = 0
+
+    # -- learning -----------------------------------------------------------------
+    def learn(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:
+        """One micro-batch; an optimizer step every ``accumulate`` batches. Returns the
+        loss on the batch (before the step)."""
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        yt = torch.as_tensor(np.asarray(y, dtype=np.int64))
+        inputs, targets = xt, yt
+        replayed = self.replay.sample(self.config.replay_batch)
+        if replayed is not None:
+            inputs = torch.cat([xt, torch.from_numpy(replayed[0])])
+            targets = torch.cat([yt, torch.from_numpy(replayed[1])])
+        self.module.train()
+        loss = self.loss_fn(self.module(inputs), targets)
+        total = loss + self._ewc_penalty()
+        (total / self.config.accumulate).backward()
+        self.batches += 1
+        if self.batches % self.config.accumulate == 0:
+            self._update_fisher()
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            self.steps += 1
+            if self.config.ewc_lambda and self.steps % self.config.ewc_every == 0:
+                self.anchor = [p.detach().clone() for p in self.module.parameters()]
+        self.replay.add(xt.numpy(), yt.numpy())
+        self.samples += len(xt)
+        return float(loss.detach())
+
+    def _ewc_penalty(self) -> torch.Tensor:
+        if not self.config.ewc_lambda or self.fisher is None or self.anchor is None:
+            return torch.zeros(())
+        penalty = sum(
+            (f * (p - a) ** 2).sum()
+            for f, p, a in zip(self.fisher, self.module.parameters(), self.anchor, strict=True)
+        )
+        return 0.5 * self.config.ewc_lambda * penalty  # type: ignore[return-value]
+
+    def _update_fisher(self) -> None:
+        if not self.config.ewc_lambda:
+            return
+        grads = [
+            torch.zeros_like(p) if p.grad is None else p.grad.detach() ** 2
+            for p in self.module.parameters()
+        ]
+        if self.fisher is None:
+            self.fisher = grads
+        else:
+            g = self.config.ewc_decay
+            self.fisher = [g * f + (1 - g) * n for f, n in zip(self.fisher, grads, strict=True)]
+
+    def set_lr(self, lr: float) -> None:
+        if lr <= 0:
+            msg = f"lr must be > 0, got {lr!r}"
+            raise ValueError(msg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # -- prediction ---------------------------------------------------------------
+    def predict(self, x: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted class and its probability per row (eval mode, no gradients)."""
+        self.module.eval()
+        with torch.inference_mode():
+            probs = torch.softmax(self.module(torch.as_tensor(np.asarray(x, np.float32))), dim=1)
+            conf, pred = probs.max(dim=1)
+        return pred.numpy().astype(np.int64), conf.numpy().astype(np.float32)
+
+    # -- state --------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: a deep copy, safe to keep."""
+        return copy.deepcopy(
+            {
+                "module": self.module.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "replay": self.replay.state(),
+                "fisher": self.fisher,
+                "anchor": self.anchor,
+                "counters": (self.samples, self.batches, self.steps),
+            }
+        )
+
+    def restore(self, state: dict[str, Any]) -> None:
+        state = copy.deepcopy(state)
+        self.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.replay.load(state["replay"])
+        self.fisher, self.anchor = state["fisher"], state["anchor"]
+        self.samples, self.batches, self.steps = state["counters"]
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        torch.save(self.snapshot(), buf)
+        return buf.getvalue()
+
+    def load_bytes(self, data: bytes) -> None:
+        self.restore(torch.load(io.BytesIO(data), weights_only=False))

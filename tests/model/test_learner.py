@@ -1,0 +1,127 @@
+"""The incremental learner: learning, determinism, snapshots, replay and EWC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.learner import IncrementalLearner, LearnerConfig, Reservoir
+from model.mlp import MLPClassifier
+
+
+def stream(concept: np.ndarray, batches: int, seed: int, size: int = 64):
+    rng = np.random.default_rng(seed)
+    for _ in range(batches):
+        x = rng.standard_normal((size, len(concept))).astype(np.float32)
+        yield x, (x @ concept > 0).astype(np.int64)
+
+
+def accuracy(learner: IncrementalLearner, concept: np.ndarray, seed: int = 99) -> float:
+    x, y = next(stream(concept, 1, seed, size=2000))
+    return float((learner.predict(x)[0] == y).mean())
+
+
+def new_learner(**kwargs) -> IncrementalLearner:
+    return IncrementalLearner(MLPClassifier(4, (16,), seed=0), LearnerConfig(seed=0, **kwargs))
+
+
+A = np.array([1.0, 1.0, 0.0, 0.0], np.float32)
+B = np.array([-1.0, 0.0, 1.0, 0.0], np.float32)
+
+
+def test_learns_a_concept_one_batch_at_a_time():
+    learner = new_learner()
+    assert accuracy(learner, A) < 0.8
+    for x, y in stream(A, 60, seed=1):
+        learner.learn(x, y)
+    assert accuracy(learner, A) > 0.95
+    assert learner.samples == 60 * 64 and learner.steps == 60
+
+
+def test_gradient_accumulation_steps_every_n_batches():
+    learner = new_learner(accumulate=4)
+    for x, y in stream(A, 10, seed=1):
+        learner.learn(x, y)
+    assert learner.batches == 10 and learner.steps == 2
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"replay_size": 200, "ewc_lambda": 5.0, "optimizer": "sgd"}])
+def test_same_seed_same_model(kwargs):
+    a, b = new_learner(**kwargs), new_learner(**kwargs)
+    for (x, y) in stream(A, 20, seed=2):
+        assert a.learn(x, y) == b.learn(x, y)
+    for pa_, pb in zip(a.module.parameters(), b.module.parameters(), strict=True):
+        assert torch.equal(pa_, pb)
+
+
+def test_snapshot_restore_mid_stream_equals_uninterrupted_run():
+    cfg = {"replay_size": 300, "replay_batch": 32, "ewc_lambda": 2.0, "ewc_every": 5}
+    batches = list(stream(A, 15, seed=3)) + list(stream(B, 15, seed=4))
+    straight = new_learner(**cfg)
+    for x, y in batches:
+        straight.learn(x, y)
+    first = new_learner(**cfg)
+    for x, y in batches[:12]:
+        first.learn(x, y)
+    resumed = IncrementalLearner(MLPClassifier(4, (16,), seed=123), LearnerConfig(seed=0, **cfg))
+    resumed.load_bytes(first.to_bytes())
+    for x, y in batches[12:]:
+        resumed.learn(x, y)
+    for p, q in zip(straight.module.parameters(), resumed.module.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert straight.replay.seen == resumed.replay.seen
+
+
+def test_learning_does_not_mutate_its_input():
+    learner = new_learner(replay_size=10)
+    x, y = next(stream(A, 1, seed=5))
+    x0, y0 = x.copy(), y.copy()
+    learner.learn(x, y)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(y, y0)
+
+
+def test_set_lr_on_demand():
+    learner = new_learner(lr=0.01)
+    learner.set_lr(0.1)
+    assert learner.lr == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        learner.set_lr(0)
+
+
+def recurring(learner: IncrementalLearner) -> float:
+    """Learn A, then B; accuracy on A when it comes back (before relearning it)."""
+    for x, y in stream(A, 80, seed=10):
+        learner.learn(x, y)
+    for x, y in stream(B, 150, seed=11):
+        learner.learn(x, y)
+    return accuracy(learner, A)
+
+
+def test_replay_and_ewc_keep_a_recurring_concept():
+    plain = recurring(new_learner(optimizer="sgd", lr=0.05))
+    replay = recurring(new_learner(optimizer="sgd", lr=0.05, replay_size=2000, replay_batch=128))
+    ewc = recurring(new_learner(optimizer="sgd", lr=0.05, ewc_lambda=5000.0, ewc_every=20))
+    assert replay > plain + 0.1, (plain, replay)
+    assert ewc > plain + 0.1, (plain, ewc)
+
+
+def test_reservoir_is_a_uniform_sample():
+    r = Reservoir(capacity=1000, seed=0)
+    values = np.arange(100_000)
+    for start in range(0, len(values), 500):
+        chunk = values[start : start + 500]
+        r.add(chunk[:, None].astype(np.float32), chunk)
+    assert r.size == 1000 and r.seen == 100_000
+    assert r.y is not None
+    # Uniform over everything seen: the mean is near the middle, all ranges present.
+    assert abs(r.y.mean() - 50_000) < 3_000
+    assert np.histogram(r.y, bins=10, range=(0, 100_000))[0].min() > 60
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="optimizer must be"):
+        LearnerConfig(optimizer="rmsprop")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="accumulate must be > 0"):
+        LearnerConfig(accumulate=0)
