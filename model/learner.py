@@ -63,7 +63,10 @@ class LearnerConfig:
                 msg = f"{name} must be > 0, got {getattr(self, name)!r}"
                 raise ValueError(msg)
         if self.replay_size < 0 or self.ewc_lambda < 0:
-            msg = f"replay_size and ewc_lambda must be >= 0, got {self.replay_size!r}, {self.ewc_lambda!r}"
+            msg = (
+                "replay_size and ewc_lambda must be >= 0, got "
+                f"{self.replay_size!r}, {self.ewc_lambda!r}"
+            )
             raise ValueError(msg)
         if not 0 <= self.ewc_decay <= 1:
             msg = f"ewc_decay must be in [0, 1], got {self.ewc_decay!r}"

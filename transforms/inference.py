@@ -129,14 +129,14 @@ class _InferenceDoFn(beam.DoFn):
             )
             self._load_ms.append(round(handler.stats.load_seconds * 1000))
             self._handlers[artifact.version] = handler
-            self._evict()
+            self._evict(keep=artifact.version)
         self._handlers.move_to_end(artifact.version)
         return handler
 
-    def _evict(self) -> None:
-        """Drop least recently used versions beyond the bound, never one with rows
-        waiting to be scored."""
-        idle = [v for v in self._handlers if v not in self._pending]
+    def _evict(self, keep: int) -> None:
+        """Drop least recently used versions beyond the bound, never ``keep`` nor one
+        with rows waiting to be scored."""
+        idle = [v for v in self._handlers if v not in self._pending and v != keep]
         while len(self._handlers) > self._resident and idle:
             del self._handlers[idle.pop(0)]
 

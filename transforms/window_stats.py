@@ -2,7 +2,8 @@
 
 This is the windowed aggregation whose panes show the trigger at work: each output
 row says which pane it is (EARLY, ON_TIME or LATE, and its index), how many events
-the pane covers, their mean score and, for labelled events, the accuracy.
+the pane covers, their mean score, for labelled events the accuracy, and the range
+of model versions that scored them.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import pyarrow.compute as pc
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from model import batch as mb
-from transforms.inference import PREDICTION, SCORE
+from transforms.inference import MODEL_VERSION, PREDICTION, SCORE
 from transforms.lateness import NAMESPACE
 
-# events, sum of scores, labelled events, correct predictions
-_WIDTH = 4
+# events, sum of scores, labelled events, correct predictions, min and max version
+_WIDTH = 6
+_NO_VERSION = (np.inf, -np.inf)
 _ALL = ""
 _TIMING = {
     PaneInfoTiming.EARLY: "EARLY",
@@ -33,15 +35,17 @@ Stats = dict[str, np.ndarray]
 
 
 def partial_stats(batch: pa.RecordBatch) -> Stats:
-    """``{key: [events, sum_score, labelled, correct]}`` for the keys in the batch.
+    """``{key: [events, sum_score, labelled, correct, min_version, max_version]}``.
 
-    Batches without ``score``/``prediction`` columns (unscored) count events only.
+    Batches without ``score``/``prediction``/``model_version`` columns (unscored) count
+    events only.
     """
     encoded = pc.dictionary_encode(batch.column(mb.KEY))
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     keys = encoded.dictionary.to_pylist()
     k = len(keys)
     stats = np.zeros((k, _WIDTH), dtype=np.float64)
+    stats[:, 4:] = _NO_VERSION
     stats[:, 0] = np.bincount(codes, minlength=k)
     names = batch.schema.names
     if SCORE in names:
@@ -52,7 +56,50 @@ def partial_stats(batch: pa.RecordBatch) -> Stats:
         correct = labels == batch.column(PREDICTION).to_numpy(zero_copy_only=False)
         stats[:, 2] = stats[:, 0]
         stats[:, 3] = np.bincount(codes, weights=correct, minlength=k)
+    if MODEL_VERSION in names:
+        versions = batch.column(MODEL_VERSION).to_numpy(zero_copy_only=False)
+        np.minimum.at(stats[:, 4], codes, versions)
+        np.maximum.at(stats[:, 5], codes, versions)
     return dict(zip(keys, stats, strict=True))
+
+
+def merge_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = a + b
+    out[4], out[5] = min(a[4], b[4]), max(a[5], b[5])
+    return out
+
+
+def merge_stats(acc: Stats, value: Stats) -> Stats:
+    """Adds ``value`` into ``acc`` (in place) and returns it."""
+    for key, row in value.items():
+        acc[key] = merge_rows(acc[key], row) if key in acc else row
+    return acc
+
+
+def stats_rows(
+    stats: Stats,
+    start_us: int | None,
+    end_us: int | None,
+    pane: str,
+    pane_index: int = 0,
+    is_last: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """The output rows, one per key, of a window's merged stats."""
+    for key, s in sorted(stats.items()):
+        yield {
+            "key": key,
+            "window_start_us": start_us,
+            "window_end_us": end_us,
+            "pane": pane,
+            "pane_index": pane_index,
+            "is_last": is_last,
+            "events": int(s[0]),
+            "mean_score": float(s[1] / s[0]) if s[0] else None,
+            "labelled": int(s[2]),
+            "accuracy": float(s[3] / s[2]) if s[2] else None,
+            "min_version": int(s[4]) if np.isfinite(s[4]) else None,
+            "max_version": int(s[5]) if np.isfinite(s[5]) else None,
+        }
 
 
 class _MergeStats(beam.CombineFn):
@@ -62,12 +109,7 @@ class _MergeStats(beam.CombineFn):
         return {}
 
     def add_input(self, acc: Stats, value: Stats) -> Stats:
-        for key, row in value.items():
-            if key in acc:
-                acc[key] = acc[key] + row
-            else:
-                acc[key] = row
-        return acc
+        return merge_stats(acc, value)
 
     def merge_accumulators(self, accs: Any) -> Stats:
         merged: Stats = {}
@@ -91,20 +133,18 @@ class _FormatPaneDoFn(beam.DoFn):
     ) -> Iterator[dict[str, Any]]:
         start = getattr(window, "start", None)
         end = getattr(window, "end", None)
-        for key, s in sorted(kv[1].items()):
-            self._panes.inc()
-            yield {
-                "key": key,
-                "window_start_us": None if start is None else int(start.micros),
-                "window_end_us": None if end is None else int(end.micros),
-                "pane": _TIMING.get(pane.timing, str(pane.timing)),
-                "pane_index": int(pane.index),
-                "is_last": bool(pane.is_last),
-                "events": int(s[0]),
-                "mean_score": float(s[1] / s[0]) if s[0] else None,
-                "labelled": int(s[2]),
-                "accuracy": float(s[3] / s[2]) if s[2] else None,
-            }
+        rows = list(
+            stats_rows(
+                kv[1],
+                None if start is None else int(start.micros),
+                None if end is None else int(end.micros),
+                _TIMING.get(pane.timing, str(pane.timing)),
+                int(pane.index),
+                bool(pane.is_last),
+            )
+        )
+        self._panes.inc(len(rows))
+        yield from rows
 
 
 def _by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, Stats]]:

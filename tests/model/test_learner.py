@@ -46,10 +46,12 @@ def test_gradient_accumulation_steps_every_n_batches():
     assert learner.batches == 10 and learner.steps == 2
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"replay_size": 200, "ewc_lambda": 5.0, "optimizer": "sgd"}])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"replay_size": 200, "ewc_lambda": 5.0, "optimizer": "sgd"}]
+)
 def test_same_seed_same_model(kwargs):
     a, b = new_learner(**kwargs), new_learner(**kwargs)
-    for (x, y) in stream(A, 20, seed=2):
+    for x, y in stream(A, 20, seed=2):
         assert a.learn(x, y) == b.learn(x, y)
     for pa_, pb in zip(a.module.parameters(), b.module.parameters(), strict=True):
         assert torch.equal(pa_, pb)

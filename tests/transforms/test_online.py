@@ -1,0 +1,160 @@
+"""Online learning: no leakage in either mode, on the streaming and batch runners."""
+
+from __future__ import annotations
+
+import functools
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from model import batch as mb
+from model.learner import LearnerConfig
+from model.mlp import MLPClassifier
+from tests.collect import Collect, take
+from tests.conftest import make_pipeline
+from transforms.online import OnlineClassifier, OnlineConfig, split_by_key
+from transforms.sources import replay
+from transforms.windowing import EventTimeWindow, WindowSpec
+
+S = 1_000_000
+WINDOW_S = 10.0
+FLIP_S = 60.0  # labels flip here: windows 0-5 one concept, 6-11 the opposite
+
+
+def flipping_stream(keys=("a",), per_batch=100, rate=50.0, seconds=120.0, seed=0):
+    """Chunks of ``per_batch`` events; label = [x0 > 0], inverted from FLIP_S on.
+
+    A key named ``inv-*`` has the opposite labels throughout (for per-key tests).
+    """
+    rng = np.random.default_rng(seed)
+    n = int(rate * seconds)
+    t_us = (np.arange(n) / rate * 1000).astype(np.int64) * 1000
+    x = rng.standard_normal((n, 2)).astype(np.float32)
+    key = np.array([keys[i % len(keys)] for i in range(n)], dtype=object)
+    y = (x[:, 0] > 0).astype(np.int64)
+    flipped = t_us >= FLIP_S * S
+    inverted = np.array([k.startswith("inv-") for k in key])
+    y = np.where(flipped ^ inverted, 1 - y, y)
+    chunks = []
+    for start in range(0, n, per_batch):
+        sl = slice(start, start + per_batch)
+        batch = mb.make_batch(
+            key[sl].tolist(), t_us[sl], x[sl], labels=y[sl], event_ids=np.arange(n)[sl]
+        )
+        chunks.append((batch, int(t_us[sl].max())))
+    return chunks
+
+
+def factory():
+    return functools.partial(MLPClassifier, 2, (16,), 2, seed=0)
+
+
+def run(mode: str, streaming: bool, chunks, per_key: bool = False):
+    """Predictions as rows (event_id, key, window index, version, correct)."""
+    cfg = OnlineConfig(
+        mode=mode, window_s=WINDOW_S, per_key=per_key, learner=LearnerConfig(lr=0.05, seed=0)
+    )
+    p = make_pipeline(streaming=streaming)
+    if streaming:
+        batches = replay(p, [(b, wm, []) for b, wm in chunks]).batches
+    else:
+        batches = p | beam.Create([b for b, _ in chunks])
+    windowed = (batches | EventTimeWindow(WindowSpec("fixed", size_s=WINDOW_S))).batches
+    out = windowed | OnlineClassifier(factory(), cfg)
+    name = f"online-{mode}-{streaming}-{per_key}"
+    _ = out.predictions | beam.FlatMap(_rows) | beam.ParDo(Collect(name))
+    _ = out.stats | "CollectStats" >> beam.ParDo(Collect(name + "-stats"))
+    p.run().wait_until_finish()
+    rows = take(name)
+    STATS[(mode, streaming, per_key)] = take(name + "-stats")
+    ids = [r[0] for r in rows]
+    assert len(ids) == len(set(ids)), "an event was scored twice"
+    return rows
+
+
+STATS: dict = {}
+
+
+def _rows(batch: pa.RecordBatch):
+    times = mb.event_times_us(batch)
+    correct = batch.column("prediction").to_numpy() == batch.column("label").to_numpy()
+    for i, (eid, key, ver) in enumerate(
+        zip(
+            batch.column("event_id").to_pylist(),
+            batch.column("key").to_pylist(),
+            batch.column("model_version").to_pylist(),
+            strict=True,
+        )
+    ):
+        yield (eid, key, int(times[i] // (WINDOW_S * S)), ver, bool(correct[i]))
+
+
+def accuracy(rows, window, key=None):
+    sel = [r[4] for r in rows if r[2] == window and (key is None or r[1] == key)]
+    return sum(sel) / len(sel)
+
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "batch"])
+def test_decoupled_model_trained_through_window_k_scores_window_k_plus_1(streaming):
+    chunks = flipping_stream()
+    rows = run("decoupled", streaming, chunks)
+    assert len(rows) == sum(b.num_rows for b, _ in chunks)  # none lost
+    # Window k is scored by version k: trained on windows 0..k-1, never on k or later.
+    assert all(r[3] == r[2] for r in rows)
+    assert accuracy(rows, 5) > 0.9  # learned the first concept
+    assert accuracy(rows, 6) < 0.2  # after the flip: scored by a model of the past only
+    assert accuracy(rows, 11) > 0.8  # and it relearns
+
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "batch"])
+def test_coupled_predicts_each_batch_before_learning_it(streaming):
+    chunks = flipping_stream()
+    rows = run("coupled", streaming, chunks)
+    assert len(rows) == sum(b.num_rows for b, _ in chunks)
+    assert all(r[3] == r[2] for r in rows)  # one version per window of training
+    stats = {
+        r["window_start_us"] // (int(WINDOW_S) * S): r for r in STATS[("coupled", streaming, False)]
+    }
+    assert sorted(stats) == list(range(12))
+    for w, r in stats.items():  # the step's own window statistics match its predictions
+        assert r["pane"] == "ON_TIME" and r["min_version"] == r["max_version"] == w
+        assert r["accuracy"] == pytest.approx(accuracy(rows, w))
+    first_after_flip = [r[4] for r in rows if int(FLIP_S * 50) <= r[0] < int(FLIP_S * 50) + 100]
+    assert sum(first_after_flip) / len(first_after_flip) < 0.2  # model had not seen it
+    assert accuracy(rows, 5) > 0.9 and accuracy(rows, 11) > 0.8
+
+
+def test_same_input_twice_gives_the_same_versions_and_predictions():
+    chunks = flipping_stream(seconds=60.0)
+    assert sorted(run("coupled", True, chunks)) == sorted(run("coupled", True, chunks))
+    assert sorted(run("decoupled", False, chunks)) == sorted(run("decoupled", False, chunks))
+
+
+def test_per_key_models_are_isolated():
+    chunks = flipping_stream(keys=("a", "inv-b"), seconds=60.0)
+    per_key = run("coupled", True, chunks, per_key=True)
+    shared = run("coupled", True, chunks, per_key=False)
+    for key in ("a", "inv-b"):
+        assert accuracy(per_key, 5, key) > 0.9  # each key learned its own concept
+    assert accuracy(shared, 5) < 0.7  # one model cannot fit opposite concepts
+
+
+def test_split_by_key_keeps_rows():
+    batch = mb.make_batch(
+        ["b", "a", "b", "c"], [0, 1, 2, 3], np.zeros((4, 1)), event_ids=[0, 1, 2, 3]
+    )
+    parts = dict(split_by_key(batch))
+    assert {k: v.column("event_id").to_pylist() for k, v in parts.items()} == {
+        "b": [0, 2],
+        "a": [1],
+        "c": [3],
+    }
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="per-key models need mode='coupled'"):
+        OnlineConfig(mode="decoupled", per_key=True)
+    with pytest.raises(ValueError, match="mode must be"):
+        OnlineConfig(mode="both")  # type: ignore[arg-type]
