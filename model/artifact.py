@@ -35,6 +35,7 @@ class ModelArtifact:
     version: int
     factory: Callable[[], nn.Module] | None = None
     data: bytes | None = None
+    trained_until_us: int | None = None  # newest event time this version learned from
 
     def __post_init__(self) -> None:
         if self.version < 0:
@@ -51,13 +52,19 @@ class ModelArtifact:
 
     @classmethod
     def from_module(
-        cls, module: nn.Module, version: int, factory: Callable[[], nn.Module] | None = None
+        cls,
+        module: nn.Module,
+        version: int,
+        factory: Callable[[], nn.Module] | None = None,
+        *,
+        trained_until_us: int | None = None,
     ) -> ModelArtifact:
         """Capture ``module``'s weights. The factory defaults to rebuilding an
         ``MLPClassifier`` with the same shape; pass one for other module classes."""
         buf = io.BytesIO()
         torch.save(module.state_dict(), buf)
-        return cls("state_dict", version, factory or _MLPFactory.of(module), buf.getvalue())
+        factory = factory or _MLPFactory.of(module)
+        return cls("state_dict", version, factory, buf.getvalue(), trained_until_us)
 
     @classmethod
     def torchscript(cls, module: nn.Module | torch.jit.ScriptModule, version: int) -> ModelArtifact:
@@ -73,7 +80,7 @@ class ModelArtifact:
         return cls("factory", version, factory=factory)
 
     def with_version(self, version: int) -> ModelArtifact:
-        return ModelArtifact(self.kind, version, self.factory, self.data)
+        return ModelArtifact(self.kind, version, self.factory, self.data, self.trained_until_us)
 
     def build(self, device: torch.device) -> nn.Module:
         """The module on ``device``, in eval mode."""

@@ -4,7 +4,9 @@
 
 runs the default: the synthetic drifting stream, replayed in streaming mode with
 out-of-order and late events, 10 s event-time windows with early, on-time and late
-panes, scored by a PyTorch MLP; outputs land under ``--output``.
+panes, and the classify pipeline: a PyTorch MLP that learns from the stream while it
+scores it, its new versions reaching the scorer in the same run. Outputs land under
+``--output``.
 """
 
 from __future__ import annotations
@@ -19,19 +21,26 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.runners.runner import PipelineRunner
 
-from pipelines import score
+from model.learner import LearnerConfig
+from pipelines import classify, score
+from pipelines.config import PIPELINES, PipelineConfig
 from pipelines.summary import RunSummary, counters
 from runners.direct import direct_options, direct_runner
+from transforms.online import OnlineConfig
 from transforms.synthetic import SyntheticConfig
 from transforms.windowing import TriggerSpec, WindowSpec
+
+BUILDERS = {"classify": classify.build, "score": score.build}
 
 EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    pipelines = "; ".join(f"{name}: {text}" for name, text in PIPELINES.items())
     p = argparse.ArgumentParser(
         prog="pipelines/main.py",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog=f"pipelines -- {pipelines}",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     run = p.add_argument_group("run")
@@ -42,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         "runner, bounded on the portable in-process runner) or any other Beam runner "
         "name, passed to Beam as is",
     )
-    run.add_argument("--pipeline", default="score", choices=["score"], help="which pipeline to run")
+    run.add_argument(
+        "--pipeline", default="classify", choices=sorted(PIPELINES), help="which pipeline to run"
+    )
     run.add_argument("--output", default="output", help="directory for all outputs")
     run.add_argument(
         "--streaming",
@@ -113,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
         "(the streaming replay advances processing time by each batch's event-time span)",
     )
     win.add_argument("--late-count", type=int, default=1, help="late pane every N late elements")
+
+    learn = p.add_argument_group("online learning (classify)")
+    learn.add_argument(
+        "--mode",
+        default="decoupled",
+        choices=["decoupled", "coupled"],
+        help="decoupled: a trainer publishes a version per window and the scorer reads "
+        "them as a side input (window k+1 scored by the model trained through k); "
+        "coupled: one step per model predicts each batch, then learns from it",
+    )
+    learn.add_argument("--per-key", action="store_true", help="one model per key (coupled)")
+    learn.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    learn.add_argument("--lr", type=float, default=0.01, help="learning rate")
+    learn.add_argument("--replay-size", type=int, default=0, help="reservoir replay rows")
+    learn.add_argument("--ewc-lambda", type=float, default=0.0, help="online EWC strength")
+    learn.add_argument(
+        "--emit-every", type=int, default=None, help="also publish a version every N samples"
+    )
     win.add_argument(
         "--accumulating",
         action="store_true",
@@ -132,7 +161,7 @@ def _expand_inputs(patterns: Sequence[str]) -> tuple[str, ...]:
     return tuple(paths)
 
 
-def config_from_args(args: argparse.Namespace) -> score.ScoreConfig:
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     """Validated pipeline config; ``ValueError`` names the bad option."""
     synthetic = SyntheticConfig(
         num_events=args.events,
@@ -155,8 +184,22 @@ def config_from_args(args: argparse.Namespace) -> score.ScoreConfig:
         allowed_lateness_s=args.allowed_lateness,
         accumulating=args.accumulating,
     )
-    return score.ScoreConfig(
+    online = OnlineConfig(
+        mode=args.mode,
+        window_s=args.window_size,
+        per_key=args.per_key,
+        emit_every_samples=args.emit_every,
+        learner=LearnerConfig(
+            optimizer=args.optimizer,
+            lr=args.lr,
+            replay_size=args.replay_size,
+            ewc_lambda=args.ewc_lambda,
+            seed=args.seed,
+        ),
+    )
+    return PipelineConfig(
         output=args.output,
+        pipeline=args.pipeline,
         source=args.source,
         inputs=_expand_inputs(args.input),
         label_column=args.label_column,
@@ -164,6 +207,7 @@ def config_from_args(args: argparse.Namespace) -> score.ScoreConfig:
         synthetic=synthetic,
         window=window,
         trigger=trigger,
+        online=online,
         streaming=args.streaming,
         watermark_lag_s=args.watermark_lag,
         processing_time_per_chunk_s=(
@@ -174,7 +218,7 @@ def config_from_args(args: argparse.Namespace) -> score.ScoreConfig:
     )
 
 
-def run(cfg: score.ScoreConfig, runner: str = "DirectRunner") -> RunSummary:
+def run(cfg: PipelineConfig, runner: str = "DirectRunner") -> RunSummary:
     """Build and run the pipeline; wait for it; return the summary."""
     beam_runner: PipelineRunner | str
     if runner == "DirectRunner":
@@ -186,7 +230,7 @@ def run(cfg: score.ScoreConfig, runner: str = "DirectRunner") -> RunSummary:
     os.makedirs(cfg.output, exist_ok=True)
     start = time.perf_counter()
     pipeline = beam.Pipeline(runner=beam_runner, options=options)
-    outputs = score.build(pipeline, cfg)
+    outputs = BUILDERS[cfg.pipeline](pipeline, cfg)
     result = pipeline.run()
     result.wait_until_finish()
     seconds = time.perf_counter() - start

@@ -9,10 +9,12 @@ DirectRunner credits every bundle of a step to the first bundle's metrics contai
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
@@ -41,6 +43,45 @@ def counters(result: PipelineResult) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
+class WindowAccuracy:
+    """Prequential accuracy of one event-time window, over all keys and panes."""
+
+    start_us: int
+    events: int
+    labelled: int
+    correct: int
+    min_version: int | None
+    max_version: int | None
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.labelled if self.labelled else None
+
+
+def window_accuracy(panes: list[dict[str, Any]], *, accumulating: bool) -> list[WindowAccuracy]:
+    """Per window totals from the pane rows (discarding: sum of panes; accumulating:
+    the last pane of each key)."""
+    chosen: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for p in panes:
+        if p["window_start_us"] is None:
+            continue
+        chosen.setdefault((p["window_start_us"], p["key"]), []).append(p)
+    totals: dict[int, list[Any]] = {}
+    for (start, _), rows in chosen.items():
+        use = [max(rows, key=lambda r: r["pane_index"])] if accumulating else rows
+        t = totals.setdefault(start, [0, 0, 0, None, None])
+        for r in use:
+            t[0] += r["events"]
+            t[1] += r["labelled"]
+            t[2] += round((r["accuracy"] or 0.0) * r["labelled"])
+        for r in rows:
+            if r.get("min_version") is not None:
+                t[3] = r["min_version"] if t[3] is None else min(t[3], r["min_version"])
+                t[4] = r["max_version"] if t[4] is None else max(t[4], r["max_version"])
+    return [WindowAccuracy(s, *totals[s]) for s in sorted(totals)]
+
+
+@dataclass(frozen=True)
 class RunSummary:
     events_in: int
     predictions_out: int
@@ -49,6 +90,8 @@ class RunSummary:
     late_accepted: int
     late_dropped: int
     seconds: float
+    windows: tuple[WindowAccuracy, ...] = ()
+    model_versions: int = 0
 
     @classmethod
     def from_counters(cls, values: dict[str, int], seconds: float) -> RunSummary:
@@ -70,6 +113,7 @@ class RunSummary:
         predictions = read_parquet_dir(f"{output}/predictions")
         dead = read_jsonl_dir(f"{output}/dead_letter")
         panes = read_jsonl_dir(f"{output}/windows")
+        versions = len(FileSystems.match([f"{output}/models/**model-*.pt"])[0].metadata_list)
         return cls(
             events_in=events_in,
             predictions_out=0 if predictions is None else predictions.num_rows,
@@ -78,6 +122,8 @@ class RunSummary:
             late_accepted=late_events(panes, accumulating=accumulating),
             late_dropped=sum(int(r.get("rows", 1)) for r in dead if r.get("stage") == "windowing"),
             seconds=seconds,
+            windows=tuple(window_accuracy(panes, accumulating=accumulating)),
+            model_versions=versions,
         )
 
     @property
@@ -100,10 +146,26 @@ class RunSummary:
             f"windows fired    {self.windows_fired:>12,}  (panes)",
             f"wall time        {self.seconds:>12.2f} s",
             f"events/s         {self.events_per_second:>12,.0f}",
+            f"model versions   {self.model_versions:>12,}  (published by online learning)",
+            *self.window_lines(),
         ]
+
+    def window_lines(self) -> list[str]:
+        if not any(w.labelled for w in self.windows):
+            return []
+        lines = ["prequential accuracy per event-time window (UTC start, events, versions):"]
+        for w in self.windows:
+            start = dt.datetime.fromtimestamp(w.start_us / 1e6, tz=dt.UTC).strftime("%H:%M:%S")
+            acc = "   -  " if w.accuracy is None else f"{w.accuracy:6.3f}"
+            versions = "" if w.min_version is None else f"v{w.min_version}"
+            if w.max_version is not None and w.max_version != w.min_version:
+                versions += f"-v{w.max_version}"
+            lines.append(f"  {start}  {acc}  {w.events:>7,}  {versions}")
+        return lines
 
     def to_json(self) -> str:
         data: dict[str, Any] = asdict(self)
+        data["windows"] = [dict(asdict(w), accuracy=w.accuracy) for w in self.windows]
         data["events_per_second"] = self.events_per_second
         data["balanced"] = self.balanced
         return json.dumps(data, sort_keys=True)

@@ -31,6 +31,8 @@ Versions advance after every window with new labelled data and, with
 
 from __future__ import annotations
 
+import copy
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -39,6 +41,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 from apache_beam.coders import BytesCoder, VarIntCoder
 from apache_beam.transforms import window as bw
 from apache_beam.transforms.timeutil import TimeDomain
@@ -73,6 +76,7 @@ class OnlineConfig:
     per_key: bool = False
     emit_every_samples: int | None = None
     carry_windows: int = 16
+    history_windows: int = 8
     learner: LearnerConfig = field(default_factory=LearnerConfig)
 
     def __post_init__(self) -> None:
@@ -85,8 +89,11 @@ class OnlineConfig:
         if self.emit_every_samples is not None and self.emit_every_samples <= 0:
             msg = f"emit_every_samples must be > 0, got {self.emit_every_samples!r}"
             raise ValueError(msg)
-        if self.carry_windows <= 0:
-            msg = f"carry_windows must be > 0, got {self.carry_windows!r}"
+        if self.carry_windows <= 0 or self.history_windows <= 0:
+            msg = (
+                "carry_windows and history_windows must be > 0, got "
+                f"{self.carry_windows!r}, {self.history_windows!r}"
+            )
             raise ValueError(msg)
         if self.per_key and self.mode == "decoupled":
             msg = "per-key models need mode='coupled' (the decoupled scorer holds one model)"
@@ -130,6 +137,8 @@ _LEARNER = ReadModifyWriteStateSpec("learner", BytesCoder())
 _VERSION = ReadModifyWriteStateSpec("version", VarIntCoder())
 _SINCE = ReadModifyWriteStateSpec("since_emit", VarIntCoder())
 _DONE = ReadModifyWriteStateSpec("done_until", VarIntCoder())
+_HISTORY = ReadModifyWriteStateSpec("history", BytesCoder())
+_TRAINED = ReadModifyWriteStateSpec("trained_until", VarIntCoder())
 _READY = TimerSpec("ready", TimeDomain.WATERMARK)
 PENDING = beam.DoFn.StateParam(_PENDING)
 DUE = beam.DoFn.StateParam(_DUE)
@@ -137,7 +146,45 @@ LEARNER = beam.DoFn.StateParam(_LEARNER)
 VERSION = beam.DoFn.StateParam(_VERSION)
 SINCE = beam.DoFn.StateParam(_SINCE)
 DONE = beam.DoFn.StateParam(_DONE)
+HISTORY = beam.DoFn.StateParam(_HISTORY)
+TRAINED = beam.DoFn.StateParam(_TRAINED)
 READY = beam.DoFn.TimerParam(_READY)
+
+
+class _History:
+    """Coupled mode: the model as it was when each recent window began, so a late batch
+    is scored by the model of its own window (never one trained on later data)."""
+
+    def __init__(self, entries: dict[int, tuple[int, dict[str, Any]]]) -> None:
+        self.entries = entries
+
+    @classmethod
+    def load(cls, data: bytes | None) -> _History:
+        if data is None:
+            return cls({})
+        return cls(torch.load(io.BytesIO(data), weights_only=False))
+
+    def dump(self, keep: int) -> bytes:
+        recent = dict(sorted(self.entries.items())[-keep:])
+        buf = io.BytesIO()
+        torch.save(recent, buf)
+        return buf.getvalue()
+
+    def remember(self, start_us: int, version: int, module: nn.Module) -> None:
+        if start_us not in self.entries:
+            self.entries[start_us] = (version, copy.deepcopy(module.state_dict()))
+
+    def predict(
+        self, start_us: int, features: np.ndarray, factory: Callable[[], nn.Module]
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Prediction by the model of window ``start_us``; version 0 (the untrained
+        model, which has seen nothing) when that window is no longer remembered."""
+        module = factory()
+        version, state = self.entries.get(start_us, (0, None))
+        if state is not None:
+            module.load_state_dict(state)
+        pred, conf = IncrementalLearner(module).predict(features)
+        return pred, conf, version
 
 
 class _OnlineDoFn(beam.DoFn):
@@ -178,6 +225,8 @@ class _OnlineDoFn(beam.DoFn):
         version_state: Any = VERSION,
         since_state: Any = SINCE,
         done_state: Any = DONE,
+        history_state: Any = HISTORY,
+        trained_state: Any = TRAINED,
         timer: Any = READY,
     ) -> Iterator[Any]:
         fired = due.read()
@@ -202,46 +251,71 @@ class _OnlineDoFn(beam.DoFn):
             learner.load_bytes(stored)
         version = version_state.read() or 0
         since = since_state.read() or 0
-        out_ts = Timestamp(micros=fired)
-        next_window = fired + _MS
         done_until = done_state.read()
+        done = fired if done_until is None else max(fired, done_until)
+        # Never publish into a window the learner has already seen data of.
+        publish_at = done + _MS
+        history = _History.load(history_state.read())
+        trained_until = trained_state.read()
         stats: dict[int, Stats] = {}
+        coupled = self._cfg.mode == "coupled"
         for batch in sorted(ready, key=_order_key):
             features = mb.features_numpy(batch)
-            if self._cfg.mode == "coupled":
-                pred, conf = learner.predict(features)
-                out = scored_batch(batch, pred, conf, version)
-                yield bw.TimestampedValue(out, out_ts)
-                start = mb.min_event_time_us(batch) // window_us * window_us
+            start = mb.min_event_time_us(batch) // window_us * window_us
+            if coupled:
+                late = done_until is not None and start + window_us - _MS <= done_until
+                if late:  # score with the model as it was when this window began
+                    pred, conf, used = history.predict(start, features, self._factory)
+                else:
+                    history.remember(start, version, learner.module)
+                    (pred, conf), used = learner.predict(features), version
+                out = scored_batch(batch, pred, conf, used)
+                yield bw.TimestampedValue(out, Timestamp(micros=fired))
                 merge_stats(stats.setdefault(start, {}), partial_stats(out))
             labels = mb.labels_numpy(batch)
             if labels is None:
                 continue
             learner.learn(features, labels)
+            newest = int(mb.event_times_us(batch).max())
+            trained_until = newest if trained_until is None else max(trained_until, newest)
             self._learned.inc(batch.num_rows)
             since += batch.num_rows
             every = self._cfg.emit_every_samples
             if every is not None and since >= every:
                 version, since = version + 1, 0
-                yield from self._publish(key, learner, version, next_window)
+                yield from self._publish(key, learner, version, publish_at, trained_until)
         if since:
             version, since = version + 1, 0
-            yield from self._publish(key, learner, version, next_window)
+            yield from self._publish(key, learner, version, publish_at, trained_until)
         learner_state.write(learner.to_bytes())
         version_state.write(version)
         since_state.write(since)
-        done_state.write(max(fired, done_until or fired))
+        done_state.write(done)
+        if trained_until is not None:
+            trained_state.write(trained_until)
+        if coupled:
+            history_state.write(history.dump(self._cfg.history_windows))
         for start, per_key in sorted(stats.items()):
             late = done_until is not None and start + window_us - _MS <= done_until
-            for row in stats_rows(per_key, start, start + window_us, "LATE" if late else "ON_TIME"):
-                yield beam.pvalue.TaggedOutput("stats", bw.TimestampedValue(row, out_ts))
+            pane = "LATE" if late else "ON_TIME"
+            for row in stats_rows(per_key, start, start + window_us, pane, int(late)):
+                yield beam.pvalue.TaggedOutput(
+                    "stats", bw.TimestampedValue(row, Timestamp(micros=fired))
+                )
 
     def _publish(
-        self, key: str, learner: IncrementalLearner, version: int, start_us: int
+        self,
+        key: str,
+        learner: IncrementalLearner,
+        version: int,
+        start_us: int,
+        trained_until: int | None,
     ) -> Iterator[Any]:
         """The new version, stamped at the start of the next window and carried forward."""
         self._versions.inc()
-        artifact = ModelArtifact.from_module(learner.module, version, factory=self._factory)
+        artifact = ModelArtifact.from_module(
+            learner.module, version, factory=self._factory, trained_until_us=trained_until
+        )
         value = artifact if key == GLOBAL_KEY else (key, artifact)
         tag = "updates" if self._cfg.mode == "coupled" else None
         for i in range(self._cfg.carry_windows if self._cfg.mode == "decoupled" else 1):

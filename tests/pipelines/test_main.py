@@ -61,7 +61,10 @@ def test_default_streaming_run_writes_all_outputs(tmp_path, capsys):
     ]:
         assert column in predictions.column_names
     assert predictions.schema.field("event_time").type == pa.timestamp("us", tz="UTC")
-    assert set(predictions.column("model_version").to_pylist()) == {0}
+    versions = set(predictions.column("model_version").to_pylist())
+    assert 0 in versions and len(versions) > 3  # new versions reached the scorer in the run
+    saved = os.listdir(os.path.join(out, "models"))
+    assert len(saved) == summary["model_versions"] >= max(versions)
     ids = predictions.column("event_id").to_pylist()
     assert len(ids) == len(set(ids))  # no event scored twice
     dead = read_jsonl_dir(os.path.join(out, "dead_letter"))
@@ -74,31 +77,45 @@ def test_default_streaming_run_writes_all_outputs(tmp_path, capsys):
     assert summary["windows_fired"] == len(panes)
     jsonl = read_jsonl_dir(os.path.join(out, "predictions"))
     assert len(jsonl) == len(ids) and jsonl[0]["event_time"].endswith("Z")
+    # Prequential accuracy: chance in the first window (untrained model), then learned.
+    windows = summary["windows"]
+    assert windows[0]["accuracy"] < 0.7 and max(w["accuracy"] for w in windows) > 0.85
+
+
+@pytest.mark.slow
+def test_score_pipeline_uses_one_warm_started_model(tmp_path):
+    out = str(tmp_path / "out")
+    assert main.main(["--pipeline", "score", "--output", out, "--events", "4000"]) == 0
+    predictions = read_parquet_dir(os.path.join(out, "predictions"))
+    assert predictions is not None
+    assert set(predictions.column("model_version").to_pylist()) == {0}
     # The warm-started model is far better than chance before the first drift.
-    early = predictions.filter(pa.compute.less(predictions.column("event_id"), 5000))
-    correct = pa.compute.equal(early.column("prediction"), early.column("label"))
+    correct = pa.compute.equal(predictions.column("prediction"), predictions.column("label"))
     assert pa.compute.mean(correct.cast(pa.int8())).as_py() > 0.8
 
 
 @pytest.mark.slow
 def test_bounded_run_scores_every_event(tmp_path):
     out = str(tmp_path / "out")
-    assert (
-        main.main(
-            [
-                "--output",
-                out,
-                "--events",
-                "3000",
-                "--no-streaming",
-                "--window",
-                "sliding",
-                "--window-period",
-                "5",
-            ]
-        )
-        == 0
-    )
+    args = ["--pipeline", "score", "--output", out, "--events", "3000", "--no-streaming"]
+    assert main.main([*args, "--window", "sliding", "--window-period", "5"]) == 0
     predictions = read_parquet_dir(os.path.join(out, "predictions"))
     assert predictions is not None and predictions.num_rows == 3000
     assert read_jsonl_dir(os.path.join(out, "dead_letter")) == []
+
+
+@pytest.mark.slow
+def test_bounded_coupled_classify_run(tmp_path):
+    out = str(tmp_path / "out")
+    args = ["--output", out, "--events", "3000", "--no-streaming", "--mode", "coupled"]
+    assert main.main([*args, "--per-key", "--json"]) == 0
+    predictions = read_parquet_dir(os.path.join(out, "predictions"))
+    assert predictions is not None and predictions.num_rows == 3000
+    assert len(os.listdir(os.path.join(out, "models"))) == 8  # one folder per key
+
+
+def test_classify_needs_fixed_windows(capsys, tmp_path):
+    assert (
+        main.main(["--window", "sliding", "--window-period", "5", "--output", str(tmp_path)]) == 2
+    )
+    assert "needs fixed windows" in capsys.readouterr().err

@@ -158,3 +158,41 @@ def test_config_validation():
         OnlineConfig(mode="decoupled", per_key=True)
     with pytest.raises(ValueError, match="mode must be"):
         OnlineConfig(mode="both")  # type: ignore[arg-type]
+
+
+def _trained_until(update):
+    artifact = update[1] if isinstance(update, tuple) else update
+    yield (artifact.version, artifact.trained_until_us)
+
+
+def _event_versions(batch: pa.RecordBatch):
+    yield from zip(
+        mb.event_times_us(batch).tolist(), batch.column("model_version").to_pylist(), strict=True
+    )
+
+
+@pytest.mark.parametrize("mode", ["decoupled", "coupled"])
+def test_late_data_never_scored_by_a_model_trained_on_later_data(mode):
+    from transforms.synthetic import SyntheticConfig, generate
+    from transforms.windowing import TriggerSpec
+
+    cfg = SyntheticConfig(
+        num_events=6000, num_features=4, late_fraction=0.05, late_delay_s=15.0, seed=3
+    )
+    chunks = [(c.batch, c.watermark_us) for c in generate(cfg)]
+    online = OnlineConfig(mode=mode, window_s=WINDOW_S, learner=LearnerConfig(seed=0))
+    p = make_pipeline(streaming=True)
+    batches = replay(p, [(b, wm, []) for b, wm in chunks]).batches
+    trigger = TriggerSpec(allowed_lateness_s=30.0)
+    windowed = (batches | EventTimeWindow(WindowSpec("fixed", size_s=WINDOW_S), trigger)).batches
+    factory = functools.partial(MLPClassifier, 4, (16,), 2, seed=0)
+    out = windowed | OnlineClassifier(factory, online)
+    _ = out.predictions | beam.FlatMap(_event_versions) | beam.ParDo(Collect(f"late-{mode}"))
+    _ = out.updates | beam.ParDo(_trained_until) | "C2" >> beam.ParDo(Collect(f"up-{mode}"))
+    p.run().wait_until_finish()
+    rows, updates = take(f"late-{mode}"), take(f"up-{mode}")
+    trained = dict(updates)  # version -> newest event time it learned from
+    assert len(trained) > 12  # late data made extra versions, not just one per window
+    for t_us, version in rows:  # no row is scored by a model that learned from its future
+        assert version == 0 or trained[version] < t_us, (t_us, version, trained[version])
+    assert len(rows) > 5900

@@ -1,0 +1,65 @@
+"""The classify pipeline: learn from the stream while scoring it (prequential).
+
+source -> event-time windows -> :class:`transforms.online.OnlineClassifier`
+(decoupled: trainer + scorer with a windowed side input of model versions; coupled:
+one predict-then-learn step per model key) -> sinks. Besides what the score pipeline
+writes, every published model version is saved to ``<output>/models/`` (a
+:class:`transforms.model_store.ModelStore`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+
+from model.artifact import ModelArtifact
+from pipelines.config import PipelineConfig, model_factory, read_source, write_outputs
+from pipelines.score import PipelineOutputs
+from transforms.model_store import ModelStore
+from transforms.online import OnlineClassifier
+from transforms.windowing import EventTimeWindow
+
+
+class _SaveVersions(beam.DoFn):
+    """Saves each published version once (updates are repeated for later windows)."""
+
+    def __init__(self, root: str) -> None:
+        self._root = root
+
+    def setup(self) -> None:
+        self._store = ModelStore(self._root)
+
+    def process(self, update: Any) -> Iterator[None]:
+        artifact: ModelArtifact = update[1] if isinstance(update, tuple) else update
+        if isinstance(update, tuple):  # per-key models: one store folder per key
+            store = ModelStore(os.path.join(self._root, update[0] or "_"))
+        else:
+            store = self._store
+        try:
+            store.save(artifact)
+        except FileExistsError:
+            pass
+        return iter(())
+
+
+def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
+    """Add the classify pipeline to ``pipeline``."""
+    source = read_source(pipeline, cfg)
+    windowed = source.batches | "Window" >> EventTimeWindow(cfg.window, cfg.trigger)
+    online = windowed.batches | "Online" >> OnlineClassifier(
+        model_factory(cfg), cfg.online, device=cfg.device
+    )
+    _ = online.updates | "SaveVersions" >> beam.ParDo(
+        _SaveVersions(os.path.join(cfg.output, "models"))
+    )
+    dead = (source.dead_letter, windowed.dropped) | "AllDeadLetters" >> beam.Flatten()
+    write_outputs(cfg, online.predictions, online.stats, dead)
+    return PipelineOutputs(
+        predictions=online.predictions,
+        windows=online.stats,
+        dead_letter=dead,
+        source_events=source.events,
+    )

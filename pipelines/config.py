@@ -1,0 +1,125 @@
+"""The typed configuration every pipeline is built from, and what they share."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import apache_beam as beam
+from torch import nn
+
+from model.mlp import MLPClassifier
+from transforms.csv_parse import CsvFormat
+from transforms.online import OnlineConfig
+from transforms.sinks import WriteBatches, WriteRecords
+from transforms.sources import CsvSource, SourceOut, SyntheticSource
+from transforms.synthetic import SyntheticConfig
+from transforms.windowing import TriggerSpec, WindowSpec
+
+SourceKind = Literal["synthetic", "csv", "nab"]
+PipelineKind = Literal["classify", "score"]
+PIPELINES: dict[str, str] = {
+    "classify": "predict-then-learn: online PyTorch learning whose new model versions "
+    "score the stream in the same run (prequential accuracy per window)",
+    "score": "score every event with one warm-started PyTorch model (no learning)",
+}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything a pipeline needs; validated on construction."""
+
+    output: str
+    pipeline: PipelineKind = "classify"
+    source: SourceKind = "synthetic"
+    inputs: tuple[str, ...] = ()
+    label_column: str | None = None
+    time_column: str = "timestamp"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    window: WindowSpec = field(default_factory=WindowSpec)
+    trigger: TriggerSpec = field(default_factory=TriggerSpec)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
+    streaming: bool = False
+    watermark_lag_s: float = 0.0
+    processing_time_per_chunk_s: float | None = None
+    device: str = "auto"
+    hidden: tuple[int, ...] = (32,)
+    warmup_events: int = 2_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pipeline not in PIPELINES:
+            msg = f"pipeline must be one of {sorted(PIPELINES)}, got {self.pipeline!r}"
+            raise ValueError(msg)
+        if self.source not in ("synthetic", "csv", "nab"):
+            msg = f"source must be synthetic, csv or nab, got {self.source!r}"
+            raise ValueError(msg)
+        if self.source != "synthetic" and not self.inputs:
+            msg = f"source {self.source!r} needs at least one input file"
+            raise ValueError(msg)
+        if self.warmup_events < 0:
+            msg = f"warmup_events must be >= 0, got {self.warmup_events!r}"
+            raise ValueError(msg)
+        if self.pipeline == "classify":
+            if self.window.kind != "fixed" or self.window.size_s != self.online.window_s:
+                msg = (
+                    "the classify pipeline learns window by window: it needs fixed windows "
+                    f"of the online window size, got {self.window.kind} {self.window.size_s}s"
+                )
+                raise ValueError(msg)
+            if self.source == "csv" and self.label_column is None:
+                raise ValueError("the classify pipeline needs labels: pass --label-column")
+
+
+def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
+    if cfg.source == "synthetic":
+        return pipeline | "Source" >> SyntheticSource(
+            cfg.synthetic,
+            streaming=cfg.streaming,
+            processing_time_per_chunk_s=cfg.processing_time_per_chunk_s,
+        )
+    fmt = CsvFormat(
+        kind="nab" if cfg.source == "nab" else "generic",
+        label_column=cfg.label_column,
+        time_column=cfg.time_column,
+    )
+    return pipeline | "Source" >> CsvSource(
+        list(cfg.inputs), fmt, streaming=cfg.streaming, watermark_lag_s=cfg.watermark_lag_s
+    )
+
+
+def num_features_of(cfg: PipelineConfig) -> int:
+    if cfg.source == "synthetic":
+        return cfg.synthetic.num_features
+    if cfg.source == "nab":
+        return 1
+    with open(cfg.inputs[0], encoding="utf-8", newline="") as f:
+        header = [h.strip() for h in next(csv.reader(f), [])]
+    special = {cfg.time_column, "key", "event_id", cfg.label_column}
+    return max(1, sum(1 for h in header if h not in special))
+
+
+def model_factory(cfg: PipelineConfig) -> Callable[[], nn.Module]:
+    """A picklable factory for the pipeline's (seeded) MLP."""
+    return functools.partial(MLPClassifier, num_features_of(cfg), cfg.hidden, 2, seed=cfg.seed)
+
+
+def write_outputs(
+    cfg: PipelineConfig,
+    predictions: beam.PCollection,
+    windows: beam.PCollection,
+    dead_letter: beam.PCollection,
+) -> None:
+    """predictions/ (Parquet + JSONL), windows/ and dead_letter/ (JSONL) under output."""
+    out = cfg.output
+    _ = predictions | "WritePredictions" >> WriteBatches(
+        os.path.join(out, "predictions"), counter="predictions_out"
+    )
+    _ = windows | "WriteWindows" >> WriteRecords(os.path.join(out, "windows"), counter="panes_out")
+    _ = dead_letter | "WriteDeadLetters" >> WriteRecords(
+        os.path.join(out, "dead_letter"), counter="dead_lettered"
+    )
