@@ -8,6 +8,8 @@
 - online EWC: a running diagonal Fisher estimate and an anchor refreshed every
   ``ewc_every`` steps; the penalty ``ewc_lambda/2 * sum F (theta - theta*)^2`` resists
   forgetting what the anchor knew;
+- ``standardize``: features are scaled by a running mean and variance (Welford),
+  updated from the stream as it learns, so raw features of any range work;
 - :meth:`set_lr` changes the learning rate on demand (e.g. on a drift alarm);
 - deterministic for a given seed; :meth:`snapshot`/:meth:`restore` (and
   :meth:`to_bytes`/:meth:`from_bytes`) capture weights, optimizer, replay, EWC state,
@@ -49,6 +51,7 @@ class LearnerConfig:
     ewc_lambda: float = 0.0
     ewc_decay: float = 0.9
     ewc_every: int = 20
+    standardize: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -131,6 +134,42 @@ class Reservoir:
             self.x[: self.size], self.y[: self.size] = state["x"], state["y"]
 
 
+class RunningScaler:
+    """Per-feature running mean and variance (Chan/Welford), for standardizing."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: np.ndarray | None = None
+        self.m2: np.ndarray | None = None
+
+    def update(self, x: np.ndarray) -> None:
+        if len(x) == 0:
+            return
+        x = x.astype(np.float64)
+        n_b, mean_b = len(x), x.mean(axis=0)
+        m2_b = ((x - mean_b) ** 2).sum(axis=0)
+        if self.mean is None or self.m2 is None:
+            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * n_b / n
+        self.m2 = self.m2 + m2_b + delta**2 * self.n * n_b / n
+        self.n = n
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        if self.mean is None or self.m2 is None or self.n < 2:
+            return x
+        std = np.sqrt(self.m2 / (self.n - 1)) + 1e-6
+        return ((x - self.mean) / std).astype(np.float32)
+
+    def state(self) -> tuple[int, Any, Any]:
+        return self.n, self.mean, self.m2
+
+    def load(self, state: tuple[int, Any, Any]) -> None:
+        self.n, self.mean, self.m2 = state
+
+
 class IncrementalLearner:
     """Trains ``module`` one micro-batch at a time; see the module docstring."""
 
@@ -140,12 +179,16 @@ class IncrementalLearner:
         self.loss_fn = nn.CrossEntropyLoss()
         params = list(module.parameters())
         if self.config.optimizer == "adam":
-            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=self.config.lr)
+            # The fused kernel is one call per step instead of several per parameter.
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
+                params, lr=self.config.lr, fused=True
+            )
         else:
             self.optimizer = torch.optim.SGD(
                 params, lr=self.config.lr, momentum=self.config.momentum
             )
         self.replay = Reservoir(self.config.replay_size, self.config.seed)
+        self.scaler = RunningScaler() if self.config.standardize else None
         self.fisher: list[torch.Tensor] | None = None
         self.anchor: list[torch.Tensor] | None = None
         self.samples = 0
@@ -156,16 +199,20 @@ class IncrementalLearner:
     def learn(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:
         """One micro-batch; an optimizer step every ``accumulate`` batches. Returns the
         loss on the batch (before the step)."""
-        xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        x_np = np.asarray(x, dtype=np.float32)
+        if self.scaler is not None:
+            self.scaler.update(x_np)
+        xt = torch.as_tensor(self._scaled(x_np))
         yt = torch.as_tensor(np.asarray(y, dtype=np.int64))
         inputs, targets = xt, yt
         replayed = self.replay.sample(self.config.replay_batch)
         if replayed is not None:
-            inputs = torch.cat([xt, torch.from_numpy(replayed[0])])
+            inputs = torch.cat([xt, torch.from_numpy(self._scaled(replayed[0]))])
             targets = torch.cat([yt, torch.from_numpy(replayed[1])])
-        self.module.train()
+        if not self.module.training:
+            self.module.train()
         loss = self.loss_fn(self.module(inputs), targets)
-        total = loss + self._ewc_penalty()
+        total = loss + self._ewc_penalty() if self.config.ewc_lambda else loss
         (total / self.config.accumulate).backward()
         self.batches += 1
         if self.batches % self.config.accumulate == 0:
@@ -175,9 +222,12 @@ class IncrementalLearner:
             self.steps += 1
             if self.config.ewc_lambda and self.steps % self.config.ewc_every == 0:
                 self.anchor = [p.detach().clone() for p in self.module.parameters()]
-        self.replay.add(xt.numpy(), yt.numpy())
+        self.replay.add(x_np, yt.numpy())  # raw rows: replay is rescaled when sampled
         self.samples += len(xt)
         return float(loss.detach())
+
+    def _scaled(self, x: np.ndarray) -> np.ndarray:
+        return x if self.scaler is None else self.scaler.transform(x)
 
     def _ewc_penalty(self) -> torch.Tensor:
         if not self.config.ewc_lambda or self.fisher is None or self.anchor is None:
@@ -215,9 +265,11 @@ class IncrementalLearner:
     # -- prediction ---------------------------------------------------------------
     def predict(self, x: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class and its probability per row (eval mode, no gradients)."""
-        self.module.eval()
+        if self.module.training:
+            self.module.eval()
         with torch.inference_mode():
-            probs = torch.softmax(self.module(torch.as_tensor(np.asarray(x, np.float32))), dim=1)
+            x_np = self._scaled(np.asarray(x, np.float32))
+            probs = torch.softmax(self.module(torch.as_tensor(x_np)), dim=1)
             conf, pred = probs.max(dim=1)
         return pred.numpy().astype(np.int64), conf.numpy().astype(np.float32)
 
@@ -232,6 +284,7 @@ class IncrementalLearner:
                 "fisher": self.fisher,
                 "anchor": self.anchor,
                 "counters": (self.samples, self.batches, self.steps),
+                "scaler": None if self.scaler is None else self.scaler.state(),
             }
         )
 
@@ -242,6 +295,8 @@ class IncrementalLearner:
         self.replay.load(state["replay"])
         self.fisher, self.anchor = state["fisher"], state["anchor"]
         self.samples, self.batches, self.steps = state["counters"]
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load(state["scaler"])
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()

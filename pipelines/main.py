@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 import os
 import sys
 import time
@@ -189,6 +190,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         window_s=args.window_size,
         per_key=args.per_key,
         emit_every_samples=args.emit_every,
+        # Coupled mode scores late batches with their own window's model: keep enough.
+        history_windows=math.ceil(args.allowed_lateness / args.window_size) + 2,
         learner=LearnerConfig(
             optimizer=args.optimizer,
             lr=args.lr,

@@ -57,7 +57,7 @@ from torch import nn
 from model import batch as mb
 from model.artifact import ModelArtifact
 from model.learner import IncrementalLearner, LearnerConfig
-from transforms.coders import RecordBatchCoder
+from transforms.coders import decode_batch, encode_batch
 from transforms.inference import StreamingInference, scored_batch
 from transforms.lateness import NAMESPACE
 from transforms.window_stats import Stats, WindowStats, merge_stats, partial_stats, stats_rows
@@ -131,7 +131,9 @@ def split_by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
 
 
 # State and timer of the stateful step (module-level: Beam's parameter defaults).
-_PENDING = BagStateSpec("pending", RecordBatchCoder())
+# Pending batches are kept as Arrow IPC bytes: Beam's state cache measures the deep
+# size of what it holds, which is cheap for bytes and slow for Arrow objects.
+_PENDING = BagStateSpec("pending", BytesCoder())
 _DUE = ReadModifyWriteStateSpec("due", VarIntCoder())
 _LEARNER = ReadModifyWriteStateSpec("learner", BytesCoder())
 _VERSION = ReadModifyWriteStateSpec("version", VarIntCoder())
@@ -206,7 +208,7 @@ class _OnlineDoFn(beam.DoFn):
         timer: Any = READY,
     ) -> Iterator[Any]:
         _, batch = kv
-        pending.add(batch)
+        pending.add(encode_batch(batch))
         # Fire 1 ms before the window ends: outputs stamped then stay in the window.
         at = window_end_us(mb.min_event_time_us(batch), self._cfg.window_us) - _MS
         current = due.read()
@@ -233,12 +235,13 @@ class _OnlineDoFn(beam.DoFn):
         window_us = self._cfg.window_us
         ready: list[pa.RecordBatch] = []
         waiting: list[pa.RecordBatch] = []
-        for batch in pending.read():
+        for data in pending.read():
+            batch = decode_batch(data)
             end = window_end_us(mb.min_event_time_us(batch), window_us)
             (ready if end - _MS <= fired else waiting).append(batch)
         pending.clear()
         for batch in waiting:
-            pending.add(batch)
+            pending.add(encode_batch(batch))
         if waiting:
             nxt = min(window_end_us(mb.min_event_time_us(b), window_us) for b in waiting) - _MS
             due.write(nxt)

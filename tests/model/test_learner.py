@@ -127,3 +127,21 @@ def test_config_validation():
         LearnerConfig(optimizer="rmsprop")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="accumulate must be > 0"):
         LearnerConfig(accumulate=0)
+
+
+def test_standardize_learns_from_raw_features_of_any_range():
+    concept = np.array([1.0, -1.0, 0.0, 0.0], np.float32)
+    plain, scaled = new_learner(lr=0.01), new_learner(lr=0.01, standardize=True)
+    rng = np.random.default_rng(0)
+    for _ in range(80):
+        x = (rng.standard_normal((64, 4)) * 50 + 400).astype(np.float32)
+        y = ((x - 400) @ concept > 0).astype(np.int64)
+        plain.learn(x, y)
+        scaled.learn(x, y)
+    x = (rng.standard_normal((2000, 4)) * 50 + 400).astype(np.float32)
+    y = ((x - 400) @ concept > 0).astype(np.int64)
+    assert (scaled.predict(x)[0] == y).mean() > 0.9
+    assert (scaled.predict(x)[0] == y).mean() > (plain.predict(x)[0] == y).mean() + 0.1
+    restored = new_learner(lr=0.01, standardize=True)
+    restored.load_bytes(scaled.to_bytes())
+    np.testing.assert_array_equal(restored.predict(x)[0], scaled.predict(x)[0])

@@ -1,0 +1,166 @@
+"""Online learning: our pipeline vs River, prequential accuracy and samples/s, one run.
+
+Streams (written in the project, :mod:`transforms.drift_streams`): SEA (abrupt
+drift), rotating hyperplane (gradual drift), Agrawal (abrupt drift, mixed ranges).
+Each is learned test-then-train:
+
+- ``ours``: the classify pipeline's online step in coupled mode (predict each
+  micro-batch, then learn from it) on the DirectRunner (FnApiRunner, bounded), an MLP
+  with running standardization and Adam;
+- River (a benchmark extra: ``pip install -r requirements-bench.txt``):
+  ``StandardScaler | LogisticRegression`` and ``HoeffdingAdaptiveTreeClassifier``,
+  ``predict_one`` then ``learn_one`` per sample.
+
+    python benchmarks/online.py --events 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.transforms import window as bw
+from apache_beam.utils.timestamp import Timestamp
+
+from benchmarks import tally
+from model import batch as mb
+from model.learner import LearnerConfig
+from model.mlp import MLPClassifier
+from runners.direct import direct_options, direct_runner
+from transforms.drift_streams import STREAMS, as_chunks
+from transforms.online import OnlineClassifier, OnlineConfig
+from transforms.windowing import EventTimeWindow, WindowSpec
+
+WINDOW_S = 10.0
+
+
+def _score(batch: pa.RecordBatch) -> Iterator[None]:
+    correct = batch.column("prediction").to_numpy() == batch.column("label").to_numpy()
+    tally.add("rows", batch.num_rows)
+    tally.add("correct", int(correct.sum()))
+    return iter(())
+
+
+def _stream_batches(_: bytes, name: str, n: int, chunk: int) -> Iterator[Any]:
+    x, y = STREAMS[name](n, seed=0)
+    for batch in as_chunks(x, y, chunk=chunk):
+        yield bw.TimestampedValue(batch, Timestamp(micros=mb.min_event_time_us(batch)))
+
+
+def run_ours(name: str, n: int, chunk: int, hidden: int, lr: float) -> dict[str, Any]:
+    """The stream is generated inside the pipeline (on the worker), as a source would."""
+    d = STREAMS[name](2, seed=0)[0].shape[1]
+    factory = functools.partial(MLPClassifier, d, (hidden,), 2, seed=0)
+    cfg = OnlineConfig(
+        mode="coupled",
+        window_s=WINDOW_S,
+        learner=LearnerConfig(lr=lr, standardize=True, seed=0),
+    )
+    tally.take("rows")
+    tally.take("correct")
+    start = time.perf_counter()
+    p = beam.Pipeline(
+        runner=direct_runner(streaming=False), options=direct_options(streaming=False)
+    )
+    source = (
+        p
+        | beam.Impulse()
+        | beam.FlatMap(_stream_batches, name, n, chunk).with_output_types(pa.RecordBatch)
+    )
+    windowed = (source | EventTimeWindow(WindowSpec("fixed", size_s=WINDOW_S))).batches
+    _ = (windowed | OnlineClassifier(factory, cfg)).predictions | beam.FlatMap(_score)
+    p.run().wait_until_finish()
+    seconds = time.perf_counter() - start
+    rows, correct = tally.take("rows"), tally.take("correct")
+    assert rows == n, (rows, n)
+    return {"accuracy": correct / rows, "seconds": seconds}
+
+
+def run_river(model: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    names = [f"x{i}" for i in range(x.shape[1])]
+    rows = [dict(zip(names, map(float, r), strict=True)) for r in x]
+    labels = y.tolist()
+    correct = 0
+    start = time.perf_counter()
+    for features, label in zip(rows, labels, strict=True):
+        correct += int(model.predict_one(features) == label)
+        model.learn_one(features, label)
+    return {"accuracy": correct / len(labels), "seconds": time.perf_counter() - start}
+
+
+def river_models() -> dict[str, Any]:
+    from river import compose, linear_model, preprocessing, tree
+
+    return {
+        "river_scaler_logreg": compose.Pipeline(
+            preprocessing.StandardScaler(), linear_model.LogisticRegression()
+        ),
+        "river_hoeffding_adaptive_tree": tree.HoeffdingAdaptiveTreeClassifier(seed=0),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--river-events", type=int, default=None, help="default: --events")
+    ap.add_argument("--streams", default=",".join(STREAMS))
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.005)
+    args = ap.parse_args(argv)
+    try:
+        models = river_models()
+    except ImportError:
+        print("River is not installed: pip install -r requirements-bench.txt", file=sys.stderr)
+        return 2
+    river_n = args.river_events or args.events
+    run_ours("sea", 2000, args.batch_size, args.hidden, args.lr)  # warm-up: lazy imports
+    ok = True
+    for name in args.streams.split(","):
+        x, y = STREAMS[name](args.events, seed=0)
+        results = {"ours": run_ours(name, args.events, args.batch_size, args.hidden, args.lr)}
+        for label, model in river_models().items():
+            results[label] = run_river(model, x[:river_n], y[:river_n])
+        for label, r in results.items():
+            n = args.events if label == "ours" else river_n
+            print(
+                json.dumps(
+                    {
+                        "benchmark": "online",
+                        "stream": name,
+                        "learner": label,
+                        "events": n,
+                        "prequential_accuracy": round(r["accuracy"], 4),
+                        "samples_per_s": round(n / r["seconds"]),
+                    }
+                ),
+                flush=True,
+            )
+        ours = results["ours"]
+        hat = results["river_hoeffding_adaptive_tree"]
+        lr_rate = river_n / results["river_scaler_logreg"]["seconds"]
+        summary = {
+            "benchmark": "online",
+            "stream": name,
+            "accuracy_minus_hat": round(ours["accuracy"] - hat["accuracy"], 4),
+            "speed_vs_river_logreg": round(args.events / ours["seconds"] / lr_rate, 1),
+            "targets": {"accuracy_minus_hat": ">= 0", "speed_vs_river_logreg": ">= 10"},
+        }
+        ok &= summary["accuracy_minus_hat"] >= 0
+        print(json.dumps(summary), flush=True)
+    del models
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.exit(main())
