@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import io
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,6 +75,13 @@ class LearnerConfig:
         if not 0 <= self.ewc_decay <= 1:
             msg = f"ewc_decay must be in [0, 1], got {self.ewc_decay!r}"
             raise ValueError(msg)
+
+
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``x``'s memory; read-only Arrow views are never written."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(x)
 
 
 class Reservoir:
@@ -202,7 +210,7 @@ class IncrementalLearner:
         x_np = np.asarray(x, dtype=np.float32)
         if self.scaler is not None:
             self.scaler.update(x_np)
-        xt = torch.as_tensor(self._scaled(x_np))
+        xt = _tensor(self._scaled(x_np))
         yt = torch.as_tensor(np.asarray(y, dtype=np.int64))
         inputs, targets = xt, yt
         replayed = self.replay.sample(self.config.replay_batch)
@@ -269,7 +277,7 @@ class IncrementalLearner:
             self.module.eval()
         with torch.inference_mode():
             x_np = self._scaled(np.asarray(x, np.float32))
-            probs = torch.softmax(self.module(torch.as_tensor(x_np)), dim=1)
+            probs = torch.softmax(self.module(_tensor(x_np)), dim=1)
             conf, pred = probs.max(dim=1)
         return pred.numpy().astype(np.int64), conf.numpy().astype(np.float32)
 

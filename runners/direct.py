@@ -11,15 +11,53 @@ pick explicitly instead:
 
 from __future__ import annotations
 
+from typing import Any
+
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineRunner
+from apache_beam.transforms.window import IntervalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration
 
 
 def direct_runner(*, streaming: bool) -> PipelineRunner:
     """The local runner for a streaming or a bounded pipeline."""
-    return BundleBasedDirectRunner() if streaming else FnApiRunner()
+    if streaming:
+        _tolerate_empty_bundles_with_side_inputs()
+        return BundleBasedDirectRunner()
+    return FnApiRunner()
+
+
+_EARLIEST = IntervalWindow(MIN_TIMESTAMP, MIN_TIMESTAMP + Duration(micros=1000))
+
+
+def _tolerate_empty_bundles_with_side_inputs() -> None:
+    """Work around a crash of Beam 2.77's BundleBasedDirectRunner.
+
+    A step that drops every element of a bundle (a filter, or our lateness gate
+    setting an expired batch aside) still passes an *empty* bundle downstream. For a
+    ParDo with a windowed side input the executor then maps the window of the
+    bundle's first element onto the side input, finds none and raises
+    ``AttributeError: 'NoneType' object has no attribute 'max_timestamp'`` in a
+    worker thread, and the pipeline hangs. An empty bundle has nothing to process,
+    so we let it map onto the earliest possible window, which is ready at once.
+    Idempotent; touches only empty bundles.
+    """
+    from apache_beam.runners.direct import executor
+
+    cls = executor.TransformExecutor
+    if getattr(cls, "_sml_patched", False):
+        return
+    original = cls.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if self._latest_main_input_window is None:
+            self._latest_main_input_window = _EARLIEST
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    cls._sml_patched = True  # type: ignore[attr-defined]
 
 
 def direct_options(*, streaming: bool, extra: list[str] | None = None) -> PipelineOptions:

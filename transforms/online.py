@@ -346,18 +346,30 @@ class OnlineClassifier(beam.PTransform):
     """
 
     def __init__(
-        self, factory: Callable[[], nn.Module], cfg: OnlineConfig, *, device: str = "cpu"
+        self,
+        factory: Callable[[], nn.Module],
+        cfg: OnlineConfig,
+        *,
+        device: str = "cpu",
+        labelled: beam.PCollection | None = None,
     ) -> None:
+        """``labelled``: train on these batches instead of the input (decoupled mode),
+        e.g. the output of :class:`transforms.labels.JoinLabels` when labels come late."""
         super().__init__()
+        if labelled is not None and cfg.mode == "coupled":
+            msg = "separately arriving labels need mode='decoupled' (coupled learns on arrival)"
+            raise ValueError(msg)
         self._factory = factory
         self._cfg = cfg
         self._device = device
+        self._labelled = labelled
 
     def expand(self, batches: beam.PCollection) -> OnlineOut:  # type: ignore[override]
         cfg = self._cfg
         per_key = cfg.per_key
+        training = batches if self._labelled is None else self._labelled
         keyed = (
-            batches
+            training
             | "GlobalWindow" >> beam.WindowInto(bw.GlobalWindows())
             | "KeyByModel"
             >> (beam.FlatMap(split_by_key) if per_key else beam.Map(lambda b: (GLOBAL_KEY, b)))
