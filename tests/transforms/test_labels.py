@@ -34,6 +34,11 @@ def labels(ids, key="a"):
     )
 
 
+def _pairs(batch: pa.RecordBatch, a: str, b: str):
+    first = mb.event_times_us(batch).tolist() if a == "event_time" else batch.column(a).to_pylist()
+    return zip(first, batch.column(b).to_pylist(), strict=True)
+
+
 def test_attach_labels_matches_by_event_id():
     matched, event_hit, label_hit = attach_labels(events([1, 2, 3, 4]), labels([4, 2, 9]))
     assert matched.column(mb.EVENT_ID).to_pylist() == [2, 4]
@@ -57,13 +62,7 @@ def test_delayed_labels_join_and_too_late_or_orphan_labels_are_dead_lettered():
     src = replay(p, [(b, wm, []) for b, wm in items])
     is_label = src.batches | beam.Partition(lambda b, n: int("features" not in b.schema.names), 2)
     joined = is_label[0] | JoinLabels(is_label[1], window_s=10.0, allowed_lateness_s=10.0)
-    _ = (
-        joined.labelled
-        | beam.FlatMap(
-            lambda b: zip(b.column("event_id").to_pylist(), b.column("label").to_pylist(), strict=False)
-        )
-        | beam.ParDo(Collect("joined"))
-    )
+    _ = joined.labelled | beam.FlatMap(_pairs, "event_id", "label") | beam.ParDo(Collect("joined"))
     _ = joined.dead_letter | "Dead" >> beam.ParDo(Collect("dead"))
     p.run().wait_until_finish()
     assert sorted(take("joined")) == [(1, 1), (2, 0), (12, 0)]
@@ -140,9 +139,7 @@ def test_online_learning_from_delayed_labels_is_leak_free():
     out = events_w | OnlineClassifier(factory, cfg, labelled=joined.labelled)
     _ = (
         out.predictions
-        | beam.FlatMap(
-            lambda b: zip(mb.event_times_us(b).tolist(), b.column("model_version").to_pylist(), strict=False)
-        )
+        | beam.FlatMap(_pairs, "event_time", "model_version")
         | beam.ParDo(Collect("delayed-rows"))
     )
     _ = (
