@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 if TYPE_CHECKING:
     import torch
@@ -58,19 +57,20 @@ class BatchSchemaError(ValueError):
 def batch_schema(
     num_features: int, *, with_label: bool = False, with_event_id: bool = True
 ) -> pa.Schema:
-    """The schema of a micro-batch with ``num_features`` features."""
+    """The schema of a micro-batch with ``num_features`` features (nulls are rejected
+    by :func:`validate_batch`, not by the schema)."""
     if num_features <= 0:
         msg = f"num_features must be > 0, got {num_features!r}"
         raise ValueError(msg)
     fields = [
-        pa.field(KEY, pa.string(), nullable=False),
-        pa.field(EVENT_TIME, EVENT_TIME_TYPE, nullable=False),
-        pa.field(FEATURES, pa.list_(pa.float32(), num_features), nullable=False),
+        pa.field(KEY, pa.string()),
+        pa.field(EVENT_TIME, EVENT_TIME_TYPE),
+        pa.field(FEATURES, pa.list_(pa.float32(), num_features)),
     ]
     if with_label:
-        fields.append(pa.field(LABEL, pa.int64(), nullable=False))
+        fields.append(pa.field(LABEL, pa.int64()))
     if with_event_id:
-        fields.append(pa.field(EVENT_ID, pa.int64(), nullable=False))
+        fields.append(pa.field(EVENT_ID, pa.int64()))
     return pa.schema(fields)
 
 
@@ -202,10 +202,6 @@ def labels_numpy(batch: pa.RecordBatch) -> np.ndarray | None:
     return batch.column(LABEL).to_numpy(zero_copy_only=True)
 
 
-def has_label(batch: pa.RecordBatch) -> bool:
-    return batch.schema.get_field_index(LABEL) >= 0
-
-
 def take(batch: pa.RecordBatch, indices: np.ndarray) -> pa.RecordBatch:
     """Rows of ``batch`` at ``indices`` (a copy)."""
     return batch.take(pa.array(indices, type=pa.int64()))
@@ -233,7 +229,3 @@ def chunks(batch: pa.RecordBatch, max_rows: int) -> list[pa.RecordBatch]:
         msg = f"max_rows must be > 0, got {max_rows!r}"
         raise ValueError(msg)
     return [batch.slice(i, max_rows) for i in range(0, batch.num_rows, max_rows)]
-
-
-def unique_keys(batch: pa.RecordBatch) -> list[str]:
-    return [str(k) for k in pc.unique(batch.column(KEY)).to_pylist()]

@@ -20,6 +20,9 @@ def _batch(n: int = 5, d: int = 3) -> pa.RecordBatch:
 def test_schema_and_validation_pass():
     b = _batch()
     mb.validate_batch(b)
+    assert b.schema.equals(
+        mb.batch_schema(3, with_label=True, with_event_id=True), check_metadata=False
+    )
     assert b.schema.field(mb.EVENT_TIME).type == pa.timestamp("us", tz="UTC")
     assert mb.num_features(b) == 3
     assert mb.min_event_time_us(b) == 0
