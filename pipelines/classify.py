@@ -58,6 +58,7 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     dead = (source.dead_letter, windowed.dropped) | "AllDeadLetters" >> beam.Flatten()
     write_outputs(cfg, online.predictions, online.stats, dead)
     return PipelineOutputs(
+        batches=source.batches,
         predictions=online.predictions,
         windows=online.stats,
         dead_letter=dead,

@@ -39,6 +39,7 @@ class PipelineConfig:
     inputs: tuple[str, ...] = ()
     label_column: str | None = None
     time_column: str = "timestamp"
+    allowed_keys: frozenset[str] | None = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     window: WindowSpec = field(default_factory=WindowSpec)
     trigger: TriggerSpec = field(default_factory=TriggerSpec)
@@ -75,6 +76,15 @@ class PipelineConfig:
                 raise ValueError("the classify pipeline needs labels: pass --label-column")
 
 
+def csv_format(cfg: PipelineConfig) -> CsvFormat:
+    return CsvFormat(
+        kind="nab" if cfg.source == "nab" else "generic",
+        label_column=cfg.label_column,
+        time_column=cfg.time_column,
+        allowed_keys=cfg.allowed_keys,
+    )
+
+
 def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
     if cfg.source == "synthetic":
         return pipeline | "Source" >> SyntheticSource(
@@ -82,13 +92,11 @@ def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
             streaming=cfg.streaming,
             processing_time_per_chunk_s=cfg.processing_time_per_chunk_s,
         )
-    fmt = CsvFormat(
-        kind="nab" if cfg.source == "nab" else "generic",
-        label_column=cfg.label_column,
-        time_column=cfg.time_column,
-    )
     return pipeline | "Source" >> CsvSource(
-        list(cfg.inputs), fmt, streaming=cfg.streaming, watermark_lag_s=cfg.watermark_lag_s
+        list(cfg.inputs),
+        csv_format(cfg),
+        streaming=cfg.streaming,
+        watermark_lag_s=cfg.watermark_lag_s,
     )
 
 

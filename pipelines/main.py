@@ -2,227 +2,40 @@
 
     python pipelines/main.py --runner DirectRunner
 
-runs the default: the synthetic drifting stream, replayed in streaming mode with
-out-of-order and late events, 10 s event-time windows with early, on-time and late
-panes, and the classify pipeline: a PyTorch MLP that learns from the stream while it
-scores it, its new versions reaching the scorer in the same run. Outputs land under
-``--output``.
+Options and config files: :mod:`pipelines.cli`. Exit codes: 0 done and every input
+event accounted for; 1 done but the counts do not add up; 2 bad usage (an option, its
+value or the config file); 3 bad input (a file that cannot be read at all; bad rows
+never fail a run, they are dead-lettered); 4 the pipeline failed while running.
 """
 
 from __future__ import annotations
 
-import argparse
-import glob
-import math
+import io
 import os
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.runners.runner import PipelineRunner
 
-from model.learner import LearnerConfig
-from pipelines import classify, score
-from pipelines.config import PIPELINES, PipelineConfig
+from pipelines import classify, progress, report, score
+from pipelines.cli import BadInputError, UsageError, config_from_args, parse_args
+from pipelines.config import PipelineConfig, csv_format
 from pipelines.summary import RunSummary, counters
 from runners.direct import direct_options, direct_runner
-from transforms.online import OnlineConfig
-from transforms.synthetic import SyntheticConfig
-from transforms.windowing import TriggerSpec, WindowSpec
+from transforms.csv_parse import check_header
 
 BUILDERS = {"classify": classify.build, "score": score.build}
-
-EXIT_USAGE = 2
-
-
-def build_parser() -> argparse.ArgumentParser:
-    pipelines = "; ".join(f"{name}: {text}" for name, text in PIPELINES.items())
-    p = argparse.ArgumentParser(
-        prog="pipelines/main.py",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog=f"pipelines -- {pipelines}",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    run = p.add_argument_group("run")
-    run.add_argument(
-        "--runner",
-        default="DirectRunner",
-        help="Beam runner: DirectRunner (local; streaming on the reference streaming "
-        "runner, bounded on the portable in-process runner) or any other Beam runner "
-        "name, passed to Beam as is",
-    )
-    run.add_argument(
-        "--pipeline", default="classify", choices=sorted(PIPELINES), help="which pipeline to run"
-    )
-    run.add_argument("--output", default="output", help="directory for all outputs")
-    run.add_argument(
-        "--streaming",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="streaming mode: an unbounded replay with watermarks, so early/late panes "
-        "and late data happen; --no-streaming runs a bounded batch job",
-    )
-    run.add_argument(
-        "--device", default="auto", help="torch device for scoring: auto, cpu, cuda, cuda:N"
-    )
-    run.add_argument("--seed", type=int, default=0, help="seed for data and model")
-    run.add_argument("--json", action="store_true", help="also print the summary as JSON")
-
-    src = p.add_argument_group("source")
-    src.add_argument(
-        "--source",
-        default="synthetic",
-        choices=["synthetic", "csv", "nab"],
-        help="synthetic drifting stream, a generic CSV file, or NAB 'timestamp,value' files",
-    )
-    src.add_argument(
-        "--input",
-        action="append",
-        default=[],
-        help="input file or glob (repeatable) for --source csv/nab",
-    )
-    src.add_argument("--label-column", default=None, help="generic CSV: integer class label column")
-    src.add_argument("--time-column", default="timestamp", help="generic CSV: event time column")
-    src.add_argument(
-        "--watermark-lag",
-        type=float,
-        default=0.0,
-        help="CSV streaming: seconds the watermark trails the newest event time",
-    )
-    src.add_argument("--events", type=int, default=20_000, help="synthetic: number of events")
-    src.add_argument("--keys", type=int, default=8, help="synthetic: number of keys")
-    src.add_argument("--rate", type=float, default=100.0, help="synthetic: events per second")
-    src.add_argument(
-        "--batch-size", type=int, default=256, help="synthetic: events per arriving micro-batch"
-    )
-    src.add_argument(
-        "--late-fraction", type=float, default=0.01, help="synthetic: share of late events"
-    )
-
-    win = p.add_argument_group("windows and triggers")
-    win.add_argument("--window", default="fixed", choices=["fixed", "sliding", "session", "global"])
-    win.add_argument("--window-size", type=float, default=10.0, help="seconds")
-    win.add_argument("--window-period", type=float, default=None, help="sliding: seconds")
-    win.add_argument("--session-gap", type=float, default=10.0, help="session: seconds")
-    win.add_argument(
-        "--allowed-lateness",
-        type=float,
-        default=30.0,
-        help="seconds after the window end during which late data is still accepted",
-    )
-    win.add_argument(
-        "--early-count",
-        type=int,
-        default=4,
-        help="early pane every N elements (micro-batch pieces); 0 disables",
-    )
-    win.add_argument(
-        "--early-after",
-        type=float,
-        default=None,
-        help="early pane N whole seconds of processing time after a pane's first element "
-        "(the streaming replay advances processing time by each batch's event-time span)",
-    )
-    win.add_argument("--late-count", type=int, default=1, help="late pane every N late elements")
-
-    learn = p.add_argument_group("online learning (classify)")
-    learn.add_argument(
-        "--mode",
-        default="decoupled",
-        choices=["decoupled", "coupled"],
-        help="decoupled: a trainer publishes a version per window and the scorer reads "
-        "them as a side input (window k+1 scored by the model trained through k); "
-        "coupled: one step per model predicts each batch, then learns from it",
-    )
-    learn.add_argument("--per-key", action="store_true", help="one model per key (coupled)")
-    learn.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    learn.add_argument("--lr", type=float, default=0.01, help="learning rate")
-    learn.add_argument("--replay-size", type=int, default=0, help="reservoir replay rows")
-    learn.add_argument("--ewc-lambda", type=float, default=0.0, help="online EWC strength")
-    learn.add_argument(
-        "--emit-every", type=int, default=None, help="also publish a version every N samples"
-    )
-    win.add_argument(
-        "--accumulating",
-        action="store_true",
-        help="panes accumulate (default: discarding, each pane has only new data)",
-    )
-    return p
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3, 4
 
 
-def _expand_inputs(patterns: Sequence[str]) -> tuple[str, ...]:
-    paths: list[str] = []
-    for pattern in patterns:
-        found = sorted(glob.glob(pattern))
-        if not found:
-            msg = f"--input {pattern!r} matches no file"
-            raise ValueError(msg)
-        paths.extend(found)
-    return tuple(paths)
-
-
-def config_from_args(args: argparse.Namespace) -> PipelineConfig:
-    """Validated pipeline config; ``ValueError`` names the bad option."""
-    synthetic = SyntheticConfig(
-        num_events=args.events,
-        num_keys=args.keys,
-        events_per_second=args.rate,
-        chunk_events=args.batch_size,
-        late_fraction=args.late_fraction,
-        seed=args.seed,
-    )
-    window = WindowSpec(
-        kind=args.window,
-        size_s=args.window_size,
-        period_s=args.window_period,
-        gap_s=args.session_gap,
-    )
-    trigger = TriggerSpec(
-        early_count=args.early_count or None,
-        early_after_s=args.early_after,
-        late_count=args.late_count,
-        allowed_lateness_s=args.allowed_lateness,
-        accumulating=args.accumulating,
-    )
-    online = OnlineConfig(
-        mode=args.mode,
-        window_s=args.window_size,
-        per_key=args.per_key,
-        emit_every_samples=args.emit_every,
-        # Coupled mode scores late batches with their own window's model: keep enough.
-        history_windows=math.ceil(args.allowed_lateness / args.window_size) + 2,
-        learner=LearnerConfig(
-            optimizer=args.optimizer,
-            lr=args.lr,
-            replay_size=args.replay_size,
-            ewc_lambda=args.ewc_lambda,
-            seed=args.seed,
-        ),
-    )
-    return PipelineConfig(
-        output=args.output,
-        pipeline=args.pipeline,
-        source=args.source,
-        inputs=_expand_inputs(args.input),
-        label_column=args.label_column,
-        time_column=args.time_column,
-        synthetic=synthetic,
-        window=window,
-        trigger=trigger,
-        online=online,
-        streaming=args.streaming,
-        watermark_lag_s=args.watermark_lag,
-        processing_time_per_chunk_s=(
-            args.batch_size / args.rate if args.early_after and args.streaming else None
-        ),
-        device=args.device,
-        seed=args.seed,
-    )
-
-
-def run(cfg: PipelineConfig, runner: str = "DirectRunner") -> RunSummary:
-    """Build and run the pipeline; wait for it; return the summary."""
+def run(
+    cfg: PipelineConfig, runner: str = "DirectRunner", *, show_progress: bool = True
+) -> RunSummary:
+    """Build and run the pipeline with progress reporting; write the report; return
+    the summary."""
     beam_runner: PipelineRunner | str
     if runner == "DirectRunner":
         beam_runner = direct_runner(streaming=cfg.streaming)
@@ -234,33 +47,59 @@ def run(cfg: PipelineConfig, runner: str = "DirectRunner") -> RunSummary:
     start = time.perf_counter()
     pipeline = beam.Pipeline(runner=beam_runner, options=options)
     outputs = BUILDERS[cfg.pipeline](pipeline, cfg)
-    result = pipeline.run()
-    result.wait_until_finish()
+    run_id = uuid.uuid4().hex
+    live = progress.start(run_id)
+    progress.attach(run_id, outputs.batches, outputs.predictions)
+    total = outputs.source_events
+    with progress.Printer(live, total, out=sys.stderr if show_progress else io.StringIO()):
+        result = pipeline.run()
+        result.wait_until_finish()
     seconds = time.perf_counter() - start
     events_in = outputs.source_events
     if events_in is None:
         events_in = counters(result)["events_in"]
-    return RunSummary.from_outputs(
+    summary = RunSummary.from_outputs(
         cfg.output, events_in=events_in, seconds=seconds, accumulating=cfg.trigger.accumulating
     )
+    report.write(
+        cfg.output,
+        summary,
+        samples=live.samples,
+        drift_alarms=live.drift_alarms,
+        source=cfg.source,
+        inputs=cfg.inputs,
+    )
+    return summary
+
+
+def _error(kind: str, err: Exception) -> None:
+    print(f"pipelines/main.py: {kind}: {err}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parse_args(argv)
         cfg = config_from_args(args)
-    except ValueError as err:
-        parser.print_usage(sys.stderr)
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        if cfg.source != "synthetic":
+            for path in cfg.inputs:
+                check_header(path, csv_format(cfg))
+    except UsageError as err:
+        _error("error", err)
         return EXIT_USAGE
-    summary = run(cfg, args.runner)
+    except (BadInputError, ValueError) as err:
+        _error("bad input", err)
+        return EXIT_BAD_INPUT
+    try:
+        summary = run(cfg, args.runner, show_progress=not args.quiet)
+    except Exception as err:  # noqa: BLE001 - reported with its type, exit code says runtime
+        _error("pipeline failed", f"{type(err).__name__}: {err}")  # type: ignore[arg-type]
+        return EXIT_RUNTIME
     print(f"pipeline {args.pipeline} on {args.runner} -> {os.path.abspath(cfg.output)}")
     for line in summary.lines():
         print("  " + line)
     if args.json:
         print(summary.to_json())
-    return 0 if summary.balanced else 1
+    return EXIT_OK if summary.balanced else EXIT_MISMATCH
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from transforms.windowing import EventTimeWindow
 class PipelineOutputs:
     """A pipeline's PCollections, for tests and for callers that add steps."""
 
+    batches: beam.PCollection
     predictions: beam.PCollection
     windows: beam.PCollection
     dead_letter: beam.PCollection
@@ -52,5 +53,9 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     dead = (source.dead_letter, windowed.dropped) | "AllDeadLetters" >> beam.Flatten()
     write_outputs(cfg, scored, stats, dead)
     return PipelineOutputs(
-        predictions=scored, windows=stats, dead_letter=dead, source_events=source.events
+        batches=source.batches,
+        predictions=scored,
+        windows=stats,
+        dead_letter=dead,
+        source_events=source.events,
     )

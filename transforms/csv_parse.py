@@ -48,6 +48,7 @@ class CsvFormat:
     label_column: str | None = None
     event_id_column: str = "event_id"
     chunk_rows: int = 256
+    allowed_keys: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("generic", "nab"):
@@ -160,7 +161,7 @@ def _int(text: str, column: str) -> int:
         raise ValueError(msg) from None
 
 
-def _anomaly_windows(path: str) -> list[tuple[int, int]] | None:
+def anomaly_windows(path: str) -> list[tuple[int, int]] | None:
     """NAB labelled windows for ``path``, if ``labels/combined_windows.json`` is found."""
     folder = os.path.dirname(os.path.abspath(path))
     rel = os.path.join(os.path.basename(folder), os.path.basename(path))
@@ -205,6 +206,20 @@ class _Builder:
         )
 
 
+def check_header(path: str, fmt: CsvFormat) -> None:
+    """Raise ``ValueError`` if ``path`` cannot be read or its header cannot be used."""
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            header = f.readline()
+    except OSError as err:
+        msg = f"{path}: cannot read: {err.strerror}"
+        raise ValueError(msg) from None
+    if not header.strip():
+        msg = f"{path}: empty file (no header)"
+        raise ValueError(msg)
+    _resolve_columns(next(csv.reader([header])), fmt)
+
+
 def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[ParsedChunk]:
     """Parse CSV text lines (header first) into chunks of at most ``fmt.chunk_rows`` rows.
 
@@ -217,7 +232,7 @@ def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[P
         msg = f"{source}: empty file (no header)"
         raise ValueError(msg)
     cols = _resolve_columns(next(csv.reader([header_line])), fmt)
-    nab_windows = _anomaly_windows(source) if fmt.kind == "nab" else None
+    nab_windows = anomaly_windows(source) if fmt.kind == "nab" else None
     with_label = cols.label is not None or nab_windows is not None
     default_key = nab_key(source) if fmt.kind == "nab" else os.path.basename(source)
     builder, dead = _Builder(with_label), []
@@ -234,6 +249,8 @@ def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[P
             key = row[cols.key].strip() if cols.key is not None else default_key
             if not key:
                 raise ValueError("empty key")
+            if fmt.allowed_keys is not None and key not in fmt.allowed_keys:
+                raise ValueError(f"unknown key {key!r}")
             event_id = (
                 _int(row[cols.event_id], "event_id") if cols.event_id is not None else line_no
             )

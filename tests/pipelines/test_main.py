@@ -80,6 +80,18 @@ def test_default_streaming_run_writes_all_outputs(tmp_path, capsys):
     # Prequential accuracy: chance in the first window (untrained model), then learned.
     windows = summary["windows"]
     assert windows[0]["accuracy"] < 0.7 and max(w["accuracy"] for w in windows) > 0.85
+    # The report: metrics.json agrees with the sinks, plots are real images.
+    metrics = json.loads(open(os.path.join(out, "metrics.json")).read())
+    assert metrics["predictions_out"] == len(ids) and metrics["events_in"] == 6000
+    assert metrics["dead_letter_reasons"] == {"late": summary["dead_lettered"]}
+    assert metrics["model_versions"] == len(saved)
+    assert metrics["progress"] and metrics["progress"][-1]["events_in"] == 6000
+    page = open(os.path.join(out, "report.html")).read()
+    for png in ("throughput.png", "accuracy.png", "timeline.png"):
+        assert f"src='{png}'" in page
+        with open(os.path.join(out, png), "rb") as f:
+            data = f.read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
 
 
 @pytest.mark.slow
@@ -119,3 +131,15 @@ def test_classify_needs_fixed_windows(capsys, tmp_path):
         main.main(["--window", "sliding", "--window-period", "5", "--output", str(tmp_path)]) == 2
     )
     assert "needs fixed windows" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_nab_report_plots_scores_flags_and_labelled_windows(tmp_path):
+    nab = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "nab")
+    path = os.path.join(nab, "artificialWithAnomaly", "art_daily_jumpsup.csv")
+    out = str(tmp_path / "out")
+    args = ["--pipeline", "score", "--source", "nab", "--input", path, "--window-size", "86400"]
+    assert main.main([*args, "--no-streaming", "--output", out, "--quiet"]) == 0
+    with open(os.path.join(out, "anomaly_scores.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "anomaly_scores.png" in open(os.path.join(out, "report.html")).read()

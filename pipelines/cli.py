@@ -1,0 +1,316 @@
+"""The command line: options, config files, and turning them into a PipelineConfig.
+
+Options come from three places, later ones winning: built-in defaults, a YAML file
+(``--config run.yaml``, keys are option names with ``-`` or ``_``), the command line.
+Validation errors name the option and the bad value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import yaml
+
+from model.learner import LearnerConfig
+from pipelines.config import PIPELINES, PipelineConfig
+from transforms.online import OnlineConfig
+from transforms.synthetic import SyntheticConfig
+from transforms.windowing import TriggerSpec, WindowSpec
+
+T = TypeVar("T")
+DOC = """Run a streaming ML pipeline end to end and print a summary.
+
+    python pipelines/main.py --runner DirectRunner
+
+runs the default: the synthetic drifting stream, replayed in streaming mode with
+out-of-order and late events, 10 s event-time windows with early, on-time and late
+panes, and the classify pipeline: a PyTorch MLP that learns from the stream while it
+scores it, its new versions reaching the scorer in the same run. Outputs land under
+``--output``."""
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+class UsageError(ValueError):
+    """A bad option, option value or config file."""
+
+
+class BadInputError(ValueError):
+    """Input that cannot be read at all (missing file, unusable header)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    pipelines = "; ".join(f"{name}: {text}" for name, text in PIPELINES.items())
+    p = argparse.ArgumentParser(
+        prog="pipelines/main.py",
+        description=DOC,
+        epilog=f"pipelines -- {pipelines}",
+        formatter_class=_Formatter,
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE.yaml",
+        help="YAML file of option: value defaults (command-line options override it)",
+    )
+    run = p.add_argument_group("run")
+    run.add_argument(
+        "--runner",
+        default="DirectRunner",
+        help="Beam runner: DirectRunner (local; streaming on the reference streaming "
+        "runner, bounded on the portable in-process runner) or any other Beam runner "
+        "name, passed to Beam as is",
+    )
+    run.add_argument(
+        "--pipeline", default="classify", choices=sorted(PIPELINES), help="which pipeline to run"
+    )
+    run.add_argument("--output", default="output", help="directory for all outputs")
+    run.add_argument(
+        "--streaming",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="streaming mode: an unbounded replay with watermarks, so early/late panes "
+        "and late data happen; --no-streaming runs a bounded batch job",
+    )
+    run.add_argument(
+        "--device", default="auto", help="torch device for scoring: auto, cpu, cuda, cuda:N"
+    )
+    run.add_argument("--seed", type=int, default=0, help="seed for data and model")
+    run.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    run.add_argument("--quiet", action="store_true", help="no progress lines while running")
+
+    src = p.add_argument_group("source")
+    src.add_argument(
+        "--source",
+        default="synthetic",
+        choices=["synthetic", "csv", "nab"],
+        help="synthetic drifting stream, a generic CSV file, or NAB 'timestamp,value' files",
+    )
+    src.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        help="input file or glob (repeatable) for --source csv/nab",
+    )
+    src.add_argument("--label-column", default=None, help="generic CSV: integer class label column")
+    src.add_argument("--time-column", default="timestamp", help="generic CSV: event time column")
+    src.add_argument(
+        "--allowed-keys",
+        default=None,
+        help="comma-separated keys to accept; rows with any other key are dead-lettered",
+    )
+    src.add_argument(
+        "--watermark-lag",
+        type=float,
+        default=0.0,
+        help="CSV streaming: seconds the watermark trails the newest event time",
+    )
+    src.add_argument("--events", type=int, default=20_000, help="synthetic: number of events")
+    src.add_argument("--keys", type=int, default=8, help="synthetic: number of keys")
+    src.add_argument("--rate", type=float, default=100.0, help="synthetic: events per second")
+    src.add_argument(
+        "--batch-size", type=int, default=256, help="synthetic: events per arriving micro-batch"
+    )
+    src.add_argument(
+        "--late-fraction", type=float, default=0.01, help="synthetic: share of late events"
+    )
+
+    win = p.add_argument_group("windows and triggers")
+    win.add_argument("--window", default="fixed", choices=["fixed", "sliding", "session", "global"])
+    win.add_argument("--window-size", type=float, default=10.0, help="seconds")
+    win.add_argument("--window-period", type=float, default=None, help="sliding: seconds")
+    win.add_argument("--session-gap", type=float, default=10.0, help="session: seconds")
+    win.add_argument(
+        "--allowed-lateness",
+        type=float,
+        default=30.0,
+        help="seconds after the window end during which late data is still accepted",
+    )
+    win.add_argument(
+        "--early-count",
+        type=int,
+        default=4,
+        help="early pane every N elements (micro-batch pieces); 0 disables",
+    )
+    win.add_argument(
+        "--early-after",
+        type=float,
+        default=None,
+        help="early pane N whole seconds of processing time after a pane's first element "
+        "(the streaming replay advances processing time by each batch's event-time span)",
+    )
+    win.add_argument("--late-count", type=int, default=1, help="late pane every N late elements")
+
+    learn = p.add_argument_group("online learning (classify)")
+    learn.add_argument(
+        "--mode",
+        default="decoupled",
+        choices=["decoupled", "coupled"],
+        help="decoupled: a trainer publishes a version per window and the scorer reads "
+        "them as a side input (window k+1 scored by the model trained through k); "
+        "coupled: one step per model predicts each batch, then learns from it",
+    )
+    learn.add_argument("--per-key", action="store_true", help="one model per key (coupled)")
+    learn.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    learn.add_argument("--lr", type=float, default=0.01, help="learning rate")
+    learn.add_argument("--replay-size", type=int, default=0, help="reservoir replay rows")
+    learn.add_argument("--ewc-lambda", type=float, default=0.0, help="online EWC strength")
+    learn.add_argument(
+        "--emit-every", type=int, default=None, help="also publish a version every N samples"
+    )
+    win.add_argument(
+        "--accumulating",
+        action="store_true",
+        help="panes accumulate (default: discarding, each pane has only new data)",
+    )
+    return p
+
+
+def _expand_inputs(patterns: Sequence[str]) -> tuple[str, ...]:
+    paths: list[str] = []
+    for pattern in patterns:
+        found = sorted(glob.glob(pattern))
+        if not found:
+            raise BadInputError(f"--input {pattern!r}: no such file")
+        paths.extend(found)
+    return tuple(paths)
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    """Validated pipeline config. Raises :class:`UsageError` naming the options at
+    fault, or :class:`BadInputError` for input files that cannot be used."""
+    from model.device import resolve_device
+
+    synthetic = _section(
+        "--events/--keys/--rate/--batch-size/--late-fraction",
+        lambda: SyntheticConfig(
+            num_events=args.events,
+            num_keys=args.keys,
+            events_per_second=args.rate,
+            chunk_events=args.batch_size,
+            late_fraction=args.late_fraction,
+            seed=args.seed,
+        ),
+    )
+    window = _section(
+        "--window/--window-size/--window-period/--session-gap",
+        lambda: WindowSpec(
+            kind=args.window,
+            size_s=args.window_size,
+            period_s=args.window_period,
+            gap_s=args.session_gap,
+        ),
+    )
+    trigger = _section(
+        "--early-count/--early-after/--late-count/--allowed-lateness",
+        lambda: TriggerSpec(
+            early_count=args.early_count or None,
+            early_after_s=args.early_after,
+            late_count=args.late_count,
+            allowed_lateness_s=args.allowed_lateness,
+            accumulating=args.accumulating,
+        ),
+    )
+    learner = _section(
+        "--optimizer/--lr/--replay-size/--ewc-lambda",
+        lambda: LearnerConfig(
+            optimizer=args.optimizer,
+            lr=args.lr,
+            replay_size=args.replay_size,
+            ewc_lambda=args.ewc_lambda,
+            seed=args.seed,
+        ),
+    )
+    online = _section(
+        "--mode/--per-key/--emit-every",
+        lambda: OnlineConfig(
+            mode=args.mode,
+            window_s=args.window_size,
+            per_key=args.per_key,
+            emit_every_samples=args.emit_every,
+            # Coupled mode scores late batches with their own window's model: keep enough.
+            history_windows=math.ceil(args.allowed_lateness / args.window_size) + 2,
+            learner=learner,
+        ),
+    )
+    _section("--device", lambda: resolve_device(args.device))
+    allowed = (
+        frozenset(k.strip() for k in args.allowed_keys.split(",")) if args.allowed_keys else None
+    )
+    inputs = _expand_inputs(args.input)
+    return _section(
+        "--pipeline/--source/--input/--label-column/--window",
+        lambda: PipelineConfig(
+            output=args.output,
+            pipeline=args.pipeline,
+            source=args.source,
+            inputs=inputs,
+            label_column=args.label_column,
+            time_column=args.time_column,
+            allowed_keys=allowed,
+            synthetic=synthetic,
+            window=window,
+            trigger=trigger,
+            online=online,
+            streaming=args.streaming,
+            watermark_lag_s=args.watermark_lag,
+            processing_time_per_chunk_s=(
+                args.batch_size / args.rate if args.early_after and args.streaming else None
+            ),
+            device=args.device,
+            seed=args.seed,
+        ),
+    )
+
+
+def _section(options: str, build: Callable[[], T]) -> T:
+    """Build a config section; a ValueError becomes a UsageError naming the options."""
+    try:
+        return build()
+    except ValueError as err:
+        raise UsageError(f"{options}: {err}") from None
+
+
+def load_config_file(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
+    """Option defaults from a YAML mapping; unknown keys are a usage error."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as err:
+        raise UsageError(f"--config: cannot read {path!r}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise UsageError(f"--config: {path!r} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--config: {path!r} must hold a mapping of option: value")
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    defaults: dict[str, Any] = {}
+    for key, value in data.items():
+        dest = str(key).replace("-", "_")
+        action = actions.get(dest)
+        if action is None:
+            raise UsageError(f"--config: unknown option {key!r} in {path!r}")
+        if action.type is not None and value is not None and not isinstance(value, list):
+            try:
+                value = action.type(value)  # type: ignore[misc,operator]
+            except (TypeError, ValueError):
+                raise UsageError(f"--config: {key}: bad value {value!r}") from None
+        if action.choices is not None and value not in action.choices:
+            raise UsageError(f"--config: {key}: {value!r} is not one of {list(action.choices)}")
+        defaults[dest] = value
+    return defaults
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Defaults, then the ``--config`` file, then the command line."""
+    parser = build_parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**load_config_file(parser, known.config))
+    return parser.parse_args(argv)

@@ -1,0 +1,192 @@
+"""The run report: ``metrics.json`` and ``report.html`` with PNG plots, in the output.
+
+Every number in ``metrics.json`` is counted from the sinks (see
+:mod:`pipelines.summary`), so it matches the files next to it. Plots:
+
+- ``throughput.png``: events read and scored over wall-clock time, and events/s;
+- ``accuracy.png``: prequential accuracy per event-time window;
+- ``timeline.png``: the newest model version scoring each window, and drift alarms;
+- ``anomaly_scores.png`` (NAB input): each series' anomaly score (probability of the
+  anomalous class), flagged points, and the labelled anomaly windows.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import html
+import json
+import os
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.dates as mdates  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pipelines.summary import RunSummary  # noqa: E402
+from transforms.csv_parse import anomaly_windows  # noqa: E402
+from transforms.sinks import read_jsonl_dir, read_parquet_dir  # noqa: E402
+
+
+def _utc(us: float) -> float:
+    """A matplotlib date number for an event time in microseconds (UTC)."""
+    return float(mdates.date2num(dt.datetime.fromtimestamp(us / 1e6, tz=dt.UTC)))
+
+
+def _save(fig: Any, path: str) -> str:
+    for ax in fig.axes:
+        if ax.xaxis.get_label().get_text().startswith("event time"):
+            ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M:%S"))
+            fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
+def _throughput(samples: list[dict[str, Any]], path: str) -> str | None:
+    if len(samples) < 2:
+        return None
+    t = np.array([s["t_s"] for s in samples])
+    events = np.array([s["events_in"] for s in samples])
+    scored = np.array([s["scored"] for s in samples])
+    fig, (a, b) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    a.plot(t, events, label="events read")
+    a.plot(t, scored, label="events scored")
+    a.set_ylabel("events")
+    a.legend()
+    rate = np.diff(events) / np.maximum(np.diff(t), 1e-9)
+    b.step(t[1:], rate, where="post")
+    b.set_ylabel("events/s")
+    b.set_xlabel("wall-clock seconds")
+    return _save(fig, path)
+
+
+def _accuracy(summary: RunSummary, path: str) -> str | None:
+    points = [(w.start_us, w.accuracy) for w in summary.windows if w.accuracy is not None]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot([_utc(s) for s, _ in points], [a for _, a in points], marker="o")
+    ax.xaxis_date()
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("prequential accuracy")
+    ax.set_xlabel("event time (window start, UTC)")
+    return _save(fig, path)
+
+
+def _timeline(summary: RunSummary, alarms: list[int], path: str) -> str | None:
+    points = [(w.start_us, w.max_version) for w in summary.windows if w.max_version is not None]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.step(
+        [_utc(s) for s, _ in points], [v for _, v in points], where="post", label="model version"
+    )
+    for i, a in enumerate(alarms):
+        ax.axvline(_utc(a), color="red", linestyle="--", label="drift alarm" if i == 0 else None)
+    ax.set_ylabel("newest model version")
+    ax.set_xlabel("event time (UTC)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def _anomaly_scores(output: str, inputs: tuple[str, ...], path: str) -> str | None:
+    table = read_parquet_dir(os.path.join(output, "predictions"))
+    if table is None or not inputs:
+        return None
+    series = sorted(set(table.column("key").to_pylist()))[:4]
+    fig, axes = plt.subplots(len(series), 1, figsize=(9, 2.6 * len(series)), squeeze=False)
+    by_key = {os.path.basename(p): p for p in inputs}
+    for ax, key in zip(axes[:, 0], series, strict=True):
+        rows = table.filter(np.array(table.column("key").to_pylist()) == key)
+        order = np.argsort(rows.column("event_time").to_numpy().astype("datetime64[us]"))
+        micros = rows.column("event_time").to_numpy().astype("datetime64[us]").astype(np.int64)
+        times = np.array([_utc(t) for t in micros[order]])
+        pred = rows.column("prediction").to_numpy()[order]
+        conf = rows.column("score").to_numpy()[order]
+        anomaly = np.where(pred == 1, conf, 1 - conf)
+        ax.plot(times, anomaly, linewidth=0.7, label="anomaly score")
+        flagged = pred == 1
+        ax.scatter(times[flagged], anomaly[flagged], color="red", s=6, label="flagged")
+        path_in = by_key.get(key.split("/")[-1])
+        for i, (a, b) in enumerate(anomaly_windows(path_in) or [] if path_in else []):
+            ax.axvspan(
+                _utc(a),
+                _utc(b),
+                color="orange",
+                alpha=0.3,
+                label="labelled window" if i == 0 else None,
+            )
+        ax.xaxis_date()
+        ax.set_title(key, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
+
+
+def write(
+    output: str,
+    summary: RunSummary,
+    *,
+    samples: list[dict[str, Any]],
+    drift_alarms: list[int],
+    source: str,
+    inputs: tuple[str, ...] = (),
+) -> dict[str, str]:
+    """Write metrics.json, the PNGs and report.html; returns their paths."""
+    dead = read_jsonl_dir(os.path.join(output, "dead_letter"))
+    reasons: collections.Counter[str] = collections.Counter()
+    for d in dead:
+        reasons[d["reason"].split(":")[0].split("(")[0].strip()] += int(d.get("rows", 1))
+    metrics = json.loads(summary.to_json())
+    metrics["dead_letter_reasons"] = dict(reasons)
+    metrics["drift_alarms_event_time_us"] = drift_alarms
+    metrics["progress"] = samples
+    paths = {"metrics": os.path.join(output, "metrics.json")}
+    with open(paths["metrics"], "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+    plots = {
+        "Throughput": _throughput(samples, os.path.join(output, "throughput.png")),
+        "Prequential accuracy per window": _accuracy(summary, os.path.join(output, "accuracy.png")),
+        "Model versions and drift alarms": _timeline(
+            summary, drift_alarms, os.path.join(output, "timeline.png")
+        ),
+    }
+    if source == "nab":
+        plots["Anomaly scores (NAB)"] = _anomaly_scores(
+            output, inputs, os.path.join(output, "anomaly_scores.png")
+        )
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+        for k, v in metrics.items()
+        if not isinstance(v, (list, dict))
+    )
+    reason_rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in reasons.most_common()
+    )
+    figures = "".join(
+        f"<h2>{html.escape(title)}</h2><img src='{name}' alt='{html.escape(title)}'>"
+        for title, name in plots.items()
+        if name
+    )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Run report</title></head>"
+        "<body><h1>Run report</h1><table>"
+        + rows
+        + "</table><h2>Dead letters by reason</h2><table>"
+        + (reason_rows or "<tr><td>none</td></tr>")
+        + "</table>"
+        + figures
+        + "</body></html>"
+    )
+    paths["report"] = os.path.join(output, "report.html")
+    with open(paths["report"], "w", encoding="utf-8") as f:
+        f.write(page)
+    for title, name in plots.items():
+        if name:
+            paths[title] = os.path.join(output, name)
+    return paths
