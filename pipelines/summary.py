@@ -19,7 +19,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
 from transforms.lateness import NAMESPACE
-from transforms.sinks import read_jsonl_dir, read_parquet_dir
+from transforms.sinks import count_parquet_rows, read_jsonl_dir
 
 COUNTERS = (
     "events_in",
@@ -110,13 +110,13 @@ class RunSummary:
         cls, output: str, *, events_in: int, seconds: float, accumulating: bool
     ) -> RunSummary:
         """Count predictions, dead letters and panes in the files under ``output``."""
-        predictions = read_parquet_dir(f"{output}/predictions")
+        predictions = count_parquet_rows(f"{output}/predictions")
         dead = read_jsonl_dir(f"{output}/dead_letter")
         panes = read_jsonl_dir(f"{output}/windows")
         versions = len(FileSystems.match([f"{output}/models/**model-*.pt"])[0].metadata_list)
         return cls(
             events_in=events_in,
-            predictions_out=0 if predictions is None else predictions.num_rows,
+            predictions_out=predictions,
             dead_lettered=sum(int(r.get("rows", 1)) for r in dead),
             windows_fired=len(panes),
             late_accepted=late_events(panes, accumulating=accumulating),

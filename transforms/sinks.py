@@ -158,6 +158,16 @@ def read_parquet_dir(directory: str) -> pa.Table | None:
     return pa.concat_tables(tables) if tables else None
 
 
+def count_parquet_rows(directory: str) -> int:
+    """Rows in the Parquet part files under ``directory``, from their footers only."""
+    matches = FileSystems.match([FileSystems.join(directory, "part-*.parquet")])[0]
+    total = 0
+    for m in matches.metadata_list:
+        with FileSystems.open(m.path) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
 def read_jsonl_dir(directory: str) -> list[dict[str, Any]]:
     """All records of the JSONL part files under ``directory``."""
     matches = FileSystems.match([FileSystems.join(directory, "part-*.jsonl")])[0]
