@@ -135,58 +135,59 @@ def split_by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
 # size of what it holds, which is cheap for bytes and slow for Arrow objects.
 _PENDING = BagStateSpec("pending", BytesCoder())
 _DUE = ReadModifyWriteStateSpec("due", VarIntCoder())
-_LEARNER = ReadModifyWriteStateSpec("learner", BytesCoder())
-_VERSION = ReadModifyWriteStateSpec("version", VarIntCoder())
-_SINCE = ReadModifyWriteStateSpec("since_emit", VarIntCoder())
-_DONE = ReadModifyWriteStateSpec("done_until", VarIntCoder())
-_HISTORY = ReadModifyWriteStateSpec("history", BytesCoder())
-_TRAINED = ReadModifyWriteStateSpec("trained_until", VarIntCoder())
+# Everything else is one value (see _StepState): one state write per firing, since
+# every write makes the state cache measure object sizes, which is slow.
+_STEP = ReadModifyWriteStateSpec("step", BytesCoder())
 _READY = TimerSpec("ready", TimeDomain.WATERMARK)
 PENDING = beam.DoFn.StateParam(_PENDING)
 DUE = beam.DoFn.StateParam(_DUE)
-LEARNER = beam.DoFn.StateParam(_LEARNER)
-VERSION = beam.DoFn.StateParam(_VERSION)
-SINCE = beam.DoFn.StateParam(_SINCE)
-DONE = beam.DoFn.StateParam(_DONE)
-HISTORY = beam.DoFn.StateParam(_HISTORY)
-TRAINED = beam.DoFn.StateParam(_TRAINED)
+STEP = beam.DoFn.StateParam(_STEP)
 READY = beam.DoFn.TimerParam(_READY)
 
 
-class _History:
-    """Coupled mode: the model as it was when each recent window began, so a late batch
-    is scored by the model of its own window (never one trained on later data)."""
+@dataclass
+class _StepState:
+    """The learner and its bookkeeping, kept in Beam state between firings."""
 
-    def __init__(self, entries: dict[int, tuple[int, dict[str, Any]]]) -> None:
-        self.entries = entries
+    learner: dict[str, Any] | None = None  # IncrementalLearner.snapshot()
+    version: int = 0
+    since_publish: int = 0  # samples learned since the last published version
+    done_until: int | None = None  # the latest firing time processed
+    trained_until: int | None = None  # newest event time learned from
+    history: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, data: bytes | None) -> _History:
+    def load(cls, data: bytes | None) -> _StepState:
         if data is None:
-            return cls({})
-        return cls(torch.load(io.BytesIO(data), weights_only=False))
+            return cls()
+        return cls(**torch.load(io.BytesIO(data), weights_only=False))
 
-    def dump(self, keep: int) -> bytes:
-        recent = dict(sorted(self.entries.items())[-keep:])
+    def dump(self) -> bytes:
         buf = io.BytesIO()
-        torch.save(recent, buf)
+        torch.save(self.__dict__, buf)
         return buf.getvalue()
 
-    def remember(self, start_us: int, version: int, module: nn.Module) -> None:
-        if start_us not in self.entries:
-            self.entries[start_us] = (version, copy.deepcopy(module.state_dict()))
 
-    def predict(
-        self, start_us: int, features: np.ndarray, factory: Callable[[], nn.Module]
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        """Prediction by the model of window ``start_us``; version 0 (the untrained
-        model, which has seen nothing) when that window is no longer remembered."""
-        module = factory()
-        version, state = self.entries.get(start_us, (0, None))
-        if state is not None:
-            module.load_state_dict(state)
-        pred, conf = IncrementalLearner(module).predict(features)
-        return pred, conf, version
+def _remember(state: _StepState, start_us: int, module: nn.Module, keep: int) -> None:
+    """Coupled mode: the model as it was when window ``start_us`` began (for late
+    batches of that window), keeping the ``keep`` most recent windows."""
+    if start_us not in state.history:
+        state.history[start_us] = (state.version, copy.deepcopy(module.state_dict()))
+        for old in sorted(state.history)[:-keep]:
+            del state.history[old]
+
+
+def _predict_as_of(
+    state: _StepState, start_us: int, features: np.ndarray, factory: Callable[[], nn.Module]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Prediction by the model of window ``start_us``; version 0 (the untrained model,
+    which has seen nothing) when that window is no longer remembered."""
+    module = factory()
+    version, weights = state.history.get(start_us, (0, None))
+    if weights is not None:
+        module.load_state_dict(weights)
+    pred, conf = IncrementalLearner(module).predict(features)
+    return pred, conf, version
 
 
 class _OnlineDoFn(beam.DoFn):
@@ -223,12 +224,7 @@ class _OnlineDoFn(beam.DoFn):
         key: Any = beam.DoFn.KeyParam,
         pending: Any = PENDING,
         due: Any = DUE,
-        learner_state: Any = LEARNER,
-        version_state: Any = VERSION,
-        since_state: Any = SINCE,
-        done_state: Any = DONE,
-        history_state: Any = HISTORY,
-        trained_state: Any = TRAINED,
+        step: Any = STEP,
         timer: Any = READY,
     ) -> Iterator[Any]:
         fired = due.read()
@@ -248,18 +244,13 @@ class _OnlineDoFn(beam.DoFn):
             timer.set(Timestamp(micros=nxt))
         else:
             due.clear()
+        state = _StepState.load(step.read())
         learner = IncrementalLearner(self._factory(), self._cfg.learner)
-        stored = learner_state.read()
-        if stored is not None:
-            learner.load_bytes(stored)
-        version = version_state.read() or 0
-        since = since_state.read() or 0
-        done_until = done_state.read()
-        done = fired if done_until is None else max(fired, done_until)
+        if state.learner is not None:
+            learner.restore(state.learner)
+        done_until = state.done_until
         # Never publish into a window the learner has already seen data of.
-        publish_at = done + _MS
-        history = _History.load(history_state.read())
-        trained_until = trained_state.read()
+        publish_at = (fired if done_until is None else max(fired, done_until)) + _MS
         stats: dict[int, Stats] = {}
         coupled = self._cfg.mode == "coupled"
         for batch in sorted(ready, key=_order_key):
@@ -268,10 +259,10 @@ class _OnlineDoFn(beam.DoFn):
             if coupled:
                 late = done_until is not None and start + window_us - _MS <= done_until
                 if late:  # score with the model as it was when this window began
-                    pred, conf, used = history.predict(start, features, self._factory)
+                    pred, conf, used = _predict_as_of(state, start, features, self._factory)
                 else:
-                    history.remember(start, version, learner.module)
-                    (pred, conf), used = learner.predict(features), version
+                    _remember(state, start, learner.module, self._cfg.history_windows)
+                    (pred, conf), used = learner.predict(features), state.version
                 out = scored_batch(batch, pred, conf, used)
                 yield bw.TimestampedValue(out, Timestamp(micros=fired))
                 merge_stats(stats.setdefault(start, {}), partial_stats(out))
@@ -280,24 +271,17 @@ class _OnlineDoFn(beam.DoFn):
                 continue
             learner.learn(features, labels)
             newest = int(mb.event_times_us(batch).max())
-            trained_until = newest if trained_until is None else max(trained_until, newest)
+            state.trained_until = max(newest, state.trained_until or newest)
             self._learned.inc(batch.num_rows)
-            since += batch.num_rows
+            state.since_publish += batch.num_rows
             every = self._cfg.emit_every_samples
-            if every is not None and since >= every:
-                version, since = version + 1, 0
-                yield from self._publish(key, learner, version, publish_at, trained_until)
-        if since:
-            version, since = version + 1, 0
-            yield from self._publish(key, learner, version, publish_at, trained_until)
-        learner_state.write(learner.to_bytes())
-        version_state.write(version)
-        since_state.write(since)
-        done_state.write(done)
-        if trained_until is not None:
-            trained_state.write(trained_until)
-        if coupled:
-            history_state.write(history.dump(self._cfg.history_windows))
+            if every is not None and state.since_publish >= every:
+                yield from self._publish(key, learner, state, publish_at)
+        if state.since_publish:
+            yield from self._publish(key, learner, state, publish_at)
+        state.learner = learner.snapshot()
+        state.done_until = publish_at - _MS
+        step.write(state.dump())
         for start, per_key in sorted(stats.items()):
             late = done_until is not None and start + window_us - _MS <= done_until
             pane = "LATE" if late else "ON_TIME"
@@ -307,17 +291,17 @@ class _OnlineDoFn(beam.DoFn):
                 )
 
     def _publish(
-        self,
-        key: str,
-        learner: IncrementalLearner,
-        version: int,
-        start_us: int,
-        trained_until: int | None,
+        self, key: str, learner: IncrementalLearner, state: _StepState, start_us: int
     ) -> Iterator[Any]:
-        """The new version, stamped at the start of the next window and carried forward."""
+        """A new version, stamped at the start of the next window and carried forward."""
+        state.version += 1
+        state.since_publish = 0
         self._versions.inc()
         artifact = ModelArtifact.from_module(
-            learner.module, version, factory=self._factory, trained_until_us=trained_until
+            learner.module,
+            state.version,
+            factory=self._factory,
+            trained_until_us=state.trained_until,
         )
         value = artifact if key == GLOBAL_KEY else (key, artifact)
         tag = "updates" if self._cfg.mode == "coupled" else None
