@@ -121,6 +121,17 @@ class Printer:
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
 
     def __enter__(self) -> Printer:
+        with self._p.lock:  # the starting point of the throughput curve
+            self._p.samples.append(
+                {
+                    "t_s": 0.0,
+                    "events_in": 0,
+                    "scored": 0,
+                    "model_version": 0,
+                    "drift_alarms": 0,
+                    "watermark_lag_s": None,
+                }
+            )
         self._thread.start()
         return self
 

@@ -25,8 +25,40 @@ def direct_runner(*, streaming: bool) -> PipelineRunner:
     """The local runner for a streaming or a bounded pipeline."""
     if streaming:
         _tolerate_empty_bundles_with_side_inputs()
+        _memoize_dofn_specs()
         return BundleBasedDirectRunner()
     return FnApiRunner()
+
+
+def _memoize_dofn_specs() -> None:
+    """Speed up Beam 2.77's BundleBasedDirectRunner: cache DoFn state/timer specs.
+
+    For every bundle it calls ``userstate.get_dofn_specs``, which wraps and inspects
+    the signature of *every* method of the DoFn (about 35 with the base class) to find
+    state and timer parameters. Those come from the class's method defaults, so they
+    are cached per DoFn class. Measured on the inference benchmark's streaming run
+    (20k events): MLP 14.0k -> 23.0k events/s, Transformer 8.6k -> 10.3k.
+    """
+    from apache_beam.runners.direct import transform_evaluator
+    from apache_beam.transforms import userstate
+
+    if getattr(userstate, "_sml_memoized", False):
+        return
+    original = userstate.get_dofn_specs
+    cache: dict[type, Any] = {}
+
+    def get_dofn_specs(dofn: Any) -> Any:
+        cls = type(dofn)
+        if cls not in cache:
+            cache[cls] = original(dofn)
+        return cache[cls]
+
+    userstate.get_dofn_specs = get_dofn_specs
+    # transform_evaluator imported both names directly; is_stateful_dofn looks the
+    # function up in userstate, so it sees the cached one.
+    transform_evaluator.get_dofn_specs = get_dofn_specs  # type: ignore[attr-defined]
+    transform_evaluator.is_stateful_dofn = userstate.is_stateful_dofn  # type: ignore[attr-defined]
+    userstate._sml_memoized = True  # type: ignore[attr-defined]
 
 
 _EARLIEST = IntervalWindow(MIN_TIMESTAMP, MIN_TIMESTAMP + Duration(micros=1000))
