@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -165,17 +166,51 @@ class RunningScaler:
         self.m2 = self.m2 + m2_b + delta**2 * self.n * n_b / n
         self.n = n
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
+    def moments(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean, std) used for scaling, or None before two rows have been seen."""
         if self.mean is None or self.m2 is None or self.n < 2:
+            return None
+        return self.mean, np.sqrt(self.m2 / (self.n - 1)) + 1e-6
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        moments = self.moments()
+        if moments is None:
             return x
-        std = np.sqrt(self.m2 / (self.n - 1)) + 1e-6
-        return ((x - self.mean) / std).astype(np.float32)
+        mean, std = moments
+        return ((x - mean) / std).astype(np.float32)
 
     def state(self) -> tuple[int, Any, Any]:
         return self.n, self.mean, self.m2
 
     def load(self, state: tuple[int, Any, Any]) -> None:
         self.n, self.mean, self.m2 = state
+
+
+class Standardized(nn.Module):
+    """``inner`` applied to features scaled by fixed means and standard deviations:
+    a learner's model as published, so a scorer needs no scaler of its own."""
+
+    def __init__(self, inner: nn.Module, num_features: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.zeros(num_features))
+        self.register_buffer("std", torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner((x - self.mean) / self.std)
+
+
+@dataclass(frozen=True)
+class StandardizedFactory:
+    """Builds an empty :class:`Standardized` around ``factory()`` (picklable)."""
+
+    factory: Callable[[], nn.Module]
+    num_features: int
+
+    def __call__(self) -> nn.Module:
+        return Standardized(self.factory(), self.num_features)
 
 
 class IncrementalLearner:
@@ -280,6 +315,32 @@ class IncrementalLearner:
             probs = torch.softmax(self.module(_tensor(x_np)), dim=1)
             conf, pred = probs.max(dim=1)
         return pred.numpy().astype(np.int64), conf.numpy().astype(np.float32)
+
+    def export(self, factory: Callable[[], nn.Module]) -> tuple[nn.Module, Callable[[], nn.Module]]:
+        """The model to publish and a factory that rebuilds its structure: with
+        ``standardize`` the running scaling is folded in (:class:`Standardized`)."""
+        moments = None if self.scaler is None else self.scaler.moments()
+        if moments is None:
+            return self.module, factory
+        mean, std = moments
+        wrapped = Standardized(copy.deepcopy(self.module), len(mean))
+        wrapped.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        wrapped.std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        return wrapped, StandardizedFactory(factory, len(mean))
+
+    def inference_state(self) -> dict[str, Any]:
+        """What :meth:`predict` needs (weights and scaling), without optimizer or replay."""
+        return copy.deepcopy(
+            {
+                "module": self.module.state_dict(),
+                "scaler": None if self.scaler is None else self.scaler.state(),
+            }
+        )
+
+    def load_inference_state(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load(state["scaler"])
 
     # -- state --------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

@@ -31,7 +31,6 @@ Versions advance after every window with new labelled data and, with
 
 from __future__ import annotations
 
-import copy
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -168,25 +167,29 @@ class _StepState:
         return buf.getvalue()
 
 
-def _remember(state: _StepState, start_us: int, module: nn.Module, keep: int) -> None:
-    """Coupled mode: the model as it was when window ``start_us`` began (for late
-    batches of that window), keeping the ``keep`` most recent windows."""
+def _remember(state: _StepState, start_us: int, learner: IncrementalLearner, keep: int) -> None:
+    """Coupled mode: the model (weights and scaling) as it was when window
+    ``start_us`` began, for late batches of that window; the ``keep`` latest windows."""
     if start_us not in state.history:
-        state.history[start_us] = (state.version, copy.deepcopy(module.state_dict()))
+        state.history[start_us] = (state.version, learner.inference_state())
         for old in sorted(state.history)[:-keep]:
             del state.history[old]
 
 
 def _predict_as_of(
-    state: _StepState, start_us: int, features: np.ndarray, factory: Callable[[], nn.Module]
+    state: _StepState,
+    start_us: int,
+    features: np.ndarray,
+    factory: Callable[[], nn.Module],
+    config: LearnerConfig,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Prediction by the model of window ``start_us``; version 0 (the untrained model,
     which has seen nothing) when that window is no longer remembered."""
-    module = factory()
-    version, weights = state.history.get(start_us, (0, None))
-    if weights is not None:
-        module.load_state_dict(weights)
-    pred, conf = IncrementalLearner(module).predict(features)
+    past = IncrementalLearner(factory(), config)
+    version, inference_state = state.history.get(start_us, (0, None))
+    if inference_state is not None:
+        past.load_inference_state(inference_state)
+    pred, conf = past.predict(features)
     return pred, conf, version
 
 
@@ -259,9 +262,11 @@ class _OnlineDoFn(beam.DoFn):
             if coupled:
                 late = done_until is not None and start + window_us - _MS <= done_until
                 if late:  # score with the model as it was when this window began
-                    pred, conf, used = _predict_as_of(state, start, features, self._factory)
+                    pred, conf, used = _predict_as_of(
+                        state, start, features, self._factory, self._cfg.learner
+                    )
                 else:
-                    _remember(state, start, learner.module, self._cfg.history_windows)
+                    _remember(state, start, learner, self._cfg.history_windows)
                     (pred, conf), used = learner.predict(features), state.version
                 out = scored_batch(batch, pred, conf, used)
                 yield bw.TimestampedValue(out, Timestamp(micros=fired))
@@ -297,11 +302,9 @@ class _OnlineDoFn(beam.DoFn):
         state.version += 1
         state.since_publish = 0
         self._versions.inc()
+        module, factory = learner.export(self._factory)
         artifact = ModelArtifact.from_module(
-            learner.module,
-            state.version,
-            factory=self._factory,
-            trained_until_us=state.trained_until,
+            module, state.version, factory=factory, trained_until_us=state.trained_until
         )
         value = artifact if key == GLOBAL_KEY else (key, artifact)
         tag = "updates" if self._cfg.mode == "coupled" else None

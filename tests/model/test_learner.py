@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -145,3 +147,24 @@ def test_standardize_learns_from_raw_features_of_any_range():
     restored = new_learner(lr=0.01, standardize=True)
     restored.load_bytes(scaled.to_bytes())
     np.testing.assert_array_equal(restored.predict(x)[0], scaled.predict(x)[0])
+
+
+def test_export_folds_the_scaling_into_the_published_model():
+    from model.artifact import ModelArtifact
+    from model.handler import TorchModelHandler
+
+    factory = functools.partial(MLPClassifier, 4, (16,), 2, seed=0)
+    learner = IncrementalLearner(factory(), LearnerConfig(standardize=True, seed=0))
+    plain_module, plain_factory = learner.export(factory)
+    assert plain_module is learner.module and plain_factory is factory  # nothing learned yet
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        x = (rng.standard_normal((64, 4)) * 50 + 400).astype(np.float32)
+        learner.learn(x, ((x - 400) @ A > 0).astype(np.int64))
+    module, rebuilt = learner.export(factory)
+    scorer = TorchModelHandler(ModelArtifact.from_module(module, 1, factory=rebuilt), "cpu")
+    x = (rng.standard_normal((500, 4)) * 50 + 400).astype(np.float32)
+    assert (scorer.predict(torch.from_numpy(x))[0] == learner.predict(x)[0]).mean() > 0.99
+    past = IncrementalLearner(factory(), LearnerConfig(standardize=True, seed=0))
+    past.load_inference_state(learner.inference_state())
+    np.testing.assert_array_equal(past.predict(x)[0], learner.predict(x)[0])
