@@ -79,9 +79,6 @@ class ModelArtifact:
     def from_factory(cls, factory: Callable[[], nn.Module], version: int) -> ModelArtifact:
         return cls("factory", version, factory=factory)
 
-    def with_version(self, version: int) -> ModelArtifact:
-        return ModelArtifact(self.kind, version, self.factory, self.data, self.trained_until_us)
-
     def build(self, device: torch.device) -> nn.Module:
         """The module on ``device``, in eval mode."""
         if self.kind == "torchscript":

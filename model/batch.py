@@ -202,6 +202,13 @@ def labels_numpy(batch: pa.RecordBatch) -> np.ndarray | None:
     return batch.column(LABEL).to_numpy(zero_copy_only=True)
 
 
+def key_codes(batch: pa.RecordBatch) -> tuple[np.ndarray, list[str]]:
+    """``(codes, keys)``: each row's index into ``keys``, the distinct keys in order of
+    first appearance (one vectorized pass; group by key with ``np.bincount`` etc.)."""
+    encoded = batch.column(KEY).dictionary_encode()
+    return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+
+
 def take(batch: pa.RecordBatch, indices: np.ndarray) -> pa.RecordBatch:
     """Rows of ``batch`` at ``indices`` (a copy)."""
     return batch.take(pa.array(indices, type=pa.int64()))

@@ -25,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 
 from pipelines.summary import RunSummary  # noqa: E402
 from transforms.csv_parse import anomaly_windows  # noqa: E402
@@ -102,10 +103,10 @@ def _anomaly_scores(output: str, inputs: tuple[str, ...], path: str) -> str | No
     fig, axes = plt.subplots(len(series), 1, figsize=(9, 2.6 * len(series)), squeeze=False)
     by_key = {os.path.basename(p): p for p in inputs}
     for ax, key in zip(axes[:, 0], series, strict=True):
-        rows = table.filter(np.array(table.column("key").to_pylist()) == key)
-        order = np.argsort(rows.column("event_time").to_numpy().astype("datetime64[us]"))
-        micros = rows.column("event_time").to_numpy().astype("datetime64[us]").astype(np.int64)
-        times = np.array([_utc(t) for t in micros[order]])
+        rows = table.filter(pc.equal(table.column("key"), key))
+        stamps = rows.column("event_time").to_numpy().astype("datetime64[us]")
+        order = np.argsort(stamps)
+        times = mdates.date2num(stamps[order])
         pred = rows.column("prediction").to_numpy()[order]
         conf = rows.column("score").to_numpy()[order]
         anomaly = np.where(pred == 1, conf, 1 - conf)

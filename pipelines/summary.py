@@ -94,18 +94,6 @@ class RunSummary:
     model_versions: int = 0
 
     @classmethod
-    def from_counters(cls, values: dict[str, int], seconds: float) -> RunSummary:
-        return cls(
-            events_in=values["events_in"],
-            predictions_out=values["predictions_out"],
-            dead_lettered=values["dead_lettered"],
-            windows_fired=values["windows_fired"],
-            late_accepted=values["events_late_accepted"],
-            late_dropped=values["events_late_dropped"],
-            seconds=seconds,
-        )
-
-    @classmethod
     def from_outputs(
         cls, output: str, *, events_in: int, seconds: float, accumulating: bool
     ) -> RunSummary:

@@ -24,6 +24,7 @@ prediction rows: ``key``, ``event_time``, ``event_id`` and ``label`` when presen
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -104,14 +105,7 @@ class _InferenceDoFn(beam.DoFn):
 
     def setup(self) -> None:
         self._metrics = _Metrics()
-        self._batching = AdaptiveBatchSize(
-            target_latency_s=self._batching_cfg.target_latency_s,
-            initial=self._batching_cfg.initial,
-            max_size=self._batching_cfg.max_size,
-            min_size=self._batching_cfg.min_size,
-            step=self._batching_cfg.step,
-            decrease=self._batching_cfg.decrease,
-        )
+        self._batching = dataclasses.replace(self._batching_cfg)  # a fresh controller
         self._handlers: OrderedDict[int, TorchModelHandler] = OrderedDict()
         self._load_ms: list[int] = []  # reported from inside a bundle (setup has no metrics)
         self.start_bundle()

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from model import batch as mb
@@ -50,16 +49,18 @@ class _KeyedInferenceDoFn(beam.DoFn):
 
     def process(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
         loads, evictions = self._cache.loads, self._cache.evictions
-        encoded = pc.dictionary_encode(batch.column(mb.KEY))
-        codes = encoded.indices.to_numpy(zero_copy_only=False)
-        model_keys = [self._model_key(k) for k in encoded.dictionary.to_pylist()]
-        row_model = np.asarray(model_keys, dtype=object)[codes]
+        codes, keys = mb.key_codes(batch)
+        # Distinct model keys, and for each event key the index of its model key:
+        # every per-row step below is a vectorized lookup, never a Python loop.
+        models = list(dict.fromkeys(self._model_key(k) for k in keys))
+        model_of_key = np.array([models.index(self._model_key(k)) for k in keys], np.int32)
+        row_model = model_of_key[codes]
         features = mb.features_tensor(batch)
         n = batch.num_rows
         pred, score = np.empty(n, np.int64), np.empty(n, np.float32)
         version = np.empty(n, np.int64)
-        for mk in dict.fromkeys(model_keys):
-            rows = np.flatnonzero(row_model == mk)
+        for m, mk in enumerate(models):
+            rows = np.flatnonzero(row_model == m)
             handler = self._cache.get(mk)
             p, s = handler.predict(features[torch.from_numpy(rows)])
             pred[rows], score[rows], version[rows] = p, s, handler.version
@@ -67,7 +68,8 @@ class _KeyedInferenceDoFn(beam.DoFn):
         self._evictions.inc(self._cache.evictions - evictions)
         self._rows.inc(n)
         out = scored_batch(batch, pred, score, version)
-        yield out.append_column(MODEL, pa.array(row_model.tolist(), type=pa.string()))
+        model_column = pa.DictionaryArray.from_arrays(pa.array(row_model), pa.array(models))
+        yield out.append_column(MODEL, model_column.cast(pa.string()))
 
 
 class KeyedInference(beam.PTransform):

@@ -116,9 +116,7 @@ def _order_key(batch: pa.RecordBatch) -> tuple[int, int]:
 
 def split_by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
     """``(key, rows of that key)`` for each key in the batch, rows kept in order."""
-    encoded = pc.dictionary_encode(batch.column(mb.KEY))
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
-    keys = encoded.dictionary.to_pylist()
+    codes, keys = mb.key_codes(batch)
     if len(keys) == 1:
         yield keys[0], batch
         return

@@ -21,7 +21,6 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -64,7 +63,7 @@ class _DecodeDoFn(beam.DoFn):
     def __init__(self) -> None:
         self._events = beam.metrics.Metrics.counter(NAMESPACE, "events_in")
 
-    def process(self, data: bytes, ts: Any = beam.DoFn.TimestampParam) -> Iterator[object]:
+    def process(self, data: bytes) -> Iterator[object]:
         tag, body = data[:1], data[1:]
         if tag == _DEAD:
             record = json.loads(body)
@@ -73,7 +72,7 @@ class _DecodeDoFn(beam.DoFn):
             return
         batch = decode_batch(body)
         self._events.inc(batch.num_rows)
-        yield bw.TimestampedValue(batch, ts)
+        yield batch  # keeps the element's timestamp
 
 
 def replay(

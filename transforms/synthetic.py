@@ -121,10 +121,6 @@ class SyntheticConfig:
             msg = f"drifts must be in time order, got at_s={at!r}"
             raise ValueError(msg)
 
-    @property
-    def duration_s(self) -> float:
-        return self.num_events / self.events_per_second
-
 
 @dataclass(frozen=True)
 class StreamChunk:

@@ -14,7 +14,6 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from model import batch as mb
@@ -40,9 +39,7 @@ def partial_stats(batch: pa.RecordBatch) -> Stats:
     Batches without ``score``/``prediction``/``model_version`` columns (unscored) count
     events only.
     """
-    encoded = pc.dictionary_encode(batch.column(mb.KEY))
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
-    keys = encoded.dictionary.to_pylist()
+    codes, keys = mb.key_codes(batch)
     k = len(keys)
     stats = np.zeros((k, _WIDTH), dtype=np.float64)
     stats[:, 4:] = _NO_VERSION

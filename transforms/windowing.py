@@ -25,7 +25,6 @@ from typing import Literal
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.coders import coders
 from apache_beam.transforms import trigger as tr
 from apache_beam.transforms import window as bw
@@ -118,9 +117,8 @@ def cell_ids(spec: WindowSpec, times_us: np.ndarray) -> np.ndarray:
     return last * span + (last - first)
 
 
-def _session_cells(gap_us: int, keys: pa.Array, times_us: np.ndarray) -> np.ndarray:
+def _session_cells(gap_us: int, key_codes: np.ndarray, times_us: np.ndarray) -> np.ndarray:
     """Rows sorted by (key, time) get a new id at each key change or gap >= ``gap_us``."""
-    key_codes = pc.dictionary_encode(keys).indices.to_numpy(zero_copy_only=False)
     order = np.lexsort((times_us, key_codes))
     k, t = key_codes[order], times_us[order]
     new_piece = np.ones(len(order), dtype=bool)
@@ -139,7 +137,7 @@ def split_batch(batch: pa.RecordBatch, spec: WindowSpec) -> list[pa.RecordBatch]
         return []
     times = mb.event_times_us(batch)
     if spec.kind == "session":
-        cells = _session_cells(_us(spec.gap_s), batch.column(mb.KEY), times)
+        cells = _session_cells(_us(spec.gap_s), mb.key_codes(batch)[0], times)
     else:
         cells = cell_ids(spec, times)
     changes = cells[1:] != cells[:-1]
