@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import functools
 import os
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import apache_beam as beam
 from torch import nn
 
 from model.mlp import MLPClassifier
-from transforms.csv_parse import CsvFormat
+from transforms.csv_parse import CsvFormat, check_header
 from transforms.online import OnlineConfig
 from transforms.sinks import WriteBatches, WriteRecords
 from transforms.sources import CsvSource, SourceOut, SyntheticSource
@@ -103,12 +102,7 @@ def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
 def num_features_of(cfg: PipelineConfig) -> int:
     if cfg.source == "synthetic":
         return cfg.synthetic.num_features
-    if cfg.source == "nab":
-        return 1
-    with open(cfg.inputs[0], encoding="utf-8", newline="") as f:
-        header = [h.strip() for h in next(csv.reader(f), [])]
-    special = {cfg.time_column, "key", "event_id", cfg.label_column}
-    return max(1, sum(1 for h in header if h not in special))
+    return check_header(cfg.inputs[0], csv_format(cfg))
 
 
 def model_factory(cfg: PipelineConfig) -> Callable[[], nn.Module]:

@@ -206,8 +206,9 @@ class _Builder:
         )
 
 
-def check_header(path: str, fmt: CsvFormat) -> None:
-    """Raise ``ValueError`` if ``path`` cannot be read or its header cannot be used."""
+def check_header(path: str, fmt: CsvFormat) -> int:
+    """The number of feature columns of ``path``; ``ValueError`` if it cannot be read
+    or its header cannot be used."""
     try:
         with open(path, encoding="utf-8", errors="replace", newline="") as f:
             header = f.readline()
@@ -217,7 +218,7 @@ def check_header(path: str, fmt: CsvFormat) -> None:
     if not header.strip():
         msg = f"{path}: empty file (no header)"
         raise ValueError(msg)
-    _resolve_columns(next(csv.reader([header])), fmt)
+    return len(_resolve_columns(next(csv.reader([header])), fmt).features)
 
 
 def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[ParsedChunk]:
