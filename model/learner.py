@@ -8,8 +8,14 @@
 - online EWC: a running diagonal Fisher estimate and an anchor refreshed every
   ``ewc_every`` steps; the penalty ``ewc_lambda/2 * sum F (theta - theta*)^2`` resists
   forgetting what the anchor knew;
-- ``standardize``: features are scaled by a running mean and variance (Welford),
-  updated from the stream as it learns, so raw features of any range work;
+- ``standardize``: features are scaled by a running mean and variance (Welford) of
+  the rows seen before the batch (the very first batch by its own), so raw features
+  of any range work and a prediction never uses statistics of the rows it scores
+  that a learning step after it would not also use;
+- ``kernel``: ``"fused"`` trains plain MLPs on the CPU with :class:`model.fused.FusedMLP`
+  (hand-derived gradients, one forward shared by :meth:`predict_learn`), about five
+  times faster than autograd on micro-batches; ``"autograd"`` works for any module;
+  ``"auto"`` picks the fused kernel where it applies;
 - :meth:`set_lr` changes the learning rate on demand (e.g. on a drift alarm);
 - deterministic for a given seed; :meth:`snapshot`/:meth:`restore` (and
   :meth:`to_bytes`/:meth:`from_bytes`) capture weights, optimizer, replay, EWC state,
@@ -39,6 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.fused import FusedMLP, mlp_linears
+
 
 @dataclass(frozen=True)
 class LearnerConfig:
@@ -54,9 +62,13 @@ class LearnerConfig:
     ewc_decay: float = 0.9
     ewc_every: int = 20
     standardize: bool = False
+    kernel: Literal["auto", "autograd", "fused"] = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.kernel not in ("auto", "autograd", "fused"):
+            msg = f"kernel must be 'auto', 'autograd' or 'fused', got {self.kernel!r}"
+            raise ValueError(msg)
         if self.optimizer not in ("sgd", "adam"):
             msg = f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}"
             raise ValueError(msg)
@@ -76,6 +88,14 @@ class LearnerConfig:
         if not 0 <= self.ewc_decay <= 1:
             msg = f"ewc_decay must be in [0, 1], got {self.ewc_decay!r}"
             raise ValueError(msg)
+
+
+def _classify(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax class and its softmax probability per row."""
+    top = logits.max(axis=1, keepdims=True)
+    e = np.exp(logits - top)
+    conf = (1.0 / e.sum(axis=1)).astype(np.float32)  # the top class has exp(0) = 1
+    return logits.argmax(axis=1).astype(np.int64), conf
 
 
 def _tensor(x: np.ndarray) -> torch.Tensor:
@@ -150,10 +170,12 @@ class RunningScaler:
         self.n = 0
         self.mean: np.ndarray | None = None
         self.m2: np.ndarray | None = None
+        self._scale: tuple[np.ndarray, np.ndarray] | None = None  # float32 (mean, std)
 
     def update(self, x: np.ndarray) -> None:
         if len(x) == 0:
             return
+        self._scale = None
         x = x.astype(np.float64)
         n_b, mean_b = len(x), x.mean(axis=0)
         m2_b = ((x - mean_b) ** 2).sum(axis=0)
@@ -173,17 +195,22 @@ class RunningScaler:
         return self.mean, np.sqrt(self.m2 / (self.n - 1)) + 1e-6
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        moments = self.moments()
-        if moments is None:
-            return x
-        mean, std = moments
-        return ((x - mean) / std).astype(np.float32)
+        if self._scale is None:
+            moments = self.moments()
+            if moments is None:
+                return x
+            self._scale = (moments[0].astype(np.float32), moments[1].astype(np.float32))
+        mean, std = self._scale
+        out = x - mean
+        out /= std
+        return out
 
     def state(self) -> tuple[int, Any, Any]:
         return self.n, self.mean, self.m2
 
     def load(self, state: tuple[int, Any, Any]) -> None:
         self.n, self.mean, self.m2 = state
+        self._scale = None
 
 
 class Standardized(nn.Module):
@@ -230,6 +257,17 @@ class IncrementalLearner:
             self.optimizer = torch.optim.SGD(
                 params, lr=self.config.lr, momentum=self.config.momentum
             )
+        self.kernel: FusedMLP | None = None
+        if self.config.kernel != "autograd":
+            linears = mlp_linears(module)
+            if linears is not None:
+                self.kernel = FusedMLP(linears, self.optimizer)
+            elif self.config.kernel == "fused":
+                msg = (
+                    "kernel='fused' needs a float32 CPU MLP (MLPClassifier, or nn.Sequential "
+                    f"of Linear and ReLU ending in Linear), got {type(module).__name__}"
+                )
+                raise ValueError(msg)
         self.replay = Reservoir(self.config.replay_size, self.config.seed)
         self.scaler = RunningScaler() if self.config.standardize else None
         self.fisher: list[torch.Tensor] | None = None
@@ -241,58 +279,98 @@ class IncrementalLearner:
     # -- learning -----------------------------------------------------------------
     def learn(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:
         """One micro-batch; an optimizer step every ``accumulate`` batches. Returns the
-        loss on the batch (before the step)."""
-        x_np = np.asarray(x, dtype=np.float32)
-        if self.scaler is not None:
-            self.scaler.update(x_np)
-        xt = _tensor(self._scaled(x_np))
-        yt = torch.as_tensor(np.asarray(y, dtype=np.int64))
-        inputs, targets = xt, yt
+        loss on the batch (and its replayed rows) before the step."""
+        return self._learn(np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64))[1]
+
+    def predict_learn(
+        self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Prequential: the prediction of :meth:`predict` by the model as it was before
+        this batch, then :meth:`learn` from it; the fused kernel shares one forward."""
+        x_np, y_np = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
+        if self.kernel is None or (self.scaler is not None and self.scaler.moments() is None):
+            pred, conf = self.predict(x_np)
+            return pred, conf, self._learn(x_np, y_np)[1]
+        logits, loss = self._learn(x_np, y_np)
+        assert logits is not None
+        pred, conf = _classify(logits[: len(x_np)])
+        return pred, conf, loss
+
+    def _learn(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """Logits of the (scaled) rows before the step (fused kernel only) and the loss."""
+        raw, targets = x, y
         replayed = self.replay.sample(self.config.replay_batch)
         if replayed is not None:
-            inputs = torch.cat([xt, torch.from_numpy(self._scaled(replayed[0]))])
-            targets = torch.cat([yt, torch.from_numpy(replayed[1])])
-        if not self.module.training:
-            self.module.train()
-        loss = self.loss_fn(self.module(inputs), targets)
-        total = loss + self._ewc_penalty() if self.config.ewc_lambda else loss
-        (total / self.config.accumulate).backward()
+            raw, targets = np.concatenate([x, replayed[0]]), np.concatenate([y, replayed[1]])
+        inputs = self._scale_and_update(x, raw)
+        scale = 1.0 / self.config.accumulate
+        logits: np.ndarray | None = None
+        if self.kernel is not None:
+            logits, loss = self.kernel.forward_backward(inputs, targets, scale)
+        else:
+            if not self.module.training:
+                self.module.train()
+            out = self.loss_fn(self.module(_tensor(inputs)), torch.from_numpy(targets))
+            (out * scale).backward()
+            loss = float(out.detach())
         self.batches += 1
         if self.batches % self.config.accumulate == 0:
-            self._update_fisher()
-            self.optimizer.step()
-            self.optimizer.zero_grad()
+            squared = [g**2 for g in self._grads()] if self.config.ewc_lambda else None
+            if self.kernel is not None:
+                self.kernel.step()
+            else:
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+            if squared is not None:
+                self._ewc(squared)
             self.steps += 1
             if self.config.ewc_lambda and self.steps % self.config.ewc_every == 0:
                 self.anchor = [p.detach().clone() for p in self.module.parameters()]
-        self.replay.add(x_np, yt.numpy())  # raw rows: replay is rescaled when sampled
-        self.samples += len(xt)
-        return float(loss.detach())
+        self.replay.add(x, y)  # raw rows: replay is rescaled when sampled
+        self.samples += len(x)
+        return logits, loss
+
+    def _scale_and_update(self, batch: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``rows`` scaled by the moments of the rows seen before ``batch`` (by
+        ``batch``'s own when none were), then ``batch`` folded into the moments."""
+        if self.scaler is None:
+            return rows
+        if self.scaler.moments() is None:
+            self.scaler.update(batch)
+            return self.scaler.transform(rows)
+        out = self.scaler.transform(rows)
+        self.scaler.update(batch)
+        return out
 
     def _scaled(self, x: np.ndarray) -> np.ndarray:
         return x if self.scaler is None else self.scaler.transform(x)
 
-    def _ewc_penalty(self) -> torch.Tensor:
-        if not self.config.ewc_lambda or self.fisher is None or self.anchor is None:
-            return torch.zeros(())
-        penalty = sum(
-            (f * (p - a) ** 2).sum()
-            for f, p, a in zip(self.fisher, self.module.parameters(), self.anchor, strict=True)
-        )
-        return 0.5 * self.config.ewc_lambda * penalty  # type: ignore[return-value]
+    def _grads(self) -> list[torch.Tensor]:
+        """The accumulated loss gradient, one tensor per parameter, shared with the
+        optimizer's input (writing to it changes the step)."""
+        if self.kernel is not None:
+            return [torch.from_numpy(g) for g in self.kernel.grad_views]
+        for p in self.module.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        return [p.grad.detach() for p in self.module.parameters()]  # type: ignore[union-attr]
 
-    def _update_fisher(self) -> None:
-        if not self.config.ewc_lambda:
-            return
-        grads = [
-            torch.zeros_like(p) if p.grad is None else p.grad.detach() ** 2
-            for p in self.module.parameters()
-        ]
+    def _ewc(self, squared: list[torch.Tensor]) -> None:
+        """After a step on the loss: the proximal step of the penalty ``ewc_lambda/2 *
+        sum F (theta - theta*)^2``, ``theta <- theta* + (theta - theta*) / (1 + lr *
+        ewc_lambda * F)``, which is stable for any stiffness (an explicit gradient of
+        it diverges once ``lr * ewc_lambda * F > 2``); then the squared loss gradient
+        (never the penalty's) joins the running Fisher estimate."""
+        if self.fisher is not None and self.anchor is not None:
+            stiffness = self.lr * self.config.ewc_lambda
+            with torch.no_grad():
+                for p, f, a in zip(self.module.parameters(), self.fisher, self.anchor, strict=True):
+                    p.sub_(a).div_(1.0 + stiffness * f).add_(a)
         if self.fisher is None:
-            self.fisher = grads
+            self.fisher = squared
         else:
-            g = self.config.ewc_decay
-            self.fisher = [g * f + (1 - g) * n for f, n in zip(self.fisher, grads, strict=True)]
+            d = self.config.ewc_decay
+            self.fisher = [d * f + (1 - d) * n for f, n in zip(self.fisher, squared, strict=True)]
 
     def set_lr(self, lr: float) -> None:
         if lr <= 0:
@@ -308,10 +386,12 @@ class IncrementalLearner:
     # -- prediction ---------------------------------------------------------------
     def predict(self, x: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class and its probability per row (eval mode, no gradients)."""
+        x_np = self._scaled(np.asarray(x, np.float32))
+        if self.kernel is not None:
+            return _classify(self.kernel.forward(x_np)[0])
         if self.module.training:
             self.module.eval()
         with torch.inference_mode():
-            x_np = self._scaled(np.asarray(x, np.float32))
             probs = torch.softmax(self.module(_tensor(x_np)), dim=1)
             conf, pred = probs.max(dim=1)
         return pred.numpy().astype(np.int64), conf.numpy().astype(np.float32)
@@ -345,10 +425,14 @@ class IncrementalLearner:
     # -- state --------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to continue exactly: a deep copy, safe to keep."""
+        if self.kernel is not None:
+            self.kernel.sync_optimizer_state()
+        accumulating = self.batches % self.config.accumulate != 0
         return copy.deepcopy(
             {
                 "module": self.module.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
+                "grads": self._grads() if accumulating else None,
                 "replay": self.replay.state(),
                 "fisher": self.fisher,
                 "anchor": self.anchor,
@@ -361,6 +445,16 @@ class IncrementalLearner:
         state = copy.deepcopy(state)
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.kernel is not None:
+            self.kernel.load_optimizer_state()
+        grads = state.get("grads")
+        if self.kernel is not None:
+            self.kernel.grad[...] = 0.0
+            for view, g in zip(self.kernel.grad_views, grads or [], strict=False):
+                view[...] = g.numpy()
+        else:
+            for p, g in zip(self.module.parameters(), grads or [], strict=False):
+                p.grad = g.clone()
         self.replay.load(state["replay"])
         self.fisher, self.anchor = state["fisher"], state["anchor"]
         self.samples, self.batches, self.steps = state["counters"]

@@ -163,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument(
         "--emit-every", type=int, default=None, help="also publish a version every N samples"
     )
+    learn.add_argument(
+        "--step-rows",
+        type=int,
+        default=None,
+        help="rows per optimizer step: larger micro-batches are learned in event-time "
+        "order in steps of this size (default: one step per micro-batch)",
+    )
     win.add_argument(
         "--accumulating",
         action="store_true",
@@ -227,12 +234,13 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         ),
     )
     online = _section(
-        "--mode/--per-key/--emit-every",
+        "--mode/--per-key/--emit-every/--step-rows",
         lambda: OnlineConfig(
             mode=args.mode,
             window_s=args.window_size,
             per_key=args.per_key,
             emit_every_samples=args.emit_every,
+            step_rows=args.step_rows,
             # Coupled mode scores late batches with their own window's model: keep enough.
             history_windows=math.ceil(args.allowed_lateness / args.window_size) + 2,
             learner=learner,

@@ -27,11 +27,18 @@ the same versions: no gap, no duplicate.
 
 Versions advance after every window with new labelled data and, with
 ``emit_every_samples``, every N samples within a window.
+
+``step_rows`` decouples the optimizer's batch from Beam's: a micro-batch larger than
+it is put in event-time order and learned in steps of at most ``step_rows`` rows, each
+predicted (coupled mode) by the model that learned from the steps before it. Large
+micro-batches keep Beam's per-element cost low; small steps keep learning fine-grained.
 """
 
 from __future__ import annotations
 
 import io
+import struct
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -41,7 +48,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from apache_beam.coders import BytesCoder, VarIntCoder
+from apache_beam.coders import BytesCoder
 from apache_beam.transforms import window as bw
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
@@ -63,6 +70,7 @@ from transforms.window_stats import Stats, WindowStats, merge_stats, partial_sta
 
 Mode = Literal["decoupled", "coupled"]
 GLOBAL_KEY = ""
+_LIVE_KEYS = 64  # learners kept in memory per worker, most recently used
 _MS = 1000
 
 
@@ -76,6 +84,7 @@ class OnlineConfig:
     emit_every_samples: int | None = None
     carry_windows: int = 16
     history_windows: int = 8
+    step_rows: int | None = None
     learner: LearnerConfig = field(default_factory=LearnerConfig)
 
     def __post_init__(self) -> None:
@@ -84,6 +93,9 @@ class OnlineConfig:
             raise ValueError(msg)
         if self.window_s <= 0 or round(self.window_s * 1000) != self.window_s * 1000:
             msg = f"window_s must be a positive whole number of ms, got {self.window_s!r}"
+            raise ValueError(msg)
+        if self.step_rows is not None and self.step_rows <= 0:
+            msg = f"step_rows must be > 0, got {self.step_rows!r}"
             raise ValueError(msg)
         if self.emit_every_samples is not None and self.emit_every_samples <= 0:
             msg = f"emit_every_samples must be > 0, got {self.emit_every_samples!r}"
@@ -128,16 +140,20 @@ def split_by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
 
 
 # State and timer of the stateful step (module-level: Beam's parameter defaults).
-# Pending batches are kept as Arrow IPC bytes: Beam's state cache measures the deep
-# size of what it holds, which is cheap for bytes and slow for Arrow objects.
+# Pending batches are kept as bytes: a header (the end of their window and a serial
+# number), then Arrow IPC. Beam's state cache weighs what it holds, cheap for bytes
+# and slow for Arrow objects. A bag can only be cleared whole, so while batches of
+# later windows wait (in a bounded run every batch is pending before the first
+# firing) the bag is left as it is and the serials already worked through are noted
+# in the book: a firing reads headers, never re-writes waiting batches.
 _PENDING = BagStateSpec("pending", BytesCoder())
-_DUE = ReadModifyWriteStateSpec("due", VarIntCoder())
+_BOOK = ReadModifyWriteStateSpec("book", BytesCoder())
 # Everything else is one value (see _StepState): one state write per firing, since
 # every write makes the state cache measure object sizes, which is slow.
 _STEP = ReadModifyWriteStateSpec("step", BytesCoder())
 _READY = TimerSpec("ready", TimeDomain.WATERMARK)
 PENDING = beam.DoFn.StateParam(_PENDING)
-DUE = beam.DoFn.StateParam(_DUE)
+BOOK = beam.DoFn.StateParam(_BOOK)
 STEP = beam.DoFn.StateParam(_STEP)
 READY = beam.DoFn.TimerParam(_READY)
 
@@ -191,6 +207,74 @@ def _predict_as_of(
     return pred, conf, version
 
 
+_HEADER = struct.Struct(">qq")  # window end (us), serial
+
+
+@dataclass
+class _Book:
+    """Bookkeeping of the pending bag: the firing time due, the next serial, and the
+    serials already worked through while others still wait. Kept as plain bytes."""
+
+    due: int | None = None
+    serial: int = 0
+    done: frozenset[int] = frozenset()
+
+    @classmethod
+    def load(cls, data: bytes | None) -> _Book:
+        if data is None:
+            return cls()
+        values = np.frombuffer(data, dtype=">i8")
+        due = None if values[0] == _NO_DUE else int(values[0])
+        return cls(due, int(values[1]), frozenset(values[2:].tolist()))
+
+    def dump(self) -> bytes:
+        due = _NO_DUE if self.due is None else self.due
+        return np.array([due, self.serial, *sorted(self.done)], dtype=">i8").tobytes()
+
+
+_NO_DUE = -(2**63)
+
+
+def _pending(batch: pa.RecordBatch, end_us: int, serial: int) -> bytes:
+    return _HEADER.pack(end_us, serial) + encode_batch(batch)
+
+
+def _pending_header(data: bytes) -> tuple[int, int]:
+    end, serial = _HEADER.unpack_from(data)
+    return int(end), int(serial)
+
+
+def _pending_batch(data: bytes) -> pa.RecordBatch:
+    return decode_batch(pa.py_buffer(data)[_HEADER.size :])
+
+
+def _learn(
+    learner: IncrementalLearner, x: np.ndarray, y: np.ndarray, step_rows: int | None
+) -> None:
+    size = step_rows or len(x)
+    for i in range(0, len(x), size):
+        learner.learn(x[i : i + size], y[i : i + size])
+
+
+def _predict_learn(
+    learner: IncrementalLearner, x: np.ndarray, y: np.ndarray | None, step_rows: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prequential over steps of at most ``step_rows`` rows (rows in event-time order):
+    each step is predicted, then learned (when labelled)."""
+    if y is None:
+        return learner.predict(x)
+    size = step_rows or len(x)
+    if size >= len(x):
+        pred, conf, _ = learner.predict_learn(x, y)
+        return pred, conf
+    preds, confs = [], []
+    for i in range(0, len(x), size):
+        pred, conf, _ = learner.predict_learn(x[i : i + size], y[i : i + size])
+        preds.append(pred)
+        confs.append(conf)
+    return np.concatenate(preds), np.concatenate(confs)
+
+
 class _OnlineDoFn(beam.DoFn):
     """The stateful step of both modes (see the module docstring)."""
 
@@ -201,22 +285,29 @@ class _OnlineDoFn(beam.DoFn):
     def setup(self) -> None:
         self._learned = beam.metrics.Metrics.counter(NAMESPACE, "samples_learned")
         self._versions = beam.metrics.Metrics.counter(NAMESPACE, "model_versions")
+        # The learner as this worker last wrote it, per key: reused when the state
+        # read back is exactly those bytes (restoring costs a few ms per firing).
+        # Taken out while a firing runs, so a failed firing never leaves it half done.
+        self._live: OrderedDict[Any, tuple[bytes, _StepState, IncrementalLearner]] = OrderedDict()
 
     def process(
         self,
         kv: tuple[str, pa.RecordBatch],
         pending: Any = PENDING,
-        due: Any = DUE,
+        book: Any = BOOK,
         timer: Any = READY,
     ) -> Iterator[Any]:
         _, batch = kv
-        pending.add(encode_batch(batch))
+        end = window_end_us(mb.min_event_time_us(batch), self._cfg.window_us)
+        entry = _Book.load(book.read())
+        pending.add(_pending(batch, end, entry.serial))
+        entry.serial += 1
         # Fire 1 ms before the window ends: outputs stamped then stay in the window.
-        at = window_end_us(mb.min_event_time_us(batch), self._cfg.window_us) - _MS
-        current = due.read()
-        if current is None or at < current:
-            due.write(at)
+        at = end - _MS
+        if entry.due is None or at < entry.due:
+            entry.due = at
             timer.set(Timestamp(micros=at))
+        book.write(entry.dump())
         return iter(())
 
     @on_timer(_READY)
@@ -224,38 +315,54 @@ class _OnlineDoFn(beam.DoFn):
         self,
         key: Any = beam.DoFn.KeyParam,
         pending: Any = PENDING,
-        due: Any = DUE,
+        book: Any = BOOK,
         step: Any = STEP,
         timer: Any = READY,
     ) -> Iterator[Any]:
-        fired = due.read()
+        entry = _Book.load(book.read())
+        fired = entry.due
+        assert fired is not None
         window_us = self._cfg.window_us
         ready: list[pa.RecordBatch] = []
-        waiting: list[pa.RecordBatch] = []
+        taken: list[int] = []
+        waiting: list[int] = []  # window ends
         for data in pending.read():
-            batch = decode_batch(data)
-            end = window_end_us(mb.min_event_time_us(batch), window_us)
-            (ready if end - _MS <= fired else waiting).append(batch)
-        pending.clear()
-        for batch in waiting:
-            pending.add(encode_batch(batch))
+            end, serial = _pending_header(data)
+            if serial in entry.done:
+                continue
+            if end - _MS <= fired:
+                ready.append(_pending_batch(data))
+                taken.append(serial)
+            else:
+                waiting.append(end)
         if waiting:
-            nxt = min(window_end_us(mb.min_event_time_us(b), window_us) for b in waiting) - _MS
-            due.write(nxt)
-            timer.set(Timestamp(micros=nxt))
+            entry.due = min(waiting) - _MS
+            entry.done = entry.done.union(taken)
+            timer.set(Timestamp(micros=entry.due))
         else:
-            due.clear()
-        state = _StepState.load(step.read())
-        learner = IncrementalLearner(self._factory(), self._cfg.learner)
-        if state.learner is not None:
-            learner.restore(state.learner)
+            pending.clear()
+            entry.due, entry.done = None, frozenset()
+        book.write(entry.dump())
+        data = step.read()
+        live = self._live.pop(key, None)
+        if live is not None and data is not None and live[0] == data:
+            _, state, learner = live
+        else:
+            state = _StepState.load(data)
+            learner = IncrementalLearner(self._factory(), self._cfg.learner)
+            if state.learner is not None:
+                learner.restore(state.learner)
         done_until = state.done_until
         # Never publish into a window the learner has already seen data of.
         publish_at = (fired if done_until is None else max(fired, done_until)) + _MS
         stats: dict[int, Stats] = {}
         coupled = self._cfg.mode == "coupled"
+        step_rows = self._cfg.step_rows
         for batch in sorted(ready, key=_order_key):
+            if step_rows is not None and batch.num_rows > step_rows:
+                batch = mb.sort_by_time(batch)
             features = mb.features_numpy(batch)
+            labels = mb.labels_numpy(batch)
             start = mb.min_event_time_us(batch) // window_us * window_us
             if coupled:
                 late = done_until is not None and start + window_us - _MS <= done_until
@@ -265,14 +372,17 @@ class _OnlineDoFn(beam.DoFn):
                     )
                 else:
                     _remember(state, start, learner, self._cfg.history_windows)
-                    (pred, conf), used = learner.predict(features), state.version
+                    pred, conf = _predict_learn(learner, features, labels, step_rows)
+                    used = state.version
                 out = scored_batch(batch, pred, conf, used)
                 yield bw.TimestampedValue(out, Timestamp(micros=fired))
                 merge_stats(stats.setdefault(start, {}), partial_stats(out))
-            labels = mb.labels_numpy(batch)
+                if late and labels is not None:
+                    _learn(learner, features, labels, step_rows)
+            elif labels is not None:
+                _learn(learner, features, labels, step_rows)
             if labels is None:
                 continue
-            learner.learn(features, labels)
             newest = int(mb.event_times_us(batch).max())
             state.trained_until = max(newest, state.trained_until or newest)
             self._learned.inc(batch.num_rows)
@@ -284,7 +394,11 @@ class _OnlineDoFn(beam.DoFn):
             yield from self._publish(key, learner, state, publish_at)
         state.learner = learner.snapshot()
         state.done_until = publish_at - _MS
-        step.write(state.dump())
+        data = state.dump()
+        step.write(data)
+        self._live[key] = (data, state, learner)
+        if len(self._live) > _LIVE_KEYS:
+            self._live.popitem(last=False)
         for start, per_key in sorted(stats.items()):
             late = done_until is not None and start + window_us - _MS <= done_until
             pane = "LATE" if late else "ON_TIME"

@@ -49,6 +49,8 @@ def test_exit_codes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--window/--window-size" in err and "window size must be > 0, got -3.0" in err
     assert main.main(["--device", "tpu", "--output", out]) == main.EXIT_USAGE
+    assert main.main(["--step-rows", "0", "--output", out]) == main.EXIT_USAGE
+    assert "--step-rows" in capsys.readouterr().err
     assert (
         main.main(["--source", "csv", "--input", str(tmp_path / "nope.csv")]) == main.EXIT_BAD_INPUT
     )

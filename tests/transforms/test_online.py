@@ -51,10 +51,14 @@ def factory():
     return functools.partial(MLPClassifier, 2, (16,), 2, seed=0)
 
 
-def run(mode: str, streaming: bool, chunks, per_key: bool = False):
-    """Predictions as rows (event_id, key, window index, version, correct)."""
+def run(mode: str, streaming: bool, chunks, per_key: bool = False, step_rows=None):
+    """Predictions as rows (event_id, key, window index, version, correct, prediction)."""
     cfg = OnlineConfig(
-        mode=mode, window_s=WINDOW_S, per_key=per_key, learner=LearnerConfig(lr=0.05, seed=0)
+        mode=mode,
+        window_s=WINDOW_S,
+        per_key=per_key,
+        step_rows=step_rows,
+        learner=LearnerConfig(lr=0.05, seed=0, standardize=step_rows is not None),
     )
     p = make_pipeline(streaming=streaming)
     if streaming:
@@ -63,7 +67,7 @@ def run(mode: str, streaming: bool, chunks, per_key: bool = False):
         batches = p | beam.Create([b for b, _ in chunks])
     windowed = (batches | EventTimeWindow(WindowSpec("fixed", size_s=WINDOW_S))).batches
     out = windowed | OnlineClassifier(factory(), cfg)
-    name = f"online-{mode}-{streaming}-{per_key}"
+    name = f"online-{mode}-{streaming}-{per_key}-{step_rows}"
     _ = out.predictions | beam.FlatMap(_rows) | beam.ParDo(Collect(name))
     _ = out.stats | "CollectStats" >> beam.ParDo(Collect(name + "-stats"))
     p.run().wait_until_finish()
@@ -79,7 +83,8 @@ STATS: dict = {}
 
 def _rows(batch: pa.RecordBatch):
     times = mb.event_times_us(batch)
-    correct = batch.column("prediction").to_numpy() == batch.column("label").to_numpy()
+    prediction = batch.column("prediction").to_numpy()
+    correct = prediction == batch.column("label").to_numpy()
     for i, (eid, key, ver) in enumerate(
         zip(
             batch.column("event_id").to_pylist(),
@@ -88,7 +93,7 @@ def _rows(batch: pa.RecordBatch):
             strict=True,
         )
     ):
-        yield (eid, key, int(times[i] // (WINDOW_S * S)), ver, bool(correct[i]))
+        yield (eid, key, int(times[i] // (WINDOW_S * S)), ver, bool(correct[i]), int(prediction[i]))
 
 
 def accuracy(rows, window, key=None):
@@ -106,6 +111,20 @@ def test_decoupled_model_trained_through_window_k_scores_window_k_plus_1(streami
     assert accuracy(rows, 5) > 0.9  # learned the first concept
     assert accuracy(rows, 6) < 0.2  # after the flip: scored by a model of the past only
     assert accuracy(rows, 11) > 0.8  # and it relearns
+
+
+@pytest.mark.parametrize("mode", ["coupled", "decoupled"])
+def test_large_batches_in_small_steps_learn_like_small_batches(mode):
+    # step_rows=25 on batches of 100 (rows shuffled within each batch: the step puts
+    # them in event-time order) takes the same optimizer steps as batches of 25.
+    rng = np.random.default_rng(5)
+    shuffled = [
+        (mb.take(b, rng.permutation(b.num_rows)), wm) for b, wm in flipping_stream(per_batch=100)
+    ]
+    large = run(mode, False, shuffled, step_rows=25)
+    small = run(mode, False, flipping_stream(per_batch=25), step_rows=1000)
+    assert sorted(large) == sorted(small)
+    assert accuracy(large, 5) > 0.9
 
 
 @pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "batch"])
