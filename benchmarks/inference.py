@@ -9,6 +9,10 @@ set-up: FnApiRunner for ``batch``, the streaming DirectRunner for ``streaming``)
 - ``torch_loop``: the same micro-batches through the model in a plain loop, no Beam
   (the limit).
 
+In streaming mode both replays emit the watermark every ``--watermark-interval``
+seconds of event time (a live source's periodic watermark); what arrives in between
+is one TestStream step, so one bundle, for Beam's per-event input as for ours.
+
 Models: the tiny MLP and a small Transformer encoder. Each measurement runs in its
 own process, so the peak RSS it reports is its own. The per-event reference is slow,
 so it scores a prefix of the stream (``--reference-events``); rates are per event.
@@ -72,7 +76,12 @@ def _events_as_tensors(cfg: Any, limit: int) -> Iterator[tuple[Any, int]]:
 
 
 def run_variant(
-    variant: str, model_name: str, mode: str, events: int, batch_size: int
+    variant: str,
+    model_name: str,
+    mode: str,
+    events: int,
+    batch_size: int,
+    watermark_interval_s: float = 0.0,
 ) -> dict[str, Any]:
     import apache_beam as beam
     import torch
@@ -87,6 +96,7 @@ def run_variant(
     from model.artifact import ModelArtifact
     from model.batching import AdaptiveBatchSize
     from runners.direct import direct_options, direct_runner
+    from runners.direct import run as run_pipeline
     from transforms.inference import StreamingInference
     from transforms.sources import SyntheticSource
     from transforms.synthetic import generate
@@ -116,7 +126,10 @@ def run_variant(
             # "ours_adaptive": the AIMD controller's default (grows while under 50 ms).
             fixed = AdaptiveBatchSize(initial=batch_size, max_size=batch_size, min_size=1)
             batching = None if variant == "ours_adaptive" else fixed
-            scored = (p | SyntheticSource(cfg, streaming=streaming)).batches | StreamingInference(
+            source = SyntheticSource(
+                cfg, streaming=streaming, watermark_interval_s=watermark_interval_s
+            )
+            scored = (p | source).batches | StreamingInference(
                 artifact, device="cpu", batching=batching
             )
             _ = scored | beam.Map(lambda b: tally.add("rows", b.num_rows))
@@ -128,16 +141,21 @@ def run_variant(
             )
             if streaming:
                 stream = TestStream()
+                step_us = max(1000, round(watermark_interval_s * 1e6))
+                group: list[Any] = []
                 for tensor, t_us in _events_as_tensors(cfg, events):
-                    stream = stream.add_elements(
-                        [bw.TimestampedValue(tensor, Timestamp(micros=t_us))]
-                    )
-                source = p | stream.advance_watermark_to_infinity()
+                    if group and t_us // step_us != group[-1].timestamp.micros // step_us:
+                        stream = stream.add_elements(group).advance_watermark_to(
+                            Timestamp(micros=group[-1].timestamp.micros // step_us * step_us)
+                        )
+                        group = []
+                    group.append(bw.TimestampedValue(tensor, Timestamp(micros=t_us)))
+                source = p | stream.add_elements(group).advance_watermark_to_infinity()
             else:
                 source = p | beam.Create([t for t, _ in _events_as_tensors(cfg, events)])
             _ = source | RunInference(handler) | beam.Map(lambda r: tally.add("rows", 1))
         tally.take("rows")
-        p.run().wait_until_finish()
+        run_pipeline(p).wait_until_finish()
         seconds = time.perf_counter() - start
         rows = tally.take("rows")
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -170,11 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=200_000, help="batch: ours and the loop")
     ap.add_argument("--reference-events", type=int, default=10_000, help="batch: RunInference")
-    ap.add_argument("--streaming-events", type=int, default=20_000, help="streaming: ours, loop")
+    ap.add_argument("--streaming-events", type=int, default=100_000, help="streaming: ours, loop")
     ap.add_argument(
         "--reference-streaming-events", type=int, default=2_000, help="streaming: RunInference"
     )
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument(
+        "--watermark-interval",
+        type=float,
+        default=2.0,
+        help="streaming: seconds of event time between watermarks (0: after every batch)",
+    )
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -184,7 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.variant:  # child process: one measurement
         print(
             json.dumps(
-                run_variant(args.variant, args.model, args.mode, args.events, args.batch_size)
+                run_variant(
+                    args.variant,
+                    args.model,
+                    args.mode,
+                    args.events,
+                    args.batch_size,
+                    args.watermark_interval,
+                )
             )
         )
         return 0
@@ -198,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                     n = args.reference_streaming_events if reference else args.streaming_events
                 else:
                     n = args.reference_events if reference else args.events
-                line = _child(variant, model_name, mode, n, args.batch_size)
+                line = _child(
+                    variant, model_name, mode, n, args.batch_size, args.watermark_interval
+                )
                 print(json.dumps(line), flush=True)
                 results[variant] = line
                 ok &= line["rows_out"] == line["events"]
@@ -219,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-def _child(variant: str, model: str, mode: str, events: int, batch_size: int) -> dict[str, Any]:
+def _child(
+    variant: str, model: str, mode: str, events: int, batch_size: int, interval_s: float
+) -> dict[str, Any]:
     cmd = [
         sys.executable,
         os.path.abspath(__file__),
@@ -233,6 +268,8 @@ def _child(variant: str, model: str, mode: str, events: int, batch_size: int) ->
         str(events),
         "--batch-size",
         str(batch_size),
+        "--watermark-interval",
+        str(interval_s),
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout

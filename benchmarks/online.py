@@ -40,6 +40,7 @@ from model import batch as mb
 from model.learner import IncrementalLearner, LearnerConfig
 from model.mlp import MLPClassifier
 from runners.direct import direct_options, direct_runner
+from runners.direct import run as run_pipeline
 from transforms.drift_streams import STREAMS, as_chunks
 from transforms.online import OnlineClassifier, OnlineConfig
 from transforms.windowing import EventTimeWindow, WindowSpec
@@ -85,7 +86,7 @@ def run_ours(
     )
     windowed = (source | EventTimeWindow(WindowSpec("fixed", size_s=WINDOW_S))).batches
     _ = (windowed | OnlineClassifier(factory, cfg)).predictions | beam.FlatMap(_score)
-    p.run().wait_until_finish()
+    run_pipeline(p).wait_until_finish()
     seconds = time.perf_counter() - start
     rows, correct = tally.take("rows"), tally.take("correct")
     assert rows == n, (rows, n)

@@ -37,6 +37,7 @@ from model.artifact import ModelArtifact
 from model.handler import TorchModelHandler
 from model.mlp import MLPClassifier
 from runners.direct import direct_options, direct_runner
+from runners.direct import run as run_pipeline
 from transforms.inference import StreamingInference
 from transforms.sources import SyntheticSource
 from transforms.synthetic import SyntheticConfig, generate
@@ -155,7 +156,7 @@ def measure(
     options = direct_options(streaming=streaming)
     p = beam.Pipeline(runner=direct_runner(streaming=streaming), options=options)
     build(p, cfg, artifact, scored, streaming)
-    p.run().wait_until_finish()
+    run_pipeline(p).wait_until_finish()
     return time.perf_counter() - start, tally.take("events")
 
 

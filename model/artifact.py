@@ -16,7 +16,9 @@ Three ways to describe a model:
 
 from __future__ import annotations
 
+import hashlib
 import io
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -78,6 +80,17 @@ class ModelArtifact:
     @classmethod
     def from_factory(cls, factory: Callable[[], nn.Module], version: int) -> ModelArtifact:
         return cls("factory", version, factory=factory)
+
+    def fingerprint(self) -> tuple[str, int, str, bytes] | None:
+        """What identifies the built module: kind, version, a digest of the weights and
+        the pickled factory; None when the factory cannot be pickled by value (a lambda,
+        a closure), so two artifacts can't be told apart safely."""
+        try:
+            factory = b"" if self.factory is None else pickle.dumps(self.factory)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            return None
+        digest = hashlib.blake2b(self.data or b"", digest_size=16).hexdigest()
+        return self.kind, self.version, digest, factory
 
     def build(self, device: torch.device) -> nn.Module:
         """The module on ``device``, in eval mode."""

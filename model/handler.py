@@ -22,8 +22,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,6 +55,40 @@ class HandlerStats:
         return sizes, seconds
 
 
+SHARED_MODULES = 8
+_shared: OrderedDict[Any, nn.Module] = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def shared_module(
+    artifact: ModelArtifact, device: torch.device, compile: bool | str = False
+) -> nn.Module:
+    """The artifact's module built on ``device`` (and compiled), shared by every
+    handler of this process that loads the same artifact: building costs milliseconds
+    (a Transformer encoder deep-copies its layers), and a runner may set up a fresh
+    DoFn, hence a fresh handler, for every bundle. Modules are only ever run in
+    inference mode, never changed, so sharing them between threads is safe. The
+    ``SHARED_MODULES`` most recently used stay built."""
+    fingerprint = artifact.fingerprint()
+    key = None if fingerprint is None else (fingerprint, str(device), compile)
+    if key is not None:
+        with _shared_lock:
+            module = _shared.get(key)
+            if module is not None:
+                _shared.move_to_end(key)
+                return module
+    module = artifact.build(device)
+    if compile:
+        backend = compile if isinstance(compile, str) else "inductor"
+        module = torch.compile(module, backend=backend)  # type: ignore[assignment]
+    if key is not None:
+        with _shared_lock:
+            _shared[key] = module
+            while len(_shared) > SHARED_MODULES:
+                _shared.popitem(last=False)
+    return module
+
+
 class TorchModelHandler:
     """Scores feature matrices with one model version at a time."""
 
@@ -78,10 +115,7 @@ class TorchModelHandler:
         if artifact.version <= self.version:
             return False
         start = time.perf_counter()
-        module = artifact.build(self.device)
-        if self._compile:
-            backend = self._compile if isinstance(self._compile, str) else "inductor"
-            module = torch.compile(module, backend=backend)  # type: ignore[assignment]
+        module = shared_module(artifact, self.device, self._compile)
         self.module, self.version = module, artifact.version
         self.stats.load_seconds += time.perf_counter() - start
         return True

@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="CSV streaming: seconds the watermark trails the newest event time",
     )
+    src.add_argument(
+        "--watermark-interval",
+        type=float,
+        default=0.0,
+        help="streaming: emit the watermark only every N seconds of event time; batches "
+        "in between arrive together (default 0: after every batch)",
+    )
     src.add_argument("--events", type=int, default=20_000, help="synthetic: number of events")
     src.add_argument("--keys", type=int, default=8, help="synthetic: number of keys")
     src.add_argument("--rate", type=float, default=100.0, help="synthetic: events per second")
@@ -247,6 +254,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         ),
     )
     _section("--device", lambda: resolve_device(args.device))
+    _section("--watermark-interval", lambda: _at_least_zero(args.watermark_interval))
     allowed = (
         frozenset(k.strip() for k in args.allowed_keys.split(",")) if args.allowed_keys else None
     )
@@ -267,6 +275,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             online=online,
             streaming=args.streaming,
             watermark_lag_s=args.watermark_lag,
+            watermark_interval_s=args.watermark_interval,
             processing_time_per_chunk_s=(
                 args.batch_size / args.rate if args.early_after and args.streaming else None
             ),
@@ -274,6 +283,13 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             seed=args.seed,
         ),
     )
+
+
+def _at_least_zero(seconds: float) -> float:
+    if seconds < 0:
+        msg = f"must be >= 0 seconds, got {seconds!r}"
+        raise ValueError(msg)
+    return seconds
 
 
 def _section(options: str, build: Callable[[], T]) -> T:

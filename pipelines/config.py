@@ -45,6 +45,7 @@ class PipelineConfig:
     online: OnlineConfig = field(default_factory=OnlineConfig)
     streaming: bool = False
     watermark_lag_s: float = 0.0
+    watermark_interval_s: float = 0.0
     processing_time_per_chunk_s: float | None = None
     device: str = "auto"
     hidden: tuple[int, ...] = (32,)
@@ -90,12 +91,14 @@ def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
             cfg.synthetic,
             streaming=cfg.streaming,
             processing_time_per_chunk_s=cfg.processing_time_per_chunk_s,
+            watermark_interval_s=cfg.watermark_interval_s,
         )
     return pipeline | "Source" >> CsvSource(
         list(cfg.inputs),
         csv_format(cfg),
         streaming=cfg.streaming,
         watermark_lag_s=cfg.watermark_lag_s,
+        watermark_interval_s=cfg.watermark_interval_s,
     )
 
 

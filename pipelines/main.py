@@ -25,6 +25,7 @@ from pipelines.cli import BadInputError, UsageError, config_from_args, parse_arg
 from pipelines.config import PipelineConfig, csv_format
 from pipelines.summary import RunSummary, counters
 from runners.direct import direct_options, direct_runner
+from runners.direct import run as direct_run
 from transforms.csv_parse import check_header
 
 BUILDERS = {"classify": classify.build, "score": score.build}
@@ -52,7 +53,7 @@ def run(
     progress.attach(run_id, outputs.batches, outputs.predictions)
     total = outputs.source_events
     with progress.Printer(live, total, out=sys.stderr if show_progress else io.StringIO()):
-        result = pipeline.run()
+        result = direct_run(pipeline) if runner == "DirectRunner" else pipeline.run()
         result.wait_until_finish()
     seconds = time.perf_counter() - start
     events_in = outputs.source_events

@@ -80,37 +80,54 @@ def replay(
     items: Iterable[tuple[pa.RecordBatch | None, int, list[dict[str, object]]]],
     *,
     processing_time_per_chunk_s: float | None = None,
+    watermark_interval_s: float = 0.0,
     label: str = "Replay",
 ) -> SourceOut:
     """A streaming source replaying ``(batch, watermark_after_us, dead_records)`` items.
 
     Each batch is tagged with the watermark in force *before* it arrives; the watermark
-    then moves to ``watermark_after_us``. ``processing_time_per_chunk_s`` also advances
-    processing time after each chunk (DirectRunner only; Flink's TestStream cannot).
+    then moves to ``watermark_after_us``. ``watermark_interval_s`` emits watermarks
+    periodically instead, like a live source (Flink's ``autoWatermarkInterval``): the
+    watermark moves only once the source's watermark is that far (event time) past the
+    last one emitted, and the chunks in between arrive together, before it (fewer,
+    larger bundles; nothing that was on time becomes late). ``processing_time_per_chunk_s``
+    also advances processing time after each chunk (DirectRunner only; Flink's
+    TestStream cannot), and then every chunk arrives on its own.
     """
+    if watermark_interval_s < 0:
+        msg = f"watermark interval must be >= 0 seconds, got {watermark_interval_s!r}"
+        raise ValueError(msg)
+    interval_us = round(watermark_interval_s * mb.US_PER_SECOND)
     stream = TestStream(coder=beam.coders.BytesCoder())
     watermark = _NO_WATERMARK
     events = 0
+    arrived: list[bw.TimestampedValue] = []
     for batch, watermark_after, dead in items:
-        elements = []
         events += sum(int(r.get("rows", 1)) for r in dead)  # type: ignore[call-overload]
         if batch is not None and batch.num_rows:
             events += batch.num_rows
             tagged = lateness.with_watermark(batch, watermark)
             ts = Timestamp(micros=mb.min_event_time_us(batch))
-            elements.append(bw.TimestampedValue(_BATCH + encode_batch(tagged), ts))
+            arrived.append(bw.TimestampedValue(_BATCH + encode_batch(tagged), ts))
         for record in dead:
             ts = Timestamp(micros=max(watermark, 0))
-            elements.append(bw.TimestampedValue(_DEAD + json.dumps(record).encode(), ts))
-        if elements:
-            stream = stream.add_elements(elements)
+            arrived.append(bw.TimestampedValue(_DEAD + json.dumps(record).encode(), ts))
         # Runner APIs carry watermarks (and element timestamps) in milliseconds.
         watermark_after -= watermark_after % 1000
-        if watermark_after > watermark:
-            watermark = watermark_after
-            stream = stream.advance_watermark_to(Timestamp(micros=watermark))
+        advance = watermark_after > watermark and (
+            watermark == _NO_WATERMARK or watermark_after - watermark >= interval_us
+        )
+        if advance or processing_time_per_chunk_s:
+            if arrived:
+                stream = stream.add_elements(arrived)
+                arrived = []
+            if watermark_after > watermark:
+                watermark = watermark_after
+                stream = stream.advance_watermark_to(Timestamp(micros=watermark))
         if processing_time_per_chunk_s:
             stream = stream.advance_processing_time(processing_time_per_chunk_s)
+    if arrived:
+        stream = stream.add_elements(arrived)
     stream = stream.advance_watermark_to_infinity()
     decoded = (
         pipeline
@@ -147,11 +164,13 @@ class SyntheticSource(beam.PTransform):
         *,
         streaming: bool = False,
         processing_time_per_chunk_s: float | None = None,
+        watermark_interval_s: float = 0.0,
     ) -> None:
         super().__init__()
         self._config = config
         self._streaming = streaming
         self._ptime = processing_time_per_chunk_s
+        self._interval = watermark_interval_s
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> SourceOut:  # type: ignore[override]
         if self._streaming:
@@ -159,7 +178,11 @@ class SyntheticSource(beam.PTransform):
                 (c.batch, c.watermark_us, list[dict[str, object]]()) for c in generate(self._config)
             )
             return replay(
-                pbegin.pipeline, items, processing_time_per_chunk_s=self._ptime, label="Synthetic"
+                pbegin.pipeline,
+                items,
+                processing_time_per_chunk_s=self._ptime,
+                watermark_interval_s=self._interval,
+                label="Synthetic",
             )
         batches = (
             pbegin
@@ -217,6 +240,7 @@ class CsvSource(beam.PTransform):
         *,
         streaming: bool = False,
         watermark_lag_s: float = 0.0,
+        watermark_interval_s: float = 0.0,
     ) -> None:
         super().__init__()
         if not paths:
@@ -225,11 +249,12 @@ class CsvSource(beam.PTransform):
         self._fmt = fmt
         self._streaming = streaming
         self._lag = watermark_lag_s
+        self._interval = watermark_interval_s
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> SourceOut:  # type: ignore[override]
         if self._streaming:
             items = _csv_replay_items(self._paths, self._fmt, self._lag)
-            return replay(pbegin.pipeline, items, label="Csv")
+            return replay(pbegin.pipeline, items, watermark_interval_s=self._interval, label="Csv")
         read = (
             pbegin
             | "Paths" >> beam.Create(self._paths)

@@ -43,3 +43,30 @@ def test_artifact_roundtrip_and_version_tag():
 def test_negative_version_rejected():
     with pytest.raises(ValueError, match="version must be >= 0"):
         ModelArtifact.from_module(MLPClassifier(2), version=-1)
+
+
+def test_handlers_of_one_artifact_share_the_built_module():
+    import pickle
+
+    from model import handler as handler_module
+
+    net = MLPClassifier(3, (4,), seed=0)
+    artifact = ModelArtifact.from_module(net, version=3)
+    # A runner unpickles a fresh copy of the artifact for every bundle.
+    first = TorchModelHandler(pickle.loads(pickle.dumps(artifact)), "cpu")
+    second = TorchModelHandler(pickle.loads(pickle.dumps(artifact)), "cpu")
+    assert first.module is second.module
+    newer = TorchModelHandler(ModelArtifact.from_module(net, version=4), "cpu")
+    assert newer.module is not first.module
+    with torch.no_grad():
+        net.net[0].weight.add_(1.0)  # same version number, other weights: not shared
+    changed = TorchModelHandler(ModelArtifact.from_module(net, version=3), "cpu")
+    assert changed.module is not first.module
+    # A lambda factory cannot be told apart from another: never shared.
+    lam = ModelArtifact.from_factory(lambda: MLPClassifier(3, (4,), seed=0), version=1)
+    assert TorchModelHandler(lam, "cpu").module is not TorchModelHandler(lam, "cpu").module
+    # Bounded: the least recently used modules are dropped.
+    for v in range(10, 10 + handler_module.SHARED_MODULES + 2):
+        TorchModelHandler(ModelArtifact.from_module(net, version=v), "cpu")
+    assert len(handler_module._shared) == handler_module.SHARED_MODULES
+    assert TorchModelHandler(artifact, "cpu").module is not first.module

@@ -51,6 +51,8 @@ def test_exit_codes(tmp_path, capsys):
     assert main.main(["--device", "tpu", "--output", out]) == main.EXIT_USAGE
     assert main.main(["--step-rows", "0", "--output", out]) == main.EXIT_USAGE
     assert "--step-rows" in capsys.readouterr().err
+    assert main.main(["--watermark-interval", "-1", "--output", out]) == main.EXIT_USAGE
+    assert "--watermark-interval: must be >= 0 seconds" in capsys.readouterr().err
     assert (
         main.main(["--source", "csv", "--input", str(tmp_path / "nope.csv")]) == main.EXIT_BAD_INPUT
     )

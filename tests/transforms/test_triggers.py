@@ -149,3 +149,48 @@ def test_early_pane_after_processing_time():
     # passes 5 s (after the third chunk), the rest comes on time.
     assert_that(rows, equal_to([("a", 0, "EARLY", 3), ("a", 0, "ON_TIME", 2)]))
     p.run().wait_until_finish()
+
+
+class _BundleSizes(beam.DoFn):
+    """Collects how many elements each bundle held."""
+
+    def start_bundle(self):
+        self._n = 0
+
+    def process(self, element):
+        self._n += 1
+        return iter(())
+
+    def finish_bundle(self):
+        if self._n:
+            _BUNDLES.append(self._n)
+
+
+_BUNDLES: list[int] = []
+
+
+@pytest.mark.parametrize("interval_s", [0.0, 5.0])
+def test_periodic_watermarks_bundle_chunks_without_changing_results(interval_s):
+    # One chunk per second of event time, watermark right behind it; a late chunk at
+    # 14.5 s whose window [0, 10) closed at watermark 12 (no allowed lateness).
+    chunks = [(events(t, first_id=t), t + 0.5) for t in range(12)]
+    chunks.append((events(9, first_id=99), 14.5))
+    chunks += [(events(t, first_id=t), t + 0.5) for t in range(15, 25)]
+    _BUNDLES.clear()
+    items = [(b, round(wm * S), []) for b, wm in chunks]
+    p = make_pipeline(streaming=True)
+    src = replay(p, items, watermark_interval_s=interval_s)
+    _ = src.batches | beam.ParDo(_BundleSizes())
+    win = src.batches | EventTimeWindow(WindowSpec("fixed", size_s=10.0), TriggerSpec())
+    panes = win.batches | StreamingInference(ARTIFACT, device="cpu") | WindowStats()
+    # The same panes either way; the late chunk is dead-lettered either way (the
+    # emitted watermark had passed its window's end, 10 s, by the time it arrived).
+    assert_that(
+        pane_tuples(panes),
+        equal_to([("a", 0, "ON_TIME", 10), ("a", 10, "ON_TIME", 7), ("a", 20, "ON_TIME", 5)]),
+    )
+    dropped = win.dropped | "Ids" >> beam.FlatMap(lambda r: r["event_ids"])
+    assert_that(dropped, equal_to([99]), label="late")
+    p.run().wait_until_finish()
+    assert sum(_BUNDLES) == len(chunks)
+    assert max(_BUNDLES) == (1 if interval_s == 0 else 5)
