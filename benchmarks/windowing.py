@@ -7,6 +7,9 @@ FnApiRunner), window it into 10 s fixed windows and aggregate per key and window
 - ``score``: the same, after scoring every event with the same PyTorch MLP
   (per event: one forward per element; micro-batches: one forward per batch).
 
+Streaming runs replay the stream on the streaming DirectRunner with a watermark every
+``--watermark-interval`` seconds of event time, the same for both paths.
+
 Prints one JSON line per measurement, then the ratios. Both paths must agree on
 the aggregated event count (``agree``), or the comparison is void.
 
@@ -45,6 +48,7 @@ from transforms.window_stats import WindowStats
 from transforms.windowing import EventTimeWindow, WindowSpec
 
 WINDOW = WindowSpec("fixed", size_s=10.0)
+WATERMARK_INTERVAL_S = 2.0  # default for streaming: event time between watermarks
 
 
 def single_events(batch: Any) -> list[bw.TimestampedValue]:
@@ -68,14 +72,19 @@ class _EventsDoFn(beam.DoFn):
             yield from single_events(chunk.batch)
 
 
-def event_replay(p: beam.Pipeline, cfg: SyntheticConfig) -> beam.PCollection:
-    """The same chunks and watermarks as the micro-batch replay, one element per event."""
-    stream, watermark = TestStream(), None
+def event_replay(p: beam.Pipeline, cfg: SyntheticConfig, interval_s: float) -> beam.PCollection:
+    """The same chunks and watermarks as the micro-batch replay (with the same periodic
+    watermark), one element per event."""
+    stream, watermark, arrived = TestStream(), None, []
+    interval_us = round(interval_s * 1e6)
     for chunk in generate(cfg):
-        stream = stream.add_elements(single_events(chunk.batch))
+        arrived += single_events(chunk.batch)
         new = chunk.watermark_us - chunk.watermark_us % 1000
-        if watermark is None or new > watermark:
-            stream, watermark = stream.advance_watermark_to(Timestamp(micros=new)), new
+        if watermark is None or new - watermark >= max(interval_us, 1):
+            stream = stream.add_elements(arrived).advance_watermark_to(Timestamp(micros=new))
+            watermark, arrived = new, []
+    if arrived:
+        stream = stream.add_elements(arrived)
     return p | "Replay" >> stream.advance_watermark_to_infinity()
 
 
@@ -117,10 +126,11 @@ def _sum_pairs(values: Any) -> tuple[int, float]:
 
 
 def per_event(
-    p: beam.Pipeline, cfg: SyntheticConfig, artifact: ModelArtifact, scored: bool, streaming: bool
+    p: beam.Pipeline, cfg: SyntheticConfig, artifact: ModelArtifact, scored: bool, interval: Any
 ) -> None:
-    if streaming:
-        source = event_replay(p, cfg)
+    """``interval``: streaming with watermarks this many seconds apart; None: bounded."""
+    if interval is not None:
+        source = event_replay(p, cfg, interval)
     else:
         source = p | "Impulse" >> beam.Impulse() | "Events" >> beam.ParDo(_EventsDoFn(cfg))
     events = source | "Window" >> beam.WindowInto(WINDOW.window_fn())
@@ -137,9 +147,11 @@ def per_event(
 
 
 def micro_batch(
-    p: beam.Pipeline, cfg: SyntheticConfig, artifact: ModelArtifact, scored: bool, streaming: bool
+    p: beam.Pipeline, cfg: SyntheticConfig, artifact: ModelArtifact, scored: bool, interval: Any
 ) -> None:
-    batches = (p | "Source" >> SyntheticSource(cfg, streaming=streaming)).batches
+    streaming = interval is not None
+    source = SyntheticSource(cfg, streaming=streaming, watermark_interval_s=interval or 0.0)
+    batches = (p | "Source" >> source).batches
     windowed = (batches | "Window" >> EventTimeWindow(WINDOW)).batches
     if scored:
         windowed = windowed | "Score" >> StreamingInference(artifact, device="cpu")
@@ -148,14 +160,15 @@ def micro_batch(
 
 
 def measure(
-    build: Any, cfg: SyntheticConfig, artifact: ModelArtifact, scored: bool, streaming: bool
+    build: Any, cfg: SyntheticConfig, artifact: ModelArtifact, scored: bool, interval: Any
 ) -> tuple[float, int]:
     """Seconds from graph construction to the end of the run, and events aggregated."""
     tally.take("events")
     start = time.perf_counter()
+    streaming = interval is not None
     options = direct_options(streaming=streaming)
     p = beam.Pipeline(runner=direct_runner(streaming=streaming), options=options)
-    build(p, cfg, artifact, scored, streaming)
+    build(p, cfg, artifact, scored, interval)
     run_pipeline(p).wait_until_finish()
     return time.perf_counter() - start, tally.take("events")
 
@@ -169,9 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--streaming-events",
         type=int,
-        default=20_000,
+        default=100_000,
         help="events for the streaming runs (0 skips them): the reference streaming "
         "runner is slow per element, so they use a shorter stream",
+    )
+    ap.add_argument(
+        "--watermark-interval",
+        type=float,
+        default=WATERMARK_INTERVAL_S,
+        help="streaming: seconds of event time between watermarks, both paths",
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -188,15 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     for mode, mode_cfg in modes:
         for name in args.pipelines.split(","):
-            ok &= compare(mode, mode_cfg, name, artifact)
+            interval = args.watermark_interval if mode == "streaming" else None
+            ok &= compare(mode, mode_cfg, name, artifact, interval)
     return 0 if ok else 1
 
 
-def compare(mode: str, cfg: SyntheticConfig, name: str, artifact: ModelArtifact) -> bool:
+def compare(
+    mode: str, cfg: SyntheticConfig, name: str, artifact: ModelArtifact, interval: Any
+) -> bool:
     """Run both paths; print one line each and one with the ratio; True if they agree."""
     rates, totals = {}, {}
     for path, build in (("per_event", per_event), ("micro_batch", micro_batch)):
-        seconds, total = measure(build, cfg, artifact, name == "score", mode == "streaming")
+        seconds, total = measure(build, cfg, artifact, name == "score", interval)
         rates[path], totals[path] = cfg.num_events / seconds, total
         print(
             json.dumps(

@@ -129,14 +129,17 @@ class FusedMLP:
 
     def forward_backward(
         self, x: np.ndarray, y: np.ndarray, scale: float
-    ) -> tuple[np.ndarray, float]:
-        """Logits of ``x`` and the mean cross-entropy; adds ``scale`` times its gradient
-        to the gradient buffer."""
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Predicted class and its probability for every row of ``x`` (before the
+        step), and the mean cross-entropy; adds ``scale`` times its gradient to the
+        gradient buffer."""
         logits, inputs = self.forward(x)
         n = len(x)
         z = logits - logits.max(axis=1, keepdims=True)
         e = np.exp(z)
         s = e.sum(axis=1, keepdims=True)
+        classes = z.argmax(axis=1).astype(np.int64)
+        conf = (1.0 / s[:, 0]).astype(np.float32)  # the top class has exp(0) = 1
         rows = np.arange(n)
         loss = float(np.mean(np.log(s[:, 0]) - z[rows, y]))
         g = e / s
@@ -149,7 +152,7 @@ class FusedMLP:
             if i:
                 g = g @ self.weights[i]
                 g *= a > 0
-        return logits, loss
+        return classes, conf, loss
 
     def step(self) -> None:
         """One optimizer step from the gradient buffer, then clear it."""

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pickle
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,9 +177,10 @@ class RunningScaler:
         if len(x) == 0:
             return
         self._scale = None
-        x = x.astype(np.float64)
-        n_b, mean_b = len(x), x.mean(axis=0)
-        m2_b = ((x - mean_b) ** 2).sum(axis=0)
+        n_b = len(x)
+        mean_b = x.sum(axis=0, dtype=np.float64) / n_b
+        d = x - mean_b  # float64
+        m2_b = np.einsum("ij,ij->j", d, d)
         if self.mean is None or self.m2 is None:
             self.n, self.mean, self.m2 = n_b, mean_b, m2_b
             return
@@ -291,22 +293,26 @@ class IncrementalLearner:
         if self.kernel is None or (self.scaler is not None and self.scaler.moments() is None):
             pred, conf = self.predict(x_np)
             return pred, conf, self._learn(x_np, y_np)[1]
-        logits, loss = self._learn(x_np, y_np)
-        assert logits is not None
-        pred, conf = _classify(logits[: len(x_np)])
-        return pred, conf, loss
+        classified, loss = self._learn(x_np, y_np)
+        assert classified is not None
+        n = len(x_np)
+        return classified[0][:n], classified[1][:n], loss
 
-    def _learn(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray | None, float]:
-        """Logits of the (scaled) rows before the step (fused kernel only) and the loss."""
+    def _learn(
+        self, x: np.ndarray, y: np.ndarray
+    ) -> tuple[tuple[np.ndarray, np.ndarray] | None, float]:
+        """Class and probability of the (scaled) rows before the step (fused kernel
+        only), and the loss."""
         raw, targets = x, y
         replayed = self.replay.sample(self.config.replay_batch)
         if replayed is not None:
             raw, targets = np.concatenate([x, replayed[0]]), np.concatenate([y, replayed[1]])
         inputs = self._scale_and_update(x, raw)
         scale = 1.0 / self.config.accumulate
-        logits: np.ndarray | None = None
+        classified: tuple[np.ndarray, np.ndarray] | None = None
         if self.kernel is not None:
-            logits, loss = self.kernel.forward_backward(inputs, targets, scale)
+            pred, conf, loss = self.kernel.forward_backward(inputs, targets, scale)
+            classified = pred, conf
         else:
             if not self.module.training:
                 self.module.train()
@@ -328,7 +334,7 @@ class IncrementalLearner:
                 self.anchor = [p.detach().clone() for p in self.module.parameters()]
         self.replay.add(x, y)  # raw rows: replay is rescaled when sampled
         self.samples += len(x)
-        return logits, loss
+        return classified, loss
 
     def _scale_and_update(self, batch: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """``rows`` scaled by the moments of the rows seen before ``batch`` (by
@@ -462,9 +468,59 @@ class IncrementalLearner:
             self.scaler.load(state["scaler"])
 
     def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        torch.save(self.snapshot(), buf)
-        return buf.getvalue()
+        return dumps_state(self.snapshot())
 
     def load_bytes(self, data: bytes) -> None:
-        self.restore(torch.load(io.BytesIO(data), weights_only=False))
+        self.restore(loads_state(data))
+
+
+class _Tensor:
+    """A CPU tensor pickled as its numpy array (rebuilt with ``torch.from_numpy``)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def __reduce__(self) -> tuple[Any, tuple[np.ndarray]]:
+        return torch.from_numpy, (self.array,)
+
+
+def _numpy_tensors(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return _Tensor(obj.detach().cpu().numpy())  # TypeError for dtypes numpy lacks
+    if isinstance(obj, dict):
+        return {k: _numpy_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_numpy_tensors(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_numpy_tensors(v) for v in obj)
+    return obj
+
+
+_TORCH_SAVE = b"T"
+_PICKLE = b"P"
+
+
+def dumps_state(state: Any) -> bytes:
+    """Bytes of a learner state (nested dicts, lists, tuples, tensors, numpy arrays).
+
+    Tensors travel as numpy arrays in a protocol-5 pickle: about five times faster
+    than ``torch.save`` for the many small tensors of a learner (it matters: the
+    online step writes its state at every firing). States holding tensors numpy
+    cannot represent (bfloat16, ...) fall back to ``torch.save``. Trusted data only,
+    like any pickle."""
+    try:
+        return _PICKLE + pickle.dumps(_numpy_tensors(state), protocol=5)
+    except TypeError:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        return _TORCH_SAVE + buf.getvalue()
+
+
+def loads_state(data: bytes) -> Any:
+    """The state :func:`dumps_state` wrote."""
+    kind, body = data[:1], memoryview(data)[1:]
+    if kind == _PICKLE:
+        return pickle.loads(body)
+    return torch.load(io.BytesIO(body), weights_only=False)

@@ -36,7 +36,6 @@ micro-batches keep Beam's per-element cost low; small steps keep learning fine-g
 
 from __future__ import annotations
 
-import io
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -47,7 +46,6 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 from apache_beam.coders import BytesCoder
 from apache_beam.transforms import window as bw
 from apache_beam.transforms.timeutil import TimeDomain
@@ -62,7 +60,7 @@ from torch import nn
 
 from model import batch as mb
 from model.artifact import ModelArtifact
-from model.learner import IncrementalLearner, LearnerConfig
+from model.learner import IncrementalLearner, LearnerConfig, dumps_state, loads_state
 from transforms.coders import decode_batch, encode_batch
 from transforms.inference import StreamingInference, scored_batch
 from transforms.lateness import NAMESPACE
@@ -173,12 +171,10 @@ class _StepState:
     def load(cls, data: bytes | None) -> _StepState:
         if data is None:
             return cls()
-        return cls(**torch.load(io.BytesIO(data), weights_only=False))
+        return cls(**loads_state(data))
 
     def dump(self) -> bytes:
-        buf = io.BytesIO()
-        torch.save(self.__dict__, buf)
-        return buf.getvalue()
+        return dumps_state(self.__dict__)
 
 
 def _remember(state: _StepState, start_us: int, learner: IncrementalLearner, keep: int) -> None:

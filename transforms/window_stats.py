@@ -53,10 +53,18 @@ def partial_stats(batch: pa.RecordBatch) -> Stats:
         correct = labels == batch.column(PREDICTION).to_numpy(zero_copy_only=False)
         stats[:, 2] = stats[:, 0]
         stats[:, 3] = np.bincount(codes, weights=correct, minlength=k)
-    if MODEL_VERSION in names:
+    if MODEL_VERSION in names and batch.num_rows:
         versions = batch.column(MODEL_VERSION).to_numpy(zero_copy_only=False)
-        np.minimum.at(stats[:, 4], codes, versions)
-        np.maximum.at(stats[:, 5], codes, versions)
+        low, high = versions.min(), versions.max()
+        if low == high:  # the usual case: one version scored the whole batch
+            present = stats[:, 0] > 0
+            stats[present, 4], stats[present, 5] = low, high
+        else:
+            order = np.argsort(codes, kind="stable")
+            starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+            groups = codes[order][starts]
+            stats[groups, 4] = np.minimum.reduceat(versions[order], starts)
+            stats[groups, 5] = np.maximum.reduceat(versions[order], starts)
     return dict(zip(keys, stats, strict=True))
 
 

@@ -189,3 +189,24 @@ def test_export_folds_the_scaling_into_the_published_model():
     past = IncrementalLearner(factory(), LearnerConfig(standardize=True, seed=0))
     past.load_inference_state(learner.inference_state())
     np.testing.assert_array_equal(past.predict(x)[0], learner.predict(x)[0])
+
+
+def test_state_bytes_round_trip_tensors_arrays_and_exotic_dtypes():
+    from model.learner import dumps_state, loads_state
+
+    state = {
+        "w": torch.arange(6.0).reshape(2, 3),
+        "rest": [np.ones(2), (torch.tensor(3),)],
+        "n": None,
+    }
+    data = dumps_state(state)
+    back = loads_state(data)
+    assert torch.equal(back["w"], state["w"]) and back["w"].dtype == torch.float32
+    np.testing.assert_array_equal(back["rest"][0], np.ones(2))
+    assert back["rest"][1][0].item() == 3 and back["n"] is None
+    back["w"].add_(1)  # a restored tensor is writable and owns its memory
+    assert not torch.equal(back["w"], state["w"])
+    # numpy has no bfloat16: such states go through torch.save instead.
+    exotic = {"w": torch.ones(2, dtype=torch.bfloat16)}
+    again = loads_state(dumps_state(exotic))
+    assert again["w"].dtype == torch.bfloat16 and torch.equal(again["w"], exotic["w"])

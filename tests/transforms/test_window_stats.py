@@ -1,0 +1,35 @@
+"""Per-key partial statistics of scored micro-batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from model import batch as mb
+from transforms.inference import scored_batch
+from transforms.window_stats import merge_stats, partial_stats
+
+
+def scored(keys, versions, labels, preds):
+    n = len(keys)
+    batch = mb.make_batch(keys, np.arange(n) * 1000, np.zeros((n, 2)), labels=np.array(labels))
+    out = scored_batch(batch, np.array(preds), np.full(n, 0.5, np.float32), 0)
+    index = out.schema.get_field_index("model_version")
+    return out.set_column(index, "model_version", pa.array(versions, type=pa.int64()))
+
+
+def test_counts_accuracy_and_version_range_per_key():
+    stats = partial_stats(
+        scored(["a", "b", "a", "c", "a"], [3, 5, 1, 4, 2], [1, 0, 1, 1, 0], [1, 1, 0, 1, 0])
+    )
+    assert sorted(stats) == ["a", "b", "c"]
+    events, score, labelled, correct, low, high = stats["a"]
+    assert (events, labelled, correct, low, high) == (3, 3, 2, 1, 3)
+    assert score == 1.5
+    assert tuple(stats["b"][[0, 3, 4, 5]]) == (1, 0, 5, 5)
+    assert tuple(stats["c"][[0, 3, 4, 5]]) == (1, 1, 4, 4)
+    # One version for the whole batch, and merging keeps the range.
+    same = partial_stats(scored(["a", "c"], [7, 7], [0, 0], [0, 1]))
+    assert tuple(same["a"][4:]) == (7, 7) and tuple(same["c"][4:]) == (7, 7)
+    merged = merge_stats(stats, same)
+    assert tuple(merged["a"][[0, 4, 5]]) == (4, 1, 7) and tuple(merged["c"][[0, 3]]) == (2, 1)
