@@ -17,6 +17,7 @@ import yaml
 
 from model.learner import LearnerConfig
 from pipelines.config import PIPELINES, PipelineConfig
+from runners.flink import FlinkSettings
 from transforms.online import OnlineConfig
 from transforms.synthetic import SyntheticConfig
 from transforms.windowing import TriggerSpec, WindowSpec
@@ -63,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--runner",
         default="DirectRunner",
         help="Beam runner: DirectRunner (local; streaming on the reference streaming "
-        "runner, bounded on the portable in-process runner) or any other Beam runner "
-        "name, passed to Beam as is",
+        "runner, bounded on the portable in-process runner), FlinkRunner (see the flink "
+        "options) or any other Beam runner name, passed to Beam as is",
     )
     run.add_argument(
         "--pipeline", default="classify", choices=sorted(PIPELINES), help="which pipeline to run"
@@ -83,6 +84,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seed for data and model")
     run.add_argument("--json", action="store_true", help="also print the summary as JSON")
     run.add_argument("--quiet", action="store_true", help="no progress lines while running")
+
+    fl = p.add_argument_group("flink (with --runner FlinkRunner)")
+    fl.add_argument(
+        "--flink-master",
+        default="[local]",
+        help="[local]: an embedded mini-cluster in the job server; or host:port of a "
+        "Flink cluster's REST endpoint (python -m runners.flink cluster start)",
+    )
+    fl.add_argument("--parallelism", type=int, default=1, help="Flink parallelism")
+    fl.add_argument(
+        "--checkpointing-interval", type=int, default=None, help="checkpoint every N ms"
+    )
+    fl.add_argument("--state-backend", default=None, help="hashmap or rocksdb")
+    fl.add_argument(
+        "--state-backend-path", default=None, help="checkpoint storage (file:///... or a URI)"
+    )
+    fl.add_argument(
+        "--environment-type",
+        default="LOOPBACK",
+        help="where Python workers run: LOOPBACK (this process) or EXTERNAL (a worker pool)",
+    )
+    fl.add_argument("--environment-config", default=None, help="EXTERNAL: worker pool host:port")
+    fl.add_argument(
+        "--flink-job-server-jar",
+        default=None,
+        help="the Beam Flink job-server jar (default: resolved into the cache, downloaded once)",
+    )
 
     src = p.add_argument_group("source")
     src.add_argument(
@@ -327,6 +355,22 @@ def load_config_file(parser: argparse.ArgumentParser, path: str) -> dict[str, An
             raise UsageError(f"--config: {key}: {value!r} is not one of {list(action.choices)}")
         defaults[dest] = value
     return defaults
+
+
+def flink_from_args(args: argparse.Namespace) -> FlinkSettings:
+    return _section(
+        "--flink-master/--parallelism/--checkpointing-interval/--state-backend/--environment-type",
+        lambda: FlinkSettings(
+            master=args.flink_master,
+            parallelism=args.parallelism,
+            checkpointing_interval_ms=args.checkpointing_interval,
+            state_backend=args.state_backend,
+            state_backend_path=args.state_backend_path,
+            environment_type=args.environment_type,
+            environment_config=args.environment_config,
+            job_server_jar=args.flink_job_server_jar,
+        ),
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -21,11 +21,18 @@ import apache_beam as beam
 from apache_beam.runners.runner import PipelineRunner
 
 from pipelines import classify, progress, report, score
-from pipelines.cli import BadInputError, UsageError, config_from_args, parse_args
+from pipelines.cli import (
+    BadInputError,
+    UsageError,
+    config_from_args,
+    flink_from_args,
+    parse_args,
+)
 from pipelines.config import PipelineConfig, csv_format
 from pipelines.summary import RunSummary, counters
 from runners.direct import direct_options, direct_runner
 from runners.direct import run as direct_run
+from runners.flink import FlinkSettings, FlinkUnavailable, flink_args
 from transforms.csv_parse import check_header
 
 BUILDERS = {"classify": classify.build, "score": score.build}
@@ -33,7 +40,11 @@ EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3, 4
 
 
 def run(
-    cfg: PipelineConfig, runner: str = "DirectRunner", *, show_progress: bool = True
+    cfg: PipelineConfig,
+    runner: str = "DirectRunner",
+    *,
+    show_progress: bool = True,
+    flink: FlinkSettings | None = None,
 ) -> RunSummary:
     """Build and run the pipeline with progress reporting; write the report; return
     the summary."""
@@ -41,6 +52,10 @@ def run(
     if runner == "DirectRunner":
         beam_runner = direct_runner(streaming=cfg.streaming)
         options = direct_options(streaming=cfg.streaming)
+    elif runner == "FlinkRunner":
+        beam_runner = runner
+        extra = flink_args(flink or FlinkSettings())
+        options = direct_options(streaming=cfg.streaming, extra=extra)
     else:
         beam_runner = runner
         options = direct_options(streaming=cfg.streaming, extra=[f"--runner={runner}"])
@@ -81,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         cfg = config_from_args(args)
+        flink = flink_from_args(args) if args.runner == "FlinkRunner" else None
         if cfg.source != "synthetic":
             for path in cfg.inputs:
                 check_header(path, csv_format(cfg))
@@ -91,7 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error("bad input", err)
         return EXIT_BAD_INPUT
     try:
-        summary = run(cfg, args.runner, show_progress=not args.quiet)
+        summary = run(cfg, args.runner, show_progress=not args.quiet, flink=flink)
+    except FlinkUnavailable as err:
+        _error("Flink unavailable", err)
+        return EXIT_RUNTIME
     except Exception as err:  # noqa: BLE001 - reported with its type, exit code says runtime
         _error("pipeline failed", f"{type(err).__name__}: {err}")  # type: ignore[arg-type]
         return EXIT_RUNTIME

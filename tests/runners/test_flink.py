@@ -1,0 +1,196 @@
+"""Flink: job-server jar resolution, runner options, and a real local cluster."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines import main
+from runners import flink
+from runners.flink import FlinkSettings, FlinkUnavailable, LocalCluster, flink_args
+
+ARTIFACT = "org.apache.beam:beam-runners-flink-2.2-job-server:"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SML_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def fake_repo(root: Path, version: str) -> Path:
+    name = "beam-runners-flink-2.2-job-server"
+    jar = root / "org/apache/beam" / name / version / f"{name}-{version}.jar"
+    jar.parent.mkdir(parents=True)
+    jar.write_bytes(b"PK fake jar")
+    return jar
+
+
+def test_job_server_jar_is_fetched_once_into_the_cache(cache, tmp_path):
+    served = fake_repo(tmp_path / "repo", "2.77.0")
+    path = flink.job_server_jar(version="2.77.0", repo=(tmp_path / "repo").as_uri())
+    assert path == cache / "jars" / "beam-runners-flink-2.2-job-server-2.77.0.jar"
+    assert path.read_bytes() == b"PK fake jar"
+    served.unlink()  # cached: the repository is not asked again
+    assert flink.job_server_jar(version="2.77.0", repo=(tmp_path / "repo").as_uri()) == path
+    assert not list(path.parent.glob("*.part*"))
+
+
+def test_an_unavailable_job_server_names_the_artifact_and_where_to_put_it(cache, tmp_path):
+    with pytest.raises(FlinkUnavailable) as err:
+        flink.job_server_jar(version="2.77.0", repo=(tmp_path / "nowhere").as_uri())
+    text = str(err.value)
+    assert ARTIFACT + "2.77.0" in text and "Put the jar at" in text
+    assert str(cache / "jars") in text
+    assert not (cache / "jars" / "beam-runners-flink-2.2-job-server-2.77.0.jar").exists()
+
+
+def test_runner_arguments(tmp_path):
+    jar = str(tmp_path / "js.jar")
+    args = flink_args(
+        FlinkSettings(
+            master="127.0.0.1:8081",
+            parallelism=2,
+            checkpointing_interval_ms=5000,
+            state_backend="rocksdb",
+            state_backend_path="file:///tmp/ckpt",
+            job_server_jar=jar,
+        )
+    )
+    assert "--runner=FlinkRunner" in args and "--flink_master=127.0.0.1:8081" in args
+    assert "--flink_version=2.2" in args and f"--flink_job_server_jar={jar}" in args
+    assert "--parallelism=2" in args and "--checkpointing_interval=5000" in args
+    assert "--state_backend=rocksdb" in args
+    assert "--state_backend_storage_path=file:///tmp/ckpt" in args
+    assert "--environment_type=LOOPBACK" in args
+    assert any("--add-opens=java.base/java.lang" in a for a in args)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"parallelism": 0}, "parallelism must be > 0"),
+        ({"checkpointing_interval_ms": -1}, "checkpointing interval must be > 0"),
+        ({"state_backend": "memory", "state_backend_path": "x"}, "state backend must be one of"),
+        ({"state_backend": "rocksdb"}, "needs a storage path"),
+        ({"environment_type": "DOCKER"}, "environment must be one of"),
+        ({"environment_type": "EXTERNAL"}, "EXTERNAL needs the worker pool"),
+        ({"master": "localhost"}, "master must be"),
+    ],
+)
+def test_settings_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FlinkSettings(**kwargs)
+
+
+def test_main_on_flink_without_the_job_server_is_a_clear_runtime_error(
+    cache, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("SML_MAVEN_REPO", (tmp_path / "nowhere").as_uri())
+    out = str(tmp_path / "out")
+    code = main.main(["--runner", "FlinkRunner", "--output", out, "--events", "500", "--quiet"])
+    assert code == main.EXIT_RUNTIME
+    err = capsys.readouterr().err
+    assert "Flink unavailable" in err and ARTIFACT in err
+    assert main.main(["--runner", "FlinkRunner", "--parallelism", "0"]) == main.EXIT_USAGE
+    assert "--parallelism" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening_addresses(pid: int) -> set[str]:
+    """Local addresses of the TCP sockets ``pid`` listens on (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # LISTEN
+                found.add(cols[1].rsplit(":", 1)[0])
+    return found
+
+
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+
+
+@pytest.mark.flink
+@pytest.mark.slow
+def test_local_cluster_runs_on_loopback_and_stops_by_pid(tmp_path):
+    if shutil.which("java") is None:
+        pytest.skip("no java on PATH")
+    cluster = LocalCluster(tmp_path / "run", rest_port=_free_port())
+    try:
+        overview = cluster.start()
+        assert overview["taskmanagers"] == 1 and overview["slots-total"] == 2
+        assert overview["flink-version"] == flink.FLINK_VERSION
+        pids = cluster.pids()
+        assert set(pids) == {"jobmanager", "taskmanager"}
+        for pid in pids.values():
+            addresses = _listening_addresses(pid)
+            assert addresses and addresses <= LOOPBACK, (pid, addresses)
+        # A killed TaskManager is gone by PID; a new one joins the same cluster.
+        killed = cluster.kill("taskmanager")
+        deadline = time.monotonic() + 10
+        while flink._pid_alive(killed) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not flink._pid_alive(killed)
+        fresh = cluster.start_taskmanager()
+        assert fresh != killed and cluster.pids()["taskmanager"] == fresh
+        assert cluster.wait_for_taskmanagers(1, 60)["slots-total"] >= 2
+        assert list((tmp_path / "run" / "log").glob("*taskexecutor*.log"))
+    finally:
+        cluster.stop()
+    assert cluster.pids() == {} and cluster.status() is None
+    assert not any(flink._pid_alive(p) for p in pids.values())
+
+
+@pytest.fixture(scope="module")
+def job_server():
+    try:
+        return flink.job_server_jar()
+    except FlinkUnavailable as err:
+        pytest.skip(str(err))
+
+
+def _predictions(out: Path) -> list[tuple[int, int, int]]:
+    from transforms.sinks import read_parquet_dir
+
+    table = read_parquet_dir(str(out / "predictions"))
+    assert table is not None
+    columns = [table.column(c).to_pylist() for c in ("event_id", "prediction", "model_version")]
+    return sorted(zip(*columns, strict=True))
+
+
+@pytest.mark.flink
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["score", "classify"])
+def test_pipelines_on_flink_match_the_direct_runner(job_server, tmp_path, pipeline):
+    """Same predictions per event_id and the same model versions on both runners."""
+    from pipelines.cli import config_from_args, parse_args
+
+    results = {}
+    for runner in ("DirectRunner", "FlinkRunner"):
+        out = tmp_path / runner
+        argv = ["--pipeline", pipeline, "--events", "3000", "--no-streaming", "--output", str(out)]
+        cfg = config_from_args(parse_args(argv))
+        settings = FlinkSettings(job_server_jar=str(job_server))
+        summary = main.run(cfg, runner, show_progress=False, flink=settings)
+        assert summary.balanced
+        results[runner] = _predictions(out)
+    assert len(results["DirectRunner"]) == 3000
+    assert results["FlinkRunner"] == results["DirectRunner"]
