@@ -171,7 +171,7 @@ def events(cfg: SyntheticConfig) -> tuple[pa.RecordBatch, np.ndarray]:
     x = rng.standard_normal((n, d), dtype=np.float32)
     weights = concept_weights(cfg)
     concept = concept_index(cfg, t_s, rng)
-    labels = (np.einsum("nd,nd->n", x, weights[concept]) > 0).astype(np.int64)
+    labels = ((x @ weights.T)[np.arange(n), concept] > 0).astype(np.int64)
     flip = rng.random(n) < cfg.label_noise
     labels = np.where(flip, 1 - labels, labels)
     anomaly = rng.random(n) < cfg.anomaly_fraction
