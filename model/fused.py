@@ -43,7 +43,24 @@ def mlp_linears(module: nn.Module) -> list[nn.Linear] | None:
         return None
     if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in params):
         return None
+    if not all(p.requires_grad for p in params):  # frozen layers: autograd handles them
+        return None
     return linears
+
+
+def optimizer_supported(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether :meth:`FusedMLP.step` reproduces ``optimizer``: plain ``Adam`` or ``SGD``
+    (optionally with momentum and L2 weight decay), one parameter group."""
+    if len(optimizer.param_groups) != 1:
+        return False
+    group = optimizer.param_groups[0]
+    if group.get("maximize") or group.get("differentiable"):
+        return False
+    if type(optimizer) is torch.optim.Adam:
+        return not group.get("amsgrad") and not group.get("decoupled_weight_decay")
+    if type(optimizer) is torch.optim.SGD:
+        return not group.get("nesterov") and not group.get("dampening")
+    return False
 
 
 class FusedMLP:

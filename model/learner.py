@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.fused import FusedMLP, mlp_linears
+from model.fused import FusedMLP, mlp_linears, optimizer_supported
 
 
 @dataclass(frozen=True)
@@ -262,7 +262,7 @@ class IncrementalLearner:
         self.kernel: FusedMLP | None = None
         if self.config.kernel != "autograd":
             linears = mlp_linears(module)
-            if linears is not None:
+            if linears is not None and optimizer_supported(self.optimizer):
                 self.kernel = FusedMLP(linears, self.optimizer)
             elif self.config.kernel == "fused":
                 msg = (
@@ -366,7 +366,9 @@ class IncrementalLearner:
         sum F (theta - theta*)^2``, ``theta <- theta* + (theta - theta*) / (1 + lr *
         ewc_lambda * F)``, which is stable for any stiffness (an explicit gradient of
         it diverges once ``lr * ewc_lambda * F > 2``); then the squared loss gradient
-        (never the penalty's) joins the running Fisher estimate."""
+        (never the penalty's) joins the running Fisher estimate. The step size is the
+        learning rate: exact for SGD; with Adam, whose steps are normalized, the pull
+        toward the anchor is relatively stronger for the same ``ewc_lambda``."""
         if self.fisher is not None and self.anchor is not None:
             stiffness = self.lr * self.config.ewc_lambda
             with torch.no_grad():
@@ -453,13 +455,15 @@ class IncrementalLearner:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.kernel is not None:
             self.kernel.load_optimizer_state()
-        grads = state.get("grads")
+        grads = state.get("grads") or []  # a partly accumulated gradient, if any
         if self.kernel is not None:
             self.kernel.grad[...] = 0.0
-            for view, g in zip(self.kernel.grad_views, grads or [], strict=False):
+            for view, g in zip(self.kernel.grad_views, grads, strict=bool(grads)):
                 view[...] = g.numpy()
         else:
-            for p, g in zip(self.module.parameters(), grads or [], strict=False):
+            for p in self.module.parameters():
+                p.grad = None
+            for p, g in zip(self.module.parameters(), grads, strict=bool(grads)):
                 p.grad = g.clone()
         self.replay.load(state["replay"])
         self.fisher, self.anchor = state["fisher"], state["anchor"]
@@ -486,9 +490,15 @@ class _Tensor:
         return torch.from_numpy, (self.array,)
 
 
+class _NotOnCpu(Exception):
+    pass
+
+
 def _numpy_tensors(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
-        return _Tensor(obj.detach().cpu().numpy())  # TypeError for dtypes numpy lacks
+        if obj.device.type != "cpu":  # keep the device: torch.save does
+            raise _NotOnCpu
+        return _Tensor(obj.detach().numpy())  # TypeError for dtypes numpy lacks
     if isinstance(obj, dict):
         return {k: _numpy_tensors(v) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -498,8 +508,8 @@ def _numpy_tensors(obj: Any) -> Any:
     return obj
 
 
-_TORCH_SAVE = b"T"
-_PICKLE = b"P"
+_PICKLE = b"SML-state-pickle5\n"
+_TORCH_SAVE = b"SML-state-torch\n"
 
 
 def dumps_state(state: Any) -> bytes:
@@ -512,15 +522,18 @@ def dumps_state(state: Any) -> bytes:
     like any pickle."""
     try:
         return _PICKLE + pickle.dumps(_numpy_tensors(state), protocol=5)
-    except TypeError:
+    except (TypeError, RuntimeError, _NotOnCpu):
         buf = io.BytesIO()
         torch.save(state, buf)
         return _TORCH_SAVE + buf.getvalue()
 
 
 def loads_state(data: bytes) -> Any:
-    """The state :func:`dumps_state` wrote."""
-    kind, body = data[:1], memoryview(data)[1:]
-    if kind == _PICKLE:
-        return pickle.loads(body)
-    return torch.load(io.BytesIO(body), weights_only=False)
+    """The state :func:`dumps_state` wrote (or a bare ``torch.save``, the format before
+    it, so older state and snapshots still load)."""
+    view = memoryview(data)
+    if data.startswith(_PICKLE):
+        return pickle.loads(view[len(_PICKLE) :])
+    if data.startswith(_TORCH_SAVE):
+        view = view[len(_TORCH_SAVE) :]
+    return torch.load(io.BytesIO(view), weights_only=False)

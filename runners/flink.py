@@ -95,7 +95,7 @@ def job_server_jar(
         reason = getattr(err, "reason", None) or err
         msg = (
             f"the Beam Flink job server {job_server_artifact(flink_minor, version)} is not "
-            f"available: {url} answered: {reason}. Put the jar at {path} (or pass "
+            f"available: fetching {url} failed: {reason}. Put the jar at {path} (or pass "
             "--flink-job-server-jar) to run on Flink"
         )
         raise FlinkUnavailable(msg) from None
@@ -147,6 +147,17 @@ class LocalCluster:
             raise FlinkUnavailable(msg)
         partial = self.home.with_name(self.home.name + f".part{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
+        try:
+            self._unpack(wheels, partial)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        shutil.rmtree(self.home, ignore_errors=True)
+        os.replace(partial, self.home)
+        (self.home / ".assembled").write_text(self.version)
+        return self.home
+
+    def _unpack(self, wheels: Path, partial: Path) -> None:
         for wheel in sorted(wheels.glob(f"apache_flink*-{self.version}-*.whl")):
             libraries = wheel.name.startswith("apache_flink_libraries")
             wanted = ("lib/", "opt/", "plugins/", "bin/") if libraries else ("bin/", "conf/")
@@ -164,10 +175,6 @@ class LocalCluster:
         if not (partial / "lib" / f"flink-dist-{self.version}.jar").is_file():
             msg = f"the Flink {self.version} wheels in {wheels} hold no flink-dist jar"
             raise FlinkUnavailable(msg)
-        shutil.rmtree(self.home, ignore_errors=True)
-        os.replace(partial, self.home)
-        (self.home / ".assembled").write_text(self.version)
-        return self.home
 
     def _conf_dir(self) -> Path:
         """A conf/ of this cluster's own in the run directory (the install stays clean)."""
@@ -211,15 +218,32 @@ class LocalCluster:
         out = {}
         for role, daemon in (("jobmanager", "standalonesession"), ("taskmanager", "taskexecutor")):
             for pid in self._all_pids(daemon):
-                if _pid_alive(pid):
+                if self._ours(pid, daemon):
                     out[role] = pid
         return out
+
+    def _ours(self, pid: int, daemon: str) -> bool:
+        """``pid`` runs, and is this cluster's Flink ``daemon`` (its entry point with
+        this run's conf directory): a PID file can outlive its process, and the PID
+        can since belong to someone else."""
+        if not _pid_alive(pid):
+            return False
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        entry = _ENTRY_POINTS[daemon].encode()
+        conf = str(self.run_dir / "conf").encode()
+        return entry in args and conf in args
 
     def start(self, timeout_s: float = 120.0) -> dict[str, Any]:
         """Start the JobManager and one TaskManager; wait until the TaskManager has
         registered. Returns the REST overview."""
         if self.pids():
             msg = f"a cluster already runs from {self.run_dir}: {self.pids()}"
+            raise FlinkUnavailable(msg)
+        if self.status() is not None or not _port_free(self.rest_port):
+            msg = f"port {self.rest_port} on {HOST} is taken: pass another --rest-port"
             raise FlinkUnavailable(msg)
         if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
             raise FlinkUnavailable("Flink needs Java: no java on PATH and no JAVA_HOME")
@@ -261,11 +285,19 @@ class LocalCluster:
         ]
 
     def wait_for_taskmanagers(self, count: int, timeout_s: float) -> dict[str, Any]:
+        """Wait until ``count`` TaskManagers have registered and offered their slots."""
         deadline = time.monotonic() + timeout_s
         overview: dict[str, Any] | None = None
         while time.monotonic() < deadline:
+            if "jobmanager" not in self.pids():
+                break  # ours died: do not wait for it, nor trust another cluster's answer
             overview = self.status()
-            if overview is not None and overview.get("taskmanagers", 0) >= count:
+            # A TaskManager registers first and offers its slots a moment later.
+            if (
+                overview is not None
+                and overview.get("taskmanagers", 0) >= count
+                and overview.get("slots-total", 0) >= count * self.slots
+            ):
                 return overview
             time.sleep(0.5)
         logs = sorted((self.run_dir / "log").glob("*.log"))
@@ -306,18 +338,42 @@ class LocalCluster:
             p
             for d in ("standalonesession", "taskexecutor")
             for p in self._all_pids(d)
-            if _pid_alive(p)
+            if self._ours(p, d)
         ]
         for pid in pids:
-            os.kill(pid, signal.SIGTERM)
+            _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
         for pid in pids:
             if _pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+                _signal(pid, signal.SIGKILL)
         for pid_file in (self.run_dir / "pids").glob("flink-*.pid"):
             pid_file.unlink()
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+_ENTRY_POINTS = {
+    "standalonesession": "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
+    "taskexecutor": "org.apache.flink.runtime.taskexecutor.TaskManagerRunner",
+}
 
 
 STATE_BACKENDS = ("hashmap", "rocksdb")

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -244,6 +244,45 @@ def _pending_batch(data: bytes) -> pa.RecordBatch:
     return decode_batch(pa.py_buffer(data)[_HEADER.size :])
 
 
+def _fire(
+    book: _Book, entries: Iterable[bytes], fired: int
+) -> tuple[list[bytes], list[bytes] | None]:
+    """One firing's bookkeeping (updates ``book``): the pending entries whose window
+    ended by ``fired``, and what the bag must be rewritten to (None: leave it).
+
+    A bag is cleared whole, so while entries of later windows wait the ones taken are
+    noted in ``book.done`` instead of rewriting the waiting ones at every firing (in a
+    bounded run every batch waits before the first firing: rewriting them each time
+    is quadratic). Once the done entries are at least as many as the waiting ones,
+    the bag is rewritten to hold only the waiting ones: each entry is rewritten a
+    bounded number of times on average, and the bag never holds more than about twice
+    what waits (in a live stream: the current windows).
+    """
+    ready: list[bytes] = []
+    taken: list[int] = []
+    waiting: list[bytes] = []
+    waiting_ends: list[int] = []
+    for data in entries:
+        end, serial = _pending_header(data)
+        if serial in book.done:
+            continue
+        if end - _MS <= fired:
+            ready.append(data)
+            taken.append(serial)
+        else:
+            waiting.append(data)
+            waiting_ends.append(end)
+    if not waiting:
+        book.due, book.done = None, frozenset()
+        return ready, []
+    book.due = min(waiting_ends) - _MS
+    if len(book.done) + len(taken) >= len(waiting):
+        book.done = frozenset()
+        return ready, waiting
+    book.done = book.done.union(taken)
+    return ready, None
+
+
 def _learn(
     learner: IncrementalLearner, x: np.ndarray, y: np.ndarray, step_rows: int | None
 ) -> None:
@@ -319,25 +358,14 @@ class _OnlineDoFn(beam.DoFn):
         fired = entry.due
         assert fired is not None
         window_us = self._cfg.window_us
-        ready: list[pa.RecordBatch] = []
-        taken: list[int] = []
-        waiting: list[int] = []  # window ends
-        for data in pending.read():
-            end, serial = _pending_header(data)
-            if serial in entry.done:
-                continue
-            if end - _MS <= fired:
-                ready.append(_pending_batch(data))
-                taken.append(serial)
-            else:
-                waiting.append(end)
-        if waiting:
-            entry.due = min(waiting) - _MS
-            entry.done = entry.done.union(taken)
-            timer.set(Timestamp(micros=entry.due))
-        else:
+        ready_data, rewrite = _fire(entry, pending.read(), fired)
+        if rewrite is not None:
             pending.clear()
-            entry.due, entry.done = None, frozenset()
+            for data in rewrite:
+                pending.add(data)
+        if entry.due is not None:
+            timer.set(Timestamp(micros=entry.due))
+        ready = [_pending_batch(data) for data in ready_data]
         book.write(entry.dump())
         data = step.read()
         live = self._live.pop(key, None)

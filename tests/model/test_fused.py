@@ -95,3 +95,17 @@ def test_which_modules_the_kernel_takes(module, fits):
     if not fits:
         with pytest.raises(ValueError, match="kernel='fused' needs"):
             IncrementalLearner(module, LearnerConfig(kernel="fused"))
+
+
+def test_optimizers_the_kernel_cannot_reproduce_fall_back_to_autograd():
+    from model.fused import optimizer_supported
+
+    params = list(MLPClassifier(3, (4,), 2).parameters())
+    assert optimizer_supported(torch.optim.Adam(params, lr=0.1))
+    assert optimizer_supported(torch.optim.SGD(params, lr=0.1, momentum=0.9))
+    assert not optimizer_supported(torch.optim.Adam(params, lr=0.1, amsgrad=True))
+    assert not optimizer_supported(torch.optim.AdamW(params, lr=0.1))
+    assert not optimizer_supported(torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True))
+    frozen = MLPClassifier(3, (4,), 2)
+    frozen.net[0].weight.requires_grad_(False)
+    assert mlp_linears(frozen) is None

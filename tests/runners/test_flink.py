@@ -194,3 +194,36 @@ def test_pipelines_on_flink_match_the_direct_runner(job_server, tmp_path, pipeli
         results[runner] = _predictions(out)
     assert len(results["DirectRunner"]) == 3000
     assert results["FlinkRunner"] == results["DirectRunner"]
+
+
+def test_stale_pid_files_never_point_stop_at_someone_else(tmp_path):
+    import os
+    import subprocess
+
+    cluster = LocalCluster(tmp_path / "run", rest_port=_free_port())
+    (tmp_path / "run" / "pids").mkdir(parents=True)
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        # A PID file left by a crash, whose PID now belongs to an unrelated process.
+        (tmp_path / "run" / "pids" / "flink-x-taskexecutor.pid").write_text(f"{bystander.pid}\n")
+        (tmp_path / "run" / "pids" / "flink-x-standalonesession.pid").write_text(f"{os.getpid()}\n")
+        assert cluster.pids() == {}
+        cluster.stop()
+        assert bystander.poll() is None  # still running
+        with pytest.raises(FlinkUnavailable, match="no live taskmanager"):
+            cluster.kill("taskmanager")
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_start_refuses_a_taken_rest_port(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cluster = LocalCluster(tmp_path / "run", rest_port=port)
+        if shutil.which("java") is None:
+            pytest.skip("no java on PATH")
+        with pytest.raises(FlinkUnavailable, match=f"port {port} on 127.0.0.1 is taken"):
+            cluster.start()

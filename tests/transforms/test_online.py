@@ -215,3 +215,51 @@ def test_late_data_never_scored_by_a_model_trained_on_later_data(mode):
     for t_us, version in rows:  # no row is scored by a model that learned from its future
         assert version == 0 or trained[version] < t_us, (t_us, version, trained[version])
     assert len(rows) > 5900
+
+
+def _entry(window: int, serial: int) -> bytes:
+    from transforms.online import _HEADER
+
+    return _HEADER.pack((window + 1) * 10 * S, serial) + b"batch"
+
+
+def _replay_firings(arrivals):
+    """Drive the pending bag as the stateful step does: ``arrivals`` is a list of
+    ('add', window) and ('fire', window) events. Returns the windows taken per firing,
+    the largest the bag ever was and how many entries were rewritten in all."""
+    from transforms.online import _MS, _Book, _fire, _pending_header
+
+    bag: list[bytes] = []
+    book = _Book()
+    taken, largest, rewritten = [], 0, 0
+    for what, window in arrivals:
+        if what == "add":
+            bag.append(_entry(window, book.serial))
+            book.serial += 1
+        else:
+            ready, rewrite = _fire(book, list(bag), (window + 1) * 10 * S - _MS)
+            taken.append(sorted(_pending_header(d)[0] // (10 * S) - 1 for d in ready))
+            if rewrite is not None:
+                bag = list(rewrite)
+                rewritten += len(rewrite)
+        largest = max(largest, len(bag))
+    return taken, largest, rewritten
+
+
+def test_pending_bag_stays_small_in_a_live_stream():
+    # Each window's batches arrive; one batch of the next window is already in when
+    # the window fires, as in a live stream.
+    arrivals = [("add", 0)]
+    for w in range(200):
+        arrivals += [("add", w), ("add", w), ("add", w + 1), ("fire", w)]
+    taken, largest, _ = _replay_firings(arrivals)
+    assert taken[0] == [0, 0, 0] and all(t == [w] * 3 for w, t in enumerate(taken[1:], 1))
+    assert largest <= 8  # not every batch of the run
+
+
+def test_pending_bag_in_a_bounded_run_is_rewritten_a_linear_number_of_times():
+    arrivals = [("add", w) for w in range(300) for _ in range(4)]
+    arrivals += [("fire", w) for w in range(300)]
+    taken, _, rewritten = _replay_firings(arrivals)
+    assert taken == [[w] * 4 for w in range(300)]  # each batch once, window by window
+    assert rewritten <= 2 * len(arrivals)
