@@ -179,14 +179,17 @@ def _predictions(out: Path) -> list[tuple[int, int, int]]:
 @pytest.mark.flink
 @pytest.mark.slow
 @pytest.mark.parametrize("pipeline", ["score", "classify"])
-def test_pipelines_on_flink_match_the_direct_runner(job_server, tmp_path, pipeline):
-    """Same predictions per event_id and the same model versions on both runners."""
+@pytest.mark.parametrize("streaming", [False, True], ids=["bounded", "teststream"])
+def test_pipelines_on_flink_match_the_direct_runner(job_server, tmp_path, pipeline, streaming):
+    """Same predictions per event_id and the same model versions on both runners; the
+    streaming variant replays through TestStream (bytes elements, a standard coder)."""
     from pipelines.cli import config_from_args, parse_args
 
     results = {}
     for runner in ("DirectRunner", "FlinkRunner"):
         out = tmp_path / runner
-        argv = ["--pipeline", pipeline, "--events", "3000", "--no-streaming", "--output", str(out)]
+        mode = "--streaming" if streaming else "--no-streaming"
+        argv = ["--pipeline", pipeline, "--events", "3000", mode, "--output", str(out)]
         cfg = config_from_args(parse_args(argv))
         settings = FlinkSettings(job_server_jar=str(job_server))
         summary = main.run(cfg, runner, show_progress=False, flink=settings)

@@ -113,16 +113,18 @@ def test_decoupled_model_trained_through_window_k_scores_window_k_plus_1(streami
     assert accuracy(rows, 11) > 0.8  # and it relearns
 
 
-@pytest.mark.parametrize("mode", ["coupled", "decoupled"])
-def test_large_batches_in_small_steps_learn_like_small_batches(mode):
+@pytest.mark.parametrize(
+    ("mode", "streaming"), [("coupled", False), ("decoupled", False), ("coupled", True)]
+)
+def test_large_batches_in_small_steps_learn_like_small_batches(mode, streaming):
     # step_rows=25 on batches of 100 (rows shuffled within each batch: the step puts
     # them in event-time order) takes the same optimizer steps as batches of 25.
     rng = np.random.default_rng(5)
     shuffled = [
         (mb.take(b, rng.permutation(b.num_rows)), wm) for b, wm in flipping_stream(per_batch=100)
     ]
-    large = run(mode, False, shuffled, step_rows=25)
-    small = run(mode, False, flipping_stream(per_batch=25), step_rows=1000)
+    large = run(mode, streaming, shuffled, step_rows=25)
+    small = run(mode, streaming, flipping_stream(per_batch=25), step_rows=1000)
     assert sorted(large) == sorted(small)
     assert accuracy(large, 5) > 0.9
 
