@@ -140,10 +140,9 @@ def split_by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
 # State and timer of the stateful step (module-level: Beam's parameter defaults).
 # Pending batches are kept as bytes: a header (the end of their window and a serial
 # number), then Arrow IPC. Beam's state cache weighs what it holds, cheap for bytes
-# and slow for Arrow objects. A bag can only be cleared whole, so while batches of
-# later windows wait (in a bounded run every batch is pending before the first
-# firing) the bag is left as it is and the serials already worked through are noted
-# in the book: a firing reads headers, never re-writes waiting batches.
+# and slow for Arrow objects. A firing reads headers only; the book notes the serials
+# already worked through, and the bag is rewritten to the waiting batches only once
+# those are outnumbered (see _fire).
 _PENDING = BagStateSpec("pending", BytesCoder())
 _BOOK = ReadModifyWriteStateSpec("book", BytesCoder())
 # Everything else is one value (see _StepState): one state write per firing, since
