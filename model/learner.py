@@ -12,6 +12,9 @@
   the rows seen before the batch (the very first batch by its own), so raw features
   of any range work and a prediction never uses statistics of the rows it scores
   that a learning step after it would not also use;
+- ``device``: where the module trains (``cpu``, ``cuda``, ``cuda:N`` or ``auto``, a
+  real ``torch.device``; a bad string or an absent GPU is an error); replay and
+  scaling stay on the host;
 - ``kernel``: ``"fused"`` trains plain MLPs on the CPU with :class:`model.fused.FusedMLP`
   (hand-derived gradients, one forward shared by :meth:`predict_learn`), about five
   times faster than autograd on micro-batches; ``"autograd"`` works for any module;
@@ -46,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.device import resolve_device
 from model.fused import FusedMLP, mlp_linears, optimizer_supported
 
 
@@ -64,9 +68,11 @@ class LearnerConfig:
     ewc_every: int = 20
     standardize: bool = False
     kernel: Literal["auto", "autograd", "fused"] = "auto"
+    device: str = "cpu"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        resolve_device(self.device)  # a ValueError naming the problem
         if self.kernel not in ("auto", "autograd", "fused"):
             msg = f"kernel must be 'auto', 'autograd' or 'fused', got {self.kernel!r}"
             raise ValueError(msg)
@@ -247,13 +253,14 @@ class IncrementalLearner:
 
     def __init__(self, module: nn.Module, config: LearnerConfig | None = None) -> None:
         self.config = config or LearnerConfig()
-        self.module = module
+        self.device = resolve_device(self.config.device)
+        self.module = module.to(self.device)
         self.loss_fn = nn.CrossEntropyLoss()
         params = list(module.parameters())
         if self.config.optimizer == "adam":
             # The fused kernel is one call per step instead of several per parameter.
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
-                params, lr=self.config.lr, fused=True
+                params, lr=self.config.lr, fused=self.device.type in ("cpu", "cuda")
             )
         else:
             self.optimizer = torch.optim.SGD(
@@ -316,7 +323,9 @@ class IncrementalLearner:
         else:
             if not self.module.training:
                 self.module.train()
-            out = self.loss_fn(self.module(_tensor(inputs)), torch.from_numpy(targets))
+            xt = _tensor(inputs).to(self.device, non_blocking=True)
+            yt = torch.from_numpy(targets).to(self.device, non_blocking=True)
+            out = self.loss_fn(self.module(xt), yt)
             (out * scale).backward()
             loss = float(out.detach())
         self.batches += 1
@@ -400,9 +409,9 @@ class IncrementalLearner:
         if self.module.training:
             self.module.eval()
         with torch.inference_mode():
-            probs = torch.softmax(self.module(_tensor(x_np)), dim=1)
-            conf, pred = probs.max(dim=1)
-        return pred.numpy().astype(np.int64), conf.numpy().astype(np.float32)
+            logits = self.module(_tensor(x_np).to(self.device, non_blocking=True))
+            conf, pred = torch.softmax(logits, dim=1).max(dim=1)
+        return pred.cpu().numpy().astype(np.int64), conf.float().cpu().numpy()
 
     def export(self, factory: Callable[[], nn.Module]) -> tuple[nn.Module, Callable[[], nn.Module]]:
         """The model to publish and a factory that rebuilds its structure: with
@@ -411,7 +420,7 @@ class IncrementalLearner:
         if moments is None:
             return self.module, factory
         mean, std = moments
-        wrapped = Standardized(copy.deepcopy(self.module), len(mean))
+        wrapped = Standardized(copy.deepcopy(self.module), len(mean)).to(self.device)
         wrapped.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         wrapped.std.copy_(torch.as_tensor(std, dtype=torch.float32))
         return wrapped, StandardizedFactory(factory, len(mean))

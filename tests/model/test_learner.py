@@ -231,3 +231,21 @@ def test_restore_in_place_drops_a_gradient_being_accumulated(kernel):
         reused.learn(x, y)
     for p, q in zip(fresh.module.parameters(), reused.module.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_the_training_device_is_explicit():
+    with pytest.raises(ValueError, match="device must be"):
+        LearnerConfig(device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            LearnerConfig(device="cuda:0")
+    # The device path (inputs, targets and predictions moved explicitly), on the CPU.
+    for device in ("cpu", "auto"):
+        learner = new_learner(device=device, kernel="autograd", standardize=True)
+        assert learner.kernel is None
+        assert next(learner.module.parameters()).device == learner.device
+        for x, y in stream(A, 30, seed=1):
+            learner.learn(x, y)
+        assert accuracy(learner, A) > 0.9
+        exported, _ = learner.export(lambda: MLPClassifier(4, (16,), seed=0))
+        assert {t.device for t in exported.state_dict().values()} == {learner.device}
