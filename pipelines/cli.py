@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="streaming: emit the watermark only every N seconds of event time; batches "
-        "in between arrive together (default 0: after every batch)",
+        "in between arrive together (0: after every batch)",
     )
     src.add_argument("--events", type=int, default=20_000, help="synthetic: number of events")
     src.add_argument("--keys", type=int, default=8, help="synthetic: number of keys")
