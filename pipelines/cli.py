@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="DirectRunner",
         help="Beam runner: DirectRunner (local; streaming on the reference streaming "
         "runner, bounded on the portable in-process runner), FlinkRunner (see the flink "
-        "options) or any other Beam runner name, passed to Beam as is",
+        "options), PortableRunner (a job server at --job-endpoint) or any other Beam "
+        "runner name, passed to Beam as is",
     )
     run.add_argument(
         "--pipeline", default="classify", choices=sorted(PIPELINES), help="which pipeline to run"
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="also print the summary as JSON")
     run.add_argument("--quiet", action="store_true", help="no progress lines while running")
 
-    fl = p.add_argument_group("flink (with --runner FlinkRunner)")
+    fl = p.add_argument_group("flink and portable runners")
     fl.add_argument(
         "--flink-master",
         default="[local]",
@@ -106,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where Python workers run: LOOPBACK (this process) or EXTERNAL (a worker pool)",
     )
     fl.add_argument("--environment-config", default=None, help="EXTERNAL: worker pool host:port")
+    fl.add_argument(
+        "--job-endpoint",
+        default="embed",
+        help="with --runner PortableRunner: a running job server's host:port (e.g. a "
+        "Flink job server), or embed for Beam's in-process portable job service",
+    )
     fl.add_argument(
         "--flink-job-server-jar",
         default=None,

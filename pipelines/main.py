@@ -45,9 +45,11 @@ def run(
     *,
     show_progress: bool = True,
     flink: FlinkSettings | None = None,
+    job_endpoint: str = "embed",
 ) -> RunSummary:
     """Build and run the pipeline with progress reporting; write the report; return
-    the summary."""
+    the summary. ``flink``: FlinkRunner settings (the environment settings also serve
+    PortableRunner); ``job_endpoint``: PortableRunner's job server."""
     beam_runner: PipelineRunner | str
     if runner == "DirectRunner":
         beam_runner = direct_runner(streaming=cfg.streaming)
@@ -55,6 +57,17 @@ def run(
     elif runner == "FlinkRunner":
         beam_runner = runner
         extra = flink_args(flink or FlinkSettings())
+        options = direct_options(streaming=cfg.streaming, extra=extra)
+    elif runner == "PortableRunner":
+        beam_runner = runner
+        settings = flink or FlinkSettings()
+        extra = [
+            "--runner=PortableRunner",
+            f"--job_endpoint={job_endpoint}",
+            f"--environment_type={settings.environment_type}",
+        ]
+        if settings.environment_config:
+            extra.append(f"--environment_config={settings.environment_config}")
         options = direct_options(streaming=cfg.streaming, extra=extra)
     else:
         beam_runner = runner
@@ -96,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         cfg = config_from_args(args)
-        flink = flink_from_args(args) if args.runner == "FlinkRunner" else None
+        flink = flink_from_args(args) if args.runner in ("FlinkRunner", "PortableRunner") else None
         if cfg.source != "synthetic":
             for path in cfg.inputs:
                 check_header(path, csv_format(cfg))
@@ -107,7 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error("bad input", err)
         return EXIT_BAD_INPUT
     try:
-        summary = run(cfg, args.runner, show_progress=not args.quiet, flink=flink)
+        summary = run(
+            cfg,
+            args.runner,
+            show_progress=not args.quiet,
+            flink=flink,
+            job_endpoint=args.job_endpoint,
+        )
     except FlinkUnavailable as err:
         _error("Flink unavailable", err)
         return EXIT_RUNTIME

@@ -230,3 +230,24 @@ def test_start_refuses_a_taken_rest_port(tmp_path):
             pytest.skip("no java on PATH")
         with pytest.raises(FlinkUnavailable, match=f"port {port} on 127.0.0.1 is taken"):
             cluster.start()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["score", "classify"])
+def test_pipelines_through_the_portable_job_api_match_the_direct_runner(tmp_path, pipeline):
+    """The portable path Flink's job server serves (pipeline protos, the job API, a
+    LOOPBACK worker, state and timers over the Fn API), here with Beam's in-process
+    job service: the same predictions and model versions as the DirectRunner."""
+    from pipelines.cli import config_from_args, parse_args
+
+    results = {}
+    for runner in ("DirectRunner", "PortableRunner"):
+        out = tmp_path / runner
+        argv = ["--pipeline", pipeline, "--events", "3000", "--no-streaming", "--output", str(out)]
+        summary = main.run(config_from_args(parse_args(argv)), runner, show_progress=False)
+        assert summary.balanced
+        results[runner] = _predictions(out)
+    assert len(results["DirectRunner"]) == 3000
+    assert results["PortableRunner"] == results["DirectRunner"]
+    if pipeline == "classify":
+        assert len({v for _, _, v in results["PortableRunner"]}) > 1  # versions reached it
