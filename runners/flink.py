@@ -12,12 +12,15 @@
   next to Beam; binds the JobManager, TaskManager and REST endpoint to 127.0.0.1;
   starts both processes with Flink's own scripts, keeps their PIDs and logs in its
   run directory and stops them by PID.
+- :class:`WorkerPool` runs a Beam Python worker pool on 127.0.0.1 for
+  ``--environment-type EXTERNAL`` (Beam's own entry point binds every interface).
 - :func:`flink_args` turns our options (master, parallelism, checkpointing, state
   backend, SDK environment) into FlinkRunner pipeline arguments.
 
 Command line (also used by ``.ci/setup`` to install the cluster files)::
 
     python -m runners.flink install | jar | cluster start | cluster stop | cluster status
+    python -m runners.flink worker-pool --port 50000   # for --environment-type EXTERNAL
 """
 
 from __future__ import annotations
@@ -376,6 +379,84 @@ _ENTRY_POINTS = {
 }
 
 
+class WorkerPool:
+    """A Beam Python SDK worker pool for ``--environment-type EXTERNAL``, on 127.0.0.1.
+
+    A child process of this Python (so it imports this project) serving Beam's
+    external worker pool API; each job's SDK harnesses run as threads in it. Started
+    and stopped by PID; its log goes to ``log_path``.
+    """
+
+    def __init__(self, port: int, log_path: Path) -> None:
+        self.port = port
+        self.log_path = Path(log_path)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> str:
+        if not _port_free(self.port):
+            msg = f"port {self.port} on {HOST} is taken: pick another worker pool port"
+            raise FlinkUnavailable(msg)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "runners.flink", "worker-pool", "--port", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            if not _port_free(self.port):
+                return self.address
+            time.sleep(0.1)
+        self.stop()
+        msg = f"the worker pool did not come up on {self.address}; log: {self.log_path}"
+        raise FlinkUnavailable(msg)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def _serve_worker_pool(port: int) -> None:
+    """The worker pool's process: Beam's servicer, bound to 127.0.0.1 only (Beam's own
+    entry point binds every interface), until terminated."""
+    import grpc
+    from apache_beam.portability.api import beam_fn_api_pb2_grpc
+    from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
+    from apache_beam.utils import thread_pool_executor
+
+    class Servicer(BeamFnExternalWorkerPoolServicer):
+        def StartWorker(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC name
+            print(f"starting SDK worker {request.worker_id}", flush=True)
+            return super().StartWorker(request, context)
+
+    server = grpc.server(thread_pool_executor.shared_unbounded_instance())
+    bound = server.add_insecure_port(f"{HOST}:{port}")
+    beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
+        Servicer(use_process=False), server
+    )
+    server.start()
+    print(f"worker pool on {HOST}:{bound}", flush=True)
+    stop = signal.SIGTERM
+    signal.signal(stop, lambda *_: server.stop(0))
+    server.wait_for_termination()
+
+
 STATE_BACKENDS = ("hashmap", "rocksdb")
 ENVIRONMENTS = ("LOOPBACK", "EXTERNAL")
 
@@ -444,11 +525,15 @@ def flink_args(settings: FlinkSettings) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runners.flink", description=__doc__.split("\n")[0])
-    ap.add_argument("command", choices=["install", "jar", "cluster"])
+    ap.add_argument("command", choices=["install", "jar", "cluster", "worker-pool"])
     ap.add_argument("action", nargs="?", choices=["start", "stop", "status"])
     ap.add_argument("--run-dir", default=str(cache_dir() / "flink-run"))
     ap.add_argument("--rest-port", type=int, default=8081)
+    ap.add_argument("--port", type=int, default=50000, help="worker-pool: its port")
     args = ap.parse_args(argv)
+    if args.command == "worker-pool":
+        _serve_worker_pool(args.port)
+        return 0
     cluster = LocalCluster(Path(args.run_dir), rest_port=args.rest_port)
     try:
         if args.command == "install":

@@ -251,3 +251,45 @@ def test_pipelines_through_the_portable_job_api_match_the_direct_runner(tmp_path
     assert results["PortableRunner"] == results["DirectRunner"]
     if pipeline == "classify":
         assert len({v for _, _, v in results["PortableRunner"]}) > 1  # versions reached it
+
+
+@pytest.mark.slow
+def test_external_environment_runs_python_workers_in_our_worker_pool(tmp_path):
+    """--environment-type EXTERNAL: the SDK workers run in a worker pool we start on
+    127.0.0.1 and stop by PID, with the DirectRunner's predictions."""
+    from pipelines.cli import config_from_args, parse_args
+    from runners.flink import WorkerPool
+
+    pool = WorkerPool(_free_port(), tmp_path / "pool.log")
+    pool.start()
+    try:
+        assert pool.process is not None
+        pid = pool.process.pid
+        addresses = _listening_addresses(pid)
+        assert addresses and addresses <= LOOPBACK, addresses
+        results = {}
+        for runner, settings in (
+            ("DirectRunner", None),
+            (
+                "PortableRunner",
+                FlinkSettings(environment_type="EXTERNAL", environment_config=pool.address),
+            ),
+        ):
+            out = tmp_path / runner
+            argv = [
+                "--pipeline",
+                "score",
+                "--events",
+                "2000",
+                "--no-streaming",
+                "--output",
+                str(out),
+            ]
+            cfg = config_from_args(parse_args(argv))
+            assert main.run(cfg, runner, show_progress=False, flink=settings).balanced
+            results[runner] = _predictions(out)
+        assert results["PortableRunner"] == results["DirectRunner"]
+        assert "starting SDK worker" in (tmp_path / "pool.log").read_text()
+    finally:
+        pool.stop()
+    assert not flink._pid_alive(pid)
