@@ -18,7 +18,8 @@ import uuid
 from collections.abc import Sequence
 
 import apache_beam as beam
-from apache_beam.runners.runner import PipelineRunner
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
 from pipelines import classify, progress, report, score
 from pipelines.cli import (
@@ -39,17 +40,14 @@ BUILDERS = {"classify": classify.build, "score": score.build}
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3, 4
 
 
-def run(
+def runner_options(
     cfg: PipelineConfig,
-    runner: str = "DirectRunner",
+    runner: str,
     *,
-    show_progress: bool = True,
     flink: FlinkSettings | None = None,
     job_endpoint: str = "embed",
-) -> RunSummary:
-    """Build and run the pipeline with progress reporting; write the report; return
-    the summary. ``flink``: FlinkRunner settings (the environment settings also serve
-    PortableRunner); ``job_endpoint``: PortableRunner's job server."""
+) -> tuple[PipelineRunner | str, PipelineOptions]:
+    """The Beam runner and pipeline options for ``runner`` (see :func:`run`)."""
     beam_runner: PipelineRunner | str
     if runner == "DirectRunner":
         beam_runner = direct_runner(streaming=cfg.streaming)
@@ -72,6 +70,26 @@ def run(
     else:
         beam_runner = runner
         options = direct_options(streaming=cfg.streaming, extra=[f"--runner={runner}"])
+    return beam_runner, options
+
+
+def start_run(pipeline: beam.Pipeline, runner: str) -> PipelineResult:
+    """Start the pipeline: DirectRunner runs skip Beam's pickling round trip."""
+    return direct_run(pipeline) if runner == "DirectRunner" else pipeline.run()
+
+
+def run(
+    cfg: PipelineConfig,
+    runner: str = "DirectRunner",
+    *,
+    show_progress: bool = True,
+    flink: FlinkSettings | None = None,
+    job_endpoint: str = "embed",
+) -> RunSummary:
+    """Build and run the pipeline with progress reporting; write the report; return
+    the summary. ``flink``: FlinkRunner settings (the environment settings also serve
+    PortableRunner); ``job_endpoint``: PortableRunner's job server."""
+    beam_runner, options = runner_options(cfg, runner, flink=flink, job_endpoint=job_endpoint)
     os.makedirs(cfg.output, exist_ok=True)
     start = time.perf_counter()
     pipeline = beam.Pipeline(runner=beam_runner, options=options)
@@ -81,7 +99,7 @@ def run(
     progress.attach(run_id, outputs.batches, outputs.predictions)
     total = outputs.source_events
     with progress.Printer(live, total, out=sys.stderr if show_progress else io.StringIO()):
-        result = direct_run(pipeline) if runner == "DirectRunner" else pipeline.run()
+        result = start_run(pipeline, runner)
         result.wait_until_finish()
     seconds = time.perf_counter() - start
     events_in = outputs.source_events

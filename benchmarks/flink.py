@@ -1,0 +1,113 @@
+"""The same pipeline on the DirectRunner, the portable job API and Flink, one run.
+
+The ``score`` pipeline (bounded, micro-batches of 256 events) is run through
+``pipelines.main.run`` on:
+
+- ``direct``: our DirectRunner set-up (the in-process FnApiRunner);
+- ``portable``: ``PortableRunner`` on Beam's in-process job service, the same portable
+  path a Flink job server serves (pipeline protos, job API, a LOOPBACK worker);
+- ``flink_p1`` / ``flink_p2``: ``FlinkRunner`` on the embedded mini-cluster at
+  parallelism 1 and 2, when Beam's Flink job server is available (otherwise one line
+  says why they were skipped).
+
+Each line gives events/s of the pipeline run (built beforehand; after a warm-up run
+of every variant) and the overhead per micro-batch against ``direct``. Every run
+must agree on the predictions.
+
+    python benchmarks/flink.py --events 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _run(runner: str, events: int, out: Path, settings: Any = None) -> tuple[float, Any]:
+    """Seconds the pipeline run takes (built beforehand, report not written), and the
+    predictions it wrote."""
+    import apache_beam as beam
+
+    from pipelines.cli import config_from_args, parse_args
+    from pipelines.main import BUILDERS, runner_options, start_run
+    from transforms.sinks import read_parquet_dir
+
+    argv = ["--pipeline", "score", "--events", str(events), "--no-streaming", "--output", str(out)]
+    cfg = config_from_args(parse_args(argv))
+    beam_runner, options = runner_options(cfg, runner, flink=settings)
+    pipeline = beam.Pipeline(runner=beam_runner, options=options)
+    BUILDERS[cfg.pipeline](pipeline, cfg)
+    start = time.perf_counter()
+    start_run(pipeline, runner).wait_until_finish()
+    seconds = time.perf_counter() - start
+    table = read_parquet_dir(str(out / "predictions"))
+    assert table is not None and table.num_rows == events, "every event scored once"
+    rows = sorted(
+        zip(
+            table.column("event_id").to_pylist(),
+            table.column("prediction").to_pylist(),
+            strict=True,
+        )
+    )
+    return seconds, rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from runners import flink
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    args = ap.parse_args(argv)
+    batches = -(-args.events // 256)
+    variants: list[tuple[str, str, Any]] = [
+        ("direct", "DirectRunner", None),
+        ("portable", "PortableRunner", None),
+    ]
+    try:
+        jar = str(flink.job_server_jar())
+        for p in (1, 2):
+            settings = flink.FlinkSettings(parallelism=p, job_server_jar=jar)
+            variants.append((f"flink_p{p}", "FlinkRunner", settings))
+    except flink.FlinkUnavailable as err:
+        print(
+            json.dumps({"benchmark": "flink", "variant": "flink_p1,flink_p2", "skipped": str(err)})
+        )
+    ok = True
+    reference: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, runner, settings in variants:  # warm-up: imports, first JVM start
+            _run(runner, 2048, Path(tmp) / f"warm-{name}", settings)
+        for name, runner, settings in variants:
+            seconds, rows = _run(runner, args.events, Path(tmp) / name, settings)
+            if not reference:
+                reference = {"seconds": seconds, "rows": rows}
+            agree = rows == reference["rows"]
+            ok &= agree
+            print(
+                json.dumps(
+                    {
+                        "benchmark": "flink",
+                        "variant": name,
+                        "events": args.events,
+                        "seconds": round(seconds, 3),
+                        "events_per_s": round(args.events / seconds),
+                        "overhead_ms_per_batch_vs_direct": round(
+                            (seconds - reference["seconds"]) / batches * 1000, 3
+                        ),
+                        "agree": agree,
+                    }
+                ),
+                flush=True,
+            )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.exit(main())
