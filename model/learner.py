@@ -440,26 +440,30 @@ class IncrementalLearner:
             self.scaler.load(state["scaler"])
 
     # -- state --------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: a deep copy, safe to keep."""
+    def snapshot(self, *, copy_state: bool = True) -> dict[str, Any]:
+        """Everything needed to continue exactly: a deep copy, safe to keep. With
+        ``copy_state=False`` the tensors are the live ones: serialize the snapshot
+        before the learner learns again (it saves a deep copy per snapshot)."""
         if self.kernel is not None:
             self.kernel.sync_optimizer_state()
         accumulating = self.batches % self.config.accumulate != 0
-        return copy.deepcopy(
-            {
-                "module": self.module.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "grads": self._grads() if accumulating else None,
-                "replay": self.replay.state(),
-                "fisher": self.fisher,
-                "anchor": self.anchor,
-                "counters": (self.samples, self.batches, self.steps),
-                "scaler": None if self.scaler is None else self.scaler.state(),
-            }
-        )
+        snap = {
+            "module": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "grads": self._grads() if accumulating else None,
+            "replay": self.replay.state(),
+            "fisher": self.fisher,
+            "anchor": self.anchor,
+            "counters": (self.samples, self.batches, self.steps),
+            "scaler": None if self.scaler is None else self.scaler.state(),
+        }
+        return copy.deepcopy(snap) if copy_state else snap
 
-    def restore(self, state: dict[str, Any]) -> None:
-        state = copy.deepcopy(state)
+    def restore(self, state: dict[str, Any], *, copy_state: bool = True) -> None:
+        """Continue from ``state``; ``copy_state=False`` when nothing else holds it
+        (e.g. freshly deserialized), to skip a deep copy."""
+        if copy_state:
+            state = copy.deepcopy(state)
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.kernel is not None:

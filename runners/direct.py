@@ -26,10 +26,52 @@ def direct_runner(*, streaming: bool) -> PipelineRunner:
     if streaming:
         _tolerate_empty_bundles_with_side_inputs()
         _memoize_dofn_specs()
+        _memoize_method_arguments()
         return BundleBasedDirectRunner()
     _weigh_plain_state_cheaply()
     _memoize_dofn_specs()
+    _memoize_method_arguments()
     return FnApiRunner()
+
+
+def _memoize_method_arguments() -> None:
+    """Speed up Beam 2.77's per-bundle DoFn set-up: cache method signatures.
+
+    Every bundle builds a ``DoFnSignature``, which inspects the signature of the
+    DoFn's methods (``core.get_function_arguments``, about 100 us each with
+    ``inspect``); the BundleBasedDirectRunner does it for every bundle of every step.
+    A method defined on the DoFn's class has the same arguments for every instance,
+    so those are cached per (class, method name). Methods set on the instance, and
+    DoFns that answer through ``_inspect_<name>`` (``beam.Map`` and friends wrap a
+    user callable), are inspected every time as before. Measured on the default
+    ``main.py`` run (streaming, 20k events): about 1.2 s of 7 s CPU. Idempotent.
+    """
+    import types
+
+    from apache_beam.transforms import core
+
+    if getattr(core, "_sml_arguments_memoized", False):
+        return
+    original = core.get_function_arguments
+    cache: dict[tuple[type, str], tuple[list[str], list[Any]]] = {}
+
+    def get_function_arguments(obj: Any, func: str) -> Any:
+        cls = type(obj)
+        plain = (
+            not hasattr(obj, f"_inspect_{func}")
+            and isinstance(getattr(cls, func, None), types.FunctionType)
+            and func not in getattr(obj, "__dict__", {})
+        )
+        if not plain:
+            return original(obj, func)
+        key = (cls, func)
+        if key not in cache:
+            cache[key] = original(obj, func)
+        args, defaults = cache[key]
+        return list(args), list(defaults)
+
+    core.get_function_arguments = get_function_arguments
+    core._sml_arguments_memoized = True  # type: ignore[attr-defined]
 
 
 _PLAIN = (bytes, str, int, float, bool, type(None))

@@ -37,6 +37,8 @@ micro-batches keep Beam's per-element cost low; small steps keep learning fine-g
 from __future__ import annotations
 
 import struct
+import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -68,7 +70,28 @@ from transforms.window_stats import Stats, WindowStats, merge_stats, partial_sta
 
 Mode = Literal["decoupled", "coupled"]
 GLOBAL_KEY = ""
-_LIVE_KEYS = 64  # learners kept in memory per worker, most recently used
+# The learners as this process last wrote them, per (step, key): reused when the
+# state read back is exactly those bytes (restoring costs milliseconds per firing).
+# Process-wide, since a runner may set up a fresh DoFn copy for every bundle (the
+# legacy DirectRunner does). Taken out while a firing runs, so a failed firing never
+# leaves one half done; the most recently used _LIVE_KEYS stay.
+_LIVE_KEYS = 64
+_live: OrderedDict[tuple[str, Any], tuple[bytes, Any, Any]] = OrderedDict()
+_live_lock = threading.Lock()
+
+
+def _take_live(key: tuple[str, Any]) -> tuple[bytes, Any, Any] | None:
+    with _live_lock:
+        return _live.pop(key, None)
+
+
+def _keep_live(key: tuple[str, Any], value: tuple[bytes, Any, Any]) -> None:
+    with _live_lock:
+        _live[key] = value
+        while len(_live) > _LIVE_KEYS:
+            _live.popitem(last=False)
+
+
 _MS = 1000
 
 
@@ -315,14 +338,11 @@ class _OnlineDoFn(beam.DoFn):
     def __init__(self, factory: Callable[[], nn.Module], cfg: OnlineConfig) -> None:
         self._factory = factory
         self._cfg = cfg
+        self._token = uuid.uuid4().hex  # survives pickling: names this step's learners
 
     def setup(self) -> None:
         self._learned = beam.metrics.Metrics.counter(NAMESPACE, "samples_learned")
         self._versions = beam.metrics.Metrics.counter(NAMESPACE, "model_versions")
-        # The learner as this worker last wrote it, per key: reused when the state
-        # read back is exactly those bytes (restoring costs a few ms per firing).
-        # Taken out while a firing runs, so a failed firing never leaves it half done.
-        self._live: OrderedDict[Any, tuple[bytes, _StepState, IncrementalLearner]] = OrderedDict()
 
     def process(
         self,
@@ -367,14 +387,14 @@ class _OnlineDoFn(beam.DoFn):
         ready = [_pending_batch(data) for data in ready_data]
         book.write(entry.dump())
         data = step.read()
-        live = self._live.pop(key, None)
+        live = _take_live((self._token, key))
         if live is not None and data is not None and live[0] == data:
             _, state, learner = live
         else:
             state = _StepState.load(data)
             learner = IncrementalLearner(self._factory(), self._cfg.learner)
             if state.learner is not None:
-                learner.restore(state.learner)
+                learner.restore(state.learner, copy_state=False)
         done_until = state.done_until
         # Never publish into a window the learner has already seen data of.
         publish_at = (fired if done_until is None else max(fired, done_until)) + _MS
@@ -415,13 +435,11 @@ class _OnlineDoFn(beam.DoFn):
                 yield from self._publish(key, learner, state, publish_at)
         if state.since_publish:
             yield from self._publish(key, learner, state, publish_at)
-        state.learner = learner.snapshot()
+        state.learner = learner.snapshot(copy_state=False)  # serialized just below
         state.done_until = publish_at - _MS
         data = state.dump()
         step.write(data)
-        self._live[key] = (data, state, learner)
-        if len(self._live) > _LIVE_KEYS:
-            self._live.popitem(last=False)
+        _keep_live((self._token, key), (data, state, learner))
         for start, per_key in sorted(stats.items()):
             late = done_until is not None and start + window_us - _MS <= done_until
             pane = "LATE" if late else "ON_TIME"

@@ -1,0 +1,51 @@
+"""Our documented patches of Beam's local runners keep Beam's answers."""
+
+from __future__ import annotations
+
+import sys
+
+import apache_beam as beam
+
+from runners.direct import direct_runner
+
+
+class _A(beam.DoFn):
+    def process(self, element, window=beam.DoFn.WindowParam):
+        yield element
+
+
+class _B(beam.DoFn):
+    def process(self, element, side, *, timestamp=beam.DoFn.TimestampParam):
+        yield element
+
+
+def test_memoized_method_arguments_are_per_class_and_never_shared_lists():
+    from apache_beam.transforms import core
+
+    direct_runner(streaming=True)  # installs the patches
+    a_args, a_defaults = core.get_function_arguments(_A(), "process")
+    b_args, _ = core.get_function_arguments(_B(), "process")
+    assert a_args == ["element", "window"] and b_args[:2] == ["element", "side"]
+    a_args.append("mutated")
+    assert core.get_function_arguments(_A(), "process")[0] == ["element", "window"]
+    # A method set on the instance is inspected afresh.
+    odd = _A()
+    odd.process = lambda element, extra: iter(())  # type: ignore[method-assign]
+    assert core.get_function_arguments(odd, "process")[0] == ["element", "extra"]
+    # beam.Map answers through _inspect_process: the wrapped callable decides.
+    m1 = beam.Map(lambda x: x).fn
+    m2 = beam.Map(lambda x, y=1: x).fn
+    assert (
+        core.get_function_arguments(m1, "process")[0]
+        != core.get_function_arguments(m2, "process")[0]
+    )
+
+
+def test_plain_state_is_weighed_without_walking_module_globals():
+    from apache_beam.runners.worker import statecache
+
+    direct_runner(streaming=False)
+    values = [b"x" * 100, b"y" * 10]
+    expected = sys.getsizeof(values) + sum(sys.getsizeof(v) for v in values)
+    assert statecache.get_deep_size(values) == expected
+    assert statecache.get_deep_size({"a": [1, 2]}) > 0  # other objects: objsize as before
