@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="DirectRunner",
         help="Beam runner: DirectRunner (local; streaming on the reference streaming "
         "runner, bounded on the portable in-process runner), FlinkRunner (see the flink "
-        "options), PortableRunner (a job server at --job-endpoint) or any other Beam "
-        "runner name, passed to Beam as is",
+        "options), PrismRunner (Beam's portable local runner, built once with Go), "
+        "PortableRunner (a job server at --job-endpoint) or any other Beam runner name, "
+        "passed to Beam as is",
     )
     run.add_argument(
         "--pipeline", default="classify", choices=sorted(PIPELINES), help="which pipeline to run"

@@ -34,6 +34,7 @@ from pipelines.summary import RunSummary, counters
 from runners.direct import direct_options, direct_runner
 from runners.direct import run as direct_run
 from runners.flink import FlinkSettings, FlinkUnavailable, flink_args
+from runners.prism import PrismUnavailable, prism_args
 from transforms.csv_parse import check_header
 
 BUILDERS = {"classify": classify.build, "score": score.build}
@@ -56,6 +57,9 @@ def runner_options(
         beam_runner = runner
         extra = flink_args(flink or FlinkSettings())
         options = direct_options(streaming=cfg.streaming, extra=extra)
+    elif runner == "PrismRunner":
+        beam_runner = runner
+        options = direct_options(streaming=cfg.streaming, extra=prism_args())
     elif runner == "PortableRunner":
         beam_runner = runner
         settings = flink or FlinkSettings()
@@ -145,8 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             flink=flink,
             job_endpoint=args.job_endpoint,
         )
-    except FlinkUnavailable as err:
-        _error("Flink unavailable", err)
+    except (FlinkUnavailable, PrismUnavailable) as err:
+        _error("runner unavailable", err)
         return EXIT_RUNTIME
     except Exception as err:  # noqa: BLE001 - reported with its type, exit code says runtime
         _error("pipeline failed", f"{type(err).__name__}: {err}")  # type: ignore[arg-type]

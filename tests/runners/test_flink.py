@@ -95,7 +95,7 @@ def test_main_on_flink_without_the_job_server_is_a_clear_runtime_error(
     code = main.main(["--runner", "FlinkRunner", "--output", out, "--events", "500", "--quiet"])
     assert code == main.EXIT_RUNTIME
     err = capsys.readouterr().err
-    assert "Flink unavailable" in err and ARTIFACT in err
+    assert "runner unavailable" in err and ARTIFACT in err
     assert main.main(["--runner", "FlinkRunner", "--parallelism", "0"]) == main.EXIT_USAGE
     assert "--parallelism" in capsys.readouterr().err
 
