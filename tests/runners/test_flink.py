@@ -12,6 +12,7 @@ import pytest
 from pipelines import main
 from runners import flink
 from runners.flink import FlinkSettings, FlinkUnavailable, LocalCluster, flink_args
+from tests.outputs import run_and_read
 
 ARTIFACT = "org.apache.beam:beam-runners-flink-2.2-job-server:"
 
@@ -167,15 +168,6 @@ def job_server():
         pytest.skip(str(err))
 
 
-def _predictions(out: Path) -> list[tuple[int, int, int]]:
-    from transforms.sinks import read_parquet_dir
-
-    table = read_parquet_dir(str(out / "predictions"))
-    assert table is not None
-    columns = [table.column(c).to_pylist() for c in ("event_id", "prediction", "model_version")]
-    return sorted(zip(*columns, strict=True))
-
-
 @pytest.mark.flink
 @pytest.mark.slow
 @pytest.mark.parametrize("pipeline", ["score", "classify"])
@@ -183,20 +175,12 @@ def _predictions(out: Path) -> list[tuple[int, int, int]]:
 def test_pipelines_on_flink_match_the_direct_runner(job_server, tmp_path, pipeline, streaming):
     """Same predictions per event_id and the same model versions on both runners; the
     streaming variant replays through TestStream (bytes elements, a standard coder)."""
-    from pipelines.cli import config_from_args, parse_args
-
-    results = {}
-    for runner in ("DirectRunner", "FlinkRunner"):
-        out = tmp_path / runner
-        mode = "--streaming" if streaming else "--no-streaming"
-        argv = ["--pipeline", pipeline, "--events", "3000", mode, "--output", str(out)]
-        cfg = config_from_args(parse_args(argv))
-        settings = FlinkSettings(job_server_jar=str(job_server))
-        summary = main.run(cfg, runner, show_progress=False, flink=settings)
-        assert summary.balanced
-        results[runner] = _predictions(out)
-    assert len(results["DirectRunner"]) == 3000
-    assert results["FlinkRunner"] == results["DirectRunner"]
+    mode = "--streaming" if streaming else "--no-streaming"
+    argv = ["--pipeline", pipeline, "--events", "3000", mode]
+    direct = run_and_read("DirectRunner", argv, tmp_path / "direct")
+    settings = FlinkSettings(job_server_jar=str(job_server))
+    on_flink = run_and_read("FlinkRunner", argv, tmp_path / "flink", flink=settings)
+    assert len(direct) == 3000 and on_flink == direct
 
 
 def test_stale_pid_files_never_point_stop_at_someone_else(tmp_path):
@@ -238,26 +222,18 @@ def test_pipelines_through_the_portable_job_api_match_the_direct_runner(tmp_path
     """The portable path Flink's job server serves (pipeline protos, the job API, a
     LOOPBACK worker, state and timers over the Fn API), here with Beam's in-process
     job service: the same predictions and model versions as the DirectRunner."""
-    from pipelines.cli import config_from_args, parse_args
-
-    results = {}
-    for runner in ("DirectRunner", "PortableRunner"):
-        out = tmp_path / runner
-        argv = ["--pipeline", pipeline, "--events", "3000", "--no-streaming", "--output", str(out)]
-        summary = main.run(config_from_args(parse_args(argv)), runner, show_progress=False)
-        assert summary.balanced
-        results[runner] = _predictions(out)
-    assert len(results["DirectRunner"]) == 3000
-    assert results["PortableRunner"] == results["DirectRunner"]
+    argv = ["--pipeline", pipeline, "--events", "3000", "--no-streaming"]
+    direct = run_and_read("DirectRunner", argv, tmp_path / "direct")
+    portable = run_and_read("PortableRunner", argv, tmp_path / "portable")
+    assert len(direct) == 3000 and portable == direct
     if pipeline == "classify":
-        assert len({v for _, _, v in results["PortableRunner"]}) > 1  # versions reached it
+        assert len({v for _, _, v in portable}) > 1  # versions reached the scorer
 
 
 @pytest.mark.slow
 def test_external_environment_runs_python_workers_in_our_worker_pool(tmp_path):
     """--environment-type EXTERNAL: the SDK workers run in a worker pool we start on
     127.0.0.1 and stop by PID, with the DirectRunner's predictions."""
-    from pipelines.cli import config_from_args, parse_args
     from runners.flink import WorkerPool
 
     pool = WorkerPool(_free_port(), tmp_path / "pool.log")
@@ -267,28 +243,11 @@ def test_external_environment_runs_python_workers_in_our_worker_pool(tmp_path):
         pid = pool.process.pid
         addresses = _listening_addresses(pid)
         assert addresses and addresses <= LOOPBACK, addresses
-        results = {}
-        for runner, settings in (
-            ("DirectRunner", None),
-            (
-                "PortableRunner",
-                FlinkSettings(environment_type="EXTERNAL", environment_config=pool.address),
-            ),
-        ):
-            out = tmp_path / runner
-            argv = [
-                "--pipeline",
-                "score",
-                "--events",
-                "2000",
-                "--no-streaming",
-                "--output",
-                str(out),
-            ]
-            cfg = config_from_args(parse_args(argv))
-            assert main.run(cfg, runner, show_progress=False, flink=settings).balanced
-            results[runner] = _predictions(out)
-        assert results["PortableRunner"] == results["DirectRunner"]
+        argv = ["--pipeline", "score", "--events", "2000", "--no-streaming"]
+        direct = run_and_read("DirectRunner", argv, tmp_path / "direct")
+        external = FlinkSettings(environment_type="EXTERNAL", environment_config=pool.address)
+        pooled = run_and_read("PortableRunner", argv, tmp_path / "pooled", flink=external)
+        assert pooled == direct
         assert "starting SDK worker" in (tmp_path / "pool.log").read_text()
     finally:
         pool.stop()

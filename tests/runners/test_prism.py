@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipelines import main
-from pipelines.cli import config_from_args, parse_args
 from runners import prism
-from transforms.sinks import read_parquet_dir
+from tests.outputs import run_and_read
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +18,6 @@ def binary() -> Path:
         return prism.prism_binary()
     except prism.PrismUnavailable as err:
         pytest.skip(str(err))
-
-
-def _predictions(out: Path) -> list[tuple[int, int, int]]:
-    table = read_parquet_dir(str(out / "predictions"))
-    assert table is not None
-    columns = [table.column(c).to_pylist() for c in ("event_id", "prediction", "model_version")]
-    return sorted(zip(*columns, strict=True))
 
 
 @pytest.mark.slow
@@ -39,15 +31,11 @@ def _predictions(out: Path) -> list[tuple[int, int, int]]:
     ids=["score-teststream", "coupled-teststream", "decoupled-bounded"],
 )
 def test_pipelines_on_prism_match_the_direct_runner(binary, tmp_path, extra):
-    results = {}
-    for runner in ("DirectRunner", "PrismRunner"):
-        out = tmp_path / runner
-        argv = [*extra, "--events", "3000", "--output", str(out)]
-        summary = main.run(config_from_args(parse_args(argv)), runner, show_progress=False)
-        assert summary.balanced
-        results[runner] = _predictions(out)
-    assert results["PrismRunner"] == results["DirectRunner"]
-    assert len(results["PrismRunner"]) > 2900  # a few late events are dead-lettered
+    argv = [*extra, "--events", "3000"]
+    direct = run_and_read("DirectRunner", argv, tmp_path / "direct")
+    on_prism = run_and_read("PrismRunner", argv, tmp_path / "prism")
+    assert on_prism == direct
+    assert len(direct) > 2900  # a few late events are dead-lettered
 
 
 def test_without_go_prism_is_a_clear_error(tmp_path, monkeypatch, capsys):
