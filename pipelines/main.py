@@ -33,7 +33,7 @@ from pipelines.config import PipelineConfig, csv_format
 from pipelines.summary import RunSummary, counters
 from runners.direct import direct_options, direct_runner
 from runners.direct import run as direct_run
-from runners.flink import FlinkSettings, FlinkUnavailable, flink_args
+from runners.flink import FlinkSettings, FlinkUnavailable, flink_args, job_args
 from runners.prism import PrismUnavailable, prism_args
 from transforms.csv_parse import check_header
 
@@ -62,14 +62,11 @@ def runner_options(
         options = direct_options(streaming=cfg.streaming, extra=prism_args())
     elif runner == "PortableRunner":
         beam_runner = runner
-        settings = flink or FlinkSettings()
         extra = [
             "--runner=PortableRunner",
             f"--job_endpoint={job_endpoint}",
-            f"--environment_type={settings.environment_type}",
+            *job_args(flink or FlinkSettings()),
         ]
-        if settings.environment_config:
-            extra.append(f"--environment_config={settings.environment_config}")
         options = direct_options(streaming=cfg.streaming, extra=extra)
     else:
         beam_runner = runner

@@ -362,6 +362,16 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+def _accepts(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def _port_free(port: int) -> bool:
     import socket
 
@@ -408,13 +418,15 @@ class WorkerPool:
                 stderr=subprocess.STDOUT,
                 cwd=Path(__file__).resolve().parent.parent,
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            if not _port_free(self.port):
-                return self.address
-            time.sleep(0.1)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and self.process.poll() is None:
+                if _accepts(self.port):  # listening, not just bound
+                    return self.address
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
         self.stop()
         msg = f"the worker pool did not come up on {self.address}; log: {self.log_path}"
         raise FlinkUnavailable(msg)
@@ -502,14 +514,23 @@ def flink_args(settings: FlinkSettings) -> list[str]:
     """FlinkRunner pipeline arguments; resolves the job-server jar (may raise
     :class:`FlinkUnavailable`)."""
     jar = settings.job_server_jar or str(job_server_jar())
-    args = [
+    return [
         "--runner=FlinkRunner",
         f"--flink_master={settings.master}",
         f"--flink_version={FLINK_MINOR}",
         f"--flink_job_server_jar={jar}",
+        *(f"--job_server_jvm_property={p}" for p in JAVA17_OPENS),
+        *job_args(settings),
+    ]
+
+
+def job_args(settings: FlinkSettings) -> list[str]:
+    """The options a Flink job server reads from the pipeline (parallelism,
+    checkpoints, state backend) and the SDK environment: also what PortableRunner
+    passes to a job server at ``--job-endpoint``."""
+    args = [
         f"--parallelism={settings.parallelism}",
         f"--environment_type={settings.environment_type}",
-        *(f"--job_server_jvm_property={p}" for p in JAVA17_OPENS),
     ]
     if settings.environment_config:
         args.append(f"--environment_config={settings.environment_config}")

@@ -26,6 +26,7 @@ from pathlib import Path
 from runners.flink import beam_version, cache_dir
 
 PACKAGE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
+BUILD_TIMEOUT_S = 1200
 
 
 class PrismUnavailable(RuntimeError):
@@ -46,23 +47,35 @@ def prism_binary(version: str | None = None, *, build: bool = True) -> Path:
     if go is None:
         msg = f"building Prism needs Go (go install {PACKAGE}@v{version}); no go on PATH"
         raise PrismUnavailable(msg)
+    partial = target.with_name(f"{version}.part{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
     env = dict(
         os.environ,
-        GOBIN=str(target),
+        GOBIN=str(partial),
         GOPATH=str(cache_dir() / "go"),
         GOMODCACHE=str(cache_dir() / "go" / "pkg" / "mod"),
         GOFLAGS="-mod=mod",
     )
-    done = subprocess.run(
-        [go, "install", f"{PACKAGE}@v{version}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0 or not binary.is_file():
-        msg = f"go install {PACKAGE}@v{version} failed: {done.stderr.strip()[-800:]}"
-        raise PrismUnavailable(msg)
+    try:
+        done = subprocess.run(
+            [go, "install", f"{PACKAGE}@v{version}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=BUILD_TIMEOUT_S,
+        )
+        built = partial / "prism"
+        if done.returncode != 0 or not built.is_file():
+            msg = f"go install {PACKAGE}@v{version} failed: {done.stderr.strip()[-800:]}"
+            raise PrismUnavailable(msg)
+        target.mkdir(parents=True, exist_ok=True)
+        os.replace(built, binary)  # atomic: a half-copied binary is never used
+    except subprocess.TimeoutExpired:
+        msg = f"go install {PACKAGE}@v{version} took over {BUILD_TIMEOUT_S} s"
+        raise PrismUnavailable(msg) from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return binary
 
 

@@ -92,6 +92,12 @@ def _keep_live(key: tuple[str, Any], value: tuple[bytes, Any, Any]) -> None:
             _live.popitem(last=False)
 
 
+def _drop_live(token: str) -> None:
+    with _live_lock:
+        for key in [k for k in _live if k[0] == token]:
+            del _live[key]
+
+
 _MS = 1000
 
 
@@ -340,6 +346,9 @@ class _OnlineDoFn(beam.DoFn):
         self._cfg = cfg
         self._token = uuid.uuid4().hex  # survives pickling: names this step's learners
 
+    def teardown(self) -> None:
+        _drop_live(self._token)
+
     def setup(self) -> None:
         self._learned = beam.metrics.Metrics.counter(NAMESPACE, "samples_learned")
         self._versions = beam.metrics.Metrics.counter(NAMESPACE, "model_versions")
@@ -439,6 +448,7 @@ class _OnlineDoFn(beam.DoFn):
         state.done_until = publish_at - _MS
         data = state.dump()
         step.write(data)
+        state.learner = None  # the live learner is the state now; no second copy kept
         _keep_live((self._token, key), (data, state, learner))
         for start, per_key in sorted(stats.items()):
             late = done_until is not None and start + window_us - _MS <= done_until

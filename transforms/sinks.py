@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,11 +26,21 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.lateness import NAMESPACE
 
 FORMATS = ("parquet", "jsonl")
+_JSON_SLICE_ROWS = 65_536
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, dt.datetime):  # as the vectorized path writes them
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """As the vectorized path writes it: UTC timestamps (zone-less ones are UTC),
+    ``null`` for NaN and infinities (not JSON)."""
+    if isinstance(value, dt.datetime):
+        utc = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
     return value
 
 
@@ -37,7 +48,9 @@ def _rows_one_by_one(batch: pa.RecordBatch) -> list[str]:
     """The general (slow) path: one ``json.dumps`` per row."""
     columns = {name: batch.column(name).to_pylist() for name in batch.schema.names}
     return [
-        json.dumps({name: _jsonable(values[i]) for name, values in columns.items()})
+        json.dumps(
+            {name: _jsonable(values[i]) for name, values in columns.items()}, allow_nan=False
+        )
         for i in range(batch.num_rows)
     ]
 
@@ -73,7 +86,7 @@ def _json_values(column: pa.Array) -> pa.Array | None:
         text = pc.cast(column.cast(pa.timestamp(t.unit)), pa.string())
         iso = pc.replace_substring(text, " ", "T", max_replacements=1)
         return _null_as(column, pc.binary_join_element_wise('"', iso, 'Z"', ""))
-    if pa.types.is_fixed_size_list(t) and column.null_count == 0:
+    if pa.types.is_fixed_size_list(t) and column.null_count == 0 and t.list_size > 0:
         items = _json_values(column.flatten())
         if items is None:
             return None
@@ -161,9 +174,10 @@ class _BatchWriter(_BundleWriter):
         payloads: list[bytes] = []
         for fmt in self.suffixes:
             if fmt == "jsonl":
-                # One vectorized pass over the whole bundle, not one per small batch.
-                whole = table.combine_chunks().to_batches()
-                payloads.append(b"".join(batch_to_json_lines(b) for b in whole))
+                # Vectorized over slices of the bundle, not per small batch (and under
+                # Arrow's 2 GiB limit for one string array).
+                slices = table.combine_chunks().to_batches(max_chunksize=_JSON_SLICE_ROWS)
+                payloads.append(b"".join(batch_to_json_lines(b) for b in slices))
             else:
                 buf = io.BytesIO()
                 pq.write_table(table, buf)

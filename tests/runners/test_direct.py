@@ -32,6 +32,19 @@ def test_memoized_method_arguments_are_per_class_and_never_shared_lists():
     odd = _A()
     odd.process = lambda element, extra: iter(())  # type: ignore[method-assign]
     assert core.get_function_arguments(odd, "process")[0] == ["element", "extra"]
+
+    # A wrapper handing its methods to another DoFn (as with_exception_handling does).
+    class Delegating(beam.DoFn):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattribute__(self, name):
+            if name in ("process", "setup"):
+                return getattr(object.__getattribute__(self, "inner"), name)
+            return object.__getattribute__(self, name)
+
+    assert core.get_function_arguments(Delegating(_A()), "process")[0] == ["element", "window"]
+    assert core.get_function_arguments(Delegating(_B()), "process")[0][:2] == ["element", "side"]
     # beam.Map answers through _inspect_process: the wrapped callable decides.
     m1 = beam.Map(lambda x: x).fn
     m2 = beam.Map(lambda x, y=1: x).fn
