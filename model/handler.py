@@ -22,9 +22,7 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +33,7 @@ from torch import nn
 from model.artifact import ModelArtifact
 from model.batching import AdaptiveBatchSize
 from model.device import HostStaging, resolve_device
+from model.lru import LRU
 
 
 @dataclass
@@ -56,8 +55,7 @@ class HandlerStats:
 
 
 SHARED_MODULES = 8
-_shared: OrderedDict[Any, nn.Module] = OrderedDict()
-_shared_lock = threading.Lock()
+_shared: LRU[Any, nn.Module] = LRU(SHARED_MODULES)
 
 
 def shared_module(
@@ -72,20 +70,15 @@ def shared_module(
     fingerprint = artifact.fingerprint()
     key = None if fingerprint is None else (fingerprint, str(device), compile)
     if key is not None:
-        with _shared_lock:
-            module = _shared.get(key)
-            if module is not None:
-                _shared.move_to_end(key)
-                return module
+        cached = _shared.get(key)
+        if cached is not None:
+            return cached
     module = artifact.build(device)
     if compile:
         backend = compile if isinstance(compile, str) else "inductor"
         module = torch.compile(module, backend=backend)  # type: ignore[assignment]
     if key is not None:
-        with _shared_lock:
-            _shared[key] = module
-            while len(_shared) > SHARED_MODULES:
-                _shared.popitem(last=False)
+        _shared.put(key, module)
     return module
 
 

@@ -12,11 +12,11 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 
 from model.artifact import ModelArtifact
 from model.handler import TorchModelHandler
+from model.lru import LRU
 
 
 class ModelCache:
@@ -33,25 +33,20 @@ class ModelCache:
             msg = f"max_resident must be > 0, got {max_resident!r}"
             raise ValueError(msg)
         self._loader = loader
-        self._max = max_resident
         self._device = device
-        self._handlers: OrderedDict[str, TorchModelHandler] = OrderedDict()
+        self._handlers: LRU[str, TorchModelHandler] = LRU(max_resident)
         self.loads = 0
         self.evictions = 0
 
     def get(self, model_key: str) -> TorchModelHandler:
         handler = self._handlers.get(model_key)
         if handler is not None:
-            self._handlers.move_to_end(model_key)
             return handler
         handler = TorchModelHandler(self._loader(model_key), self._device)
         self.loads += 1
-        self._handlers[model_key] = handler
-        while len(self._handlers) > self._max:
-            self._handlers.popitem(last=False)
-            self.evictions += 1
+        self.evictions += self._handlers.put(model_key, handler)
         return handler
 
     def resident(self) -> list[str]:
         """Keys in memory, least recently used first."""
-        return list(self._handlers)
+        return list(self._handlers.keys())

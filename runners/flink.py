@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -363,8 +364,6 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _accepts(port: int) -> bool:
-    import socket
-
     try:
         with socket.create_connection((HOST, port), timeout=0.5):
             return True
@@ -373,8 +372,6 @@ def _accepts(port: int) -> bool:
 
 
 def _port_free(port: int) -> bool:
-    import socket
-
     with socket.socket() as s:
         try:
             s.bind((HOST, port))

@@ -37,9 +37,7 @@ micro-batches keep Beam's per-element cost low; small steps keep learning fine-g
 from __future__ import annotations
 
 import struct
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -63,6 +61,7 @@ from torch import nn
 from model import batch as mb
 from model.artifact import ModelArtifact
 from model.learner import IncrementalLearner, LearnerConfig, dumps_state, loads_state
+from model.lru import LRU
 from transforms.coders import decode_batch, encode_batch
 from transforms.inference import StreamingInference, scored_batch
 from transforms.lateness import NAMESPACE
@@ -76,28 +75,7 @@ GLOBAL_KEY = ""
 # legacy DirectRunner does). Taken out while a firing runs, so a failed firing never
 # leaves one half done; the most recently used _LIVE_KEYS stay.
 _LIVE_KEYS = 64
-_live: OrderedDict[tuple[str, Any], tuple[bytes, Any, Any]] = OrderedDict()
-_live_lock = threading.Lock()
-
-
-def _take_live(key: tuple[str, Any]) -> tuple[bytes, Any, Any] | None:
-    with _live_lock:
-        return _live.pop(key, None)
-
-
-def _keep_live(key: tuple[str, Any], value: tuple[bytes, Any, Any]) -> None:
-    with _live_lock:
-        _live[key] = value
-        while len(_live) > _LIVE_KEYS:
-            _live.popitem(last=False)
-
-
-def _drop_live(token: str) -> None:
-    with _live_lock:
-        for key in [k for k in _live if k[0] == token]:
-            del _live[key]
-
-
+_live: LRU[tuple[str, Any], tuple[bytes, Any, Any]] = LRU(_LIVE_KEYS)
 _MS = 1000
 
 
@@ -311,31 +289,33 @@ def _fire(
     return ready, None
 
 
-def _learn(
-    learner: IncrementalLearner, x: np.ndarray, y: np.ndarray, step_rows: int | None
-) -> None:
-    size = step_rows or len(x)
-    for i in range(0, len(x), size):
-        learner.learn(x[i : i + size], y[i : i + size])
-
-
-def _predict_learn(
-    learner: IncrementalLearner, x: np.ndarray, y: np.ndarray | None, step_rows: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Prequential over steps of at most ``step_rows`` rows (rows in event-time order):
-    each step is predicted, then learned (when labelled)."""
+def _in_steps(
+    learner: IncrementalLearner,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    step_rows: int | None,
+    *,
+    predict: bool,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Learn from the rows (in event-time order) in steps of at most ``step_rows``;
+    with ``predict``, each step is predicted first (prequential) and the predictions
+    are returned. Unlabelled rows are only predicted."""
     if y is None:
-        return learner.predict(x)
+        return learner.predict(x) if predict else None
     size = step_rows or len(x)
-    if size >= len(x):
-        pred, conf, _ = learner.predict_learn(x, y)
-        return pred, conf
     preds, confs = [], []
     for i in range(0, len(x), size):
-        pred, conf, _ = learner.predict_learn(x[i : i + size], y[i : i + size])
-        preds.append(pred)
-        confs.append(conf)
-    return np.concatenate(preds), np.concatenate(confs)
+        if predict:
+            pred, conf, _ = learner.predict_learn(x[i : i + size], y[i : i + size])
+            preds.append(pred)
+            confs.append(conf)
+        else:
+            learner.learn(x[i : i + size], y[i : i + size])
+    if not predict:
+        return None
+    return (
+        (preds[0], confs[0]) if len(preds) == 1 else (np.concatenate(preds), np.concatenate(confs))
+    )
 
 
 class _OnlineDoFn(beam.DoFn):
@@ -347,7 +327,7 @@ class _OnlineDoFn(beam.DoFn):
         self._token = uuid.uuid4().hex  # survives pickling: names this step's learners
 
     def teardown(self) -> None:
-        _drop_live(self._token)
+        _live.drop(lambda k: k[0] == self._token)
 
     def setup(self) -> None:
         self._learned = beam.metrics.Metrics.counter(NAMESPACE, "samples_learned")
@@ -396,7 +376,7 @@ class _OnlineDoFn(beam.DoFn):
         ready = [_pending_batch(data) for data in ready_data]
         book.write(entry.dump())
         data = step.read()
-        live = _take_live((self._token, key))
+        live = _live.pop((self._token, key))
         if live is not None and data is not None and live[0] == data:
             _, state, learner = live
         else:
@@ -424,15 +404,16 @@ class _OnlineDoFn(beam.DoFn):
                     )
                 else:
                     _remember(state, start, learner, self._cfg.history_windows)
-                    pred, conf = _predict_learn(learner, features, labels, step_rows)
-                    used = state.version
+                    scored = _in_steps(learner, features, labels, step_rows, predict=True)
+                    assert scored is not None
+                    (pred, conf), used = scored, state.version
                 out = scored_batch(batch, pred, conf, used)
                 yield bw.TimestampedValue(out, Timestamp(micros=fired))
                 merge_stats(stats.setdefault(start, {}), partial_stats(out))
-                if late and labels is not None:
-                    _learn(learner, features, labels, step_rows)
-            elif labels is not None:
-                _learn(learner, features, labels, step_rows)
+                if late:
+                    _in_steps(learner, features, labels, step_rows, predict=False)
+            else:
+                _in_steps(learner, features, labels, step_rows, predict=False)
             if labels is None:
                 continue
             newest = int(mb.event_times_us(batch).max())
@@ -449,7 +430,7 @@ class _OnlineDoFn(beam.DoFn):
         data = state.dump()
         step.write(data)
         state.learner = None  # the live learner is the state now; no second copy kept
-        _keep_live((self._token, key), (data, state, learner))
+        _live.put((self._token, key), (data, state, learner))
         for start, per_key in sorted(stats.items()):
             late = done_until is not None and start + window_us - _MS <= done_until
             pane = "LATE" if late else "ON_TIME"

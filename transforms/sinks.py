@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -112,8 +113,11 @@ def batch_to_json_lines(batch: pa.RecordBatch) -> bytes:
             lines = _rows_one_by_one(batch)
             return ("\n".join(lines) + "\n").encode()
         fields.append(pc.binary_join_element_wise(json.dumps(name) + ": ", values, ""))
-    rows = pc.binary_join_element_wise("{", pc.binary_join_element_wise(*fields, ", "), "}", "")
-    return ("\n".join(rows.to_pylist()) + "\n").encode()
+    lines = pc.binary_join_element_wise("{", pc.binary_join_element_wise(*fields, ", "), "}\n", "")
+    # The lines are contiguous in the array's data buffer: take its bytes as they are.
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
+    first, last = offsets[lines.offset], offsets[lines.offset + len(lines)]
+    return lines.buffers()[2][first:last].to_pybytes()
 
 
 def _write_atomically(directory: str, name: str, data: bytes) -> None:

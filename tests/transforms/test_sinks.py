@@ -39,6 +39,7 @@ def test_every_column_type_matches_the_row_by_row_encoding():
     assert fast[2]["score"] is None and fast[3]["score"] is None  # JSON has no NaN or inf
     assert fast[1]["event_time"] == "2026-01-01T00:00:00.123456Z"
     assert isinstance(fast[1]["score"], float)  # 2.0 stays a float, not 2
+    assert decoded(batch_to_json_lines(batch.slice(1, 2))) == fast[1:3]  # offsets respected
 
 
 def test_types_without_a_vectorized_encoding_take_the_row_path():
