@@ -36,7 +36,7 @@ def _run(runner: str, events: int, out: Path, settings: Any = None) -> tuple[flo
 
     from pipelines.cli import config_from_args, parse_args
     from pipelines.main import BUILDERS, runner_options, start_run
-    from transforms.sinks import read_parquet_dir
+    from pipelines.summary import predictions_by_event
 
     argv = ["--pipeline", "score", "--events", str(events), "--no-streaming", "--output", str(out)]
     cfg = config_from_args(parse_args(argv))
@@ -46,15 +46,8 @@ def _run(runner: str, events: int, out: Path, settings: Any = None) -> tuple[flo
     start = time.perf_counter()
     start_run(pipeline, runner).wait_until_finish()
     seconds = time.perf_counter() - start
-    table = read_parquet_dir(str(out / "predictions"))
-    assert table is not None and table.num_rows == events, "every event scored once"
-    rows = sorted(
-        zip(
-            table.column("event_id").to_pylist(),
-            table.column("prediction").to_pylist(),
-            strict=True,
-        )
-    )
+    rows = predictions_by_event(str(out))
+    assert len(rows) == events, "every event scored once"
     return seconds, rows
 
 

@@ -19,7 +19,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
 from transforms.lateness import NAMESPACE
-from transforms.sinks import count_parquet_rows, read_jsonl_dir
+from transforms.sinks import count_parquet_rows, read_jsonl_dir, read_parquet_dir
 
 COUNTERS = (
     "events_in",
@@ -171,3 +171,13 @@ def late_events(panes: list[dict[str, Any]], *, accumulating: bool) -> int:
         if p["pane"] != "LATE":
             before_late[w] = max(before_late.get(w, 0), p["events"])
     return sum(final[w] - before_late.get(w, 0) for w in final)
+
+
+def predictions_by_event(output: str) -> list[tuple[int, int, int]]:
+    """``(event_id, prediction, model_version)`` of every row a run wrote under
+    ``<output>/predictions``, sorted: what two runs (runners) are compared on."""
+    table = read_parquet_dir(FileSystems.join(output, "predictions"))
+    if table is None:
+        return []
+    columns = [table.column(c).to_pylist() for c in ("event_id", "prediction", "model_version")]
+    return sorted(zip(*columns, strict=True))
