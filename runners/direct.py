@@ -29,6 +29,7 @@ def direct_runner(*, streaming: bool) -> PipelineRunner:
         _memoize_method_arguments()
         return BundleBasedDirectRunner()
     _weigh_plain_state_cheaply()
+    _sample_state_briefly()
     _memoize_dofn_specs()
     _memoize_method_arguments()
     return FnApiRunner()
@@ -112,6 +113,35 @@ def _weigh_plain_state_cheaply() -> None:
 
     statecache.get_deep_size = get_deep_size
     statecache._sml_patched = True  # type: ignore[attr-defined]
+
+
+SAMPLING_PERIOD_MS = 1
+
+
+def _sample_state_briefly() -> None:
+    """Stop paying up to 200 ms at the end of every bundle on Beam 2.77's FnApiRunner.
+
+    Each bundle starts a state-sampler thread (it attributes time to steps for
+    Beam's msecs counters) that sleeps in periods growing from 2 ms to 200 ms, and
+    the end of the bundle joins it: the caller waits out the current sleep. A bundle
+    of timers that takes 30 ms waits about 3.5 ms more; a 1 s bundle up to 200 ms.
+    Sampling every ``SAMPLING_PERIOD_MS`` at most keeps the counters (more finely
+    grained) and caps the wait. Measured on ``benchmarks/online.py`` (SEA, 1M events,
+    101 bundles): 0.33 s of joins -> 0.06 s. Idempotent.
+    """
+    from apache_beam.runners.worker import statesampler
+
+    cls = statesampler.StateSampler
+    if getattr(cls, "_sml_patched", False):
+        return
+    original = cls.__init__
+
+    def __init__(self: Any, prefix: str, counter_factory: Any, sampling_period_ms: int = 0) -> None:
+        period = min(sampling_period_ms or SAMPLING_PERIOD_MS, SAMPLING_PERIOD_MS)
+        original(self, prefix, counter_factory, period)
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    cls._sml_patched = True  # type: ignore[attr-defined]
 
 
 def _memoize_dofn_specs() -> None:

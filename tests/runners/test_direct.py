@@ -62,3 +62,15 @@ def test_plain_state_is_weighed_without_walking_module_globals():
     expected = sys.getsizeof(values) + sum(sys.getsizeof(v) for v in values)
     assert statecache.get_deep_size(values) == expected
     assert statecache.get_deep_size({"a": [1, 2]}) > 0  # other objects: objsize as before
+
+
+def test_state_sampler_wakes_often_enough_not_to_hold_up_bundle_ends():
+    from apache_beam.runners.worker import statesampler
+
+    from runners.direct import SAMPLING_PERIOD_MS
+
+    direct_runner(streaming=False)
+    assert statesampler.StateSampler("step", None).sampling_period_ms == SAMPLING_PERIOD_MS
+    # An explicit longer period is capped too.
+    assert statesampler.StateSampler("step", None, 200).sampling_period_ms == SAMPLING_PERIOD_MS
+    assert SAMPLING_PERIOD_MS <= 2
