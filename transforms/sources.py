@@ -131,7 +131,9 @@ def replay(
     stream = stream.advance_watermark_to_infinity()
     decoded = (
         pipeline
-        | label >> stream
+        # The output coder must be the stream's own: a runner that executes the
+        # TestStream itself (Flink) emits the elements encoded with it.
+        | label >> stream.with_output_types(bytes)
         | f"{label}Decode"
         >> beam.ParDo(_DecodeDoFn())
         .with_output_types(pa.RecordBatch)
