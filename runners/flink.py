@@ -26,6 +26,7 @@ Command line (also used by ``.ci/setup`` to install the cluster files)::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -33,32 +34,38 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runners import jobserver
+from runners.paths import cache_dir
+
 FLINK_VERSION = "2.2.1"
 FLINK_MINOR = "2.2"
+# The Flink release a standalone cluster is assembled from, per job-server minor version.
+FLINK_VERSIONS = {FLINK_MINOR: FLINK_VERSION, jobserver.ASSEMBLED_FLINK_MINOR: "1.19.3"}
 MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2"
 HOST = "127.0.0.1"
-# Beam's own tests start the job server with these on Java 17.
+# Beam's own tests start the job server with these on Java 17; Flink's (Kryo) state
+# serialization of side inputs needs java.util open too.
 JAVA17_OPENS = (
     "--add-opens=java.base/java.lang=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang.reflect=ALL-UNNAMED",
     "--add-opens=java.base/java.nio=ALL-UNNAMED",
     "--add-opens=java.base/java.util=ALL-UNNAMED",
+    "--add-opens=java.base/java.util.concurrent=ALL-UNNAMED",
 )
 
 
 class FlinkUnavailable(RuntimeError):
     """A Flink part (job-server jar, cluster files, cluster) cannot be had here."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SML_CACHE", Path.home() / ".cache" / "streaming-ml"))
 
 
 def beam_version() -> str:
@@ -106,6 +113,36 @@ def job_server_jar(
     return path
 
 
+_chosen: dict[Path, jobserver.JobServer] = {}
+
+
+def job_server(cache: Path | None = None) -> jobserver.JobServer:
+    """The job server to run: Beam's published jar for Flink 2.2 when it can be had,
+    else the one assembled from Maven Central for Flink 1.19 (see
+    :mod:`runners.jobserver`). Decided once per process and cache."""
+    cache = cache or cache_dir()
+    if cache not in _chosen:
+        try:
+            _chosen[cache] = jobserver.JobServer(job_server_jar(cache=cache), FLINK_MINOR, False)
+        except FlinkUnavailable as published:
+            try:
+                jar = jobserver.assemble(cache)
+            except jobserver.JobServerUnavailable as assembled:
+                msg = f"{published}; assembling one from Maven Central failed too: {assembled}"
+                raise FlinkUnavailable(msg) from None
+            _chosen[cache] = jobserver.JobServer(jar, jobserver.ASSEMBLED_FLINK_MINOR, True)
+    return _chosen[cache]
+
+
+def cluster_version(cache: Path | None = None) -> str:
+    """The Flink release for a standalone cluster the job server can submit to (with
+    no job server at all, the release of Beam's published one)."""
+    try:
+        return FLINK_VERSIONS[job_server(cache).flink_minor]
+    except FlinkUnavailable:
+        return FLINK_VERSION
+
+
 def _pid_alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie, killed but not yet reaped, does not)."""
     try:
@@ -128,11 +165,12 @@ class LocalCluster:
     run_dir: Path
     rest_port: int = 8081
     slots: int = 2
-    version: str = FLINK_VERSION
+    version: str = ""  # default: the release the job server submits to (cluster_version)
     home: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
+        self.version = self.version or cluster_version()
         self.home = cache_dir() / f"flink-{self.version}"
 
     # -- files --------------------------------------------------------------------
@@ -162,22 +200,28 @@ class LocalCluster:
         return self.home
 
     def _unpack(self, wheels: Path, partial: Path) -> None:
-        for wheel in sorted(wheels.glob(f"apache_flink*-{self.version}-*.whl")):
-            libraries = wheel.name.startswith("apache_flink_libraries")
+        """bin/ and conf/ from apache-flink's wheel; lib/, opt/, plugins/ and
+        bash-java-utils.jar from apache-flink-libraries (a wheel, or for 1.x a source
+        archive with them under ``deps/``)."""
+        v = self.version
+        found = [
+            *wheels.glob(f"apache_flink*-{v}-*.whl"),
+            *wheels.glob(f"apache-flink-libraries-{v}.tar.gz"),
+        ]
+        for archive in sorted(found):
+            libraries = "libraries" in archive.name
             wanted = ("lib/", "opt/", "plugins/", "bin/") if libraries else ("bin/", "conf/")
-            with zipfile.ZipFile(wheel) as z:
-                for info in z.infolist():
-                    rel = info.filename.removeprefix("pyflink/")
-                    if info.is_dir() or not rel.startswith(wanted):
-                        continue
-                    target = partial / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with z.open(info) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                    if rel.startswith("bin/") or rel.endswith(".sh"):
-                        target.chmod(0o755)
-        if not (partial / "lib" / f"flink-dist-{self.version}.jar").is_file():
-            msg = f"the Flink {self.version} wheels in {wheels} hold no flink-dist jar"
+            for rel, read in _members(archive, (f"apache-flink-libraries-{v}/deps/", "pyflink/")):
+                if not rel.startswith(wanted):
+                    continue
+                target = partial / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with read() as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                if rel.startswith("bin/") or rel.endswith(".sh"):
+                    target.chmod(0o755)
+        if not (partial / "lib" / f"flink-dist-{v}.jar").is_file():
+            msg = f"the Flink {v} wheels in {wheels} hold no flink-dist jar"
             raise FlinkUnavailable(msg)
 
     def _conf_dir(self) -> Path:
@@ -202,6 +246,10 @@ class LocalCluster:
             "web.tmpdir": str(self.run_dir / "web"),
             "io.tmp.dirs": str(self.run_dir / "tmp"),
         }
+        # Flink's own JVM options (e.g. Java 17's --add-opens) are kept.
+        java_opts = _java_opts(conf / "config.yaml")
+        if java_opts:
+            settings["env.java.opts.all"] = java_opts
         for sub in ("pids", "log", "web", "tmp"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
         lines = [f"{k}: {json.dumps(v) if isinstance(v, str) else v}" for k, v in settings.items()]
@@ -356,6 +404,53 @@ class LocalCluster:
             pid_file.unlink()
 
 
+def _java_opts(config: Path) -> str | None:
+    """``env.java.opts.all`` of a Flink config.yaml (nested or flat keys), if any."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    if "env.java.opts.all" in data:
+        return str(data["env.java.opts.all"])
+    node: Any = data
+    for key in ("env", "java", "opts", "all"):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return str(node)
+
+
+def _members(archive: Path, prefixes: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+    """``(path below the first matching prefix, opener)`` of an archive's files."""
+    if archive.name.endswith(".whl"):
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                rel = _below(info.filename, prefixes)
+                if rel and not info.is_dir():
+                    yield rel, functools.partial(z.open, info)
+        return
+    with tarfile.open(archive, "r:gz") as t:
+        for member in t:
+            rel = _below(member.name, prefixes)
+            if rel and member.isfile():
+                yield rel, functools.partial(_extracted, t, member)
+
+
+def _extracted(t: tarfile.TarFile, member: tarfile.TarInfo) -> Any:
+    f = t.extractfile(member)
+    assert f is not None
+    return f
+
+
+def _below(name: str, prefixes: tuple[str, ...]) -> str | None:
+    for prefix in prefixes:
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return None
+
+
 def _signal(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
@@ -467,6 +562,7 @@ def _serve_worker_pool(port: int) -> None:
 
 
 STATE_BACKENDS = ("hashmap", "rocksdb")
+IDLE_SOURCE_SHUTDOWN_MS = 5000
 ENVIRONMENTS = ("LOOPBACK", "EXTERNAL")
 
 
@@ -508,16 +604,25 @@ class FlinkSettings:
 
 
 def flink_args(settings: FlinkSettings) -> list[str]:
-    """FlinkRunner pipeline arguments; resolves the job-server jar (may raise
-    :class:`FlinkUnavailable`)."""
-    jar = settings.job_server_jar or str(job_server_jar())
+    """FlinkRunner pipeline arguments; resolves the job server (may raise
+    :class:`FlinkUnavailable`). A jar passed in ``settings`` is taken to be Beam's
+    published one for Flink 2.2."""
+    if settings.job_server_jar:
+        jar, minor = settings.job_server_jar, FLINK_MINOR
+    else:
+        chosen = job_server()
+        jar, minor = str(chosen.jar), chosen.flink_minor
+    job = job_args(settings)
+    if minor == jobserver.ASSEMBLED_FLINK_MINOR:
+        # Beam 2.70's runner names Flink's heap state backend by its old name.
+        job = [a.replace("--state_backend=hashmap", "--state_backend=filesystem") for a in job]
     return [
         "--runner=FlinkRunner",
         f"--flink_master={settings.master}",
-        f"--flink_version={FLINK_MINOR}",
+        f"--flink_version={minor}",
         f"--flink_job_server_jar={jar}",
         *(f"--job_server_jvm_property={p}" for p in JAVA17_OPENS),
-        *job_args(settings),
+        *job,
     ]
 
 
@@ -533,6 +638,10 @@ def job_args(settings: FlinkSettings) -> list[str]:
         args.append(f"--environment_config={settings.environment_config}")
     if settings.checkpointing_interval_ms is not None:
         args.append(f"--checkpointing_interval={settings.checkpointing_interval_ms}")
+        # With checkpoints on, Flink keeps finished sources (our replays and bounded
+        # sources end) alive for ever, so the job would never end; they shut down
+        # after this long idle instead (no checkpoints are taken after that).
+        args.append(f"--shutdown_sources_after_idle_ms={IDLE_SOURCE_SHUTDOWN_MS}")
     if settings.state_backend is not None:
         args += [
             f"--state_backend={settings.state_backend}",
@@ -557,7 +666,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "install":
             print(f"Flink {cluster.version} in {cluster.install()}")
         elif args.command == "jar":
-            print(job_server_jar())
+            chosen = job_server()
+            kind = "assembled from Maven Central" if chosen.assembled else "published"
+            print(f"{chosen.jar} (Flink {chosen.flink_minor}, {kind})")
         elif args.action == "start":
             overview = cluster.start()
             print(f"started {cluster.pids()} at {cluster.rest_url}: {json.dumps(overview)}")

@@ -69,6 +69,20 @@ def test_runner_arguments(tmp_path):
     assert "--state_backend_storage_path=file:///tmp/ckpt" in args
     assert "--environment_type=LOOPBACK" in args
     assert any("--add-opens=java.base/java.lang" in a for a in args)
+    # Finite sources must shut down for a checkpointed job to end.
+    assert f"--shutdown_sources_after_idle_ms={flink.IDLE_SOURCE_SHUTDOWN_MS}" in args
+
+
+def test_runner_arguments_for_the_assembled_flink_1_19_job_server(tmp_path, monkeypatch):
+    from runners.jobserver import JobServer
+
+    jar = tmp_path / "job-server.jar"
+    monkeypatch.setattr(flink, "job_server", lambda cache=None: JobServer(jar, "1.19", True))
+    settings = FlinkSettings(state_backend="hashmap", state_backend_path="file:///tmp/ckpt")
+    args = flink_args(settings)
+    assert "--flink_version=1.19" in args and f"--flink_job_server_jar={jar}" in args
+    assert "--state_backend=filesystem" in args  # the name Beam 2.70's runner knows
+    assert flink.cluster_version() == "1.19.3"
 
 
 @pytest.mark.parametrize(
@@ -97,6 +111,7 @@ def test_main_on_flink_without_the_job_server_is_a_clear_runtime_error(
     assert code == main.EXIT_RUNTIME
     err = capsys.readouterr().err
     assert "runner unavailable" in err and ARTIFACT in err
+    assert "assembling one from Maven Central failed too" in err
     assert main.main(["--runner", "FlinkRunner", "--parallelism", "0"]) == main.EXIT_USAGE
     assert "--parallelism" in capsys.readouterr().err
 
@@ -138,12 +153,19 @@ def test_local_cluster_runs_on_loopback_and_stops_by_pid(tmp_path):
     try:
         overview = cluster.start()
         assert overview["taskmanagers"] == 1 and overview["slots-total"] == 2
-        assert overview["flink-version"] == flink.FLINK_VERSION
+        assert overview["flink-version"] == cluster.version == flink.cluster_version()
         pids = cluster.pids()
         assert set(pids) == {"jobmanager", "taskmanager"}
         for pid in pids.values():
             addresses = _listening_addresses(pid)
             assert addresses and addresses <= LOOPBACK, (pid, addresses)
+        if job_server_or_none() is not None:  # a pipeline submitted to this cluster
+            argv = ["--pipeline", "score", "--events", "2000", "--no-streaming"]
+            direct = run_and_read("DirectRunner", argv, tmp_path / "direct")
+            on_cluster = FlinkSettings(master=cluster.master)
+            submitted = run_and_read("FlinkRunner", argv, tmp_path / "flink", flink=on_cluster)
+            assert submitted == direct
+            assert cluster.status()["jobs-finished"] == 1
         # A killed TaskManager is gone by PID; a new one joins the same cluster.
         killed = cluster.kill("taskmanager")
         deadline = time.monotonic() + 10
@@ -160,27 +182,47 @@ def test_local_cluster_runs_on_loopback_and_stops_by_pid(tmp_path):
     assert not any(flink._pid_alive(p) for p in pids.values())
 
 
+def job_server_or_none():
+    try:
+        return flink.job_server()
+    except FlinkUnavailable:
+        return None
+
+
 @pytest.fixture(scope="module")
 def job_server():
     try:
-        return flink.job_server_jar()
+        return flink.job_server()
     except FlinkUnavailable as err:
         pytest.skip(str(err))
 
 
 @pytest.mark.flink
 @pytest.mark.slow
-@pytest.mark.parametrize("pipeline", ["score", "classify"])
-@pytest.mark.parametrize("streaming", [False, True], ids=["bounded", "teststream"])
-def test_pipelines_on_flink_match_the_direct_runner(job_server, tmp_path, pipeline, streaming):
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--pipeline", "score", "--no-streaming"],
+        ["--pipeline", "score", "--streaming"],
+        ["--pipeline", "classify", "--no-streaming"],
+        ["--pipeline", "classify", "--mode", "coupled", "--streaming", "--late-fraction", "0"],
+    ],
+    ids=["score-bounded", "score-teststream", "decoupled-bounded", "coupled-teststream"],
+)
+def test_pipelines_on_flink_match_the_direct_runner(job_server, tmp_path, extra):
     """Same predictions per event_id and the same model versions on both runners; the
-    streaming variant replays through TestStream (bytes elements, a standard coder)."""
-    mode = "--streaming" if streaming else "--no-streaming"
-    argv = ["--pipeline", pipeline, "--events", "3000", mode]
+    streaming variants replay through TestStream (bytes elements, a standard coder).
+
+    Online learning on a replay is compared without late events: Flink holds a
+    watermark back while a bundle is open, so an element the replay sends after a
+    watermark can reach the learner before that watermark does. What is late then
+    differs between the runners, and so do the learner's steps (both stay leak-free)."""
+    argv = ["--events", "3000", *extra]
     direct = run_and_read("DirectRunner", argv, tmp_path / "direct")
-    settings = FlinkSettings(job_server_jar=str(job_server))
-    on_flink = run_and_read("FlinkRunner", argv, tmp_path / "flink", flink=settings)
+    on_flink = run_and_read("FlinkRunner", argv, tmp_path / "flink", flink=FlinkSettings())
     assert len(direct) == 3000 and on_flink == direct
+    if "classify" in extra:
+        assert len({v for _, _, v in on_flink}) > 1  # versions reached the scorer
 
 
 def test_stale_pid_files_never_point_stop_at_someone_else(tmp_path):
@@ -252,3 +294,35 @@ def test_external_environment_runs_python_workers_in_our_worker_pool(tmp_path):
     finally:
         pool.stop()
     assert not flink._pid_alive(pid)
+
+
+@pytest.mark.flink
+@pytest.mark.slow
+def test_the_job_server_listens_on_loopback_only(job_server, tmp_path):
+    """Beam's Java servers bind every interface; the assembled job server's own
+    ServerFactory binds its job, artifact and expansion services to 127.0.0.1."""
+    import subprocess
+
+    if not job_server.assembled:
+        pytest.skip("Beam's published job server binds all interfaces")
+    port = _free_port()
+    cmd = ["java", *flink.JAVA17_OPENS, "-jar", str(job_server.jar), "--flink-master=[local]"]
+    cmd += [f"--job-port={port}", "--artifact-port=0", "--expansion-port=0"]
+    cmd += [f"--artifacts-dir={tmp_path / 'artifacts'}"]
+    with open(tmp_path / "job-server.log", "wb") as log:
+        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not flink._accepts(port) and time.monotonic() < deadline:
+            assert server.poll() is None, (tmp_path / "job-server.log").read_text()[-2000:]
+            time.sleep(0.2)
+        addresses = _listening_addresses(server.pid)
+        assert len(addresses) >= 1 and addresses <= LOOPBACK, addresses
+        # Our ServerFactory names the loopback address it bound (Beam's would say localhost).
+        assert (
+            "ArtifactStagingService started on 127.0.0.1:"
+            in (tmp_path / "job-server.log").read_text()
+        )
+    finally:
+        server.kill()
+        server.wait()
