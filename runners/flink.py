@@ -5,7 +5,9 @@
   cache outside the checkout (``$SML_CACHE/jars``, default ``~/.cache/streaming-ml``),
   downloading it from Maven Central (``$SML_MAVEN_REPO`` overrides the repository)
   once; when it cannot be had, :class:`FlinkUnavailable` names the artifact, the
-  address tried and where to put the jar by hand.
+  address tried and where to put the jar by hand. :func:`job_server` falls back to
+  one assembled from Maven Central for Flink 1.19 (:mod:`runners.jobserver`), and
+  :func:`cluster_version` is the Flink release a local cluster then needs.
 - :class:`LocalCluster` assembles a standalone Flink from the PyPI wheels
   ``apache-flink-libraries`` (``lib/``, ``opt/``, ``plugins/``) and ``apache-flink``
   (``bin/``, ``conf/``), downloaded with ``--no-deps`` and unpacked, never installed
