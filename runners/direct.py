@@ -11,6 +11,7 @@ pick explicitly instead:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -35,6 +36,16 @@ def direct_runner(*, streaming: bool) -> PipelineRunner:
     return FnApiRunner()
 
 
+def _replace_once(owner: Any, name: str, wrap: Callable[[Any], Any]) -> None:
+    """Replace ``owner.name`` (a module's or a class's) by ``wrap(original)``, once
+    per process: every patch below is idempotent through this."""
+    flag = f"_sml_replaced_{name}"
+    if vars(owner).get(flag):
+        return
+    setattr(owner, name, wrap(getattr(owner, name)))
+    setattr(owner, flag, True)
+
+
 def _memoize_method_arguments() -> None:
     """Speed up Beam 2.77's per-bundle DoFn set-up: cache method signatures.
 
@@ -52,29 +63,28 @@ def _memoize_method_arguments() -> None:
 
     from apache_beam.transforms import core
 
-    if getattr(core, "_sml_arguments_memoized", False):
-        return
-    original = core.get_function_arguments
-    cache: dict[Any, tuple[list[str], list[Any]]] = {}  # by the method's function
+    def wrap(original: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+        cache: dict[Any, tuple[list[str], list[Any]]] = {}  # by the method's function
 
-    def get_function_arguments(obj: Any, func: str) -> Any:
-        if hasattr(obj, f"_inspect_{func}"):
-            return original(obj, func)
-        bound = getattr(obj, func, None)
-        function = getattr(bound, "__func__", None)
-        # Only a plain method bound to obj itself: wrappers that hand the attribute
-        # to another DoFn (with_exception_handling, ...) are inspected every time.
-        if getattr(bound, "__self__", None) is not obj or not isinstance(
-            function, types.FunctionType
-        ):
-            return original(obj, func)
-        if function not in cache:
-            cache[function] = original(obj, func)
-        args, defaults = cache[function]
-        return list(args), list(defaults)
+        def get_function_arguments(obj: Any, func: str) -> Any:
+            if hasattr(obj, f"_inspect_{func}"):
+                return original(obj, func)
+            bound = getattr(obj, func, None)
+            function = getattr(bound, "__func__", None)
+            # Only a plain method bound to obj itself: wrappers that hand the attribute
+            # to another DoFn (with_exception_handling, ...) are inspected every time.
+            if getattr(bound, "__self__", None) is not obj or not isinstance(
+                function, types.FunctionType
+            ):
+                return original(obj, func)
+            if function not in cache:
+                cache[function] = original(obj, func)
+            args, defaults = cache[function]
+            return list(args), list(defaults)
 
-    core.get_function_arguments = get_function_arguments
-    core._sml_arguments_memoized = True  # type: ignore[attr-defined]
+        return get_function_arguments
+
+    _replace_once(core, "get_function_arguments", wrap)
 
 
 _PLAIN = (bytes, str, int, float, bool, type(None))
@@ -96,23 +106,21 @@ def _weigh_plain_state_cheaply() -> None:
 
     from apache_beam.runners.worker import statecache
 
-    if getattr(statecache, "_sml_patched", False):
-        return
-    original = statecache.get_deep_size
+    def wrap(original: Callable[..., int]) -> Callable[..., int]:
+        def get_deep_size(*objs: Any) -> int:
+            total = 0
+            for obj in objs:
+                if isinstance(obj, _PLAIN):
+                    total += sys.getsizeof(obj)
+                elif type(obj) in (list, tuple) and all(isinstance(v, _PLAIN) for v in obj):
+                    total += sys.getsizeof(obj) + sum(sys.getsizeof(v) for v in obj)
+                else:
+                    return original(*objs)
+            return total
 
-    def get_deep_size(*objs: Any) -> int:
-        total = 0
-        for obj in objs:
-            if isinstance(obj, _PLAIN):
-                total += sys.getsizeof(obj)
-            elif type(obj) in (list, tuple) and all(isinstance(v, _PLAIN) for v in obj):
-                total += sys.getsizeof(obj) + sum(sys.getsizeof(v) for v in obj)
-            else:
-                return original(*objs)
-        return total
+        return get_deep_size
 
-    statecache.get_deep_size = get_deep_size
-    statecache._sml_patched = True  # type: ignore[attr-defined]
+    _replace_once(statecache, "get_deep_size", wrap)
 
 
 SAMPLING_PERIOD_MS = 1
@@ -131,17 +139,14 @@ def _sample_state_briefly() -> None:
     """
     from apache_beam.runners.worker import statesampler
 
-    cls = statesampler.StateSampler
-    if getattr(cls, "_sml_patched", False):
-        return
-    original = cls.__init__
+    def wrap(original: Callable[..., None]) -> Callable[..., None]:
+        def __init__(self: Any, prefix: str, counter: Any, sampling_period_ms: int = 0) -> None:
+            period = min(sampling_period_ms or SAMPLING_PERIOD_MS, SAMPLING_PERIOD_MS)
+            original(self, prefix, counter, period)
 
-    def __init__(self: Any, prefix: str, counter_factory: Any, sampling_period_ms: int = 0) -> None:
-        period = min(sampling_period_ms or SAMPLING_PERIOD_MS, SAMPLING_PERIOD_MS)
-        original(self, prefix, counter_factory, period)
+        return __init__
 
-    cls.__init__ = __init__  # type: ignore[method-assign]
-    cls._sml_patched = True  # type: ignore[attr-defined]
+    _replace_once(statesampler.StateSampler, "__init__", wrap)
 
 
 def _memoize_dofn_specs() -> None:
@@ -157,23 +162,22 @@ def _memoize_dofn_specs() -> None:
     from apache_beam.runners.direct import transform_evaluator
     from apache_beam.transforms import userstate
 
-    if getattr(userstate, "_sml_memoized", False):
-        return
-    original = userstate.get_dofn_specs
-    cache: dict[type, Any] = {}
+    def wrap(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        cache: dict[type, Any] = {}
 
-    def get_dofn_specs(dofn: Any) -> Any:
-        cls = type(dofn)
-        if cls not in cache:
-            cache[cls] = original(dofn)
-        return cache[cls]
+        def get_dofn_specs(dofn: Any) -> Any:
+            cls = type(dofn)
+            if cls not in cache:
+                cache[cls] = original(dofn)
+            return cache[cls]
 
-    userstate.get_dofn_specs = get_dofn_specs
+        return get_dofn_specs
+
+    _replace_once(userstate, "get_dofn_specs", wrap)
     # transform_evaluator imported both names directly; is_stateful_dofn looks the
     # function up in userstate, so it sees the cached one.
-    transform_evaluator.get_dofn_specs = get_dofn_specs  # type: ignore[attr-defined]
+    transform_evaluator.get_dofn_specs = userstate.get_dofn_specs  # type: ignore[attr-defined]
     transform_evaluator.is_stateful_dofn = userstate.is_stateful_dofn  # type: ignore[attr-defined]
-    userstate._sml_memoized = True  # type: ignore[attr-defined]
 
 
 _EARLIEST = IntervalWindow(MIN_TIMESTAMP, MIN_TIMESTAMP + Duration(micros=1000))
@@ -193,18 +197,15 @@ def _tolerate_empty_bundles_with_side_inputs() -> None:
     """
     from apache_beam.runners.direct import executor
 
-    cls = executor.TransformExecutor
-    if getattr(cls, "_sml_patched", False):
-        return
-    original = cls.__init__
+    def wrap(original: Callable[..., None]) -> Callable[..., None]:
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+            if self._latest_main_input_window is None:
+                self._latest_main_input_window = _EARLIEST
 
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        if self._latest_main_input_window is None:
-            self._latest_main_input_window = _EARLIEST
+        return __init__
 
-    cls.__init__ = __init__  # type: ignore[method-assign]
-    cls._sml_patched = True  # type: ignore[attr-defined]
+    _replace_once(executor.TransformExecutor, "__init__", wrap)
 
 
 def run(pipeline: Any) -> Any:

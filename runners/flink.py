@@ -614,24 +614,25 @@ def flink_args(settings: FlinkSettings) -> list[str]:
     else:
         chosen = job_server()
         jar, minor = str(chosen.jar), chosen.flink_minor
-    job = job_args(settings)
-    if minor == jobserver.ASSEMBLED_FLINK_MINOR:
-        # Beam 2.70's runner names Flink's heap state backend by its old name.
-        job = [a.replace("--state_backend=hashmap", "--state_backend=filesystem") for a in job]
     return [
         "--runner=FlinkRunner",
         f"--flink_master={settings.master}",
         f"--flink_version={minor}",
         f"--flink_job_server_jar={jar}",
         *(f"--job_server_jvm_property={p}" for p in JAVA17_OPENS),
-        *job,
+        *job_args(settings, minor),
     ]
 
 
-def job_args(settings: FlinkSettings) -> list[str]:
-    """The options a Flink job server reads from the pipeline (parallelism,
-    checkpoints, state backend) and the SDK environment: also what PortableRunner
-    passes to a job server at ``--job-endpoint``."""
+# What older job servers call a state backend: Beam 2.70's runner (Flink 1.19) knows
+# Flink's heap backend by its old name.
+_BACKEND_NAMES = {jobserver.ASSEMBLED_FLINK_MINOR: {"hashmap": "filesystem"}}
+
+
+def job_args(settings: FlinkSettings, flink_minor: str = FLINK_MINOR) -> list[str]:
+    """The options a Flink job server (for Flink ``flink_minor``) reads from the
+    pipeline (parallelism, checkpoints, state backend) and the SDK environment: also
+    what PortableRunner passes to a job server at ``--job-endpoint``."""
     args = [
         f"--parallelism={settings.parallelism}",
         f"--environment_type={settings.environment_type}",
@@ -645,8 +646,9 @@ def job_args(settings: FlinkSettings) -> list[str]:
         # after this long idle instead (no checkpoints are taken after that).
         args.append(f"--shutdown_sources_after_idle_ms={IDLE_SOURCE_SHUTDOWN_MS}")
     if settings.state_backend is not None:
+        backend = _BACKEND_NAMES.get(flink_minor, {}).get(settings.state_backend)
         args += [
-            f"--state_backend={settings.state_backend}",
+            f"--state_backend={backend or settings.state_backend}",
             f"--state_backend_storage_path={settings.state_backend_path}",
         ]
     return args

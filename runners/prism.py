@@ -23,7 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runners.flink import beam_version, cache_dir
+from runners.flink import beam_version
+from runners.paths import cache_dir
 
 PACKAGE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
 BUILD_TIMEOUT_S = 1200
