@@ -209,6 +209,13 @@ def key_codes(batch: pa.RecordBatch) -> tuple[np.ndarray, list[str]]:
     return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
 
 
+def group_bounds(codes: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, bounds)``: the rows of group ``g`` are ``order[bounds[g]:bounds[g+1]]``,
+    in their original order (``codes`` as from :func:`key_codes`)."""
+    order = np.argsort(codes, kind="stable")
+    return order, np.searchsorted(codes[order], np.arange(groups + 1))
+
+
 def take(batch: pa.RecordBatch, indices: np.ndarray) -> pa.RecordBatch:
     """Rows of ``batch`` at ``indices`` (a copy)."""
     return batch.take(pa.array(indices, type=pa.int64()))

@@ -52,15 +52,19 @@ class _KeyedInferenceDoFn(beam.DoFn):
         codes, keys = mb.key_codes(batch)
         # Distinct model keys, and for each event key the index of its model key:
         # every per-row step below is a vectorized lookup, never a Python loop.
-        models = list(dict.fromkeys(self._model_key(k) for k in keys))
-        model_of_key = np.array([models.index(self._model_key(k)) for k in keys], np.int32)
+        index: dict[str, int] = {}
+        model_of_key = np.fromiter(
+            (index.setdefault(self._model_key(k), len(index)) for k in keys), np.int32, len(keys)
+        )
+        models = list(index)
         row_model = model_of_key[codes]
+        order, bounds = mb.group_bounds(row_model, len(models))
         features = mb.features_tensor(batch)
         n = batch.num_rows
         pred, score = np.empty(n, np.int64), np.empty(n, np.float32)
         version = np.empty(n, np.int64)
         for m, mk in enumerate(models):
-            rows = np.flatnonzero(row_model == m)
+            rows = order[bounds[m] : bounds[m + 1]]
             handler = self._cache.get(mk)
             p, s = handler.predict(features[torch.from_numpy(rows)])
             pred[rows], score[rows], version[rows] = p, s, handler.version

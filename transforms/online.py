@@ -137,8 +137,7 @@ def split_by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
     if len(keys) == 1:
         yield keys[0], batch
         return
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(keys) + 1))
+    order, bounds = mb.group_bounds(codes, len(keys))
     ordered = mb.take(batch, order)
     for i, key in enumerate(keys):
         yield key, ordered.slice(int(bounds[i]), int(bounds[i + 1] - bounds[i]))

@@ -60,11 +60,11 @@ def partial_stats(batch: pa.RecordBatch) -> Stats:
             present = stats[:, 0] > 0
             stats[present, 4], stats[present, 5] = low, high
         else:
-            order = np.argsort(codes, kind="stable")
-            starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
-            groups = codes[order][starts]
-            stats[groups, 4] = np.minimum.reduceat(versions[order], starts)
-            stats[groups, 5] = np.maximum.reduceat(versions[order], starts)
+            order, bounds = mb.group_bounds(codes, k)
+            present = bounds[1:] > bounds[:-1]
+            starts, ordered = bounds[:-1][present], versions[order]
+            stats[present, 4] = np.minimum.reduceat(ordered, starts)
+            stats[present, 5] = np.maximum.reduceat(ordered, starts)
     return dict(zip(keys, stats, strict=True))
 
 
