@@ -2,7 +2,7 @@
 
 :class:`PageHinkley` raises an alarm when the running mean of the values rises by more
 than ``threshold`` above its minimum (Page's CUSUM test for an increase in mean);
-after an alarm it starts afresh. Pure Python, with ``snapshot``/``restore``.
+after an alarm it starts afresh. Pure Python.
 
 >>> ph = PageHinkley(delta=0.01, threshold=0.5)
 >>> alarms = [ph.update(0.1) for _ in range(50)] + [ph.update(0.6) for _ in range(20)]
@@ -26,7 +26,6 @@ class PageHinkley:
     mean: float = field(default=0.0, init=False)
     cumulative: float = field(default=0.0, init=False)
     minimum: float = field(default=0.0, init=False)
-    alarms: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.delta < 0 or self.threshold <= 0 or self.min_samples <= 0:
@@ -43,21 +42,6 @@ class PageHinkley:
         self.cumulative += value - self.mean - self.delta
         self.minimum = min(self.minimum, self.cumulative)
         if self.n >= self.min_samples and self.cumulative - self.minimum > self.threshold:
-            self.alarms += 1
             self.n, self.mean, self.cumulative, self.minimum = 0, 0.0, 0.0, 0.0
             return True
         return False
-
-    def snapshot(self) -> dict[str, float]:
-        return {
-            "n": self.n,
-            "mean": self.mean,
-            "cumulative": self.cumulative,
-            "minimum": self.minimum,
-            "alarms": self.alarms,
-        }
-
-    def restore(self, state: dict[str, float]) -> None:
-        self.n = int(state["n"])
-        self.mean, self.cumulative = state["mean"], state["cumulative"]
-        self.minimum, self.alarms = state["minimum"], int(state["alarms"])

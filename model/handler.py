@@ -36,6 +36,12 @@ from model.device import HostStaging, resolve_device
 from model.lru import LRU
 
 
+def classify_logits(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax class (int64) and its softmax probability (float32) per row, on the host."""
+    conf, pred = torch.softmax(logits, dim=1).max(dim=1)
+    return pred.cpu().numpy().astype(np.int64), conf.float().cpu().numpy()
+
+
 @dataclass
 class HandlerStats:
     """Running totals a caller can turn into metrics."""
@@ -147,10 +153,7 @@ class TorchModelHandler:
     def _forward(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         start = time.perf_counter()
         with torch.inference_mode():
-            logits = self.module(self.staging.to_device(x))
-            conf, pred = torch.softmax(logits, dim=1).max(dim=1)
-            pred_np = pred.cpu().numpy().astype(np.int64)
-            conf_np = conf.float().cpu().numpy()
+            pred_np, conf_np = classify_logits(self.module(self.staging.to_device(x)))
         seconds = time.perf_counter() - start
         self.batching.record(len(x), seconds)
         self.stats.passes += 1

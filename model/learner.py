@@ -51,6 +51,7 @@ from torch import nn
 
 from model.device import resolve_device
 from model.fused import FusedMLP, mlp_linears, optimizer_supported
+from model.handler import classify_logits
 
 
 @dataclass(frozen=True)
@@ -409,18 +410,17 @@ class IncrementalLearner:
         if self.module.training:
             self.module.eval()
         with torch.inference_mode():
-            logits = self.module(_tensor(x_np).to(self.device, non_blocking=True))
-            conf, pred = torch.softmax(logits, dim=1).max(dim=1)
-        return pred.cpu().numpy().astype(np.int64), conf.float().cpu().numpy()
+            return classify_logits(self.module(_tensor(x_np).to(self.device, non_blocking=True)))
 
     def export(self, factory: Callable[[], nn.Module]) -> tuple[nn.Module, Callable[[], nn.Module]]:
         """The model to publish and a factory that rebuilds its structure: with
-        ``standardize`` the running scaling is folded in (:class:`Standardized`)."""
+        ``standardize`` the running scaling is folded in (:class:`Standardized`).
+        Either way it shares the live weights: serialize it before learning again."""
         moments = None if self.scaler is None else self.scaler.moments()
         if moments is None:
             return self.module, factory
         mean, std = moments
-        wrapped = Standardized(copy.deepcopy(self.module), len(mean)).to(self.device)
+        wrapped = Standardized(self.module, len(mean)).to(self.device)
         wrapped.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         wrapped.std.copy_(torch.as_tensor(std, dtype=torch.float32))
         return wrapped, StandardizedFactory(factory, len(mean))
