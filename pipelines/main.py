@@ -98,12 +98,15 @@ def run(
     run_id = uuid.uuid4().hex
     live = progress.start(run_id)
     progress.attach(run_id, outputs.batches, outputs.predictions)
-    total = outputs.source_events
-    with progress.Printer(live, total, out=sys.stderr if show_progress else io.StringIO()):
-        result = start_run(pipeline, runner)
-        result.wait_until_finish()
-    seconds = time.perf_counter() - start
     events_in = outputs.source_events
+    out = sys.stderr if show_progress else io.StringIO()
+    try:
+        with progress.Printer(live, events_in, out=out):
+            result = start_run(pipeline, runner)
+            result.wait_until_finish()
+    finally:
+        progress.finish(run_id)  # the live figures stay in ``live``
+    seconds = time.perf_counter() - start
     if events_in is None:
         events_in = counters(result)["events_in"]
     summary = RunSummary.from_outputs(

@@ -58,6 +58,11 @@ def start(run_id: str) -> Progress:
     return _CURRENT[run_id]
 
 
+def finish(run_id: str) -> None:
+    """Forget a run: its taps (still running in a worker) then record nothing more."""
+    _CURRENT.pop(run_id, None)
+
+
 def get(run_id: str) -> Progress | None:
     return _CURRENT.get(run_id)
 
