@@ -16,8 +16,9 @@
   real ``torch.device``; a bad string or an absent GPU is an error); replay and
   scaling stay on the host;
 - ``kernel``: ``"fused"`` trains plain MLPs on the CPU with :class:`model.fused.FusedMLP`
-  (hand-derived gradients, one forward shared by :meth:`predict_learn`), about five
-  times faster than autograd on micro-batches; ``"autograd"`` works for any module;
+  (hand-derived gradients, one forward shared by :meth:`predict_learn`; in C, with
+  the scaling fused in, where a compiler is available, else numpy), many times
+  faster than autograd on micro-batches; ``"autograd"`` works for any module;
   ``"auto"`` picks the fused kernel where it applies;
 - :meth:`set_lr` changes the learning rate on demand (e.g. on a drift alarm);
 - deterministic for a given seed; :meth:`snapshot`/:meth:`restore` (and
@@ -52,6 +53,7 @@ from torch import nn
 from model.device import resolve_device
 from model.fused import FusedMLP, mlp_linears, optimizer_supported
 from model.handler import classify_logits
+from model.scaler import RunningScaler
 
 
 @dataclass(frozen=True)
@@ -96,14 +98,6 @@ class LearnerConfig:
         if not 0 <= self.ewc_decay <= 1:
             msg = f"ewc_decay must be in [0, 1], got {self.ewc_decay!r}"
             raise ValueError(msg)
-
-
-def _classify(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Argmax class and its softmax probability per row."""
-    top = logits.max(axis=1, keepdims=True)
-    e = np.exp(logits - top)
-    conf = (1.0 / e.sum(axis=1)).astype(np.float32)  # the top class has exp(0) = 1
-    return logits.argmax(axis=1).astype(np.int64), conf
 
 
 def _tensor(x: np.ndarray) -> torch.Tensor:
@@ -169,57 +163,6 @@ class Reservoir:
             self.x = np.empty((self.capacity, *state["x"].shape[1:]), dtype=state["x"].dtype)
             self.y = np.empty(self.capacity, dtype=state["y"].dtype)
             self.x[: self.size], self.y[: self.size] = state["x"], state["y"]
-
-
-class RunningScaler:
-    """Per-feature running mean and variance (Chan/Welford), for standardizing."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.mean: np.ndarray | None = None
-        self.m2: np.ndarray | None = None
-        self._scale: tuple[np.ndarray, np.ndarray] | None = None  # float32 (mean, std)
-
-    def update(self, x: np.ndarray) -> None:
-        if len(x) == 0:
-            return
-        self._scale = None
-        n_b = len(x)
-        mean_b = x.sum(axis=0, dtype=np.float64) / n_b
-        d = x - mean_b  # float64
-        m2_b = np.einsum("ij,ij->j", d, d)
-        if self.mean is None or self.m2 is None:
-            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
-            return
-        n = self.n + n_b
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * n_b / n
-        self.m2 = self.m2 + m2_b + delta**2 * self.n * n_b / n
-        self.n = n
-
-    def moments(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(mean, std) used for scaling, or None before two rows have been seen."""
-        if self.mean is None or self.m2 is None or self.n < 2:
-            return None
-        return self.mean, np.sqrt(self.m2 / (self.n - 1)) + 1e-6
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        if self._scale is None:
-            moments = self.moments()
-            if moments is None:
-                return x
-            self._scale = (moments[0].astype(np.float32), moments[1].astype(np.float32))
-        mean, std = self._scale
-        out = x - mean
-        out /= std
-        return out
-
-    def state(self) -> tuple[int, Any, Any]:
-        return self.n, self.mean, self.m2
-
-    def load(self, state: tuple[int, Any, Any]) -> None:
-        self.n, self.mean, self.m2 = state
-        self._scale = None
 
 
 class Standardized(nn.Module):
@@ -298,7 +241,7 @@ class IncrementalLearner:
         """Prequential: the prediction of :meth:`predict` by the model as it was before
         this batch, then :meth:`learn` from it; the fused kernel shares one forward."""
         x_np, y_np = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
-        if self.kernel is None or (self.scaler is not None and self.scaler.moments() is None):
+        if self.kernel is None or (self.scaler is not None and not self.scaler.ready):
             pred, conf = self.predict(x_np)
             return pred, conf, self._learn(x_np, y_np)[1]
         classified, loss = self._learn(x_np, y_np)
@@ -315,13 +258,20 @@ class IncrementalLearner:
         replayed = self.replay.sample(self.config.replay_batch)
         if replayed is not None:
             raw, targets = np.concatenate([x, replayed[0]]), np.concatenate([y, replayed[1]])
-        inputs = self._scale_and_update(x, raw)
         scale = 1.0 / self.config.accumulate
         classified: tuple[np.ndarray, np.ndarray] | None = None
-        if self.kernel is not None:
+        if self.kernel is not None and (self.scaler is None or self.scaler.ready):
+            # scaling, forward, backward and folding the batch into the moments, fused
+            pred, conf, loss = self.kernel.forward_backward(
+                raw, targets, scale, self.scaler, fold=len(x)
+            )
+            classified = pred, conf
+        elif self.kernel is not None:
+            inputs = self._scale_and_update(x, raw)
             pred, conf, loss = self.kernel.forward_backward(inputs, targets, scale)
             classified = pred, conf
         else:
+            inputs = self._scale_and_update(x, raw)
             if not self.module.training:
                 self.module.train()
             xt = _tensor(inputs).to(self.device, non_blocking=True)
@@ -351,7 +301,7 @@ class IncrementalLearner:
         ``batch``'s own when none were), then ``batch`` folded into the moments."""
         if self.scaler is None:
             return rows
-        if self.scaler.moments() is None:
+        if not self.scaler.ready:
             self.scaler.update(batch)
             return self.scaler.transform(rows)
         out = self.scaler.transform(rows)
@@ -404,9 +354,10 @@ class IncrementalLearner:
     # -- prediction ---------------------------------------------------------------
     def predict(self, x: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class and its probability per row (eval mode, no gradients)."""
+        if self.kernel is not None:  # scales by the moments itself
+            ready = self.scaler is not None and self.scaler.ready
+            return self.kernel.classify(np.asarray(x, np.float32), self.scaler if ready else None)
         x_np = self._scaled(np.asarray(x, np.float32))
-        if self.kernel is not None:
-            return _classify(self.kernel.forward(x_np)[0])
         if self.module.training:
             self.module.eval()
         with torch.inference_mode():

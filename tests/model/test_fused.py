@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from model.fused import mlp_linears
+from model import native
+from model.fused import FusedMLP, mlp_linears
 from model.learner import IncrementalLearner, LearnerConfig
 from model.mlp import MLPClassifier
 
@@ -34,22 +35,90 @@ CONFIGS = [
 ]
 
 
+@pytest.fixture(params=["c", "numpy"])
+def backend(request, monkeypatch):
+    """The fused kernel in C (built here: CI has a compiler) and its numpy fallback."""
+    if request.param == "numpy":
+        monkeypatch.setattr(native, "mlp_library", lambda: None)
+    else:
+        assert native.mlp_library() is not None, "the C kernels must build here"
+    return request.param
+
+
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
-def test_fused_trains_exactly_like_autograd(cfg):
+def test_fused_trains_exactly_like_autograd(cfg, backend):
     slow, fast = learner("autograd", **cfg), learner("fused", **cfg)
     assert slow.kernel is None and fast.kernel is not None
+    assert (fast.kernel.io is not None) == (backend == "c")
     for x, y in batches(40):
         assert fast.learn(x, y) == pytest.approx(slow.learn(x, y), rel=1e-4, abs=1e-6)
     for p, q in zip(slow.module.parameters(), fast.module.parameters(), strict=True):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5)
     x, _ = next(batches(1, seed=9))
     np.testing.assert_array_equal(fast.predict(x)[0], slow.predict(x)[0])
-    np.testing.assert_allclose(fast.predict(x)[1], slow.predict(x)[1], rtol=1e-5)
+    np.testing.assert_allclose(fast.predict(x)[1], slow.predict(x)[1], rtol=1e-4)
     # The optimizer state is torch's own: a snapshot restores into an autograd learner.
     other = learner("autograd", **cfg)
     other.restore(fast.snapshot())
     for x, y in batches(5, seed=3):
         assert other.learn(x, y) == pytest.approx(slow.learn(x, y), rel=1e-3, abs=1e-5)
+
+
+def test_c_and_numpy_kernels_agree_over_a_long_stream(monkeypatch):
+    """Scaling, forward, backward, Adam and the moments, 300 steps: the same
+    predictions and float32-close weights and moments."""
+    c = learner("fused", MLPClassifier(5, (32,), 3, seed=0), standardize=True, lr=0.01)
+    monkeypatch.setattr(native, "mlp_library", lambda: None)
+    py = learner("fused", MLPClassifier(5, (32,), 3, seed=0), standardize=True, lr=0.01)
+    assert c.kernel.io is not None and py.kernel.io is None
+    agree = total = 0
+    for x, y in batches(300, rows=100):
+        pc, cc, lc = c.predict_learn(x, y)
+        pp, cp, lp = py.predict_learn(x, y)
+        agree += int((pc == pp).sum())
+        total += len(pc)
+        assert lc == pytest.approx(lp, rel=1e-3)
+    assert agree / total > 0.999
+    for p, q in zip(c.module.parameters(), py.module.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(c.scaler.mean, py.scaler.mean, rtol=1e-9)
+    np.testing.assert_allclose(c.scaler.m2, py.scaler.m2, rtol=1e-9)
+    assert c.scaler.n == py.scaler.n == 300 * 100
+
+
+def test_bad_labels_and_shapes_are_clear_errors_and_change_nothing(backend):
+    fast = learner("fused", standardize=True)
+    x, y = next(batches(1))
+    fast.learn(x, y)
+    before = [p.detach().clone() for p in fast.module.parameters()]
+    moments = fast.scaler.n, fast.scaler.mean.copy()
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\), got \[7\]"):
+        fast.learn(x, np.where(np.arange(len(y)) == 5, 7, y))
+    with pytest.raises(ValueError, match="class indices"):
+        fast.learn(x, np.full(len(y), -1))
+    with pytest.raises(ValueError, match="features"):
+        fast.kernel.forward_backward(x[:, :2], y, 1.0)
+    with pytest.raises(ValueError, match="labels"):
+        fast.kernel.forward_backward(x, y[:3], 1.0)
+    for p, q in zip(before, fast.module.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert (fast.scaler.n, fast.scaler.mean.tolist()) == (moments[0], moments[1].tolist())
+
+
+def test_without_a_compiler_the_kernels_are_absent_and_numpy_takes_over(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with pytest.raises(RuntimeError, match="cannot run the C compiler"):
+        native.build(directory=tmp_path)
+    monkeypatch.setenv("CC", "false")  # runs, and fails
+    with pytest.raises(RuntimeError, match="false failed on mlp_kernel.c"):
+        native.build(directory=tmp_path)
+    assert not list(tmp_path.glob("*.so"))  # nothing half-written is left
+    monkeypatch.setattr(native, "mlp_library", lambda: None)
+    module = MLPClassifier(3, (4,), 2)
+    kernel = FusedMLP(mlp_linears(module), torch.optim.Adam(module.parameters()))
+    assert kernel.io is None
+    with pytest.raises(RuntimeError, match="unavailable"):
+        FusedMLP(mlp_linears(module), torch.optim.Adam(module.parameters()), use_native=True)
 
 
 def test_predict_learn_is_predict_then_learn():
