@@ -107,7 +107,7 @@ def as_chunks(
         sl = slice(start, start + chunk)
         n = len(x[sl])
         yield mb.make_batch(
-            pa.array([key] * n, type=pa.string()),
+            mb.constant_keys(key, n),
             t_us[sl],
             x[sl],
             labels=y[sl],

@@ -79,3 +79,10 @@ def test_sort_concat_chunks_roundtrip():
     parts = mb.chunks(b, 3)
     assert [p.num_rows for p in parts] == [3, 3, 1]
     assert mb.concat(parts).equals(b)
+
+
+@pytest.mark.parametrize(("key", "n"), [("stream", 5), ("", 3), ("clé-ü", 4), ("x", 0)])
+def test_constant_keys_equal_a_built_string_column(key, n):
+    built = mb.constant_keys(key, n)
+    assert built.equals(pa.array([key] * n, type=pa.string()))
+    built.validate(full=True)
