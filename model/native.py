@@ -27,7 +27,20 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("mlp_kernel.c")
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-std=c99")
+# No -ffast-math, and no contraction of a * b + c into one fused multiply-add (which
+# rounds once instead of twice, where the CPU has one): the kernels then give the same
+# bits at any optimization level and on any x86-64 CPU, so a run replayed on another
+# machine (a restarted Flink task) learns exactly the same weights. Checked in tests.
+# (gcc already turns contraction off under -std=c99; clang does not.)
+FLAGS = (
+    "-O3",
+    "-march=native",
+    "-fno-math-errno",
+    "-ffp-contract=off",
+    "-shared",
+    "-fPIC",
+    "-std=c99",
+)
 
 _p = ctypes.c_void_p
 _i64 = ctypes.c_int64
@@ -66,7 +79,9 @@ def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
-def build(source: Path = SOURCE, directory: Path | None = None) -> Path:
+def build(
+    source: Path = SOURCE, directory: Path | None = None, flags: tuple[str, ...] = FLAGS
+) -> Path:
     """Compile ``source`` to a shared library (once per source, flags and machine)
     and return its path; raises ``RuntimeError`` when it cannot be built."""
     cc = _compiler()
@@ -75,7 +90,7 @@ def build(source: Path = SOURCE, directory: Path | None = None) -> Path:
         raise RuntimeError(msg)
     code = source.read_bytes()
     tag = hashlib.sha256(
-        code + " ".join(FLAGS).encode() + platform.machine().encode() + _cpu() + cc.encode()
+        code + " ".join(flags).encode() + platform.machine().encode() + _cpu() + cc.encode()
     ).hexdigest()[:16]
     directory = directory or _cache_dir()
     target = directory / f"{source.stem}-{tag}.so"
@@ -87,7 +102,7 @@ def build(source: Path = SOURCE, directory: Path | None = None) -> Path:
     try:
         try:
             done = subprocess.run(
-                [cc, *FLAGS, "-o", tmp, str(source), "-lm"],
+                [cc, *flags, "-o", tmp, str(source), "-lm"],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -105,6 +120,16 @@ def build(source: Path = SOURCE, directory: Path | None = None) -> Path:
     return target
 
 
+def load(path: Path) -> ctypes.CDLL:
+    """A built kernel library, its functions typed."""
+    lib = ctypes.CDLL(str(path))
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    return lib
+
+
 @functools.cache
 def mlp_library() -> ctypes.CDLL | None:
     """The compiled MLP kernels, or None (no compiler, a failed build, or
@@ -112,12 +137,7 @@ def mlp_library() -> ctypes.CDLL | None:
     if os.environ.get("SML_NATIVE", "1") == "0":
         return None
     try:
-        lib = ctypes.CDLL(str(build()))
+        return load(build())
     except (OSError, RuntimeError) as err:
         log.warning("C kernels unavailable, using numpy: %s", err)
         return None
-    for name, (restype, argtypes) in _SIGNATURES.items():
-        fn = getattr(lib, name)
-        fn.restype = restype
-        fn.argtypes = argtypes
-    return lib

@@ -86,6 +86,29 @@ def test_c_and_numpy_kernels_agree_over_a_long_stream(monkeypatch):
     assert c.scaler.n == py.scaler.n == 300 * 100
 
 
+def test_c_kernels_give_the_same_bits_however_they_are_compiled(tmp_path, monkeypatch):
+    """Unoptimized and for-this-CPU builds (vector width, FMA available) learn
+    bit-identical weights: a replay on another machine learns the same model."""
+    portable = ("-O0", "-ffp-contract=off", "-shared", "-fPIC", "-std=c99")
+    libs = [native.mlp_library(), native.load(native.build(directory=tmp_path, flags=portable))]
+    trained = []
+    for lib in libs:
+        monkeypatch.setattr(native, "mlp_library", lambda lib=lib: lib)
+        fast = learner("fused", MLPClassifier(7, (24, 16), 3, seed=0), standardize=True)
+        assert fast.kernel.io is not None and fast.kernel.io.lib is lib
+        rng = np.random.default_rng(5)
+        for _ in range(30):
+            x = (rng.standard_normal((37, 7)) * 4 + 2).astype(np.float32)
+            fast.predict_learn(x, (x[:, 0] > 2).astype(np.int64) + (x[:, 1] > 2))
+        trained.append(fast)
+    a, b = trained
+    for p, q in zip(a.module.parameters(), b.module.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert a.scaler.mean.tobytes() == b.scaler.mean.tobytes()
+    x = np.random.default_rng(6).standard_normal((50, 7)).astype(np.float32)
+    assert a.predict(x)[1].tobytes() == b.predict(x)[1].tobytes()
+
+
 def test_bad_labels_and_shapes_are_clear_errors_and_change_nothing(backend):
     fast = learner("fused", standardize=True)
     x, y = next(batches(1))
