@@ -93,8 +93,8 @@ class FusedMLP:
         sizes = [p.numel() for p in self.params]
         self.flat = np.empty(sum(sizes), np.float32)
         self.grad = np.zeros_like(self.flat)
-        self.param_views = self._views(self.flat)
-        self.grad_views = self._views(self.grad)
+        self.param_views = self.views(self.flat)
+        self.grad_views = self.views(self.grad)
         with torch.no_grad():
             for p, view in zip(self.params, self.param_views, strict=True):
                 view[...] = p.detach().numpy()
@@ -114,7 +114,8 @@ class FusedMLP:
         self._opt_ptrs: tuple[int, ...] | None = None
         self.load_optimizer_state()
 
-    def _views(self, flat: np.ndarray) -> list[np.ndarray]:
+    def views(self, flat: np.ndarray) -> list[np.ndarray]:
+        """Per-parameter views (shaped like the parameters) of a flat array."""
         out, offset = [], 0
         for p in self.params:
             n = p.numel()
@@ -134,7 +135,7 @@ class FusedMLP:
         self._opt_ptrs = None
         for name in names:
             flat = np.zeros_like(self.flat)
-            views = self._views(flat)
+            views = self.views(flat)
             present = all(state.get(p, {}).get(name) is not None for p in self.params)
             if present:
                 for p, view in zip(self.params, views, strict=True):
@@ -145,7 +146,7 @@ class FusedMLP:
     def _register(self) -> None:
         if not self.buffers:
             return
-        views = {name: self._views(flat) for name, flat in self.buffers.items()}
+        views = {name: self.views(flat) for name, flat in self.buffers.items()}
         for i, p in enumerate(self.params):
             entry = self.optimizer.state[p]
             for name, vs in views.items():
