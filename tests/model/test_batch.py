@@ -86,3 +86,24 @@ def test_constant_keys_equal_a_built_string_column(key, n):
     built = mb.constant_keys(key, n)
     assert built.equals(pa.array([key] * n, type=pa.string()))
     built.validate(full=True)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [["a"] * 5, ["ab", "ba"], ["a", "aa"], ["", ""], ["", "a"], ["é", "é"], ["aa", "a", "aaa"],
+     ["a", "b", "a"], ["x"], []],
+)  # fmt: skip
+def test_key_codes_match_dictionary_encoding(keys):
+    """One key (the fast path) or several: codes and keys as Arrow encodes them."""
+    column = pa.array(keys, type=pa.string())
+    codes, names = mb.key_codes(pa.RecordBatch.from_arrays([column], names=[mb.KEY]))
+    encoded = column.dictionary_encode()
+    assert codes.tolist() == encoded.indices.to_pylist()
+    assert names == encoded.dictionary.to_pylist()
+
+
+def test_key_codes_of_a_sliced_batch():
+    batch = pa.RecordBatch.from_arrays([pa.array(["x", "y", "y", "y", "z"])], names=[mb.KEY])
+    assert mb.key_codes(batch.slice(1, 3))[1] == ["y"]
+    assert mb.key_codes(batch.slice(0, 2))[1] == ["x", "y"]
+    assert mb.key_codes(batch.slice(4, 1))[1] == ["z"]
