@@ -180,6 +180,7 @@ class FusedMLP:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class and its probability for every row of ``x`` (scaled by
         ``scaler``'s moments first, if given: one that has seen two rows)."""
+        _check_scaler(scaler, int(self.sizes[0]))
         if self.io is None:
             return classify_numpy(self.forward(x if scaler is None else scaler.transform(x))[0])
         return self.io.classify(x, scaler)
@@ -200,6 +201,7 @@ class FusedMLP:
         if len(y) != len(x):
             msg = f"{len(x)} rows but {len(y)} labels"
             raise ValueError(msg)
+        _check_scaler(scaler, int(self.sizes[0]))
         if self.io is not None:
             return self.io.learn(x, y, scale, scaler, fold)
         _check_width(x, int(self.sizes[0]))
@@ -338,6 +340,8 @@ class _NativeIO:
         return n
 
     def _moments(self, scaler: RunningScaler | None) -> tuple[int | None, int | None, int]:
+        """What the C code reads and updates in place (checked by the caller: see
+        :func:`_check_scaler`)."""
         if scaler is None:
             return None, None, 0
         return (*scaler.addresses(), scaler.n)
@@ -387,6 +391,17 @@ class _NativeIO:
 
 def _ptr(a: np.ndarray) -> int:
     return a.ctypes.data
+
+
+def _check_scaler(scaler: RunningScaler | None, width: int) -> None:
+    """A scaler must be ready and as wide as the input: the C code would otherwise
+    write past the end of its moments."""
+    if scaler is None:
+        return
+    if not scaler.ready or scaler.mean is None or len(scaler.mean) != width:
+        seen = None if scaler.mean is None else len(scaler.mean)
+        msg = f"the scaler must have seen two rows of {width} features (has {seen}, n={scaler.n})"
+        raise ValueError(msg)
 
 
 def _check_width(x: np.ndarray, width: int) -> None:

@@ -123,6 +123,12 @@ def test_bad_labels_and_shapes_are_clear_errors_and_change_nothing(backend):
         fast.kernel.forward_backward(x[:, :2], y, 1.0)
     with pytest.raises(ValueError, match="labels"):
         fast.kernel.forward_backward(x, y[:3], 1.0)
+    with pytest.raises(ValueError, match="scaler must have seen two rows"):  # an empty one
+        fast.kernel.forward_backward(x, y, 1.0, fast.scaler.__class__(), fold=len(x))
+    other = fast.scaler.__class__()
+    other.update(np.ones((4, 2), np.float32))
+    with pytest.raises(ValueError, match="scaler must have seen two rows of 5 features"):
+        fast.kernel.forward_backward(x, y, 1.0, other, fold=len(x))
     for p, q in zip(before, fast.module.parameters(), strict=True):
         assert torch.equal(p, q)
     assert (fast.scaler.n, fast.scaler.mean.tolist()) == (moments[0], moments[1].tolist())
