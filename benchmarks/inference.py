@@ -10,7 +10,8 @@ set-up: FnApiRunner for ``batch``, the streaming DirectRunner for ``streaming``)
   (the limit).
 
 In streaming mode both replays emit the watermark every ``--watermark-interval``
-seconds of event time (a live source's periodic watermark); what arrives in between
+seconds of event time (a live source's periodic watermark), by the same rule and after
+the same chunks (:class:`transforms.sources.WatermarkPacer`); what arrives in between
 is one TestStream step, so one bundle, for Beam's per-event input as for ours.
 
 Models: the tiny MLP and a small Transformer encoder. Each measurement runs in its
@@ -57,8 +58,9 @@ def _model(name: str) -> tuple[Any, dict[str, Any]]:
     return TinyTransformerClassifier, {"in_features": 8}
 
 
-def _events_as_tensors(cfg: Any, limit: int) -> Iterator[tuple[Any, int]]:
-    """(tensor of one event, its event time in us), the first ``limit`` events."""
+def _chunks_as_tensors(cfg: Any, limit: int) -> Iterator[tuple[list[tuple[Any, int]], int]]:
+    """Per chunk of the stream: (tensor of one event, its event time in us) for each
+    event, and the source's watermark after the chunk; the first ``limit`` events."""
     import numpy as np
     import torch
 
@@ -67,13 +69,16 @@ def _events_as_tensors(cfg: Any, limit: int) -> Iterator[tuple[Any, int]]:
 
     seen = 0
     for chunk in generate(cfg):
-        feats = np.array(mb.features_numpy(chunk.batch))
-        times = mb.event_times_us(chunk.batch)
-        for i in range(len(feats)):
-            if seen == limit:
-                return
-            yield torch.from_numpy(feats[i]), int(times[i])
-            seen += 1
+        if seen == limit:
+            return
+        take = min(chunk.batch.num_rows, limit - seen)
+        feats = np.array(mb.features_numpy(chunk.batch))[:take]
+        times = mb.event_times_us(chunk.batch)[:take].tolist()
+        yield (
+            [(torch.from_numpy(f), t) for f, t in zip(feats, times, strict=True)],
+            (chunk.watermark_us),
+        )
+        seen += take
 
 
 def run_variant(
@@ -99,7 +104,7 @@ def run_variant(
     from runners.direct import direct_options, direct_runner
     from runners.direct import run as run_pipeline
     from transforms.inference import StreamingInference
-    from transforms.sources import SyntheticSource
+    from transforms.sources import SyntheticSource, WatermarkPacer
     from transforms.synthetic import generate
 
     model_class, params = _model(model_name)
@@ -141,24 +146,21 @@ def run_variant(
                 state_dict_path=path, model_class=model_class, model_params=params, device="CPU"
             )
             if streaming:
-                stream = TestStream()
-                step_us = max(1000, round(watermark_interval_s * 1e6))
+                # the micro-batch replay's steps: its chunks, its watermark rule
+                stream, pacer = TestStream(), WatermarkPacer(round(watermark_interval_s * 1e6))
                 group: list[Any] = []
-                emitted = None
-                for tensor, t_us in _events_as_tensors(cfg, events):
-                    mark = t_us // step_us * step_us
-                    if group and (emitted is None or mark - step_us > emitted):
-                        # a watermark one interval behind the newest event (out-of-order
-                        # events stay on time), emitted once per interval
-                        emitted = mark - step_us
+                for events_, watermark_us in _chunks_as_tensors(cfg, events):
+                    group += [bw.TimestampedValue(t, Timestamp(micros=us)) for t, us in events_]
+                    emit = pacer.due(watermark_us)
+                    if emit is not None:
                         stream = stream.add_elements(group).advance_watermark_to(
-                            Timestamp(micros=emitted)
+                            Timestamp(micros=emit)
                         )
                         group = []
-                    group.append(bw.TimestampedValue(tensor, Timestamp(micros=t_us)))
                 source = p | stream.add_elements(group).advance_watermark_to_infinity()
             else:
-                source = p | beam.Create([t for t, _ in _events_as_tensors(cfg, events)])
+                tensors = [t for chunk, _ in _chunks_as_tensors(cfg, events) for t, _ in chunk]
+                source = p | beam.Create(tensors)
             _ = source | RunInference(handler) | beam.Map(lambda r: tally.add("rows", 1))
         tally.take("rows")
         run_pipeline(p).wait_until_finish()

@@ -43,7 +43,7 @@ from model.mlp import MLPClassifier
 from runners.direct import direct_options, direct_runner
 from runners.direct import run as run_pipeline
 from transforms.inference import StreamingInference
-from transforms.sources import SyntheticSource
+from transforms.sources import SyntheticSource, WatermarkPacer
 from transforms.synthetic import SyntheticConfig, generate
 from transforms.window_stats import WindowStats
 from transforms.windowing import EventTimeWindow, WindowSpec
@@ -76,14 +76,14 @@ class _EventsDoFn(beam.DoFn):
 def event_replay(p: beam.Pipeline, cfg: SyntheticConfig, interval_s: float) -> beam.PCollection:
     """The same chunks and watermarks as the micro-batch replay (with the same periodic
     watermark), one element per event."""
-    stream, watermark, arrived = TestStream(), None, []
-    interval_us = round(interval_s * 1e6)
+    stream, arrived = TestStream(), []
+    pacer = WatermarkPacer(round(interval_s * 1e6))
     for chunk in generate(cfg):
         arrived += single_events(chunk.batch)
-        new = chunk.watermark_us - chunk.watermark_us % 1000
-        if watermark is None or new - watermark >= max(interval_us, 1):
-            stream = stream.add_elements(arrived).advance_watermark_to(Timestamp(micros=new))
-            watermark, arrived = new, []
+        emit = pacer.due(chunk.watermark_us)
+        if emit is not None:
+            stream = stream.add_elements(arrived).advance_watermark_to(Timestamp(micros=emit))
+            arrived = []
     if arrived:
         stream = stream.add_elements(arrived)
     return p | "Replay" >> stream.advance_watermark_to_infinity()

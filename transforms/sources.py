@@ -75,6 +75,29 @@ class _DecodeDoFn(beam.DoFn):
         yield batch  # keeps the element's timestamp
 
 
+class WatermarkPacer:
+    """When a replay emits its watermark: after a chunk, once the source's watermark
+    is ``interval_us`` (event time) past the last one emitted, like a live source's
+    periodic watermark (Flink's ``autoWatermarkInterval``); the first one at once.
+    Watermarks are ms-aligned, as runner APIs carry them. Shared by :func:`replay` and
+    the benchmarks' per-event replays, so both see the same steps."""
+
+    def __init__(self, interval_us: int) -> None:
+        self.interval_us = interval_us
+        self.watermark = _NO_WATERMARK  # the last one emitted
+
+    def due(self, watermark_after_us: int, *, force: bool = False) -> int | None:
+        """The watermark to emit after a chunk whose source watermark is
+        ``watermark_after_us``, or None; ``force``: whenever it moved at all."""
+        after = watermark_after_us - watermark_after_us % 1000
+        if after <= self.watermark:
+            return None
+        if force or self.watermark == _NO_WATERMARK or after - self.watermark >= self.interval_us:
+            self.watermark = after
+            return after
+        return None
+
+
 def replay(
     pipeline: beam.Pipeline,
     items: Iterable[tuple[pa.RecordBatch | None, int, list[dict[str, object]]]],
@@ -97,33 +120,28 @@ def replay(
     if watermark_interval_s < 0:
         msg = f"watermark interval must be >= 0 seconds, got {watermark_interval_s!r}"
         raise ValueError(msg)
-    interval_us = round(watermark_interval_s * mb.US_PER_SECOND)
+    pacer = WatermarkPacer(round(watermark_interval_s * mb.US_PER_SECOND))
     stream = TestStream(coder=beam.coders.BytesCoder())
-    watermark = _NO_WATERMARK
     events = 0
     arrived: list[bw.TimestampedValue] = []
     for batch, watermark_after, dead in items:
         events += sum(int(r.get("rows", 1)) for r in dead)  # type: ignore[call-overload]
         if batch is not None and batch.num_rows:
             events += batch.num_rows
-            tagged = lateness.with_watermark(batch, watermark)
+            tagged = lateness.with_watermark(batch, pacer.watermark)
             ts = Timestamp(micros=mb.min_event_time_us(batch))
             arrived.append(bw.TimestampedValue(_BATCH + encode_batch(tagged), ts))
         for record in dead:
-            ts = Timestamp(micros=max(watermark, 0))
+            ts = Timestamp(micros=max(pacer.watermark, 0))
             arrived.append(bw.TimestampedValue(_DEAD + json.dumps(record).encode(), ts))
-        # Runner APIs carry watermarks (and element timestamps) in milliseconds.
-        watermark_after -= watermark_after % 1000
-        advance = watermark_after > watermark and (
-            watermark == _NO_WATERMARK or watermark_after - watermark >= interval_us
-        )
-        if advance or processing_time_per_chunk_s:
+        every_chunk = bool(processing_time_per_chunk_s)
+        emit = pacer.due(watermark_after, force=every_chunk)
+        if emit is not None or every_chunk:
             if arrived:
                 stream = stream.add_elements(arrived)
                 arrived = []
-            if watermark_after > watermark:
-                watermark = watermark_after
-                stream = stream.advance_watermark_to(Timestamp(micros=watermark))
+            if emit is not None:
+                stream = stream.advance_watermark_to(Timestamp(micros=emit))
         if processing_time_per_chunk_s:
             stream = stream.advance_processing_time(processing_time_per_chunk_s)
     if arrived:
