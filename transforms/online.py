@@ -2,11 +2,14 @@
 
 Both modes share one stateful step per model key (one global key, or one per event
 key). It buffers window-aligned micro-batches in Beam state and, when the watermark
-passes the end of a window (an event-time timer), takes every buffered batch of that
-window and earlier, orders them by event time (then ``event_id``) and works through
-them. The learner (weights, optimizer, replay buffer, EWC state, counters) and the
-version counter live in Beam state, so the runner checkpoints them and a replay gives
-the same versions: no gap, no duplicate.
+passes the end of a window (an event-time timer per window, a dynamic tag of one
+timer family), takes every buffered batch of that window and earlier, orders them by
+event time (then ``event_id``) and works through them, one window after the other
+(each gets its own version even when one firing takes several). A runner delivers
+together every timer the watermark has passed: a bounded run's hundred windows fire
+in one bundle instead of one bundle each. The learner (weights, optimizer, replay
+buffer, EWC state, counters) and the version counter live in Beam state, so the
+runner checkpoints them and a replay gives the same versions: no gap, no duplicate.
 
 ``decoupled`` (scales out)
     The step only trains. After each window it emits the model as a new version,
@@ -213,27 +216,25 @@ _HEADER = struct.Struct(">qq")  # window end (us), serial
 
 @dataclass
 class _Book:
-    """Bookkeeping of the pending bag: the firing time due, the next serial, and the
-    serials already worked through while others still wait. Kept as plain bytes."""
+    """Bookkeeping of the pending bag: the next serial, the serials already worked
+    through while others still wait, and the window ends whose timers are set (one
+    timer per window end, a dynamic tag of the "ready" family). Kept as plain bytes."""
 
-    due: int | None = None
     serial: int = 0
     done: frozenset[int] = frozenset()
+    scheduled: frozenset[int] = frozenset()
 
     @classmethod
     def load(cls, data: bytes | None) -> _Book:
         if data is None:
             return cls()
-        values = np.frombuffer(data, dtype=">i8")
-        due = None if values[0] == _NO_DUE else int(values[0])
-        return cls(due, int(values[1]), frozenset(values[2:].tolist()))
+        values = np.frombuffer(data, dtype=">i8").tolist()
+        serial, n_done = values[0], values[1]
+        return cls(serial, frozenset(values[2 : 2 + n_done]), frozenset(values[2 + n_done :]))
 
     def dump(self) -> bytes:
-        due = _NO_DUE if self.due is None else self.due
-        return np.array([due, self.serial, *sorted(self.done)], dtype=">i8").tobytes()
-
-
-_NO_DUE = -(2**63)
+        values = [self.serial, len(self.done), *sorted(self.done), *sorted(self.scheduled)]
+        return np.array(values, dtype=">i8").tobytes()
 
 
 def _pending(batch: pa.RecordBatch, end_us: int, serial: int) -> bytes:
@@ -266,7 +267,6 @@ def _fire(
     ready: list[bytes] = []
     taken: list[int] = []
     waiting: list[bytes] = []
-    waiting_ends: list[int] = []
     for data in entries:
         end, serial = _pending_header(data)
         if serial in book.done:
@@ -276,11 +276,9 @@ def _fire(
             taken.append(serial)
         else:
             waiting.append(data)
-            waiting_ends.append(end)
     if not waiting:
-        book.due, book.done = None, frozenset()
+        book.done = frozenset()
         return ready, []
-    book.due = min(waiting_ends) - _MS
     if len(book.done) + len(taken) >= len(waiting):
         book.done = frozenset()
         return ready, waiting
@@ -344,11 +342,13 @@ class _OnlineDoFn(beam.DoFn):
         entry = _Book.load(book.read())
         pending.add(_pending(batch, end, entry.serial))
         entry.serial += 1
-        # Fire 1 ms before the window ends: outputs stamped then stay in the window.
+        # One timer per window, 1 ms before it ends (outputs stamped then stay in the
+        # window): a runner delivers every timer the watermark has passed together
+        # (a bounded run: all of them, in one bundle) instead of one per round.
         at = end - _MS
-        if entry.due is None or at < entry.due:
-            entry.due = at
-            timer.set(Timestamp(micros=at))
+        if at not in entry.scheduled:
+            entry.scheduled = entry.scheduled | {at}
+            timer.set(Timestamp(micros=at), dynamic_timer_tag=str(at))
         book.write(entry.dump())
         return iter(())
 
@@ -356,24 +356,24 @@ class _OnlineDoFn(beam.DoFn):
     def on_ready(
         self,
         key: Any = beam.DoFn.KeyParam,
+        tag: Any = beam.DoFn.DynamicTimerTagParam,
         pending: Any = PENDING,
         book: Any = BOOK,
         step: Any = STEP,
-        timer: Any = READY,
     ) -> Iterator[Any]:
+        fired = int(tag)
         entry = _Book.load(book.read())
-        fired = entry.due
-        assert fired is not None
+        entry.scheduled = entry.scheduled - {fired}
         window_us = self._cfg.window_us
         ready_data, rewrite = _fire(entry, pending.read(), fired)
         if rewrite is not None:
             pending.clear()
             for data in rewrite:
                 pending.add(data)
-        if entry.due is not None:
-            timer.set(Timestamp(micros=entry.due))
-        ready = [_pending_batch(data) for data in ready_data]
         book.write(entry.dump())
+        if not ready_data:  # an earlier firing took this window's batches
+            return
+        ready = [_pending_batch(data) for data in ready_data]
         data = step.read()
         live = _live.pop((self._token, key))
         if live is not None and data is not None and live[0] == data:
@@ -389,14 +389,21 @@ class _OnlineDoFn(beam.DoFn):
         stats: dict[int, Stats] = {}
         coupled = self._cfg.mode == "coupled"
         step_rows = self._cfg.step_rows
-        for batch in sorted(ready, key=_order_key):
+        current: int | None = None  # the window (start) whose batches are being learned
+        for batch in sorted(ready, key=_order_key):  # late batches (older) come first
             if step_rows is not None and batch.num_rows > step_rows:
                 batch = mb.sort_by_time(batch)
             features = mb.features_numpy(batch)
             labels = mb.labels_numpy(batch)
             start = mb.min_event_time_us(batch) // window_us * window_us
+            late = done_until is not None and start + window_us - _MS <= done_until
+            if not late:
+                if current is not None and start != current and state.since_publish:
+                    # a firing that takes several windows (timers the runner delivered
+                    # together, out of order): each still gets its own version
+                    yield from self._publish(key, learner, state, current + window_us)
+                current = start
             if coupled:
-                late = done_until is not None and start + window_us - _MS <= done_until
                 if late:  # score with the model as it was when this window began
                     pred, conf, used = _predict_as_of(
                         state, start, features, self._factory, self._cfg.learner
@@ -407,7 +414,10 @@ class _OnlineDoFn(beam.DoFn):
                     assert scored is not None
                     (pred, conf), used = scored, state.version
                 out = scored_batch(batch, pred, conf, used)
-                yield bw.TimestampedValue(out, Timestamp(micros=fired))
+                # on time: in its own window (a firing may take several windows, when
+                # the runner delivers their timers out of order); late: the firing's
+                stamp = fired if late else start + window_us - _MS
+                yield bw.TimestampedValue(out, Timestamp(micros=stamp))
                 merge_stats(stats.setdefault(start, {}), partial_stats(out))
                 if late:
                     _in_steps(learner, features, labels, step_rows, predict=False)
@@ -421,7 +431,8 @@ class _OnlineDoFn(beam.DoFn):
             state.since_publish += batch.num_rows
             every = self._cfg.emit_every_samples
             if every is not None and state.since_publish >= every:
-                yield from self._publish(key, learner, state, publish_at)
+                at = publish_at if late else start + window_us
+                yield from self._publish(key, learner, state, at)
         if state.since_publish:
             yield from self._publish(key, learner, state, publish_at)
         state.learner = learner.snapshot(copy_state=False)  # serialized just below
@@ -433,10 +444,9 @@ class _OnlineDoFn(beam.DoFn):
         for start, per_key in sorted(stats.items()):
             late = done_until is not None and start + window_us - _MS <= done_until
             pane = "LATE" if late else "ON_TIME"
+            at = Timestamp(micros=fired if late else start + window_us - _MS)
             for row in stats_rows(per_key, start, start + window_us, pane, int(late)):
-                yield beam.pvalue.TaggedOutput(
-                    "stats", bw.TimestampedValue(row, Timestamp(micros=fired))
-                )
+                yield beam.pvalue.TaggedOutput("stats", bw.TimestampedValue(row, at))
 
     def _publish(
         self, key: str, learner: IncrementalLearner, state: _StepState, start_us: int
