@@ -68,7 +68,7 @@ from model.lru import LRU
 from transforms.coders import decode_batch, encode_batch
 from transforms.inference import StreamingInference, scored_batch
 from transforms.lateness import NAMESPACE
-from transforms.window_stats import Stats, WindowStats, merge_stats, partial_stats, stats_rows
+from transforms.window_stats import Stats, WindowStats, merge_stats, stats_of, stats_rows
 
 Mode = Literal["decoupled", "coupled"]
 GLOBAL_KEY = ""
@@ -242,8 +242,7 @@ def _pending(batch: pa.RecordBatch, end_us: int, serial: int) -> bytes:
 
 
 def _pending_header(data: bytes) -> tuple[int, int]:
-    end, serial = _HEADER.unpack_from(data)
-    return int(end), int(serial)
+    return _HEADER.unpack_from(data)  # type: ignore[return-value]
 
 
 def _pending_batch(data: bytes) -> pa.RecordBatch:
@@ -267,8 +266,9 @@ def _fire(
     ready: list[bytes] = []
     taken: list[int] = []
     waiting: list[bytes] = []
+    header = _HEADER.unpack_from
     for data in entries:
-        end, serial = _pending_header(data)
+        end, serial = header(data)
         if serial in book.done:
             continue
         if end - _MS <= fired:
@@ -418,7 +418,10 @@ class _OnlineDoFn(beam.DoFn):
                 # the runner delivers their timers out of order); late: the firing's
                 stamp = fired if late else start + window_us - _MS
                 yield bw.TimestampedValue(out, Timestamp(micros=stamp))
-                merge_stats(stats.setdefault(start, {}), partial_stats(out))
+                correct = None if labels is None else pred == labels
+                codes, keys = mb.key_codes(batch)
+                part = stats_of(codes, keys, score=conf, correct=correct, versions=used)
+                merge_stats(stats.setdefault(start, {}), part)
                 if late:
                     _in_steps(learner, features, labels, step_rows, predict=False)
             else:

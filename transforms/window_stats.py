@@ -39,27 +39,57 @@ def partial_stats(batch: pa.RecordBatch) -> Stats:
     Batches without ``score``/``prediction``/``model_version`` columns (unscored) count
     events only.
     """
-    codes, keys = mb.key_codes(batch)
+    names = batch.schema.names
+
+    def column(name: str) -> np.ndarray | None:
+        return batch.column(name).to_numpy(zero_copy_only=False) if name in names else None
+
+    labels = mb.labels_numpy(batch)
+    prediction = column(PREDICTION)
+    return stats_of(
+        *mb.key_codes(batch),
+        score=column(SCORE),
+        correct=None if labels is None or prediction is None else labels == prediction,
+        versions=column(MODEL_VERSION) if batch.num_rows else None,
+    )
+
+
+def stats_of(
+    codes: np.ndarray,
+    keys: list[str],
+    *,
+    score: np.ndarray | None = None,
+    correct: np.ndarray | None = None,
+    versions: np.ndarray | int | None = None,
+) -> Stats:
+    """:func:`partial_stats` from arrays (one per row; ``versions`` may be one int for
+    every row): for a step that has them at hand, without going through Arrow."""
     k = len(keys)
     stats = np.zeros((k, _WIDTH), dtype=np.float64)
     stats[:, 4:] = _NO_VERSION
-    stats[:, 0] = np.bincount(codes, minlength=k)
-    names = batch.schema.names
-    if SCORE in names:
-        score = batch.column(SCORE).to_numpy(zero_copy_only=False)
-        stats[:, 1] = np.bincount(codes, weights=score, minlength=k)
-    labels = mb.labels_numpy(batch)
-    if labels is not None and PREDICTION in names:
-        correct = labels == batch.column(PREDICTION).to_numpy(zero_copy_only=False)
-        stats[:, 2] = stats[:, 0]
-        stats[:, 3] = np.bincount(codes, weights=correct, minlength=k)
-    if MODEL_VERSION in names and batch.num_rows:
-        versions = batch.column(MODEL_VERSION).to_numpy(zero_copy_only=False)
-        low, high = versions.min(), versions.max()
+    if k == 1:  # one key: plain counts (the score sum as bincount adds, bit for bit)
+        stats[0, 0] = len(codes)
+        if score is not None:
+            stats[0, 1] = np.bincount(codes, weights=score, minlength=1)[0]
+        if correct is not None:
+            stats[0, 2], stats[0, 3] = len(codes), np.count_nonzero(correct)
+    else:
+        stats[:, 0] = np.bincount(codes, minlength=k)
+        if score is not None:
+            stats[:, 1] = np.bincount(codes, weights=score, minlength=k)
+        if correct is not None:
+            stats[:, 2] = stats[:, 0]
+            stats[:, 3] = np.bincount(codes, weights=correct, minlength=k)
+    if versions is not None and len(codes):
+        if isinstance(versions, int | np.integer):
+            low = high = versions
+        else:
+            low, high = versions.min(), versions.max()
         if low == high:  # the usual case: one version scored the whole batch
             present = stats[:, 0] > 0
             stats[present, 4], stats[present, 5] = low, high
         else:
+            assert isinstance(versions, np.ndarray)
             order, bounds = mb.group_bounds(codes, k)
             present = bounds[1:] > bounds[:-1]
             starts, ordered = bounds[:-1][present], versions[order]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from model import batch as mb
 from transforms.inference import scored_batch
-from transforms.window_stats import merge_stats, partial_stats
+from transforms.window_stats import merge_stats, partial_stats, stats_of
 
 
 def scored(keys, versions, labels, preds):
@@ -33,3 +34,18 @@ def test_counts_accuracy_and_version_range_per_key():
     assert tuple(same["a"][4:]) == (7, 7) and tuple(same["c"][4:]) == (7, 7)
     merged = merge_stats(stats, same)
     assert tuple(merged["a"][[0, 4, 5]]) == (4, 1, 7) and tuple(merged["c"][[0, 3]]) == (2, 1)
+
+
+@pytest.mark.parametrize("keys", [["a"] * 6, ["a", "b", "a", "c", "b", "a"]])
+@pytest.mark.parametrize("versions", [3, np.array([3, 3, 4, 5, 3, 4])])
+def test_stats_from_arrays_equal_the_stats_of_the_scored_batch(keys, versions):
+    rng = np.random.default_rng(0)
+    batch = mb.make_batch(keys, np.arange(6), rng.random((6, 2)), labels=[0, 1, 1, 0, 1, 0])
+    pred, score = np.array([0, 1, 0, 0, 1, 1]), rng.random(6).astype(np.float32)
+    expected = partial_stats(scored_batch(batch, pred, score, versions))
+    codes, names = mb.key_codes(batch)
+    correct = pred == mb.labels_numpy(batch)
+    got = stats_of(codes, names, score=score, correct=correct, versions=versions)
+    assert got.keys() == expected.keys()
+    for key in got:
+        assert got[key].tolist() == expected[key].tolist()  # bit for bit
