@@ -173,7 +173,9 @@ class _StepState:
     since_publish: int = 0  # samples learned since the last published version
     done_until: int | None = None  # the latest firing time processed
     trained_until: int | None = None  # newest event time learned from
-    history: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    # window start -> (version, inference state serialized: it is kept over several
+    # firings, and bytes cost nothing to serialize again at each one)
+    history: dict[int, tuple[int, bytes]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, data: bytes | None) -> _StepState:
@@ -189,7 +191,7 @@ def _remember(state: _StepState, start_us: int, learner: IncrementalLearner, kee
     """Coupled mode: the model (weights and scaling) as it was when window
     ``start_us`` began, for late batches of that window; the ``keep`` latest windows."""
     if start_us not in state.history:
-        state.history[start_us] = (state.version, learner.inference_state())
+        state.history[start_us] = (state.version, dumps_state(learner.inference_state()))
         for old in sorted(state.history)[:-keep]:
             del state.history[old]
 
@@ -206,7 +208,7 @@ def _predict_as_of(
     past = IncrementalLearner(factory(), config)
     version, inference_state = state.history.get(start_us, (0, None))
     if inference_state is not None:
-        past.load_inference_state(inference_state)
+        past.load_inference_state(loads_state(inference_state))
     pred, conf = past.predict(features)
     return pred, conf, version
 
