@@ -17,13 +17,17 @@ Each is learned test-then-train:
 
 Speeds are the fastest of ``--repeat`` runs, each side alike, the learners taking turns
 (a shared machine's noise only ever slows a run down; every repeat must reach the same
-accuracy). Accuracies are
-compared over the first ``--river-events`` events, the stream with
-its drifts that River learns; our runs go on over ``--events`` (more segments of the
-stream with other seeds) so that throughput is measured over a long run (a
-pipeline's start-up, about 0.1 s, is paid once per run, not per event).
+accuracy). Accuracies are compared over the first ``--river-events`` events, the
+stream with its drifts that River learns; our runs go on over ``--events`` (more
+segments of the stream with other seeds) so that throughput is measured over a long
+run (a pipeline's start-up, about 0.1 s, is paid once per run, not per event).
 
-    python benchmarks/online.py   # 1M events (River: 100k), batches of 2048, steps of 128
+Beam elements of ``--batch-size`` rows (8192: a source's read size; it decides Beam's
+per-element cost) and learner steps of ``--step-rows`` (128: it decides how finely
+the model learns); the design keeps the two apart for this reason. Smaller Beam
+elements cost throughput, not accuracy (2048: about 25 % fewer samples/s on SEA).
+
+    python benchmarks/online.py   # 1M events (River: 100k), batches of 8192, steps of 128
 """
 
 from __future__ import annotations
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "over these first events of the same stream",
     )
     ap.add_argument("--streams", default=",".join(STREAMS))
-    ap.add_argument("--batch-size", type=int, default=2048, help="rows per Beam element")
+    ap.add_argument("--batch-size", type=int, default=8192, help="rows per Beam element")
     ap.add_argument("--step-rows", type=int, default=128, help="rows per optimizer step")
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.03)
