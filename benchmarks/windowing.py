@@ -10,7 +10,8 @@ FnApiRunner), window it into 10 s fixed windows and aggregate per key and window
 Streaming runs replay the stream on the streaming DirectRunner with a watermark every
 ``--watermark-interval`` seconds of event time, the same for both paths.
 
-Each path runs ``--repeat`` times (2) and its fastest run counts, both paths alike.
+Each path runs ``--repeat`` times (2), the paths taking turns, and its fastest run
+counts, both paths alike.
 Prints one JSON line per measurement, then the ratios. Both paths must agree on
 the aggregated event count (``agree``), in every run, or the comparison is void.
 
@@ -228,11 +229,16 @@ def compare(
     interval: Any,
     repeat: int = 1,
 ) -> bool:
-    """Run both paths ``repeat`` times each (the fastest run counts); print one line
-    each and one with the ratio; True if they agree."""
+    """Run both paths ``repeat`` times each, taking turns (a slow spell of the machine
+    slows both alike; the fastest run counts); print one line each and one with the
+    ratio; True if they agree."""
+    paths = {"per_event": per_event, "micro_batch": micro_batch}
+    measured: dict[str, list[tuple[float, int]]] = {path: [] for path in paths}
+    for _ in range(repeat):
+        for path, build in paths.items():
+            measured[path].append(measure(build, cfg, artifact, name == "score", interval))
     rates, totals = {}, {}
-    for path, build in (("per_event", per_event), ("micro_batch", micro_batch)):
-        runs = [measure(build, cfg, artifact, name == "score", interval) for _ in range(repeat)]
+    for path, runs in measured.items():
         seconds, total = min(runs)
         if len({t for _, t in runs}) != 1:
             total = -1  # the runs disagree: void
