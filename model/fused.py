@@ -34,6 +34,8 @@ from model import native
 from model.mlp import MLPClassifier
 from model.scaler import RunningScaler
 
+MAX_LAYERS = 64  # as in mlp_kernel.c
+
 
 def mlp_linears(module: nn.Module) -> list[nn.Linear] | None:
     """The ``Linear`` layers of a plain MLP on the CPU, or None if ``module`` is not one."""
@@ -238,17 +240,21 @@ class FusedMLP:
         wd = float(group.get("weight_decay", 0.0))
         self.t += 1
         first = not self.buffers
+        if first:
+            self._start_buffers(group)
         if self.io is not None:
             self._step_native(group, lr, wd, first)
-            return
+        else:
+            self._step_numpy(group, lr, wd, first)
+        if first:
+            self._register()
+
+    def _step_numpy(self, group: dict, lr: float, wd: float, first: bool) -> None:
         g = self.grad
         if wd:
             g = g + wd * self.flat
         if self.kind == "adam":
             beta1, beta2 = group["betas"]
-            if first:
-                zeros = np.zeros_like
-                self.buffers = {"exp_avg": zeros(self.flat), "exp_avg_sq": zeros(self.flat)}
             m, v = self.buffers["exp_avg"], self.buffers["exp_avg_sq"]
             m += (1.0 - beta1) * (g - m)
             v *= beta2
@@ -262,27 +268,30 @@ class FusedMLP:
         else:
             momentum = float(group.get("momentum", 0.0))
             if momentum:
-                if first:
-                    self.buffers = {"momentum_buffer": g.copy()}
+                buf = self.buffers["momentum_buffer"]
+                if first:  # torch's rule: the buffer starts as the gradient
+                    buf[...] = g
                 else:
-                    buf = self.buffers["momentum_buffer"]
                     buf *= momentum
                     buf += g
-                g = self.buffers["momentum_buffer"]
+                g = buf
             self.flat -= lr * g
-        if first:
-            self._register()
         self.grad[...] = 0.0
+
+    def _start_buffers(self, group: dict) -> None:
+        """The optimizer's buffers at its first step (Adam's moments at zero; SGD's
+        momentum, filled by the step itself); none for plain SGD."""
+        if self.kind == "adam":
+            self.buffers = {
+                "exp_avg": np.zeros_like(self.flat),
+                "exp_avg_sq": np.zeros_like(self.flat),
+            }
+        elif group.get("momentum"):
+            self.buffers = {"momentum_buffer": np.empty_like(self.flat)}
+        self._opt_ptrs = None
 
     def _step_native(self, group: dict, lr: float, wd: float, first: bool) -> None:
         assert self.io is not None
-        if first:
-            if self.kind == "adam":
-                zeros = np.zeros_like
-                self.buffers = {"exp_avg": zeros(self.flat), "exp_avg_sq": zeros(self.flat)}
-            elif group.get("momentum"):
-                self.buffers = {"momentum_buffer": np.empty_like(self.flat)}
-            self._opt_ptrs = None
         if self._opt_ptrs is None:
             self._opt_ptrs = tuple(_ptr(b) for b in self.buffers.values())
         if self.kind == "adam":
@@ -295,8 +304,6 @@ class FusedMLP:
             momentum = float(group.get("momentum", 0.0))
             buf = self._opt_ptrs[0] if self._opt_ptrs else None
             self.io.sgd(buf, lr, momentum, wd, first)
-        if first and self.buffers:
-            self._register()
 
 
 class _NativeIO:
@@ -308,6 +315,9 @@ class _NativeIO:
         self.lib = lib
         self.sizes = sizes
         self.layers = len(sizes) - 1
+        if self.layers > MAX_LAYERS:  # the C code's fixed bound
+            msg = f"the C kernels take MLPs of up to {MAX_LAYERS} layers, got {self.layers}"
+            raise ValueError(msg)
         self.width = int(sizes[0])
         self.classes = int(sizes[-1])
         self.count = len(flat)
@@ -353,9 +363,10 @@ class _NativeIO:
         px, _, pc, pp, ps = self.ptrs
         sizes, flat, _ = self.static
         mean, m2, count = self._moments(scaler)
-        self.lib.mlp_predict(
+        status = self.lib.mlp_predict(
             px, n, sizes, self.layers, flat, ps, pc, pp, mean, m2, count, self.stats
         )
+        assert status == 0, status
         return self.cls[:n].copy(), self.conf[:n].copy()
 
     def learn(
@@ -367,11 +378,12 @@ class _NativeIO:
         sizes, flat, grad = self.static
         mean, m2, count = self._moments(scaler)
         status = self.lib.mlp_forward_backward(
-            px, py, n, n, sizes, self.layers, flat, grad, scale, ps, pc, pp, self.loss_ptr,
+            px, py, n, sizes, self.layers, flat, grad, scale, ps, pc, pp, self.loss_ptr,
             mean, m2, count, fold, self.stats,
         )  # fmt: skip
         if status == -1:
             raise ValueError(_label_error(np.asarray(y), self.classes))
+        assert status == 0, status  # -2 (too many layers) is refused in __init__
         if scaler is not None:
             scaler.folded(fold)
         return self.cls[:n].copy(), self.conf[:n].copy(), float(self.loss[0])

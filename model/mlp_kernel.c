@@ -13,29 +13,30 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Floats of scratch before the gradient buffers: every layer's output for n rows;
- * and the widest layer. */
-static void carve(const int32_t *sizes, int32_t layers, int64_t n, int64_t *acts,
-                  int64_t *widest, int64_t *wmax) {
-    *acts = 0;
-    *widest = 0;
-    *wmax = 0;
+#define MAX_LAYERS 64
+
+/* Where a call's scratch (floats, for n rows) holds what: every layer's output, two
+ * n x widest gradient buffers (wrt a layer's output, wrt its input), one in x out
+ * transposed weight; end is the size. */
+typedef struct {
+    int64_t g, gin, wt, end;
+} layout_t;
+
+static layout_t layout(const int32_t *sizes, int32_t layers, int64_t n) {
+    int64_t acts = 0, widest = 0, wmax = 0;
     for (int32_t i = 0; i <= layers; i++) {
-        if (i > 0) *acts += n * sizes[i];
-        if (sizes[i] > *widest) *widest = sizes[i];
+        if (i > 0) acts += n * sizes[i];
+        if (sizes[i] > widest) widest = sizes[i];
+        if (i < layers && (int64_t)sizes[i] * sizes[i + 1] > wmax)
+            wmax = (int64_t)sizes[i] * sizes[i + 1];
     }
-    for (int32_t i = 0; i < layers; i++) {
-        const int64_t w = (int64_t)sizes[i] * sizes[i + 1];
-        if (w > *wmax) *wmax = w;
-    }
+    const layout_t at = {acts, acts + n * widest, acts + 2 * n * widest,
+                         acts + 2 * n * widest + wmax};
+    return at;
 }
 
-/* Scratch floats a call needs for n rows: layer outputs, two n x widest gradient
- * buffers, one transposed weight. */
 int64_t mlp_scratch_floats(const int32_t *sizes, int32_t layers, int64_t n) {
-    int64_t acts, widest, wmax;
-    carve(sizes, layers, n, &acts, &widest, &wmax);
-    return acts + 2 * n * widest + wmax;
+    return layout(sizes, layers, n).end;
 }
 
 /* Inner loops run along whichever side of a layer is longer, so that the compiler
@@ -151,54 +152,54 @@ static void scaler_apply(float *restrict x, int64_t n, int64_t n_new, int32_t d,
 int32_t mlp_predict(float *x, int64_t n, const int32_t *sizes, int32_t layers,
                     const float *flat, float *scratch, int64_t *cls, float *conf,
                     double *mean, double *m2, int64_t count, double *stats) {
-    float *acts[64];
-    int64_t a, widest, wmax;
-    if (layers > 64) return -2;
+    float *acts[MAX_LAYERS];
+    if (layers > MAX_LAYERS) return -2;
     if (mean) scaler_apply(x, n, 0, sizes[0], mean, m2, count, stats);
-    carve(sizes, layers, n, &a, &widest, &wmax);
-    float *logits = forward(x, n, sizes, layers, flat, scratch, acts, scratch + a + 2 * n * widest);
+    const layout_t at = layout(sizes, layers, n);
+    const float *logits = forward(x, n, sizes, layers, flat, scratch, acts, scratch + at.wt);
     classify(logits, n, sizes[layers], cls, conf);
     return 0;
 }
 
-/* Prequential step on n rows: class and probability of the first n_out rows (before
- * the step), the mean cross-entropy over all n rows in *loss, and scale times its
- * gradient added to grad (same layout as flat). With mean != NULL the rows (x is
- * overwritten) are first scaled by the running moments, and the first fold rows
- * folded into them (scaler_apply). Returns 0, or -1 when a label is out of range
- * (nothing is changed then). */
-int32_t mlp_forward_backward(float *x, const int64_t *y, int64_t n, int64_t n_out,
-                             const int32_t *sizes, int32_t layers, const float *flat,
-                             float *grad, float scale, float *scratch, int64_t *cls,
-                             float *conf, double *loss, double *mean, double *m2,
-                             int64_t count, int64_t fold, double *stats) {
+/* Prequential step on n rows: class and probability of every row (before the step),
+ * the mean cross-entropy in *loss, and scale times its gradient added to grad (same
+ * layout as flat). With mean != NULL the rows (x is overwritten) are first scaled by
+ * the running moments, and the first fold rows folded into them (scaler_apply).
+ * Returns 0; -1 when a label is out of range, -2 with too many layers (nothing is
+ * changed then). */
+int32_t mlp_forward_backward(float *x, const int64_t *y, int64_t n, const int32_t *sizes,
+                             int32_t layers, const float *flat, float *grad, float scale,
+                             float *scratch, int64_t *cls, float *conf, double *loss,
+                             double *mean, double *m2, int64_t count, int64_t fold,
+                             double *stats) {
     const int32_t classes = sizes[layers];
-    float *acts[64];
-    if (layers > 64) return -2;
+    float *acts[MAX_LAYERS];
+    if (layers > MAX_LAYERS) return -2;
     for (int64_t r = 0; r < n; r++)
         if (y[r] < 0 || y[r] >= classes) return -1;
     if (mean) scaler_apply(x, n, fold, sizes[0], mean, m2, count, stats);
-    int64_t a, widest, wmax;
-    carve(sizes, layers, n, &a, &widest, &wmax);
-    float *g = scratch + a;               /* n x widest: gradient wrt a layer's output */
-    float *gin = g + n * widest;          /* n x widest: gradient wrt its input */
-    float *wt = gin + n * widest;         /* in x out: transposed weight / gradient */
-    float *logits = forward(x, n, sizes, layers, flat, scratch, acts, wt);
-    classify(logits, n_out, classes, cls, conf);
+    const layout_t at = layout(sizes, layers, n);
+    float *g = scratch + at.g, *gin = scratch + at.gin, *wt = scratch + at.wt;
+    const float *logits = forward(x, n, sizes, layers, flat, scratch, acts, wt);
 
-    /* softmax cross-entropy: g = (softmax - onehot) * scale / n */
+    /* per row: class and probability (as classify), and the softmax cross-entropy's
+     * gradient g = (softmax - onehot) * scale / n */
     double total = 0.0;
     const float gs = scale / (float)n;
     for (int64_t r = 0; r < n; r++) {
         const float *l = logits + r * classes;
-        float m = l[0];
-        for (int32_t c = 1; c < classes; c++) m = l[c] > m ? l[c] : m;
+        int32_t best = 0;
+        for (int32_t c = 1; c < classes; c++)
+            if (l[c] > l[best]) best = c;
+        const float m = l[best];
         float s = 0.0f;
         float *gr = g + r * classes;
         for (int32_t c = 0; c < classes; c++) {
             gr[c] = expf(l[c] - m);
             s += gr[c];
         }
+        cls[r] = best;
+        conf[r] = 1.0f / s; /* the top class has exp(0) = 1 */
         total += (double)logf(s) - (double)(l[y[r]] - m);
         const float inv = 1.0f / s;
         for (int32_t c = 0; c < classes; c++) gr[c] *= inv;
@@ -209,7 +210,7 @@ int32_t mlp_forward_backward(float *x, const int64_t *y, int64_t n, int64_t n_ou
 
     /* backward, last layer first */
     int64_t offset = 0;
-    int64_t offsets[65];
+    int64_t offsets[MAX_LAYERS];
     for (int32_t i = 0; i < layers; i++) {
         offsets[i] = offset;
         offset += (int64_t)sizes[i] * sizes[i + 1] + sizes[i + 1];

@@ -24,6 +24,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from model.cache import cache_dir
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("mlp_kernel.c")
@@ -51,16 +53,11 @@ _SIGNATURES = {
     "mlp_predict": (_i32, [_p, _i64, _p, _i32, _p, _p, _p, _p, _p, _p, _i64, _p]),
     "mlp_forward_backward": (
         _i32,
-        [_p, _p, _i64, _i64, _p, _i32, _p, _p, _f32, _p, _p, _p, _p, _p, _p, _i64, _i64, _p],
+        [_p, _p, _i64, _p, _i32, _p, _p, _f32, _p, _p, _p, _p, _p, _p, _i64, _i64, _p],
     ),
     "adam_step": (None, [_p, _p, _p, _p, _i64, _f32, _f32, _f32, _f32, _f32, _f32]),
     "sgd_step": (None, [_p, _p, _p, _i64, _f32, _f32, _f32, _i32]),
 }
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("SML_CACHE", Path.home() / ".cache" / "streaming-ml")
-    return Path(root) / "native"
 
 
 def _cpu() -> bytes:
@@ -92,7 +89,7 @@ def build(
     tag = hashlib.sha256(
         code + " ".join(flags).encode() + platform.machine().encode() + _cpu() + cc.encode()
     ).hexdigest()[:16]
-    directory = directory or _cache_dir()
+    directory = directory or cache_dir() / "native"
     target = directory / f"{source.stem}-{tag}.so"
     if target.exists():
         return target

@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.cache import cache_dir
 from runners import jobserver
-from runners.paths import cache_dir
 
 FLINK_VERSION = "2.2.1"
 FLINK_MINOR = "2.2"

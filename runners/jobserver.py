@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runners.paths import cache_dir
+from model.cache import cache_dir
+from runners.tools import run_tool
 
 ASSEMBLED_FLINK_MINOR = "1.19"
 ASSEMBLED_BEAM_VERSION = "2.70.0"
@@ -136,30 +136,23 @@ def assemble(cache: Path | None = None, timeout_s: float = 1200.0) -> Path:
             f"<url>{mirror}</url></mirror></mirrors></settings>\n"
         )
         cmd[3:3] = ["-s", str(settings)]
-    _run(cmd, timeout_s, f"resolving the job server's artifacts from {mirror or 'Maven Central'}")
+    source = mirror or "Maven Central"
+    run_tool(
+        cmd, f"resolving the job server's artifacts from {source}", timeout_s, JobServerUnavailable
+    )
     shutil.rmtree(lib, ignore_errors=True)
     os.replace(partial, lib)
     classes = home / "shim"
     shutil.rmtree(classes, ignore_errors=True)
     sources = sorted(str(p) for p in SHIM.glob("*.java"))
-    _run(
+    run_tool(
         ["javac", "-nowarn", "-cp", f"{lib}/*", "-d", str(classes), *sources],
-        300.0,
         "compiling the loopback ServerFactory",
+        300.0,
+        JobServerUnavailable,
     )
     _write_entry_jar(jar, classes, sorted(lib.glob("*.jar")))
     return jar
-
-
-def _run(cmd: list[str], timeout_s: float, what: str) -> None:
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        msg = f"{what} took more than {timeout_s:.0f}s"
-        raise JobServerUnavailable(msg) from None
-    if done.returncode != 0:
-        msg = f"{what} failed: {(done.stdout + done.stderr).strip()[-1500:]}"
-        raise JobServerUnavailable(msg)
 
 
 def _manifest(entries: list[str]) -> bytes:

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from model.cache import cache_dir
 from runners.flink import beam_version
-from runners.paths import cache_dir
+from runners.tools import run_tool
 
 PACKAGE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
 BUILD_TIMEOUT_S = 1200
@@ -57,24 +57,17 @@ def prism_binary(version: str | None = None, *, build: bool = True) -> Path:
         GOMODCACHE=str(cache_dir() / "go" / "pkg" / "mod"),
         GOFLAGS="-mod=mod",
     )
+    what = f"go install {PACKAGE}@v{version}"
     try:
-        done = subprocess.run(
-            [go, "install", f"{PACKAGE}@v{version}"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=BUILD_TIMEOUT_S,
+        run_tool(
+            [go, "install", f"{PACKAGE}@v{version}"], what, BUILD_TIMEOUT_S, PrismUnavailable, env
         )
         built = partial / "prism"
-        if done.returncode != 0 or not built.is_file():
-            msg = f"go install {PACKAGE}@v{version} failed: {done.stderr.strip()[-800:]}"
+        if not built.is_file():
+            msg = f"{what} left no binary in {partial}"
             raise PrismUnavailable(msg)
         target.mkdir(parents=True, exist_ok=True)
         os.replace(built, binary)  # atomic: a half-copied binary is never used
-    except subprocess.TimeoutExpired:
-        msg = f"go install {PACKAGE}@v{version} took over {BUILD_TIMEOUT_S} s"
-        raise PrismUnavailable(msg) from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return binary

@@ -392,12 +392,13 @@ class _OnlineDoFn(beam.DoFn):
         coupled = self._cfg.mode == "coupled"
         step_rows = self._cfg.step_rows
         current: int | None = None  # the window (start) whose batches are being learned
-        for batch in sorted(ready, key=_order_key):  # late batches (older) come first
+        ordered = sorted(((_order_key(b), b) for b in ready), key=lambda kb: kb[0])
+        for (first_us, _), batch in ordered:  # event-time order: late (older) batches first
             if step_rows is not None and batch.num_rows > step_rows:
                 batch = mb.sort_by_time(batch)
             features = mb.features_numpy(batch)
             labels = mb.labels_numpy(batch)
-            start = mb.min_event_time_us(batch) // window_us * window_us
+            start = first_us // window_us * window_us
             late = done_until is not None and start + window_us - _MS <= done_until
             if not late:
                 if current is not None and start != current and state.since_publish:

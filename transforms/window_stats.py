@@ -50,7 +50,7 @@ def partial_stats(batch: pa.RecordBatch) -> Stats:
         *mb.key_codes(batch),
         score=column(SCORE),
         correct=None if labels is None or prediction is None else labels == prediction,
-        versions=column(MODEL_VERSION) if batch.num_rows else None,
+        versions=column(MODEL_VERSION),
     )
 
 
@@ -67,19 +67,12 @@ def stats_of(
     k = len(keys)
     stats = np.zeros((k, _WIDTH), dtype=np.float64)
     stats[:, 4:] = _NO_VERSION
-    if k == 1:  # one key: plain counts (the score sum as bincount adds, bit for bit)
-        stats[0, 0] = len(codes)
-        if score is not None:
-            stats[0, 1] = np.bincount(codes, weights=score, minlength=1)[0]
-        if correct is not None:
-            stats[0, 2], stats[0, 3] = len(codes), np.count_nonzero(correct)
-    else:
-        stats[:, 0] = np.bincount(codes, minlength=k)
-        if score is not None:
-            stats[:, 1] = np.bincount(codes, weights=score, minlength=k)
-        if correct is not None:
-            stats[:, 2] = stats[:, 0]
-            stats[:, 3] = np.bincount(codes, weights=correct, minlength=k)
+    stats[:, 0] = np.bincount(codes, minlength=k)
+    if score is not None:
+        stats[:, 1] = np.bincount(codes, weights=score, minlength=k)
+    if correct is not None:
+        stats[:, 2] = stats[:, 0]
+        stats[:, 3] = np.bincount(codes, weights=correct, minlength=k)
     if versions is not None and len(codes):
         if isinstance(versions, int | np.integer):
             low = high = versions
