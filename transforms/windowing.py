@@ -18,9 +18,10 @@ it does for single events. Downstream grouping must be keyed by ``key``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import apache_beam as beam
 import numpy as np
@@ -28,7 +29,9 @@ import pyarrow as pa
 from apache_beam.coders import coders
 from apache_beam.transforms import trigger as tr
 from apache_beam.transforms import window as bw
+from apache_beam.transforms.core import Windowing
 from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from model import batch as mb
 from transforms import coders as _coders  # noqa: F401  (registers the batch coder)
@@ -102,10 +105,11 @@ class WindowSpec:
         return first_start + size, last_start + size
 
 
-def cell_ids(spec: WindowSpec, times_us: np.ndarray) -> np.ndarray:
-    """An id per row; rows with equal ids belong to exactly the same windows."""
+def cell_ids(spec: WindowSpec, times_us: Any) -> Any:
+    """An id per row (``times_us``: an int64 array, or one int); rows with equal ids
+    belong to exactly the same windows."""
     if spec.kind == "global":
-        return np.zeros(len(times_us), dtype=np.int64)
+        return times_us * 0
     step, offset = _us(spec.step_s), _us(spec.offset_s)
     last = (times_us - offset) // step
     if spec.kind == "fixed":
@@ -113,7 +117,7 @@ def cell_ids(spec: WindowSpec, times_us: np.ndarray) -> np.ndarray:
     first = (times_us - offset - _us(spec.size_s)) // step
     # Windows holding t are starts j with first < j <= last; (last, last - first)
     # identifies the set, and last - first is at most ceil(size / step) + 1.
-    span = int(np.ceil(spec.size_s / spec.step_s)) + 2
+    span = math.ceil(spec.size_s / spec.step_s) + 2
     return last * span + (last - first)
 
 
@@ -133,6 +137,16 @@ def split_batch(batch: pa.RecordBatch, spec: WindowSpec) -> list[pa.RecordBatch]
 
     Row order is kept within each piece. A batch that already fits is returned as is.
     """
+    return [piece for piece, *_ in _split(batch, spec)]
+
+
+Piece = tuple[pa.RecordBatch, int, int, int]
+
+
+def _split(batch: pa.RecordBatch, spec: WindowSpec) -> list[Piece]:
+    """:func:`split_batch`'s pieces as ``(piece, smallest event time, largest, cell)``:
+    what stamping, judging and assigning windows need, from one pass over the times
+    (``cell``: equal cells, equal windows; sessions: per key and gap, see above)."""
     if batch.num_rows == 0:
         return []
     times = mb.event_times_us(batch)
@@ -140,17 +154,24 @@ def split_batch(batch: pa.RecordBatch, spec: WindowSpec) -> list[pa.RecordBatch]
         cells = _session_cells(_us(spec.gap_s), mb.key_codes(batch)[0], times)
     else:
         cells = cell_ids(spec, times)
-    changes = cells[1:] != cells[:-1]
-    if not changes.any():
-        return [batch]
+    if not (cells[1:] != cells[:-1]).any():
+        return [(batch, int(times.min()), int(times.max()), int(cells[0]))]
     if np.all(cells[1:] >= cells[:-1]):  # already grouped: zero-copy slices
-        ordered, sorted_cells = batch, cells
+        ordered, cells_in_order, times_in_order = batch, cells, times
     else:  # one gather, then slices
         order = np.argsort(cells, kind="stable")
-        ordered, sorted_cells = mb.take(batch, order), cells[order]
-    cuts = np.flatnonzero(sorted_cells[1:] != sorted_cells[:-1]) + 1
-    bounds = [0, *cuts.tolist(), len(sorted_cells)]
-    return [ordered.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        ordered, cells_in_order, times_in_order = mb.take(batch, order), cells[order], times[order]
+    starts = np.flatnonzero(cells_in_order[1:] != cells_in_order[:-1]) + 1
+    starts = np.concatenate(([0], starts))
+    ends = [*starts[1:].tolist(), len(cells_in_order)]
+    lows = np.minimum.reduceat(times_in_order, starts).tolist()
+    highs = np.maximum.reduceat(times_in_order, starts).tolist()
+    return [
+        (ordered.slice(a, b - a), lo, hi, cell)
+        for a, b, lo, hi, cell in zip(
+            starts.tolist(), ends, lows, highs, cells_in_order[starts].tolist(), strict=True
+        )
+    ]
 
 
 class BatchSessions(bw.WindowFn):
@@ -248,7 +269,7 @@ class TriggerSpec:
         return tr.AfterWatermark(early=early, late=late)
 
     @property
-    def accumulation_mode(self) -> int:
+    def accumulation_mode(self) -> Any:  # a runner API enum value
         mode = tr.AccumulationMode
         return mode.ACCUMULATING if self.accumulating else mode.DISCARDING
 
@@ -263,15 +284,32 @@ class WindowOut:
 
 
 class _SplitStampGateDoFn(beam.DoFn):
-    def __init__(self, spec: WindowSpec, allowed_lateness_s: float) -> None:
+    """Splits at window boundaries, stamps each piece with its smallest event time and
+    judges its lateness. With ``windowing`` (non-merging windows) it also assigns each
+    piece its windows, found once per cell by the window function itself, so no
+    separate ``WindowInto`` pass touches every element."""
+
+    def __init__(
+        self, spec: WindowSpec, allowed_lateness_s: float, windowing: Windowing | None = None
+    ) -> None:
         self._spec = spec
         self._lateness_us = _us(allowed_lateness_s)
+        self._window_fn = None if windowing is None else windowing.windowfn
+        self._windows: dict[int, tuple[bw.BoundedWindow, ...]] = {}
+
+    def _windows_of(self, cell: int, timestamp: Timestamp) -> tuple[bw.BoundedWindow, ...]:
+        windows = self._windows.get(cell)
+        if windows is None:
+            if len(self._windows) >= 1024:
+                self._windows.clear()
+            assert self._window_fn is not None
+            windows = tuple(self._window_fn.assign(bw.WindowFn.AssignContext(timestamp)))
+            self._windows[cell] = windows
+        return windows
 
     def process(self, batch: pa.RecordBatch) -> Iterator[object]:
         watermark = lateness.watermark_of(batch)
-        for piece in split_batch(batch, self._spec):
-            times = mb.event_times_us(piece)
-            lo, hi = int(times.min()), int(times.max())
+        for piece, lo, hi, cell in _split(batch, self._spec):
             verdict = lateness.classify(self._spec, lo, hi, watermark, self._lateness_us)
             lateness.count(verdict, piece.num_rows)
             if verdict == lateness.EXPIRED:
@@ -279,7 +317,23 @@ class _SplitStampGateDoFn(beam.DoFn):
                     "dropped", lateness.dead_letter(piece, watermark, self._lateness_us)
                 )
                 continue
-            yield bw.TimestampedValue(piece, Timestamp(micros=lo))
+            timestamp = Timestamp(micros=lo)
+            if self._window_fn is None:
+                yield bw.TimestampedValue(piece, timestamp)
+            else:
+                yield WindowedValue(piece, timestamp, self._windows_of(cell, timestamp))
+
+
+class _AssigningParDo(beam.ParDo):
+    """A ParDo whose DoFn assigns the windows itself: its outputs carry ``windowing``,
+    as ``beam.WindowInto``'s do (which is a ParDo with the same override)."""
+
+    def __init__(self, fn: beam.DoFn, windowing: Windowing) -> None:
+        super().__init__(fn)
+        self.assigned_windowing = windowing
+
+    def get_windowing(self, unused_inputs: Any) -> Windowing:
+        return self.assigned_windowing
 
 
 class EventTimeWindow(beam.PTransform):
@@ -287,6 +341,9 @@ class EventTimeWindow(beam.PTransform):
 
     Input: micro-batches (optionally carrying the source watermark, see
     :mod:`transforms.lateness`). Output: :class:`WindowOut`.
+
+    Fixed, sliding and global windows are assigned in the splitting pass itself;
+    sessions, whose windows Beam merges, go through ``WindowInto``.
     """
 
     def __init__(self, window: WindowSpec, trigger: TriggerSpec | None = None) -> None:
@@ -296,13 +353,30 @@ class EventTimeWindow(beam.PTransform):
 
     def expand(self, batches: beam.PCollection) -> WindowOut:  # type: ignore[override]
         t = self._trigger
-        pieces = batches | "SplitAtBoundaries" >> beam.ParDo(
-            _SplitStampGateDoFn(self._window, t.allowed_lateness_s)
-        ).with_output_types(pa.RecordBatch).with_outputs("dropped", main="pieces")
-        windowed = pieces.pieces | "WindowInto" >> beam.WindowInto(
+        windowing = Windowing(
             self._window.window_fn(),
-            trigger=t.trigger(),
+            triggerfn=t.trigger(),
             accumulation_mode=t.accumulation_mode,
-            allowed_lateness=Duration.of(t.allowed_lateness_s),
+            allowed_lateness=t.allowed_lateness_s,
         )
-        return WindowOut(batches=windowed, dropped=pieces.dropped)
+        merging = windowing.windowfn.is_merging()
+        if merging:
+            split = beam.ParDo(_SplitStampGateDoFn(self._window, t.allowed_lateness_s))
+        else:
+            split = _AssigningParDo(
+                _SplitStampGateDoFn(self._window, t.allowed_lateness_s, windowing), windowing
+            )
+        pieces = batches | "SplitAtBoundaries" >> split.with_output_types(
+            pa.RecordBatch
+        ).with_outputs("dropped", main="pieces")
+        if merging:
+            windowed = pieces.pieces | "WindowInto" >> beam.WindowInto(
+                windowing.windowfn,
+                trigger=windowing.triggerfn,
+                accumulation_mode=windowing.accumulation_mode,
+                allowed_lateness=windowing.allowed_lateness,
+            )
+            return WindowOut(batches=windowed, dropped=pieces.dropped)
+        # The dead letters keep their input windows; say so, as before the split.
+        dropped = pieces.dropped | "DroppedWindowing" >> beam.WindowInto(batches.windowing)
+        return WindowOut(batches=pieces.pieces, dropped=dropped)
