@@ -39,19 +39,30 @@ def partial_stats(batch: pa.RecordBatch) -> Stats:
     Batches without ``score``/``prediction``/``model_version`` columns (unscored) count
     events only.
     """
+    keys, rows = _partial(batch)
+    return dict(zip(keys, rows, strict=True))
+
+
+Partial = tuple[list[str], np.ndarray]  # keys, and one stats row per key
+
+
+def _partial(batch: pa.RecordBatch) -> Partial:
     names = batch.schema.names
 
     def column(name: str) -> np.ndarray | None:
         return batch.column(name).to_numpy(zero_copy_only=False) if name in names else None
 
-    labels = mb.labels_numpy(batch)
     prediction = column(PREDICTION)
-    return stats_of(
-        *mb.key_codes(batch),
+    labels = None if prediction is None else mb.labels_numpy(batch)
+    codes, keys = mb.key_codes(batch)
+    rows = _stats_rows_of(
+        codes,
+        len(keys),
         score=column(SCORE),
         correct=None if labels is None or prediction is None else labels == prediction,
         versions=column(MODEL_VERSION),
     )
+    return keys, rows
 
 
 def stats_of(
@@ -64,8 +75,20 @@ def stats_of(
 ) -> Stats:
     """:func:`partial_stats` from arrays (one per row; ``versions`` may be one int for
     every row): for a step that has them at hand, without going through Arrow."""
-    k = len(keys)
-    stats = np.zeros((k, _WIDTH), dtype=np.float64)
+    rows = _stats_rows_of(codes, len(keys), score=score, correct=correct, versions=versions)
+    return dict(zip(keys, rows, strict=True))
+
+
+def _stats_rows_of(
+    codes: np.ndarray,
+    k: int,
+    *,
+    score: np.ndarray | None = None,
+    correct: np.ndarray | None = None,
+    versions: np.ndarray | int | None = None,
+) -> np.ndarray:
+    stats = np.empty((k, _WIDTH), dtype=np.float64)
+    stats[:, 1:4] = 0.0
     stats[:, 4:] = _NO_VERSION
     stats[:, 0] = np.bincount(codes, minlength=k)
     if score is not None:
@@ -88,7 +111,7 @@ def stats_of(
             starts, ordered = bounds[:-1][present], versions[order]
             stats[present, 4] = np.minimum.reduceat(ordered, starts)
             stats[present, 5] = np.maximum.reduceat(ordered, starts)
-    return dict(zip(keys, stats, strict=True))
+    return stats
 
 
 def merge_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -102,6 +125,35 @@ def merge_stats(acc: Stats, value: Stats) -> Stats:
     for key, row in value.items():
         acc[key] = merge_rows(acc[key], row) if key in acc else row
     return acc
+
+
+class StatsTable:
+    """Per-key stats merged in place: each key's row in one matrix, so adding a
+    batch's partial is a few vectorized operations, not one merge per key."""
+
+    __slots__ = ("index", "rows")
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.rows = np.empty((0, _WIDTH), dtype=np.float64)
+
+    def add(self, keys: list[str], rows: np.ndarray) -> StatsTable:
+        index = self.index
+        at = [index.setdefault(key, len(index)) for key in keys]
+        if len(index) > len(self.rows):
+            grown = np.empty((max(len(index), 2 * len(self.rows)), _WIDTH), dtype=np.float64)
+            grown[: len(self.rows)] = self.rows
+            grown[len(self.rows) :, :4] = 0.0
+            grown[len(self.rows) :, 4:] = _NO_VERSION
+            self.rows = grown
+        table = self.rows
+        table[at, :4] += rows[:, :4]
+        table[at, 4] = np.minimum(table[at, 4], rows[:, 4])
+        table[at, 5] = np.maximum(table[at, 5], rows[:, 5])
+        return self
+
+    def stats(self) -> Stats:
+        return {key: self.rows[i].copy() for key, i in self.index.items()}
 
 
 def stats_rows(
@@ -131,22 +183,23 @@ def stats_rows(
 
 
 class _MergeStats(beam.CombineFn):
-    """Adds per-key stats dicts."""
+    """Adds per-key partials ``(keys, rows)`` into a :class:`StatsTable`."""
 
-    def create_accumulator(self) -> Stats:
-        return {}
+    def create_accumulator(self) -> StatsTable:
+        return StatsTable()
 
-    def add_input(self, acc: Stats, value: Stats) -> Stats:
-        return merge_stats(acc, value)
+    def add_input(self, acc: StatsTable, value: Partial) -> StatsTable:
+        return acc.add(*value)
 
-    def merge_accumulators(self, accs: Any) -> Stats:
-        merged: Stats = {}
+    def merge_accumulators(self, accs: Any) -> StatsTable:
+        accs = iter(accs)
+        merged = next(accs, None) or StatsTable()
         for acc in accs:
-            self.add_input(merged, acc)
+            merged.add(list(acc.index), acc.rows[: len(acc.index)])
         return merged
 
-    def extract_output(self, acc: Stats) -> Stats:
-        return acc
+    def extract_output(self, acc: StatsTable) -> Stats:
+        return acc.stats()
 
 
 class _FormatPaneDoFn(beam.DoFn):
@@ -175,9 +228,10 @@ class _FormatPaneDoFn(beam.DoFn):
         yield from rows
 
 
-def _by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, Stats]]:
-    for key, row in partial_stats(batch).items():
-        yield key, {key: row}
+def _by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, Partial]]:
+    keys, rows = _partial(batch)
+    for i, key in enumerate(keys):
+        yield key, ([key], rows[i : i + 1])
 
 
 class WindowStats(beam.PTransform):
@@ -193,7 +247,7 @@ class WindowStats(beam.PTransform):
         if batches.windowing.windowfn.is_merging():
             partials = batches | "PartialStats" >> beam.FlatMap(_by_key)
         else:
-            partials = batches | "PartialStats" >> beam.Map(lambda b: (_ALL, partial_stats(b)))
+            partials = batches | "PartialStats" >> beam.Map(lambda b: (_ALL, _partial(b)))
         return (
             partials
             | "MergePerWindow" >> beam.CombinePerKey(_MergeStats())
