@@ -24,6 +24,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration
 
 def direct_runner(*, streaming: bool) -> PipelineRunner:
     """The local runner for a streaming or a bounded pipeline."""
+    _memoize_option_views()
     if streaming:
         _tolerate_empty_bundles_with_side_inputs()
         _memoize_dofn_specs()
@@ -85,6 +86,36 @@ def _memoize_method_arguments() -> None:
         return get_function_arguments
 
     _replace_once(core, "get_function_arguments", wrap)
+
+
+def _memoize_option_views() -> None:
+    """Speed up Beam 2.77's pipeline construction: one view per options class.
+
+    ``PipelineOptions.view_as(cls)`` builds an argparse parser for ``cls`` and parses
+    the flags again on every call (about 1 ms); building and running one pipeline
+    calls it about 100 times (every ``apply`` and type check asks for a view). A view
+    keeps nothing of its own: it reads and writes the options' shared ``_all_options``
+    dict, filled once per option name, and parses flags that never change. So the
+    first view of each class is kept for its options object and handed out again.
+    Measured on the windowing benchmark's streaming pipeline: 100 views, about 0.1 s
+    of every construction. Idempotent.
+    """
+    import weakref
+
+    from apache_beam.options import pipeline_options
+
+    def wrap(original: Callable[[Any, type], Any]) -> Callable[[Any, type], Any]:
+        views: weakref.WeakKeyDictionary[Any, dict[type, Any]] = weakref.WeakKeyDictionary()
+
+        def view_as(self: Any, cls: type) -> Any:
+            of_self = views.setdefault(self, {})
+            if cls not in of_self:
+                of_self[cls] = original(self, cls)
+            return of_self[cls]
+
+        return view_as
+
+    _replace_once(pipeline_options.PipelineOptions, "view_as", wrap)
 
 
 _PLAIN = (bytes, str, int, float, bool, type(None))
