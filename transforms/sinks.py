@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from model import batch as mb
 from transforms.lateness import NAMESPACE
 
 FORMATS = ("parquet", "jsonl")
@@ -66,6 +67,9 @@ def _json_values(column: pa.Array) -> pa.Array | None:
     """Each value of ``column`` as JSON text (a string array), or None for a type
     without a vectorized encoding."""
     t = column.type
+    if pa.types.is_dictionary(t):  # each dictionary value encoded once
+        values = _json_values(column.dictionary)
+        return None if values is None else _null_as(column, values.take(column.indices))
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         # Escape each distinct value once (keys repeat), then spread them back.
         encoded = column.dictionary_encode()
@@ -174,7 +178,8 @@ class _BatchWriter(_BundleWriter):
         self.suffixes = formats
 
     def encode(self, elements: list[pa.RecordBatch]) -> tuple[list[bytes], int]:
-        table = pa.Table.from_batches(elements)
+        # Plain string keys in the files, however the pipeline carried them.
+        table = pa.Table.from_batches([mb.plain_keys(b) for b in elements])
         payloads: list[bytes] = []
         for fmt in self.suffixes:
             if fmt == "jsonl":

@@ -178,6 +178,8 @@ def events(cfg: SyntheticConfig) -> tuple[pa.RecordBatch, np.ndarray]:
     x[anomaly] *= 8.0
     key_ids = rng.integers(0, cfg.num_keys, n)
     key_names = pa.array([f"key-{k}" for k in range(cfg.num_keys)], type=pa.string())
+    # Dictionary-encoded, as a source that knows its keys hands them over: grouping by
+    # key downstream reads these codes (see model.batch.key_codes).
     keys = pa.DictionaryArray.from_arrays(pa.array(key_ids, type=pa.int32()), key_names)
 
     kind = rng.random(n)
@@ -191,7 +193,7 @@ def events(cfg: SyntheticConfig) -> tuple[pa.RecordBatch, np.ndarray]:
     arrival_us = event_us + np.round(delay_s * 1000).astype(np.int64) * 1000
 
     batch = mb.make_batch(
-        keys.cast(pa.string()),
+        keys,
         event_us,
         x,
         labels=labels,

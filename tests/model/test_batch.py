@@ -107,3 +107,43 @@ def test_key_codes_of_a_sliced_batch():
     assert mb.key_codes(batch.slice(1, 3))[1] == ["y"]
     assert mb.key_codes(batch.slice(0, 2))[1] == ["x", "y"]
     assert mb.key_codes(batch.slice(4, 1))[1] == ["z"]
+
+
+def _dictionary_batch(indices, dictionary):
+    column = pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), pa.array(dictionary))
+    return pa.RecordBatch.from_arrays([column], names=[mb.KEY])
+
+
+@pytest.mark.parametrize(
+    ("indices", "dictionary"),
+    [
+        ([0, 1, 0, 2], ["a", "b", "c"]),  # every entry used
+        ([2, 2, 0], ["a", "b", "c"]),  # "b" unused: not a key of this batch
+        ([1, 1], ["a", "b"]),
+        ([0, 1, 2, 1], ["a", "b", "a"]),  # a value twice (Arrow allows it): one key
+        ([], ["a"]),
+    ],
+)
+def test_key_codes_of_dictionary_keys_group_like_the_strings(indices, dictionary):
+    batch = _dictionary_batch(indices, dictionary)
+    codes, names = mb.key_codes(batch)
+    strings = batch.column(mb.KEY).to_pylist()
+    assert [names[c] for c in codes] == strings  # every row maps to its own key
+    assert sorted(names) == sorted(set(strings))  # each present key once, no absent ones
+    plain = mb.plain_keys(batch)
+    assert plain.column(mb.KEY).type == pa.string() and plain.column(mb.KEY).to_pylist() == strings
+
+
+def test_dictionary_keys_concat_with_plain_keys_and_null_dictionary_values_are_refused():
+    encoded = _dictionary_batch([1, 0], ["a", "b"])
+    plain = pa.RecordBatch.from_arrays([pa.array(["c"])], names=[mb.KEY])
+    assert mb.concat([encoded, plain]).column(mb.KEY).to_pylist() == ["b", "a", "c"]
+    both = mb.concat([encoded, _dictionary_batch([0], ["z"])])
+    assert both.column(mb.KEY).to_pylist() == ["b", "a", "z"]
+    batch = _batch(2)
+    with_null = pa.DictionaryArray.from_arrays(
+        pa.array([0, 0], pa.int32()), pa.array([None], pa.string())
+    )
+    with pytest.raises(mb.BatchSchemaError, match="null"):
+        mb.validate_batch(batch.set_column(0, mb.KEY, with_null))
+    mb.validate_batch(batch.set_column(0, mb.KEY, batch.column(0).dictionary_encode()))

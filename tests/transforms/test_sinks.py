@@ -76,3 +76,32 @@ def test_any_strings_ints_and_floats_round_trip(rows):
     for row, k, i, f in zip(decoded(batch_to_json_lines(batch)), keys, ints, floats, strict=True):
         assert row["k"] == k and row["i"] == i
         assert row["f"] == (float(np.float32(f)) if np.isfinite(f) else None)
+
+
+def test_dictionary_columns_write_their_values():
+    column = pa.DictionaryArray.from_arrays(
+        pa.array([1, 0, None, 1], pa.int32()), pa.array(["a", 'q"uote'])
+    )
+    batch = pa.RecordBatch.from_arrays([column], names=["key"])
+    assert decoded(batch_to_json_lines(batch)) == [
+        {"key": 'q"uote'}, {"key": "a"}, {"key": None}, {"key": 'q"uote'}
+    ]  # fmt: skip
+
+
+def test_part_files_hold_plain_string_keys_whatever_the_batches_carried():
+    import io
+
+    import pyarrow.parquet as pq
+
+    from transforms.sinks import _BatchWriter
+
+    encoded = pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int32()), pa.array(["a", "b"]))
+    batches = [
+        pa.RecordBatch.from_arrays([encoded], names=["key"]),
+        pa.RecordBatch.from_arrays([pa.array(["c"])], names=["key"]),  # plain, same bundle
+    ]
+    (parquet, jsonl), rows = _BatchWriter("unused", "rows", ("parquet", "jsonl")).encode(batches)
+    table = pq.read_table(io.BytesIO(parquet))
+    assert rows == 3 and table.schema.field("key").type == pa.string()
+    assert table.column("key").to_pylist() == ["a", "b", "c"]
+    assert [r["key"] for r in decoded(jsonl)] == ["a", "b", "c"]
