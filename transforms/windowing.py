@@ -377,6 +377,10 @@ class EventTimeWindow(beam.PTransform):
                 allowed_lateness=windowing.allowed_lateness,
             )
             return WindowOut(batches=windowed, dropped=pieces.dropped)
-        # The dead letters keep their input windows; say so, as before the split.
-        dropped = pieces.dropped | "DroppedWindowing" >> beam.WindowInto(batches.windowing)
-        return WindowOut(batches=pieces.pieces, dropped=dropped)
+        # The dead letters keep their input's windows (Beam propagates them), but a
+        # ParDo names one windowing for all its outputs. A PCollection keeps its
+        # windowing in ``_windowing`` (its constructor's ``windowing``), read by every
+        # runner from there: set the input's, rather than re-window every dead letter
+        # in a step that the streaming DirectRunner runs (empty) for every bundle.
+        pieces.dropped._windowing = batches.windowing
+        return WindowOut(batches=pieces.pieces, dropped=pieces.dropped)

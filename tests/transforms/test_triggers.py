@@ -65,6 +65,13 @@ def test_late_data_dropped_beyond_lateness_accepted_within_and_accounted():
         equal_to([(1, (4,), "late")]),
         label="Dropped",
     )
+    # The dead letters keep the input's (global) windows, and their PCollection says
+    # so (runners encode its elements with that windowing's coder), not the pieces'
+    # windowing: they flatten with other dead letters, as the pipelines do.
+    others = p | "OtherDeadLetters" >> beam.Create([{"rows": 2}])
+    assert dropped.windowing == others.windowing
+    rows = (dropped, others) | beam.Flatten() | "Rows" >> beam.Map(lambda r: r["rows"])
+    assert_that(rows, equal_to([1, 2]), label="Flattened")
     p.run().wait_until_finish()
 
 
