@@ -7,8 +7,10 @@ is late, so the windowing step passes it through unjudged).
 Streaming mode replays the same chunks as an unbounded PCollection through Beam's
 ``TestStream``: each chunk is added, then the watermark advances to the source's
 watermark after it, so out-of-order and late events behave exactly as they would from
-a live source, deterministically, on the DirectRunner and on Flink. Elements travel
-as bytes (Arrow IPC) because Flink's TestStream needs a standard coder. The chunks
+a live source, deterministically, on the DirectRunner and on Flink. On Flink (and any
+runner that runs TestStream outside Python) elements travel as bytes (Arrow IPC, then
+a decoding step), because such a TestStream needs a standard coder; the streaming
+DirectRunner runs TestStream in Python and gets the batches as they are. The chunks
 are built when the pipeline is constructed, so a replay holds the whole stream in the
 pipeline graph: fine for tests, demos and benchmarks up to a few million events.
 (The DirectRunner's splittable-DoFn support holds the watermark at -inf until a
@@ -32,7 +34,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from model import batch as mb
 from transforms import lateness
-from transforms.coders import decode_batch, encode_batch
+from transforms.coders import RecordBatchCoder, decode_batch, encode_batch
 from transforms.csv_parse import CsvFormat, parse_lines
 from transforms.synthetic import SyntheticConfig, generate
 
@@ -44,8 +46,9 @@ _NO_WATERMARK = MIN_TIMESTAMP.micros
 @dataclass(frozen=True)
 class SourceOut:
     """``batches``: micro-batches; ``dead_letter``: records of rejected input rows;
-    ``events``: how many input events there are, when known before the run (replays).
-    Otherwise the ``events_in`` counter counts them as they are read."""
+    ``events``: how many input events there are, when known before the run (replays,
+    whose events the ``events_in`` counter counts only where they are decoded from
+    bytes). Otherwise the ``events_in`` counter counts them as they are read."""
 
     batches: beam.PCollection
     dead_letter: beam.PCollection
@@ -98,6 +101,15 @@ class WatermarkPacer:
         return None
 
 
+def _runs_test_stream_in_python(pipeline: beam.Pipeline) -> bool:
+    """Whether the pipeline's runner executes TestStream here, in Python (the streaming
+    DirectRunner), so that its elements may use a Python-only coder; Flink and Prism
+    execute it in Java or Go."""
+    from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+
+    return isinstance(pipeline.runner, BundleBasedDirectRunner)
+
+
 def replay(
     pipeline: beam.Pipeline,
     items: Iterable[tuple[pa.RecordBatch | None, int, list[dict[str, object]]]],
@@ -121,32 +133,52 @@ def replay(
         msg = f"watermark interval must be >= 0 seconds, got {watermark_interval_s!r}"
         raise ValueError(msg)
     pacer = WatermarkPacer(round(watermark_interval_s * mb.US_PER_SECOND))
-    stream = TestStream(coder=beam.coders.BytesCoder())
-    events = 0
-    arrived: list[bw.TimestampedValue] = []
+    # ("add", [(batch or dead record, timestamp)]), ("watermark", us) or ("time", s)
+    steps: list[tuple[str, object]] = []
+    events, dead_records = 0, False
+    arrived: list[tuple[object, Timestamp]] = []
     for batch, watermark_after, dead in items:
         events += sum(int(r.get("rows", 1)) for r in dead)  # type: ignore[call-overload]
         if batch is not None and batch.num_rows:
             events += batch.num_rows
             tagged = lateness.with_watermark(batch, pacer.watermark)
-            ts = Timestamp(micros=mb.min_event_time_us(batch))
-            arrived.append(bw.TimestampedValue(_BATCH + encode_batch(tagged), ts))
+            arrived.append((tagged, Timestamp(micros=mb.min_event_time_us(batch))))
         for record in dead:
-            ts = Timestamp(micros=max(pacer.watermark, 0))
-            arrived.append(bw.TimestampedValue(_DEAD + json.dumps(record).encode(), ts))
+            arrived.append((record, Timestamp(micros=max(pacer.watermark, 0))))
+            dead_records = True
         every_chunk = bool(processing_time_per_chunk_s)
         emit = pacer.due(watermark_after, force=every_chunk)
         if emit is not None or every_chunk:
             if arrived:
-                stream = stream.add_elements(arrived)
+                steps.append(("add", arrived))
                 arrived = []
             if emit is not None:
-                stream = stream.advance_watermark_to(Timestamp(micros=emit))
+                steps.append(("watermark", emit))
         if processing_time_per_chunk_s:
-            stream = stream.advance_processing_time(processing_time_per_chunk_s)
+            steps.append(("time", processing_time_per_chunk_s))
     if arrived:
-        stream = stream.add_elements(arrived)
+        steps.append(("add", arrived))
+    # Batches as they are where the runner allows it and there is nothing to sort out;
+    # otherwise tagged bytes, then a step that decodes them and sets dead letters apart.
+    plain = not dead_records and _runs_test_stream_in_python(pipeline)
+    stream = TestStream(coder=RecordBatchCoder() if plain else beam.coders.BytesCoder())
+    for kind, value in steps:
+        if kind == "add":
+            assert isinstance(value, list)
+            stream = stream.add_elements(
+                [bw.TimestampedValue(v if plain else _encoded(v), ts) for v, ts in value]
+            )
+        elif kind == "watermark":
+            assert isinstance(value, int)
+            stream = stream.advance_watermark_to(Timestamp(micros=value))
+        else:
+            assert isinstance(value, float | int)
+            stream = stream.advance_processing_time(value)
     stream = stream.advance_watermark_to_infinity()
+    if plain:
+        batches = pipeline | label >> stream.with_output_types(pa.RecordBatch)
+        empty = pipeline | f"{label}NoDeadLetters" >> beam.Create([])
+        return SourceOut(batches=batches, dead_letter=empty, events=events)
     decoded = (
         pipeline
         # The output coder must be the stream's own: a runner that executes the
@@ -158,6 +190,13 @@ def replay(
         .with_outputs("dead_letter", main="batches")
     )
     return SourceOut(batches=decoded.batches, dead_letter=decoded.dead_letter, events=events)
+
+
+def _encoded(value: object) -> bytes:
+    """A replayed element as tagged bytes: a batch as Arrow IPC, a dead record as JSON."""
+    if isinstance(value, pa.RecordBatch):
+        return _BATCH + encode_batch(value)
+    return _DEAD + json.dumps(value).encode()
 
 
 class _GenerateDoFn(beam.DoFn):
