@@ -228,6 +228,12 @@ class _FormatPaneDoFn(beam.DoFn):
         yield from rows
 
 
+def _for_all_keys(batch: pa.RecordBatch) -> tuple[str, Partial]:
+    # A module function, not a lambda: the streaming DirectRunner pickles each step's
+    # function for every bundle, a lambda by value (its code), a function by name.
+    return _ALL, _partial(batch)
+
+
 def _by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, Partial]]:
     keys, rows = _partial(batch)
     for i, key in enumerate(keys):
@@ -247,7 +253,7 @@ class WindowStats(beam.PTransform):
         if batches.windowing.windowfn.is_merging():
             partials = batches | "PartialStats" >> beam.FlatMap(_by_key)
         else:
-            partials = batches | "PartialStats" >> beam.Map(lambda b: (_ALL, _partial(b)))
+            partials = batches | "PartialStats" >> beam.Map(_for_all_keys)
         return (
             partials
             | "MergePerWindow" >> beam.CombinePerKey(_MergeStats())
