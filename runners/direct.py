@@ -27,6 +27,7 @@ def direct_runner(*, streaming: bool) -> PipelineRunner:
     _memoize_option_views()
     if streaming:
         _tolerate_empty_bundles_with_side_inputs()
+        _pickle_each_dofn_once_per_run()
         _memoize_dofn_specs()
         _memoize_method_arguments()
         return BundleBasedDirectRunner()
@@ -116,6 +117,59 @@ def _memoize_option_views() -> None:
         return view_as
 
     _replace_once(pipeline_options.PipelineOptions, "view_as", wrap)
+
+
+# id(DoFn) -> (a weak reference to it, its pickled form), for the current run
+_PICKLED_DOFNS: dict[int, tuple[Any, bytes]] = {}
+
+
+def _pickle_each_dofn_once_per_run() -> None:
+    """Speed up Beam 2.77's BundleBasedDirectRunner: pickle each DoFn once per run.
+
+    Every bundle of every ParDo starts with ``pickler.roundtrip(dofn)``: pickle the
+    DoFn, unpickle a fresh copy (Beam's own TODO there: keep the pickled form). For
+    a lambda, pickled by value, that is about 0.3 ms, and the runner makes a bundle
+    per step per watermark. The pickled form is kept for the run and unpickled for
+    each bundle: every bundle still gets a fresh copy, and a DoFn that cannot be
+    pickled still fails at its first bundle. Kept forms are of the copy a ParDo makes
+    when it is applied (a DoFn changed later is another object, pickled anew), found
+    by identity (checked through a weak reference) and dropped when a run starts, so
+    they do not pile up. Measured on the windowing
+    benchmark's streaming micro-batch pipeline (100k events, 9 alternating runs):
+    0.325 -> 0.303 s median. Idempotent.
+    """
+    import weakref
+
+    from apache_beam.internal import pickler
+    from apache_beam.runners.direct import transform_evaluator
+
+    class PickleOnce:
+        """The ``pickler`` that transform_evaluator sees: Beam's, with a roundtrip
+        that pickles each object once."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(pickler, name)
+
+        @staticmethod
+        def roundtrip(obj: Any) -> Any:
+            kept = _PICKLED_DOFNS.get(id(obj))
+            if kept is None or kept[0]() is not obj:
+                try:
+                    ref = weakref.ref(obj)
+                except TypeError:  # not weakly referenceable: as before
+                    return pickler.roundtrip(obj)
+                kept = _PICKLED_DOFNS[id(obj)] = (ref, pickler.dumps(obj))
+            return pickler.loads(kept[1])
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def run_pipeline(self: Any, *args: Any, **kwargs: Any) -> Any:
+            _PICKLED_DOFNS.clear()
+            return original(self, *args, **kwargs)
+
+        return run_pipeline
+
+    _replace_once(transform_evaluator, "pickler", lambda _: PickleOnce())
+    _replace_once(BundleBasedDirectRunner, "run_pipeline", wrap)
 
 
 _PLAIN = (bytes, str, int, float, bool, type(None))

@@ -74,3 +74,55 @@ def test_state_sampler_wakes_often_enough_not_to_hold_up_bundle_ends():
     # An explicit longer period is capped too.
     assert statesampler.StateSampler("step", None, 200).sampling_period_ms == SAMPLING_PERIOD_MS
     assert SAMPLING_PERIOD_MS <= 2
+
+
+class _Numbering(beam.DoFn):
+    """Numbers the elements of its bundle from ``start``: a fresh copy per bundle
+    starts again."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.seen = 0
+
+    def process(self, element):
+        yield element, self.start + self.seen
+        self.seen += 1
+
+
+def _numbered(dofn: _Numbering) -> list:
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from runners.direct import direct_options
+
+    stream = TestStream().add_elements(["a", "b"]).advance_watermark_to(10)
+    stream = stream.add_elements(["c"]).advance_watermark_to_infinity()
+    p = beam.Pipeline(runner=direct_runner(streaming=True), options=direct_options(streaming=True))
+    out = p | stream | beam.ParDo(dofn)
+    expected = [("a", dofn.start), ("b", dofn.start + 1), ("c", dofn.start)]
+    assert_that(out, equal_to(expected))
+    p.run().wait_until_finish()
+    return expected
+
+
+def test_each_bundle_gets_a_fresh_dofn_and_a_changed_dofn_is_pickled_anew():
+    dofn = _Numbering(0)
+    _numbered(dofn)  # two bundles: each numbers from the start, not from the last
+    dofn.start = 100  # changed between runs: the next run sees it
+    _numbered(dofn)
+
+
+def test_an_options_view_is_built_once_and_shares_the_values():
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    direct_runner(streaming=True)
+    options = PipelineOptions(["--streaming"])
+    view = options.view_as(StandardOptions)
+    assert view is options.view_as(StandardOptions) and view.streaming
+    view.streaming = False
+    assert not options.view_as(StandardOptions).streaming
+    assert not options.get_all_options()["streaming"]
+    other = PipelineOptions([])
+    assert (
+        other.view_as(StandardOptions) is not view and not other.view_as(StandardOptions).streaming
+    )
