@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--rate", type=float, default=1000.0, help="events per second of event time")
     ap.add_argument("--pipelines", default="count,score")
+    ap.add_argument("--modes", default="bounded,streaming", help="bounded, streaming or both")
     ap.add_argument(
         "--streaming-events",
         type=int,
@@ -210,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         late_fraction=0.0,
     )
     artifact = ModelArtifact.from_module(MLPClassifier(cfg.num_features, seed=0), version=0)
-    modes = [("bounded", cfg)]
-    if args.streaming_events:
+    chosen = args.modes.split(",")
+    modes = [("bounded", cfg)] if "bounded" in chosen else []
+    if args.streaming_events and "streaming" in chosen:
         modes.append(("streaming", dataclasses.replace(cfg, num_events=args.streaming_events)))
     ok = True
     for mode, mode_cfg in modes:
