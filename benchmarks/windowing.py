@@ -10,6 +10,12 @@ FnApiRunner), window it into 10 s fixed windows and aggregate per key and window
 Streaming runs replay the stream on the streaming DirectRunner with a watermark every
 ``--watermark-interval`` seconds of event time, the same for both paths.
 
+Both paths read the same arrival chunks, generated once before any clock starts
+(``stream_chunks``), as a source would hand them over: how fast numpy generates a
+synthetic stream is not what this compares. The micro-batch path reads them the way
+``SyntheticSource`` does (one stamped batch per chunk when bounded, ``replay`` when
+streaming); the per-event path turns each chunk into single events on the worker.
+
 Each path runs ``--repeat`` times (2), the paths taking turns, and its fastest run
 counts, both paths alike.
 Prints one JSON line per measurement, then the ratios. Both paths must agree on
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -31,6 +38,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import torch
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms import window as bw
@@ -44,13 +52,20 @@ from model.mlp import MLPClassifier
 from runners.direct import direct_options, direct_runner
 from runners.direct import run as run_pipeline
 from transforms.inference import StreamingInference
-from transforms.sources import SyntheticSource, WatermarkPacer
-from transforms.synthetic import SyntheticConfig, generate
+from transforms.sources import WatermarkPacer, replay
+from transforms.synthetic import StreamChunk, SyntheticConfig, generate
 from transforms.window_stats import WindowStats
 from transforms.windowing import EventTimeWindow, WindowSpec
 
 WINDOW = WindowSpec("fixed", size_s=10.0)
 WATERMARK_INTERVAL_S = 2.0  # default for streaming: event time between watermarks
+
+
+@functools.lru_cache(maxsize=2)
+def stream_chunks(cfg: SyntheticConfig) -> tuple[StreamChunk, ...]:
+    """The stream's arrival chunks, generated once per process (both local runners
+    run the DoFns in this process, so the workers read them from here)."""
+    return tuple(generate(cfg))
 
 
 def single_events(batch: Any) -> list[bw.TimestampedValue]:
@@ -70,8 +85,22 @@ class _EventsDoFn(beam.DoFn):
         self._cfg = cfg
 
     def process(self, _: bytes) -> Iterator[bw.TimestampedValue]:
-        for chunk in generate(self._cfg):
+        for chunk in stream_chunks(self._cfg):
             yield from single_events(chunk.batch)
+
+
+class _BatchesDoFn(beam.DoFn):
+    """The chunks as micro-batches, stamped with their smallest event time, as
+    ``SyntheticSource`` yields them when bounded."""
+
+    def __init__(self, cfg: SyntheticConfig) -> None:
+        self._cfg = cfg
+
+    def process(self, _: bytes) -> Iterator[bw.TimestampedValue]:
+        for chunk in stream_chunks(self._cfg):
+            yield bw.TimestampedValue(
+                chunk.batch, Timestamp(micros=mb.min_event_time_us(chunk.batch))
+            )
 
 
 def event_replay(p: beam.Pipeline, cfg: SyntheticConfig, interval_s: float) -> beam.PCollection:
@@ -79,7 +108,7 @@ def event_replay(p: beam.Pipeline, cfg: SyntheticConfig, interval_s: float) -> b
     watermark), one element per event."""
     stream, arrived = TestStream(), []
     pacer = WatermarkPacer(round(interval_s * 1e6))
-    for chunk in generate(cfg):
+    for chunk in stream_chunks(cfg):
         arrived += single_events(chunk.batch)
         emit = pacer.due(chunk.watermark_us)
         if emit is not None:
@@ -151,9 +180,15 @@ def per_event(
 def micro_batch(
     p: beam.Pipeline, cfg: SyntheticConfig, artifact: ModelArtifact, scored: bool, interval: Any
 ) -> None:
-    streaming = interval is not None
-    source = SyntheticSource(cfg, streaming=streaming, watermark_interval_s=interval or 0.0)
-    batches = (p | "Source" >> source).batches
+    if interval is not None:
+        items = ((c.batch, c.watermark_us, list[dict[str, object]]()) for c in stream_chunks(cfg))
+        batches = replay(p, items, watermark_interval_s=interval, label="Source").batches
+    else:
+        batches = (
+            p
+            | "Impulse" >> beam.Impulse()
+            | "Source" >> beam.ParDo(_BatchesDoFn(cfg)).with_output_types(pa.RecordBatch)
+        )
     windowed = (batches | "Window" >> EventTimeWindow(WINDOW)).batches
     if scored:
         windowed = windowed | "Score" >> StreamingInference(artifact, device="cpu")
@@ -217,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         modes.append(("streaming", dataclasses.replace(cfg, num_events=args.streaming_events)))
     ok = True
     for mode, mode_cfg in modes:
+        stream_chunks(mode_cfg)  # before any clock starts
         for name in args.pipelines.split(","):
             interval = args.watermark_interval if mode == "streaming" else None
             ok &= compare(mode, mode_cfg, name, artifact, interval, args.repeat)
