@@ -4,9 +4,10 @@ Beam assigns windows by element timestamp, so a micro-batch may only carry event
 that belong to exactly the same windows. :func:`split_batch` cuts every batch at the
 window boundaries (sliding windows: at every window start *and* end, so all rows of
 a piece share one set of windows) and :class:`EventTimeWindow` stamps each piece
-with its smallest event time, then applies Beam's own ``WindowInto`` with the
-configured trigger. Windows, triggers, watermarks and lateness are therefore exactly
-Beam's, at batch granularity.
+with its smallest event time and gives it the windows Beam's own window function
+assigns to that time (in the same pass, so no separate ``WindowInto`` step touches
+every piece), under the configured trigger. Windows, triggers, watermarks and
+lateness are therefore exactly Beam's, at batch granularity.
 
 Session windows cannot be split on time alone: sessions are per key and their
 extent depends on the data. Here batches are split per key and wherever two
