@@ -25,6 +25,7 @@ prediction rows: ``key``, ``event_time``, ``event_id`` and ``label`` when presen
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -39,6 +40,7 @@ from model import batch as mb
 from model.artifact import ModelArtifact
 from model.batching import AdaptiveBatchSize
 from model.handler import TorchModelHandler
+from model.lru import LRU
 from transforms.lateness import NAMESPACE
 from transforms.model_store import read_path, version_of_path
 
@@ -88,6 +90,13 @@ class _Metrics:
         self.ooms = m.counter(NAMESPACE, "oom_splits")
 
 
+# Each inference step's batch-size controller in this process, by the step's token:
+# a runner that sets up a fresh DoFn copy for every bundle (the legacy DirectRunner
+# does) would otherwise start every bundle again from the initial size. Copies of
+# one step in other threads share it too, as they share the device it measures.
+_CONTROLLERS: LRU[str, AdaptiveBatchSize] = LRU(256)
+
+
 class _InferenceDoFn(beam.DoFn):
     def __init__(
         self,
@@ -102,10 +111,15 @@ class _InferenceDoFn(beam.DoFn):
         self._batching_cfg = batching
         self._resident = resident_versions
         self._compile = compile
+        self._token = uuid.uuid4().hex  # survives pickling: names this step
 
     def setup(self) -> None:
         self._metrics = _Metrics()
-        self._batching = dataclasses.replace(self._batching_cfg)  # a fresh controller
+        batching = _CONTROLLERS.get(self._token)
+        if batching is None:
+            batching = dataclasses.replace(self._batching_cfg)  # a fresh controller
+            _CONTROLLERS.put(self._token, batching)
+        self._batching = batching
         self._handlers: OrderedDict[int, TorchModelHandler] = OrderedDict()
         self._load_ms: list[int] = []  # reported from inside a bundle (setup has no metrics)
         self.start_bundle()

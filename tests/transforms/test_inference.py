@@ -240,3 +240,22 @@ def test_inference_metrics_are_reported():
     assert dists["batch_latency_ms"].count == dists["batch_size"].count
     assert dists["model_load_ms"].count >= 1
     assert gauges["model_version"].value == 4
+
+
+def test_the_learned_batch_size_carries_across_bundles():
+    """The streaming DirectRunner sets up a fresh DoFn copy for every bundle; the
+    step's batch-size controller must not start again from its initial size."""
+    from model.batching import AdaptiveBatchSize
+    from transforms import inference
+
+    p = make_pipeline(streaming=True)
+    items = [(events([float(t)], t), (t + 1) * S, []) for t in range(12)]
+    src = replay(p, items, watermark_interval_s=4.0)  # 3 bundles of 4 one-row batches
+    batching = AdaptiveBatchSize(target_latency_s=60.0, initial=1, step=1, max_size=64)
+    step = StreamingInference(constant(1, 0), device="cpu", batching=batching)
+    scored = src.batches | step | beam.Map(lambda b: b.num_rows)
+    assert_that(scored, equal_to([1] * 12))
+    p.run().wait_until_finish()
+    # A bundle of at most four one-row batches, starting from size 1, grows it to 3 at
+    # most (full passes of 1 and 2 rows); only a size carried over gets further.
+    assert inference._CONTROLLERS.get(step._fn._token).size >= 4
