@@ -9,6 +9,7 @@ of model versions that scored them.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -39,11 +40,21 @@ def partial_stats(batch: pa.RecordBatch) -> Stats:
     Batches without ``score``/``prediction``/``model_version`` columns (unscored) count
     events only.
     """
-    keys, rows = _partial(batch)
-    return dict(zip(keys, rows, strict=True))
+    part = _partial(batch)
+    return dict(zip(part.keys, part.rows, strict=True))
 
 
-Partial = tuple[list[str], np.ndarray]  # keys, and one stats row per key
+@dataclass(frozen=True)
+class Partial:
+    """One batch's stats: the keys, and one row per key. Never changed once made, so
+    a copy is the object itself: Beam's reference streaming runner deep-copies the
+    grouping state (every buffered partial) for each bundle."""
+
+    keys: list[str]
+    rows: np.ndarray
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Partial:
+        return self
 
 
 def _partial(batch: pa.RecordBatch) -> Partial:
@@ -62,7 +73,7 @@ def _partial(batch: pa.RecordBatch) -> Partial:
         correct=None if labels is None or prediction is None else labels == prediction,
         versions=column(MODEL_VERSION),
     )
-    return keys, rows
+    return Partial(keys, rows)
 
 
 def stats_of(
@@ -189,7 +200,7 @@ class _MergeStats(beam.CombineFn):
         return StatsTable()
 
     def add_input(self, acc: StatsTable, value: Partial) -> StatsTable:
-        return acc.add(*value)
+        return acc.add(value.keys, value.rows)
 
     def merge_accumulators(self, accs: Any) -> StatsTable:
         accs = iter(accs)
@@ -235,9 +246,9 @@ def _for_all_keys(batch: pa.RecordBatch) -> tuple[str, Partial]:
 
 
 def _by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, Partial]]:
-    keys, rows = _partial(batch)
-    for i, key in enumerate(keys):
-        yield key, ([key], rows[i : i + 1])
+    part = _partial(batch)
+    for i, key in enumerate(part.keys):
+        yield key, Partial([key], part.rows[i : i + 1])
 
 
 class WindowStats(beam.PTransform):
