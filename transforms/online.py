@@ -68,7 +68,7 @@ from model.lru import LRU
 from transforms.coders import decode_batch, encode_batch
 from transforms.inference import StreamingInference, scored_batch
 from transforms.lateness import NAMESPACE
-from transforms.window_stats import Stats, WindowStats, merge_stats, stats_of, stats_rows
+from transforms.window_stats import StatsTable, WindowStats, stats_of, stats_rows
 
 Mode = Literal["decoupled", "coupled"]
 GLOBAL_KEY = ""
@@ -268,9 +268,8 @@ def _fire(
     ready: list[bytes] = []
     taken: list[int] = []
     waiting: list[bytes] = []
-    header = _HEADER.unpack_from
     for data in entries:
-        end, serial = header(data)
+        end, serial = _pending_header(data)
         if serial in book.done:
             continue
         if end - _MS <= fired:
@@ -388,7 +387,16 @@ class _OnlineDoFn(beam.DoFn):
         done_until = state.done_until
         # Never publish into a window the learner has already seen data of.
         publish_at = (fired if done_until is None else max(fired, done_until)) + _MS
-        stats: dict[int, Stats] = {}
+        stats: dict[int, StatsTable] = {}  # coupled: per window start
+
+        def late_for(start: int) -> bool:  # a window fired before: its batches are late
+            return done_until is not None and start + window_us - _MS <= done_until
+
+        def stamp(start: int, late: bool) -> int:
+            # on time: in its own window (a firing may take several windows, when the
+            # runner delivers their timers out of order); late: the firing's time
+            return fired if late else start + window_us - _MS
+
         coupled = self._cfg.mode == "coupled"
         step_rows = self._cfg.step_rows
         current: int | None = None  # the window (start) whose batches are being learned
@@ -399,7 +407,7 @@ class _OnlineDoFn(beam.DoFn):
             features = mb.features_numpy(batch)
             labels = mb.labels_numpy(batch)
             start = first_us // window_us * window_us
-            late = done_until is not None and start + window_us - _MS <= done_until
+            late = late_for(start)
             if not late:
                 if current is not None and start != current and state.since_publish:
                     # a firing that takes several windows (timers the runner delivered
@@ -417,14 +425,11 @@ class _OnlineDoFn(beam.DoFn):
                     assert scored is not None
                     (pred, conf), used = scored, state.version
                 out = scored_batch(batch, pred, conf, used)
-                # on time: in its own window (a firing may take several windows, when
-                # the runner delivers their timers out of order); late: the firing's
-                stamp = fired if late else start + window_us - _MS
-                yield bw.TimestampedValue(out, Timestamp(micros=stamp))
+                yield bw.TimestampedValue(out, Timestamp(micros=stamp(start, late)))
                 correct = None if labels is None else pred == labels
                 codes, keys = mb.key_codes(batch)
                 part = stats_of(codes, keys, score=conf, correct=correct, versions=used)
-                merge_stats(stats.setdefault(start, {}), part)
+                stats.setdefault(start, StatsTable()).add(part)
                 if late:
                     _in_steps(learner, features, labels, step_rows, predict=False)
             else:
@@ -447,11 +452,11 @@ class _OnlineDoFn(beam.DoFn):
         step.write(data)
         state.learner = None  # the live learner is the state now; no second copy kept
         _live.put((self._token, key), (data, state, learner))
-        for start, per_key in sorted(stats.items()):
-            late = done_until is not None and start + window_us - _MS <= done_until
+        for start, table in sorted(stats.items()):
+            late = late_for(start)
             pane = "LATE" if late else "ON_TIME"
-            at = Timestamp(micros=fired if late else start + window_us - _MS)
-            for row in stats_rows(per_key, start, start + window_us, pane, int(late)):
+            at = Timestamp(micros=stamp(start, late))
+            for row in stats_rows(table.stats(), start, start + window_us, pane, int(late)):
                 yield beam.pvalue.TaggedOutput("stats", bw.TimestampedValue(row, at))
 
     def _publish(

@@ -34,21 +34,12 @@ _TIMING = {
 Stats = dict[str, np.ndarray]
 
 
-def partial_stats(batch: pa.RecordBatch) -> Stats:
-    """``{key: [events, sum_score, labelled, correct, min_version, max_version]}``.
-
-    Batches without ``score``/``prediction``/``model_version`` columns (unscored) count
-    events only.
-    """
-    part = _partial(batch)
-    return dict(zip(part.keys, part.rows, strict=True))
-
-
 @dataclass(frozen=True)
 class Partial:
-    """One batch's stats: the keys, and one row per key. Never changed once made, so
-    a copy is the object itself: Beam's reference streaming runner deep-copies the
-    grouping state (every buffered partial) for each bundle."""
+    """One batch's stats: the keys, and one row per key
+    ``[events, sum_score, labelled, correct, min_version, max_version]``. Never
+    changed once made, so a copy is the object itself: Beam's reference streaming
+    runner deep-copies the grouping state (every buffered partial) for each bundle."""
 
     keys: list[str]
     rows: np.ndarray
@@ -56,8 +47,14 @@ class Partial:
     def __deepcopy__(self, memo: dict[int, Any]) -> Partial:
         return self
 
+    def as_stats(self) -> Stats:
+        """``{key: row}``."""
+        return dict(zip(self.keys, self.rows, strict=True))
 
-def _partial(batch: pa.RecordBatch) -> Partial:
+
+def partial_stats(batch: pa.RecordBatch) -> Partial:
+    """The per-key stats of a batch. Batches without ``score``/``prediction``/
+    ``model_version`` columns (unscored) count events only."""
     names = batch.schema.names
 
     def column(name: str) -> np.ndarray | None:
@@ -65,15 +62,12 @@ def _partial(batch: pa.RecordBatch) -> Partial:
 
     prediction = column(PREDICTION)
     labels = None if prediction is None else mb.labels_numpy(batch)
-    codes, keys = mb.key_codes(batch)
-    rows = _stats_rows_of(
-        codes,
-        len(keys),
+    return stats_of(
+        *mb.key_codes(batch),
         score=column(SCORE),
         correct=None if labels is None or prediction is None else labels == prediction,
         versions=column(MODEL_VERSION),
     )
-    return Partial(keys, rows)
 
 
 def stats_of(
@@ -83,21 +77,10 @@ def stats_of(
     score: np.ndarray | None = None,
     correct: np.ndarray | None = None,
     versions: np.ndarray | int | None = None,
-) -> Stats:
+) -> Partial:
     """:func:`partial_stats` from arrays (one per row; ``versions`` may be one int for
     every row): for a step that has them at hand, without going through Arrow."""
-    rows = _stats_rows_of(codes, len(keys), score=score, correct=correct, versions=versions)
-    return dict(zip(keys, rows, strict=True))
-
-
-def _stats_rows_of(
-    codes: np.ndarray,
-    k: int,
-    *,
-    score: np.ndarray | None = None,
-    correct: np.ndarray | None = None,
-    versions: np.ndarray | int | None = None,
-) -> np.ndarray:
+    k = len(keys)
     stats = np.empty((k, _WIDTH), dtype=np.float64)
     stats[:, 1:4] = 0.0
     stats[:, 4:] = _NO_VERSION
@@ -122,25 +105,12 @@ def _stats_rows_of(
             starts, ordered = bounds[:-1][present], versions[order]
             stats[present, 4] = np.minimum.reduceat(ordered, starts)
             stats[present, 5] = np.maximum.reduceat(ordered, starts)
-    return stats
-
-
-def merge_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    out = a + b
-    out[4], out[5] = min(a[4], b[4]), max(a[5], b[5])
-    return out
-
-
-def merge_stats(acc: Stats, value: Stats) -> Stats:
-    """Adds ``value`` into ``acc`` (in place) and returns it."""
-    for key, row in value.items():
-        acc[key] = merge_rows(acc[key], row) if key in acc else row
-    return acc
+    return Partial(keys, stats)
 
 
 class StatsTable:
-    """Per-key stats merged in place: each key's row in one matrix, so adding a
-    batch's partial is a few vectorized operations, not one merge per key."""
+    """Partials merged in place: each key's row in one matrix, so adding a batch's
+    partial is a few vectorized operations, not one merge per key."""
 
     __slots__ = ("index", "rows")
 
@@ -148,20 +118,24 @@ class StatsTable:
         self.index: dict[str, int] = {}
         self.rows = np.empty((0, _WIDTH), dtype=np.float64)
 
-    def add(self, keys: list[str], rows: np.ndarray) -> StatsTable:
+    def add(self, part: Partial) -> StatsTable:
         index = self.index
-        at = [index.setdefault(key, len(index)) for key in keys]
+        at = [index.setdefault(key, len(index)) for key in part.keys]
         if len(index) > len(self.rows):
             grown = np.empty((max(len(index), 2 * len(self.rows)), _WIDTH), dtype=np.float64)
             grown[: len(self.rows)] = self.rows
             grown[len(self.rows) :, :4] = 0.0
             grown[len(self.rows) :, 4:] = _NO_VERSION
             self.rows = grown
-        table = self.rows
+        table, rows = self.rows, part.rows
         table[at, :4] += rows[:, :4]
         table[at, 4] = np.minimum(table[at, 4], rows[:, 4])
         table[at, 5] = np.maximum(table[at, 5], rows[:, 5])
         return self
+
+    def partial(self) -> Partial:
+        """What it holds, as one partial (its rows, not a copy)."""
+        return Partial(list(self.index), self.rows[: len(self.index)])
 
     def stats(self) -> Stats:
         return {key: self.rows[i].copy() for key, i in self.index.items()}
@@ -200,13 +174,13 @@ class _MergeStats(beam.CombineFn):
         return StatsTable()
 
     def add_input(self, acc: StatsTable, value: Partial) -> StatsTable:
-        return acc.add(value.keys, value.rows)
+        return acc.add(value)
 
     def merge_accumulators(self, accs: Any) -> StatsTable:
         accs = iter(accs)
         merged = next(accs, None) or StatsTable()
         for acc in accs:
-            merged.add(list(acc.index), acc.rows[: len(acc.index)])
+            merged.add(acc.partial())
         return merged
 
     def extract_output(self, acc: StatsTable) -> Stats:
@@ -242,11 +216,11 @@ class _FormatPaneDoFn(beam.DoFn):
 def _for_all_keys(batch: pa.RecordBatch) -> tuple[str, Partial]:
     # A module function, not a lambda: the streaming DirectRunner pickles each step's
     # function for every bundle, a lambda by value (its code), a function by name.
-    return _ALL, _partial(batch)
+    return _ALL, partial_stats(batch)
 
 
 def _by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, Partial]]:
-    part = _partial(batch)
+    part = partial_stats(batch)
     for i, key in enumerate(part.keys):
         yield key, Partial([key], part.rows[i : i + 1])
 

@@ -8,7 +8,7 @@ import pytest
 
 from model import batch as mb
 from transforms.inference import scored_batch
-from transforms.window_stats import merge_stats, partial_stats, stats_of
+from transforms.window_stats import StatsTable, partial_stats, stats_of
 
 
 def scored(keys, versions, labels, preds):
@@ -20,9 +20,10 @@ def scored(keys, versions, labels, preds):
 
 
 def test_counts_accuracy_and_version_range_per_key():
-    stats = partial_stats(
+    first = partial_stats(
         scored(["a", "b", "a", "c", "a"], [3, 5, 1, 4, 2], [1, 0, 1, 1, 0], [1, 1, 0, 1, 0])
     )
+    stats = first.as_stats()
     assert sorted(stats) == ["a", "b", "c"]
     events, score, labelled, correct, low, high = stats["a"]
     assert (events, labelled, correct, low, high) == (3, 3, 2, 1, 3)
@@ -30,9 +31,10 @@ def test_counts_accuracy_and_version_range_per_key():
     assert tuple(stats["b"][[0, 3, 4, 5]]) == (1, 0, 5, 5)
     assert tuple(stats["c"][[0, 3, 4, 5]]) == (1, 1, 4, 4)
     # One version for the whole batch, and merging keeps the range.
-    same = partial_stats(scored(["a", "c"], [7, 7], [0, 0], [0, 1]))
+    second = partial_stats(scored(["a", "c"], [7, 7], [0, 0], [0, 1]))
+    same = second.as_stats()
     assert tuple(same["a"][4:]) == (7, 7) and tuple(same["c"][4:]) == (7, 7)
-    merged = merge_stats(stats, same)
+    merged = StatsTable().add(first).add(second).stats()
     assert tuple(merged["a"][[0, 4, 5]]) == (4, 1, 7) and tuple(merged["c"][[0, 3]]) == (2, 1)
 
 
@@ -42,10 +44,10 @@ def test_stats_from_arrays_equal_the_stats_of_the_scored_batch(keys, versions):
     rng = np.random.default_rng(0)
     batch = mb.make_batch(keys, np.arange(6), rng.random((6, 2)), labels=[0, 1, 1, 0, 1, 0])
     pred, score = np.array([0, 1, 0, 0, 1, 1]), rng.random(6).astype(np.float32)
-    expected = partial_stats(scored_batch(batch, pred, score, versions))
+    expected = partial_stats(scored_batch(batch, pred, score, versions)).as_stats()
     codes, names = mb.key_codes(batch)
     correct = pred == mb.labels_numpy(batch)
-    got = stats_of(codes, names, score=score, correct=correct, versions=versions)
+    got = stats_of(codes, names, score=score, correct=correct, versions=versions).as_stats()
     assert got.keys() == expected.keys()
     for key in got:
         assert got[key].tolist() == expected[key].tolist()  # bit for bit
@@ -56,8 +58,6 @@ def test_a_partial_is_its_own_copy():
     partial never changes once made, so copying it costs nothing."""
     import copy
 
-    from transforms.window_stats import _partial
-
-    part = _partial(scored(["a", "b"], [1, 2], [0, 1], [0, 1]))
+    part = partial_stats(scored(["a", "b"], [1, 2], [0, 1], [0, 1]))
     assert copy.deepcopy(part) is part
     assert copy.deepcopy([part, part])[0] is part
