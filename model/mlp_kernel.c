@@ -99,15 +99,28 @@ static float *forward(const float *x, int64_t n, const int32_t *sizes, int32_t l
     return acts[layers - 1];
 }
 
+/* A row's top class (in *top) and the sum over its classes of exp(l[c] - l[top]);
+ * e, unless NULL, receives those exps. The top class's probability is 1 / sum. */
+static inline float softmax_row(const float *l, int32_t classes, float *e, int32_t *top) {
+    int32_t best = 0;
+    for (int32_t c = 1; c < classes; c++)
+        if (l[c] > l[best]) best = c;
+    const float m = l[best];
+    float s = 0.0f;
+    for (int32_t c = 0; c < classes; c++) {
+        const float v = expf(l[c] - m);
+        if (e) e[c] = v;
+        s += v;
+    }
+    *top = best;
+    return s;
+}
+
 static void classify(const float *logits, int64_t n, int32_t classes, int64_t *cls,
                      float *conf) {
     for (int64_t r = 0; r < n; r++) {
-        const float *l = logits + r * classes;
-        int32_t best = 0;
-        for (int32_t c = 1; c < classes; c++)
-            if (l[c] > l[best]) best = c;
-        float s = 0.0f;
-        for (int32_t c = 0; c < classes; c++) s += expf(l[c] - l[best]);
+        int32_t best;
+        const float s = softmax_row(logits + r * classes, classes, NULL, &best);
         cls[r] = best;
         conf[r] = 1.0f / s; /* the top class has exp(0) = 1 */
     }
@@ -188,19 +201,12 @@ int32_t mlp_forward_backward(float *x, const int64_t *y, int64_t n, const int32_
     const float gs = scale / (float)n;
     for (int64_t r = 0; r < n; r++) {
         const float *l = logits + r * classes;
-        int32_t best = 0;
-        for (int32_t c = 1; c < classes; c++)
-            if (l[c] > l[best]) best = c;
-        const float m = l[best];
-        float s = 0.0f;
         float *gr = g + r * classes;
-        for (int32_t c = 0; c < classes; c++) {
-            gr[c] = expf(l[c] - m);
-            s += gr[c];
-        }
+        int32_t best;
+        const float s = softmax_row(l, classes, gr, &best);
         cls[r] = best;
-        conf[r] = 1.0f / s; /* the top class has exp(0) = 1 */
-        total += (double)logf(s) - (double)(l[y[r]] - m);
+        conf[r] = 1.0f / s;
+        total += (double)logf(s) - (double)(l[y[r]] - l[best]);
         const float inv = 1.0f / s;
         for (int32_t c = 0; c < classes; c++) gr[c] *= inv;
         gr[y[r]] -= 1.0f;
