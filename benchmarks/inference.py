@@ -58,11 +58,13 @@ def _model(name: str) -> tuple[Any, dict[str, Any]]:
     return TinyTransformerClassifier, {"in_features": 8}
 
 
-def _chunks_as_tensors(cfg: Any, limit: int) -> Iterator[tuple[list[tuple[Any, int]], int]]:
-    """Per chunk of the stream: (tensor of one event, its event time in us) for each
-    event, and the source's watermark after the chunk; the first ``limit`` events."""
+def _chunks_as_tensors(cfg: Any, limit: int) -> Iterator[tuple[list[Any], int]]:
+    """Per chunk of the stream: each event as a tensor stamped with its event time,
+    and the source's watermark after the chunk; the first ``limit`` events."""
     import numpy as np
     import torch
+    from apache_beam.transforms import window as bw
+    from apache_beam.utils.timestamp import Timestamp
 
     from model import batch as mb
     from transforms.synthetic import generate
@@ -74,10 +76,11 @@ def _chunks_as_tensors(cfg: Any, limit: int) -> Iterator[tuple[list[tuple[Any, i
         take = min(chunk.batch.num_rows, limit - seen)
         feats = np.array(mb.features_numpy(chunk.batch))[:take]
         times = mb.event_times_us(chunk.batch)[:take].tolist()
-        yield (
-            [(torch.from_numpy(f), t) for f, t in zip(feats, times, strict=True)],
-            (chunk.watermark_us),
-        )
+        events = [
+            bw.TimestampedValue(torch.from_numpy(f), Timestamp(micros=t))
+            for f, t in zip(feats, times, strict=True)
+        ]
+        yield events, chunk.watermark_us
         seen += take
 
 
@@ -93,18 +96,16 @@ def run_variant(
     import torch
     from apache_beam.ml.inference.base import RunInference
     from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
-    from apache_beam.testing.test_stream import TestStream
-    from apache_beam.transforms import window as bw
-    from apache_beam.utils.timestamp import Timestamp
 
     from benchmarks import tally
+    from benchmarks.common import event_stream
     from model import batch as mb
     from model.artifact import ModelArtifact
     from model.batching import AdaptiveBatchSize
     from runners.direct import direct_options, direct_runner
     from runners.direct import run as run_pipeline
     from transforms.inference import StreamingInference
-    from transforms.sources import SyntheticSource, WatermarkPacer
+    from transforms.sources import SyntheticSource
     from transforms.synthetic import generate
 
     model_class, params = _model(model_name)
@@ -145,22 +146,11 @@ def run_variant(
             handler = PytorchModelHandlerTensor(
                 state_dict_path=path, model_class=model_class, model_params=params, device="CPU"
             )
-            if streaming:
-                # the micro-batch replay's steps: its chunks, its watermark rule
-                stream, pacer = TestStream(), WatermarkPacer(round(watermark_interval_s * 1e6))
-                group: list[Any] = []
-                for events_, watermark_us in _chunks_as_tensors(cfg, events):
-                    group += [bw.TimestampedValue(t, Timestamp(micros=us)) for t, us in events_]
-                    emit = pacer.due(watermark_us)
-                    if emit is not None:
-                        stream = stream.add_elements(group).advance_watermark_to(
-                            Timestamp(micros=emit)
-                        )
-                        group = []
-                source = p | stream.add_elements(group).advance_watermark_to_infinity()
+            chunks = _chunks_as_tensors(cfg, events)
+            if streaming:  # the micro-batch replay's steps: its chunks, its watermark rule
+                source = p | event_stream(chunks, watermark_interval_s)
             else:
-                tensors = [t for chunk, _ in _chunks_as_tensors(cfg, events) for t, _ in chunk]
-                source = p | beam.Create(tensors)
+                source = p | beam.Create([e.value for chunk, _ in chunks for e in chunk])
             _ = source | RunInference(handler) | beam.Map(lambda r: tally.add("rows", 1))
         tally.take("rows")
         run_pipeline(p).wait_until_finish()

@@ -44,10 +44,9 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.transforms import window as bw
-from apache_beam.utils.timestamp import Timestamp
 
 from benchmarks import tally
+from benchmarks.common import take_turns
 from model import batch as mb
 from model.learner import IncrementalLearner, LearnerConfig
 from model.mlp import MLPClassifier
@@ -55,6 +54,7 @@ from runners.direct import direct_options, direct_runner
 from runners.direct import run as run_pipeline
 from transforms.drift_streams import STREAMS, as_chunks
 from transforms.online import OnlineClassifier, OnlineConfig
+from transforms.sources import stamped
 from transforms.windowing import EventTimeWindow, WindowSpec
 
 WINDOW_S = 10.0
@@ -86,7 +86,7 @@ def stream_data(name: str, n: int, segment: int) -> tuple[np.ndarray, np.ndarray
 def _stream_batches(_: bytes, name: str, n: int, chunk: int, segment: int) -> Iterator[Any]:
     x, y = stream_data(name, n, segment)
     for batch in as_chunks(x, y, chunk=chunk):
-        yield bw.TimestampedValue(batch, Timestamp(micros=mb.min_event_time_us(batch)))
+        yield stamped(batch)
 
 
 def run_ours(
@@ -172,12 +172,8 @@ def fastest(runs: Mapping[str, Callable[[], dict[str, Any]]], repeat: int) -> di
     so that a slow spell of this shared machine slows both sides alike; its noise
     only ever slows a run down. Every run of one learner must reach the same
     accuracy, or it is not deterministic."""
-    results: dict[str, list[dict[str, Any]]] = {label: [] for label in runs}
-    for _ in range(repeat):
-        for label, run in runs.items():
-            results[label].append(run())
     best = {}
-    for label, rs in results.items():
+    for label, rs in take_turns(runs, repeat).items():
         accuracies = {r["accuracy"] for r in rs}
         assert len(accuracies) == 1, f"{label}: runs disagree: {sorted(accuracies)}"
         best[label] = min(rs, key=lambda r: r["seconds"])

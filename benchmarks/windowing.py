@@ -40,11 +40,11 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import torch
-from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms import window as bw
 from apache_beam.utils.timestamp import Timestamp
 
 from benchmarks import tally
+from benchmarks.common import event_stream, take_turns
 from model import batch as mb
 from model.artifact import ModelArtifact
 from model.handler import TorchModelHandler
@@ -52,7 +52,7 @@ from model.mlp import MLPClassifier
 from runners.direct import direct_options, direct_runner
 from runners.direct import run as run_pipeline
 from transforms.inference import StreamingInference
-from transforms.sources import WatermarkPacer, replay
+from transforms.sources import replay, stamped
 from transforms.synthetic import StreamChunk, SyntheticConfig, generate
 from transforms.window_stats import WindowStats
 from transforms.windowing import EventTimeWindow, WindowSpec
@@ -90,33 +90,20 @@ class _EventsDoFn(beam.DoFn):
 
 
 class _BatchesDoFn(beam.DoFn):
-    """The chunks as micro-batches, stamped with their smallest event time, as
-    ``SyntheticSource`` yields them when bounded."""
+    """The chunks as micro-batches, as ``SyntheticSource`` yields them when bounded."""
 
     def __init__(self, cfg: SyntheticConfig) -> None:
         self._cfg = cfg
 
     def process(self, _: bytes) -> Iterator[bw.TimestampedValue]:
         for chunk in stream_chunks(self._cfg):
-            yield bw.TimestampedValue(
-                chunk.batch, Timestamp(micros=mb.min_event_time_us(chunk.batch))
-            )
+            yield stamped(chunk.batch)
 
 
 def event_replay(p: beam.Pipeline, cfg: SyntheticConfig, interval_s: float) -> beam.PCollection:
-    """The same chunks and watermarks as the micro-batch replay (with the same periodic
-    watermark), one element per event."""
-    stream, arrived = TestStream(), []
-    pacer = WatermarkPacer(round(interval_s * 1e6))
-    for chunk in stream_chunks(cfg):
-        arrived += single_events(chunk.batch)
-        emit = pacer.due(chunk.watermark_us)
-        if emit is not None:
-            stream = stream.add_elements(arrived).advance_watermark_to(Timestamp(micros=emit))
-            arrived = []
-    if arrived:
-        stream = stream.add_elements(arrived)
-    return p | "Replay" >> stream.advance_watermark_to_infinity()
+    """The same chunks and watermarks as the micro-batch replay, one element per event."""
+    chunks = ((single_events(c.batch), c.watermark_us) for c in stream_chunks(cfg))
+    return p | "Replay" >> event_stream(chunks, interval_s)
 
 
 class _ScoreEventDoFn(beam.DoFn):
@@ -271,10 +258,13 @@ def compare(
     slows both alike; the fastest run counts); print one line each and one with the
     ratio; True if they agree."""
     paths = {"per_event": per_event, "micro_batch": micro_batch}
-    measured: dict[str, list[tuple[float, int]]] = {path: [] for path in paths}
-    for _ in range(repeat):
-        for path, build in paths.items():
-            measured[path].append(measure(build, cfg, artifact, name == "score", interval))
+    measured = take_turns(
+        {
+            path: functools.partial(measure, build, cfg, artifact, name == "score", interval)
+            for path, build in paths.items()
+        },
+        repeat,
+    )
     rates, totals = {}, {}
     for path, runs in measured.items():
         seconds, total = min(runs)

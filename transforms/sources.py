@@ -55,7 +55,7 @@ class SourceOut:
     events: int | None = None
 
 
-def _stamped(batch: pa.RecordBatch) -> bw.TimestampedValue:
+def stamped(batch: pa.RecordBatch) -> bw.TimestampedValue:
     """A bounded source's batch: stamped, no watermark (nothing is late in batch)."""
     return bw.TimestampedValue(batch, Timestamp(micros=mb.min_event_time_us(batch)))
 
@@ -207,7 +207,7 @@ class _GenerateDoFn(beam.DoFn):
     def process(self, _: bytes) -> Iterator[bw.TimestampedValue]:
         for chunk in generate(self._config):
             self._events.inc(chunk.batch.num_rows)
-            yield _stamped(chunk.batch)
+            yield stamped(chunk.batch)
 
 
 class SyntheticSource(beam.PTransform):
@@ -267,7 +267,7 @@ class _ReadCsvDoFn(beam.DoFn):
         for chunk in parse_lines(_read_lines(path), self._fmt, path):
             if chunk.batch is not None:
                 self._events.inc(chunk.batch.num_rows)
-                yield _stamped(chunk.batch)
+                yield stamped(chunk.batch)
             for record in chunk.dead:
                 self._events.inc(record["rows"])
                 yield beam.pvalue.TaggedOutput("dead_letter", record)

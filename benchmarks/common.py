@@ -1,0 +1,43 @@
+"""What the benchmarks share: taking turns between the sides they compare, and the
+per-event replay of a stream's chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.utils.timestamp import Timestamp
+
+from transforms.sources import WatermarkPacer
+
+T = TypeVar("T")
+
+
+def take_turns(runs: Mapping[str, Callable[[], T]], repeat: int) -> dict[str, list[T]]:
+    """Each run ``repeat`` times, the sides taking turns (a, b, a, b, ...), so that a
+    slow spell of this shared machine slows every side alike; the caller keeps the
+    fastest of each (noise only ever slows a run down)."""
+    results: dict[str, list[T]] = {label: [] for label in runs}
+    for _ in range(repeat):
+        for label, run in runs.items():
+            results[label].append(run())
+    return results
+
+
+def event_stream(chunks: Iterable[tuple[list[Any], int]], interval_s: float) -> TestStream:
+    """Single events (``TimestampedValue``s), chunk by chunk, with the micro-batch
+    replay's steps: after the same chunks, the watermark by the same rule
+    (:class:`transforms.sources.WatermarkPacer`). ``chunks``: each chunk's events and
+    the source's watermark after it."""
+    stream, arrived = TestStream(), []
+    pacer = WatermarkPacer(round(interval_s * 1e6))
+    for events, watermark_us in chunks:
+        arrived += events
+        emit = pacer.due(watermark_us)
+        if emit is not None:
+            stream = stream.add_elements(arrived).advance_watermark_to(Timestamp(micros=emit))
+            arrived = []
+    if arrived:
+        stream = stream.add_elements(arrived)
+    return stream.advance_watermark_to_infinity()
