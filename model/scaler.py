@@ -25,7 +25,7 @@ class RunningScaler:
     @property
     def ready(self) -> bool:
         """Whether it has seen two rows, so scaling uses its moments."""
-        return self.n >= 2 and self.mean is not None
+        return self.n >= 2 and self.mean is not None and self.m2 is not None
 
     def update(self, x: np.ndarray) -> None:
         if len(x) == 0:
@@ -60,8 +60,9 @@ class RunningScaler:
     def moments(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(mean, std) used for scaling, or None before two rows have been seen."""
         if self._moments is None:
-            if self.mean is None or self.m2 is None or self.n < 2:
+            if not self.ready:
                 return None
+            assert self.mean is not None and self.m2 is not None
             self._moments = self.mean.copy(), np.sqrt(self.m2 / (self.n - 1)) + 1e-6
         return self._moments
 
