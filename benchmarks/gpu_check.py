@@ -33,7 +33,7 @@ from model.artifact import ModelArtifact
 from model.batching import AdaptiveBatchSize
 from model.device import resolve_device
 from model.handler import TorchModelHandler
-from model.learner import IncrementalLearner, LearnerConfig
+from model.learn.learner import IncrementalLearner, LearnerConfig
 from model.mlp import MLPClassifier
 from model.transformer import TinyTransformerClassifier
 
@@ -151,11 +151,11 @@ def check_pipeline(device: str, events: int) -> bool:
     import apache_beam as beam
 
     from benchmarks import tally
+    from model.streams.synthetic import SyntheticConfig
     from runners.direct import direct_options, direct_runner
     from runners.direct import run as run_pipeline
-    from transforms.inference import StreamingInference
-    from transforms.sources import SyntheticSource
-    from transforms.synthetic import SyntheticConfig
+    from transforms.inference.streaming import StreamingInference
+    from transforms.io.sources import SyntheticSource
 
     cfg = SyntheticConfig(num_events=events, chunk_events=256, late_fraction=0.0)
     factory = _MLP8()

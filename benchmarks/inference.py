@@ -5,13 +5,13 @@ set-up: FnApiRunner for ``batch``, the streaming DirectRunner for ``streaming``)
 
 - ``beam_runinference``: ``RunInference(PytorchModelHandlerTensor)`` fed one tensor per
   event, as users do (Beam batches them with BatchElements);
-- ``ours``: :class:`transforms.inference.StreamingInference` on micro-batches;
+- ``ours``: :class:`transforms.inference.streaming.StreamingInference` on micro-batches;
 - ``torch_loop``: the same micro-batches through the model in a plain loop, no Beam
   (the limit).
 
 In streaming mode both replays emit the watermark every ``--watermark-interval``
 seconds of event time (a live source's periodic watermark), by the same rule and after
-the same chunks (:class:`transforms.sources.WatermarkPacer`); what arrives in between
+the same chunks (:class:`transforms.io.sources.WatermarkPacer`); what arrives in between
 is one TestStream step, so one bundle, for Beam's per-event input as for ours.
 
 Models: the tiny MLP and a small Transformer encoder. Each measurement runs in its
@@ -41,7 +41,7 @@ VARIANTS = ("beam_runinference", "ours", "ours_adaptive", "torch_loop")
 
 
 def _config(events: int, batch_size: int) -> Any:
-    from transforms.synthetic import SyntheticConfig
+    from model.streams.synthetic import SyntheticConfig
 
     return SyntheticConfig(
         num_events=events, chunk_events=batch_size, events_per_second=1000.0, late_fraction=0.0
@@ -67,7 +67,7 @@ def _chunks_as_tensors(cfg: Any, limit: int) -> Iterator[tuple[list[Any], int]]:
     from apache_beam.utils.timestamp import Timestamp
 
     from model import batch as mb
-    from transforms.synthetic import generate
+    from model.streams.synthetic import generate
 
     seen = 0
     for chunk in generate(cfg):
@@ -102,11 +102,11 @@ def run_variant(
     from model import batch as mb
     from model.artifact import ModelArtifact
     from model.batching import AdaptiveBatchSize
+    from model.streams.synthetic import generate
     from runners.direct import direct_options, direct_runner
     from runners.direct import run as run_pipeline
-    from transforms.inference import StreamingInference
-    from transforms.sources import SyntheticSource
-    from transforms.synthetic import generate
+    from transforms.inference.streaming import StreamingInference
+    from transforms.io.sources import SyntheticSource
 
     model_class, params = _model(model_name)
     torch.manual_seed(0)

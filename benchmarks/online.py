@@ -1,6 +1,6 @@
 """Online learning: our pipeline vs River, prequential accuracy and samples/s, one run.
 
-Streams (written in the project, :mod:`transforms.drift_streams`): SEA (abrupt
+Streams (written in the project, :mod:`model.streams.drift_streams`): SEA (abrupt
 drift), rotating hyperplane (gradual drift), Agrawal (abrupt drift, mixed ranges).
 Each is learned test-then-train:
 
@@ -48,14 +48,14 @@ import pyarrow as pa
 from benchmarks import tally
 from benchmarks.common import take_turns
 from model import batch as mb
-from model.learner import IncrementalLearner, LearnerConfig
+from model.learn.learner import IncrementalLearner, LearnerConfig
 from model.mlp import MLPClassifier
+from model.streams.drift_streams import STREAMS, as_chunks
 from runners.direct import direct_options, direct_runner
 from runners.direct import run as run_pipeline
-from transforms.drift_streams import STREAMS, as_chunks
-from transforms.online import OnlineClassifier, OnlineConfig
-from transforms.sources import stamped
-from transforms.windowing import EventTimeWindow, WindowSpec
+from transforms.io.sources import stamped
+from transforms.online.step import OnlineClassifier, OnlineConfig
+from transforms.window.windowing import EventTimeWindow, WindowSpec
 
 WINDOW_S = 10.0
 

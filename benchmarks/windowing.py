@@ -49,13 +49,13 @@ from model import batch as mb
 from model.artifact import ModelArtifact
 from model.handler import TorchModelHandler
 from model.mlp import MLPClassifier
+from model.streams.synthetic import StreamChunk, SyntheticConfig, generate
 from runners.direct import direct_options, direct_runner
 from runners.direct import run as run_pipeline
-from transforms.inference import StreamingInference
-from transforms.sources import replay, stamped
-from transforms.synthetic import StreamChunk, SyntheticConfig, generate
-from transforms.window_stats import WindowStats
-from transforms.windowing import EventTimeWindow, WindowSpec
+from transforms.inference.streaming import StreamingInference
+from transforms.io.sources import replay, stamped
+from transforms.window.stats import WindowStats
+from transforms.window.windowing import EventTimeWindow, WindowSpec
 
 WINDOW = WindowSpec("fixed", size_s=10.0)
 WATERMARK_INTERVAL_S = 2.0  # default for streaming: event time between watermarks

@@ -33,7 +33,7 @@ from torch import nn
 from model.artifact import ModelArtifact
 from model.batching import AdaptiveBatchSize
 from model.device import HostStaging, resolve_device
-from model.lru import LRU
+from model.process_cache import LRU
 
 
 def classify_logits(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

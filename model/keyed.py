@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from model.artifact import ModelArtifact
 from model.handler import TorchModelHandler
-from model.lru import LRU
+from model.process_cache import LRU
 
 
 class ModelCache:

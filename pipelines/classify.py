@@ -1,10 +1,10 @@
 """The classify pipeline: learn from the stream while scoring it (prequential).
 
-source -> event-time windows -> :class:`transforms.online.OnlineClassifier`
+source -> event-time windows -> :class:`transforms.online.step.OnlineClassifier`
 (decoupled: trainer + scorer with a windowed side input of model versions; coupled:
 one predict-then-learn step per model key) -> sinks. Besides what the score pipeline
 writes, every published model version is saved to ``<output>/models/`` (a
-:class:`transforms.model_store.ModelStore`).
+:class:`transforms.io.model_store.ModelStore`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import apache_beam as beam
 from model.artifact import ModelArtifact
 from pipelines.config import PipelineConfig, model_factory, read_source, write_outputs
 from pipelines.score import PipelineOutputs
-from transforms.model_store import ModelStore
-from transforms.online import OnlineClassifier
-from transforms.windowing import EventTimeWindow
+from transforms.io.model_store import ModelStore
+from transforms.online.step import OnlineClassifier
+from transforms.window.windowing import EventTimeWindow
 
 
 class _SaveVersions(beam.DoFn):

@@ -15,12 +15,12 @@ from typing import Any, TypeVar
 
 import yaml
 
-from model.learner import LearnerConfig
+from model.learn.learner import LearnerConfig
+from model.streams.synthetic import SyntheticConfig
 from pipelines.config import PIPELINES, PipelineConfig
 from runners.flink import FlinkSettings
-from transforms.online import OnlineConfig
-from transforms.synthetic import SyntheticConfig
-from transforms.windowing import TriggerSpec, WindowSpec
+from transforms.online.step import OnlineConfig
+from transforms.window.windowing import TriggerSpec, WindowSpec
 
 T = TypeVar("T")
 DOC = """Run a streaming ML pipeline end to end and print a summary.

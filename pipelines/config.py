@@ -12,12 +12,12 @@ import apache_beam as beam
 from torch import nn
 
 from model.mlp import MLPClassifier
-from transforms.csv_parse import CsvFormat, check_header
-from transforms.online import OnlineConfig
-from transforms.sinks import WriteBatches, WriteRecords
-from transforms.sources import CsvSource, SourceOut, SyntheticSource
-from transforms.synthetic import SyntheticConfig
-from transforms.windowing import TriggerSpec, WindowSpec
+from model.streams.csv_parse import CsvFormat, check_header
+from model.streams.synthetic import SyntheticConfig
+from transforms.io.sinks import WriteBatches, WriteRecords
+from transforms.io.sources import CsvSource, SourceOut, SyntheticSource
+from transforms.online.step import OnlineConfig
+from transforms.window.windowing import TriggerSpec, WindowSpec
 
 SourceKind = Literal["synthetic", "csv", "nab"]
 PipelineKind = Literal["classify", "score"]

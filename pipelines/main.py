@@ -21,6 +21,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
+from model.streams.csv_parse import check_header
 from pipelines import classify, progress, report, score
 from pipelines.cli import (
     BadInputError,
@@ -35,7 +36,6 @@ from runners.direct import direct_options, direct_runner
 from runners.direct import run as direct_run
 from runners.flink import FlinkSettings, FlinkUnavailable, flink_args, job_args
 from runners.prism import PrismUnavailable, prism_args
-from transforms.csv_parse import check_header
 
 BUILDERS = {"classify": classify.build, "score": score.build}
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3, 4

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from model import batch as mb
 from model.drift import PageHinkley
-from transforms.lateness import watermark_of
+from transforms.window.lateness import watermark_of
 
 
 @dataclass

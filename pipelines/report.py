@@ -27,9 +27,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
+from model.streams.csv_parse import anomaly_windows  # noqa: E402
 from pipelines.summary import RunSummary  # noqa: E402
-from transforms.csv_parse import anomaly_windows  # noqa: E402
-from transforms.sinks import read_jsonl_dir, read_parquet_dir  # noqa: E402
+from transforms.io.sinks import read_jsonl_dir, read_parquet_dir  # noqa: E402
 
 
 def _utc(us: float) -> float:

@@ -15,11 +15,11 @@ import apache_beam as beam
 
 from model.artifact import ModelArtifact
 from model.mlp import fit
+from model.streams.synthetic import warmup_sample
 from pipelines.config import PipelineConfig, model_factory, read_source, write_outputs
-from transforms.inference import StreamingInference
-from transforms.synthetic import warmup_sample
-from transforms.window_stats import WindowStats
-from transforms.windowing import EventTimeWindow
+from transforms.inference.streaming import StreamingInference
+from transforms.window.stats import WindowStats
+from transforms.window.windowing import EventTimeWindow
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
-from transforms.lateness import NAMESPACE
-from transforms.sinks import count_parquet_rows, read_jsonl_dir, read_parquet_dir
+from transforms.io.sinks import count_parquet_rows, read_jsonl_dir, read_parquet_dir
+from transforms.window.lateness import NAMESPACE
 
 COUNTERS = (
     "events_in",

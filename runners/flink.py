@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.cache import cache_dir
+from model.cache_dir import cache_dir
 from runners import jobserver
 
 FLINK_VERSION = "2.2.1"

@@ -32,7 +32,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.cache import cache_dir
+from model.cache_dir import cache_dir
 from runners.tools import run_tool
 
 ASSEMBLED_FLINK_MINOR = "1.19"

@@ -22,7 +22,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from model.cache import cache_dir
+from model.cache_dir import cache_dir
 from runners.flink import beam_version
 from runners.tools import run_tool
 

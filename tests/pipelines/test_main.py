@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines import main
-from transforms.sinks import read_jsonl_dir, read_parquet_dir
+from transforms.io.sinks import read_jsonl_dir, read_parquet_dir
 
 
 def test_help_explains_every_option(capsys):
@@ -135,7 +135,7 @@ def test_classify_needs_fixed_windows(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_nab_report_plots_scores_flags_and_labelled_windows(tmp_path):
-    nab = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "nab")
+    nab = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "data", "nab")
     path = os.path.join(nab, "artificialWithAnomaly", "art_daily_jumpsup.csv")
     out = str(tmp_path / "out")
     args = ["--pipeline", "score", "--source", "nab", "--input", path, "--window-size", "86400"]

@@ -1,0 +1,264 @@
+"""Streaming inference over micro-batches, with model hot swap from a side input.
+
+:class:`StreamingInference` scores every micro-batch and emits, in its place, the
+prediction rows: ``key``, ``event_time``, ``event_id`` and ``label`` when present,
+``prediction``, ``score`` (probability of the predicted class) and ``model_version``.
+
+- **Event time and windows are kept exactly.** Small micro-batches of a bundle are
+  gathered into one forward pass (up to the adaptive size), and each comes back out
+  with its own timestamp, window and pane (Beam's ``BatchElements`` instead stamps
+  a whole batch at the window end).
+- **Adaptive forward passes.** An AIMD controller sizes passes against a latency
+  target and a maximum; CUDA out-of-memory splits a pass and lowers the ceiling
+  without losing rows (:mod:`model.handler`).
+- **Hot swap.** Model updates (``ModelArtifact`` objects, model-store paths or Beam
+  ``ModelMetadata``) arrive as a side input; for each element the newest version in
+  its side-input window wins, so with a side input windowed like the main input the
+  model trained through window k scores window k+1, deterministically. A few recent
+  versions stay loaded, so a late element is still scored by its own window's model.
+  Every row says which version scored it; none is dropped or scored twice.
+- **Metrics** (namespace ``streaming_ml``): ``rows_scored``, ``batch_size`` and
+  ``batch_latency_ms`` per forward pass, ``model_version`` (gauge), ``model_load_ms``,
+  ``oom_splits``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.ml.inference.base import ModelMetadata
+from apache_beam.utils.windowed_value import WindowedValue
+
+from model import batch as mb
+from model.artifact import ModelArtifact
+from model.batching import AdaptiveBatchSize
+from model.handler import TorchModelHandler
+from model.process_cache import LRU
+from transforms.io.model_store import read_path, version_of_path
+from transforms.window.lateness import NAMESPACE
+
+PREDICTION = "prediction"
+SCORE = "score"
+MODEL_VERSION = "model_version"
+CARRIED = (mb.KEY, mb.EVENT_TIME, mb.EVENT_ID, mb.LABEL)
+ModelUpdate = ModelArtifact | str | ModelMetadata
+
+
+def scored_batch(
+    batch: pa.RecordBatch, prediction: np.ndarray, score: np.ndarray, version: int | np.ndarray
+) -> pa.RecordBatch:
+    """The prediction rows for ``batch``: carried columns plus the model's outputs."""
+    names = [c for c in CARRIED if c in batch.schema.names]
+    arrays = [batch.column(c) for c in names]
+    versions = np.broadcast_to(np.asarray(version, dtype=np.int64), (batch.num_rows,))
+    arrays += [
+        pa.array(prediction, type=pa.int64()),
+        pa.array(score, type=pa.float32()),
+        pa.array(versions, type=pa.int64()),
+    ]
+    return pa.RecordBatch.from_arrays(arrays, names=[*names, PREDICTION, SCORE, MODEL_VERSION])
+
+
+def update_version(update: ModelUpdate) -> int:
+    if isinstance(update, ModelArtifact):
+        return update.version
+    path = update.model_id if isinstance(update, ModelMetadata) else update
+    return version_of_path(path)
+
+
+def resolve_update(update: ModelUpdate) -> ModelArtifact:
+    if isinstance(update, ModelArtifact):
+        return update
+    return read_path(update.model_id if isinstance(update, ModelMetadata) else update)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        m = beam.metrics.Metrics
+        self.rows = m.counter(NAMESPACE, "rows_scored")
+        self.batch_size = m.distribution(NAMESPACE, "batch_size")
+        self.latency = m.distribution(NAMESPACE, "batch_latency_ms")
+        self.version = m.gauge(NAMESPACE, "model_version")
+        self.load = m.distribution(NAMESPACE, "model_load_ms")
+        self.ooms = m.counter(NAMESPACE, "oom_splits")
+
+
+# Each inference step's batch-size controller in this process, by the step's token:
+# a runner that sets up a fresh DoFn copy for every bundle (the legacy DirectRunner
+# does) would otherwise start every bundle again from the initial size. Copies of
+# one step in other threads share it too, as they share the device it measures.
+_CONTROLLERS: LRU[str, AdaptiveBatchSize] = LRU(256)
+
+
+class _InferenceDoFn(beam.DoFn):
+    def __init__(
+        self,
+        artifact: ModelArtifact,
+        device: str,
+        batching: AdaptiveBatchSize,
+        resident_versions: int,
+        compile: bool | str,
+    ) -> None:
+        self._initial = artifact
+        self._device = device
+        self._batching_cfg = batching
+        self._resident = resident_versions
+        self._compile = compile
+        self._token = uuid.uuid4().hex  # survives pickling: names this step
+
+    def setup(self) -> None:
+        self._metrics = _Metrics()
+        batching = _CONTROLLERS.get(self._token)
+        if batching is None:
+            batching = dataclasses.replace(self._batching_cfg)  # a fresh controller
+            _CONTROLLERS.put(self._token, batching)
+        self._batching = batching
+        self._handlers: OrderedDict[int, TorchModelHandler] = OrderedDict()
+        self._load_ms: list[int] = []  # reported from inside a bundle (setup has no metrics)
+        self.start_bundle()
+        self._handler_for(self._initial)
+
+    def start_bundle(self) -> None:
+        self._pending: dict[int, list[WindowedValue]] = {}
+        self._pending_rows: dict[int, int] = {}
+
+    def _handler_for(self, artifact: ModelArtifact) -> TorchModelHandler:
+        handler = self._handlers.get(artifact.version)
+        if handler is None:
+            handler = TorchModelHandler(
+                artifact, self._device, batching=self._batching, compile=self._compile
+            )
+            self._load_ms.append(round(handler.stats.load_seconds * 1000))
+            self._handlers[artifact.version] = handler
+            self._evict(keep=artifact.version)
+        self._handlers.move_to_end(artifact.version)
+        return handler
+
+    def _evict(self, keep: int) -> None:
+        """Drop least recently used versions beyond the bound, never ``keep`` nor one
+        with rows waiting to be scored."""
+        idle = [v for v in self._handlers if v not in self._pending and v != keep]
+        while len(self._handlers) > self._resident and idle:
+            del self._handlers[idle.pop(0)]
+
+    def _choose(self, updates: Iterable[ModelUpdate]) -> int:
+        """The newest version among ``updates`` (or the initial one), loaded."""
+        newest: ModelUpdate | None = None
+        newest_version = self._initial.version
+        for update in updates:
+            version = update_version(update)
+            if version > newest_version:
+                newest, newest_version = update, version
+        if newest_version in self._handlers:
+            self._handlers.move_to_end(newest_version)
+        else:
+            self._handler_for(self._initial if newest is None else resolve_update(newest))
+        return newest_version
+
+    def process(
+        self, batch: pa.RecordBatch, windowed: Any = beam.DoFn.WindowedValueParam
+    ) -> Iterator[WindowedValue]:
+        return self._buffer(batch, (), windowed)
+
+    def _buffer(
+        self, batch: pa.RecordBatch, updates: Iterable[ModelUpdate], windowed: WindowedValue
+    ) -> Iterator[WindowedValue]:
+        # The whole WindowedValue (all its windows, its pane) is kept and re-emitted:
+        # asking for WindowParam would make Beam process the batch once per window.
+        version = self._choose(updates)
+        self._pending.setdefault(version, []).append(windowed)
+        self._pending_rows[version] = self._pending_rows.get(version, 0) + batch.num_rows
+        if self._pending_rows[version] >= self._batching.size:
+            yield from self._flush(version)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:  # type: ignore[override]
+        for version in list(self._pending):
+            yield from self._flush(version)
+
+    def _flush(self, version: int) -> Iterator[WindowedValue]:
+        items = self._pending.pop(version, [])
+        self._pending_rows.pop(version, None)
+        if not items:
+            return
+        handler = self._handlers[version]
+        batches = [wv.value for wv in items]
+        merged = batches[0] if len(batches) == 1 else mb.concat(batches)
+        prediction, score = handler.predict(mb.features_tensor(merged))
+        self._report(handler)
+        start = 0
+        for wv, batch in zip(items, batches, strict=True):
+            end = start + batch.num_rows
+            out = scored_batch(batch, prediction[start:end], score[start:end], version)
+            yield WindowedValue(out, wv.timestamp, wv.windows, wv.pane_info)
+            start = end
+
+    def _report(self, handler: TorchModelHandler) -> None:
+        sizes, seconds = handler.stats.drain()
+        for size, sec in zip(sizes, seconds, strict=True):
+            self._metrics.batch_size.update(size)
+            self._metrics.latency.update(int(sec * 1000))
+        self._metrics.rows.inc(sum(sizes))
+        self._metrics.version.set(max(self._handlers))
+        for ms in self._load_ms:
+            self._metrics.load.update(ms)
+        self._load_ms.clear()
+        if handler.stats.oom_splits:
+            self._metrics.ooms.inc(handler.stats.oom_splits)
+            handler.stats.oom_splits = 0
+
+
+class _InferenceWithUpdatesDoFn(_InferenceDoFn):
+    """With a windowed side input Beam calls ``process`` once per window of an element
+    (each window may see another model), so use fixed or global windows here: with
+    sliding windows every event would be scored once per window it belongs to."""
+
+    def process(  # type: ignore[override]
+        self,
+        batch: pa.RecordBatch,
+        updates: Iterable[ModelUpdate],
+        windowed: Any = beam.DoFn.WindowedValueParam,
+    ) -> Iterator[WindowedValue]:
+        return self._buffer(batch, updates, windowed)
+
+
+class StreamingInference(beam.PTransform):
+    """Score micro-batches; optionally hot-swap models from a side input of updates.
+
+    >>> from model.mlp import MLPClassifier
+    >>> art = ModelArtifact.from_module(MLPClassifier(8, seed=0), version=0)
+    >>> step = StreamingInference(art, device="cpu")
+
+    ``updates``: a PCollection of ``ModelArtifact``, model-store paths or Beam
+    ``ModelMetadata``; window it like the main input for leak-free swaps.
+    """
+
+    def __init__(
+        self,
+        artifact: ModelArtifact,
+        *,
+        device: str = "auto",
+        updates: beam.PCollection | None = None,
+        batching: AdaptiveBatchSize | None = None,
+        resident_versions: int = 3,
+        compile: bool | str = False,
+    ) -> None:
+        super().__init__()
+        if resident_versions <= 0:
+            msg = f"resident_versions must be > 0, got {resident_versions!r}"
+            raise ValueError(msg)
+        fn_class = _InferenceDoFn if updates is None else _InferenceWithUpdatesDoFn
+        self._fn = fn_class(
+            artifact, device, batching or AdaptiveBatchSize(), resident_versions, compile
+        )
+        self._updates = updates
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        side = [] if self._updates is None else [beam.pvalue.AsIter(self._updates)]
+        return batches | "Infer" >> beam.ParDo(self._fn, *side).with_output_types(pa.RecordBatch)
