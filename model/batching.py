@@ -63,7 +63,9 @@ class AdaptiveBatchSize:
         self.size = min(self.size, self.ceiling)
 
     def snapshot(self) -> dict[str, int]:
+        """The size, the ceiling an out-of-memory error left and the count of them."""
         return {"size": self.size, "ceiling": self.ceiling, "ooms": self.ooms}
 
     def restore(self, state: dict[str, int]) -> None:
+        """Continue from a :meth:`snapshot`."""
         self.size, self.ceiling, self.ooms = state["size"], state["ceiling"], state["ooms"]

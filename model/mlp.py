@@ -16,7 +16,10 @@ from torch import nn
 
 
 class MLPClassifier(nn.Module):
-    """``Linear -> ReLU`` blocks then a linear head producing class logits."""
+    """``Linear -> ReLU`` blocks then a linear head producing class logits.
+
+    With ``seed`` the initial weights are a function of it alone, and torch's global
+    random state is left as it was; without, they are drawn from it."""
 
     def __init__(
         self,
@@ -36,15 +39,18 @@ class MLPClassifier(nn.Module):
         self.in_features = in_features
         self.hidden = tuple(hidden)
         self.num_classes = num_classes
-        if seed is not None:
-            torch.manual_seed(seed)
-        layers: list[nn.Module] = []
-        width = in_features
-        for h in self.hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, num_classes))
-        self.net = nn.Sequential(*layers)
+        # A seed initializes from torch's CPU generator seeded so, then puts the
+        # generator back as it was: the caller's random stream is untouched.
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.default_generator.manual_seed(seed)
+            layers: list[nn.Module] = []
+            width = in_features
+            for h in self.hidden:
+                layers += [nn.Linear(width, h), nn.ReLU()]
+                width = h
+            layers.append(nn.Linear(width, num_classes))
+            self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -60,7 +66,10 @@ def fit(
     lr: float = 1e-2,
     seed: int = 0,
 ) -> float:
-    """Train ``module`` in place with Adam + cross-entropy; returns training accuracy."""
+    """Train ``module`` in place with Adam + cross-entropy; returns training accuracy.
+
+    The batches are shuffled by a generator of its own, seeded by ``seed``: torch's
+    global random state is not used."""
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
     opt = torch.optim.Adam(module.parameters(), lr=lr)

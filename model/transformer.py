@@ -17,6 +17,11 @@ from torch import nn
 
 
 class TinyTransformerClassifier(nn.Module):
+    """Feature values as tokens, a small encoder, the mean token to class logits.
+
+    With ``seed`` the initial weights are a function of it alone, and torch's global
+    random state is left as it was; without, they are drawn from it."""
+
     def __init__(
         self,
         in_features: int,
@@ -35,16 +40,19 @@ class TinyTransformerClassifier(nn.Module):
                 f"{num_layers!r}, {num_classes!r}"
             )
             raise ValueError(msg)
-        if seed is not None:
-            torch.manual_seed(seed)
         self.in_features = in_features
-        self.value = nn.Linear(1, d_model)
-        self.position = nn.Parameter(torch.randn(in_features, d_model) * 0.02)
-        layer = nn.TransformerEncoderLayer(
-            d_model, nhead, dim_feedforward=2 * d_model, dropout=0.0, batch_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
-        self.head = nn.Linear(d_model, num_classes)
+        # A seed initializes from torch's CPU generator seeded so, then puts the
+        # generator back as it was: the caller's random stream is untouched.
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.default_generator.manual_seed(seed)
+            self.value = nn.Linear(1, d_model)
+            self.position = nn.Parameter(torch.randn(in_features, d_model) * 0.02)
+            layer = nn.TransformerEncoderLayer(
+                d_model, nhead, dim_feedforward=2 * d_model, dropout=0.0, batch_first=True
+            )
+            self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+            self.head = nn.Linear(d_model, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.value(x.unsqueeze(-1)) + self.position

@@ -1,29 +1,27 @@
 """A fused CPU training step for plain MLP classifiers.
 
-Autograd costs a few microseconds of dispatch per operation, which dominates a
-training step on a micro-batch of a hundred rows through a small MLP (about 0.5 ms
-per step here). :class:`FusedMLP` does the same step with hand-derived gradients in
-numpy over one flat float32 buffer: the module's parameters become views of it, so
-the ``nn.Module`` stays the single source of truth (``state_dict``, export, deep
-copies all see the trained weights), and the optimizer state (Adam moments, SGD
-momentum) lives in views registered in the torch optimizer, so its ``state_dict``
-round-trips with the autograd path. The update rules are torch's own (``Adam`` with
-bias correction, ``SGD`` with momentum, no dampening), checked against autograd in
-the tests.
+Autograd pays a dispatch cost per operation, which dominates a training step on a
+micro-batch of a hundred rows through a small MLP. :class:`FusedMLP` does the same
+step with hand-derived gradients in numpy over one flat float32 buffer: the module's
+parameters become views of it, so the ``nn.Module`` stays the single source of truth
+(``state_dict``, export, deep copies all see the trained weights), and the optimizer
+state (Adam moments, SGD momentum) lives in views registered in the torch optimizer,
+so its ``state_dict`` round-trips with the autograd path. The update rules are
+torch's own (``Adam`` with bias correction, ``SGD`` with momentum, no dampening),
+checked against autograd in the tests.
 
 It applies to ``MLPClassifier`` and to ``nn.Sequential`` stacks of ``Linear`` and
 ``ReLU`` ending in a ``Linear`` (float32, on the CPU); :func:`mlp_linears` says
 whether a module qualifies.
 
-Where a C compiler is available the step runs in C (:mod:`model.learn.native`): one call
-for forward, loss and backward, one for the optimizer, instead of about forty numpy
-calls (each a few microseconds on a hundred rows). The numpy code is the fallback
-and the reference; both follow the same order of operations per element.
+Where a C compiler is available the step runs in C (:mod:`model.learn.native`): one
+call for forward, loss and backward, one for the optimizer, instead of about forty
+numpy calls (each with its own fixed cost). The numpy code is the fallback and the
+reference; both follow the same order of operations per element.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
 
 import numpy as np
@@ -31,10 +29,9 @@ import torch
 from torch import nn
 
 from model.learn import native
+from model.learn.native import NativeMLP, check_width, label_error
 from model.learn.scaler import RunningScaler
 from model.mlp import MLPClassifier
-
-MAX_LAYERS = 64  # as in mlp_kernel.c
 
 
 def mlp_linears(module: nn.Module) -> list[nn.Linear] | None:
@@ -111,7 +108,7 @@ class FusedMLP:
             [linears[0].in_features] + [lin.out_features for lin in linears], np.int32
         )
         self.io = (
-            None if self.lib is None else _NativeIO(self.lib, self.sizes, self.flat, self.grad)
+            None if self.lib is None else NativeMLP(self.lib, self.sizes, self.flat, self.grad)
         )
         self._opt_ptrs: tuple[int, ...] | None = None
         self.load_optimizer_state()
@@ -206,9 +203,9 @@ class FusedMLP:
         _check_scaler(scaler, int(self.sizes[0]))
         if self.io is not None:
             return self.io.learn(x, y, scale, scaler, fold)
-        _check_width(x, int(self.sizes[0]))
+        check_width(x, int(self.sizes[0]))
         if len(y) and (y.min() < 0 or y.max() >= self.sizes[-1]):
-            raise ValueError(_label_error(y, int(self.sizes[-1])))
+            raise ValueError(label_error(y, int(self.sizes[-1])))
         if scaler is not None:
             raw, x = x, scaler.transform(x)
             scaler.update(raw[:fold])
@@ -293,7 +290,7 @@ class FusedMLP:
     def _step_native(self, group: dict, lr: float, wd: float, first: bool) -> None:
         assert self.io is not None
         if self._opt_ptrs is None:
-            self._opt_ptrs = tuple(_ptr(b) for b in self.buffers.values())
+            self._opt_ptrs = tuple(b.ctypes.data for b in self.buffers.values())
         if self.kind == "adam":
             beta1, beta2 = group["betas"]
             self.io.adam(
@@ -306,105 +303,6 @@ class FusedMLP:
             self.io.sgd(buf, lr, momentum, wd, first)
 
 
-class _NativeIO:
-    """The C kernels' calls, through buffers kept for the purpose: reading a numpy
-    array's address costs about 1.6 us, more than a step's arithmetic on a small
-    batch, so inputs are copied into buffers whose addresses are read once."""
-
-    def __init__(self, lib: ctypes.CDLL, sizes: np.ndarray, flat: np.ndarray, grad: np.ndarray):
-        self.lib = lib
-        self.sizes = sizes
-        self.layers = len(sizes) - 1
-        if self.layers > MAX_LAYERS:  # the C code's fixed bound
-            msg = f"the C kernels take MLPs of up to {MAX_LAYERS} layers, got {self.layers}"
-            raise ValueError(msg)
-        self.width = int(sizes[0])
-        self.classes = int(sizes[-1])
-        self.count = len(flat)
-        self.static = _ptr(sizes), _ptr(flat), _ptr(grad)
-        self.loss = np.zeros(1, np.float64)
-        self.loss_ptr = _ptr(self.loss)
-        self._stats = np.zeros(2 * self.width, np.float64)  # the scaling's scratch
-        self.stats = _ptr(self._stats)
-        self.rows = 0
-        self._grow(256)
-
-    def _grow(self, n: int) -> None:
-        rows = max(n, 2 * self.rows)
-        self.x = np.empty((rows, self.width), np.float32)
-        self.y = np.empty(rows, np.int64)
-        self.cls = np.empty(rows, np.int64)
-        self.conf = np.empty(rows, np.float32)
-        need = self.lib.mlp_scratch_floats(self.static[0], self.layers, rows)
-        self.scratch = np.empty(need, np.float32)
-        self.ptrs = tuple(_ptr(a) for a in (self.x, self.y, self.cls, self.conf, self.scratch))
-        self.rows = rows
-
-    def _load(self, x: np.ndarray) -> int:
-        """Copy ``x`` into the input buffer; returns its rows."""
-        n = len(x)
-        _check_width(x, self.width)
-        if n > self.rows:
-            self._grow(n)
-        self.x[:n] = x
-        return n
-
-    def _moments(self, scaler: RunningScaler | None) -> tuple[int | None, int | None, int]:
-        """What the C code reads and updates in place (checked by the caller: see
-        :func:`_check_scaler`)."""
-        if scaler is None:
-            return None, None, 0
-        return (*scaler.addresses(), scaler.n)
-
-    def classify(
-        self, x: np.ndarray, scaler: RunningScaler | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        n = self._load(x)
-        px, _, pc, pp, ps = self.ptrs
-        sizes, flat, _ = self.static
-        mean, m2, count = self._moments(scaler)
-        status = self.lib.mlp_predict(
-            px, n, sizes, self.layers, flat, ps, pc, pp, mean, m2, count, self.stats
-        )
-        assert status == 0, status
-        return self.cls[:n].copy(), self.conf[:n].copy()
-
-    def learn(
-        self, x: np.ndarray, y: np.ndarray, scale: float, scaler: RunningScaler | None, fold: int
-    ) -> tuple[np.ndarray, np.ndarray, float]:
-        n = self._load(x)
-        self.y[:n] = y
-        px, py, pc, pp, ps = self.ptrs
-        sizes, flat, grad = self.static
-        mean, m2, count = self._moments(scaler)
-        status = self.lib.mlp_forward_backward(
-            px, py, n, sizes, self.layers, flat, grad, scale, ps, pc, pp, self.loss_ptr,
-            mean, m2, count, fold, self.stats,
-        )  # fmt: skip
-        if status == -1:
-            raise ValueError(_label_error(np.asarray(y), self.classes))
-        assert status == 0, status  # -2 (too many layers) is refused in __init__
-        if scaler is not None:
-            scaler.folded(fold)
-        return self.cls[:n].copy(), self.conf[:n].copy(), float(self.loss[0])
-
-    def adam(self, buffers: tuple[int, ...], lr_bias1: float, beta1: float, beta2: float,
-             sqrt_bias2: float, eps: float, wd: float) -> None:  # fmt: skip
-        _, flat, grad = self.static
-        m, v = buffers
-        self.lib.adam_step(
-            flat, grad, m, v, self.count, lr_bias1, beta1, beta2, sqrt_bias2, eps, wd
-        )
-
-    def sgd(self, buf: int | None, lr: float, momentum: float, wd: float, first: bool) -> None:
-        _, flat, grad = self.static
-        self.lib.sgd_step(flat, grad, buf, self.count, lr, momentum, wd, int(first))
-
-
-def _ptr(a: np.ndarray) -> int:
-    return a.ctypes.data
-
-
 def _check_scaler(scaler: RunningScaler | None, width: int) -> None:
     """A scaler must be ready and as wide as the input: the C code would otherwise
     write past the end of its moments."""
@@ -414,17 +312,6 @@ def _check_scaler(scaler: RunningScaler | None, width: int) -> None:
         seen = None if scaler.mean is None else len(scaler.mean)
         msg = f"the scaler must have seen two rows of {width} features (has {seen}, n={scaler.n})"
         raise ValueError(msg)
-
-
-def _check_width(x: np.ndarray, width: int) -> None:
-    if x.ndim != 2 or x.shape[1] != width:
-        msg = f"expected rows of {width} features, got shape {x.shape}"
-        raise ValueError(msg)
-
-
-def _label_error(y: np.ndarray, classes: int) -> str:
-    bad = y[(y < 0) | (y >= classes)]
-    return f"labels must be class indices in [0, {classes}), got {bad[:5].tolist()}"
 
 
 def classify_numpy(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,9 @@ Beam workers) each write a private file and rename it into place.
 
 Without a compiler, or with ``SML_NATIVE=0``, :func:`mlp_library` returns None and
 the callers keep their numpy code: the same results (to float32 rounding), slower.
+
+:class:`NativeMLP` makes the calls for one MLP (:class:`model.learn.fused.FusedMLP`
+uses it when the library is there).
 """
 
 from __future__ import annotations
@@ -23,12 +26,19 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from model.cache_dir import cache_dir
+
+if TYPE_CHECKING:
+    from model.learn.scaler import RunningScaler
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("mlp_kernel.c")
+MAX_LAYERS = 64  # as in mlp_kernel.c
 # No -ffast-math, and no contraction of a * b + c into one fused multiply-add (which
 # rounds once instead of twice, where the CPU has one): the kernels then give the same
 # bits at any optimization level and on any x86-64 CPU, so a run replayed on another
@@ -138,3 +148,121 @@ def mlp_library() -> ctypes.CDLL | None:
     except (OSError, RuntimeError) as err:
         log.warning("C kernels unavailable, using numpy: %s", err)
         return None
+
+
+class NativeMLP:
+    """The C kernels' calls for one MLP, through buffers kept for the purpose: reading
+    a numpy array's address costs more than a step's arithmetic on a small batch, so
+    inputs are copied into buffers whose addresses are read once.
+
+    ``sizes`` are the layer widths (input first), ``flat`` and ``grad`` the MLP's
+    parameters and gradient (:class:`model.learn.fused.FusedMLP`'s buffers), which
+    the calls read and write in place."""
+
+    def __init__(
+        self, lib: ctypes.CDLL, sizes: np.ndarray, flat: np.ndarray, grad: np.ndarray
+    ) -> None:
+        self.lib = lib
+        self.sizes = sizes
+        self.layers = len(sizes) - 1
+        if self.layers > MAX_LAYERS:  # the C code's fixed bound
+            msg = f"the C kernels take MLPs of up to {MAX_LAYERS} layers, got {self.layers}"
+            raise ValueError(msg)
+        self.width = int(sizes[0])
+        self.classes = int(sizes[-1])
+        self.count = len(flat)
+        self.static = _ptr(sizes), _ptr(flat), _ptr(grad)
+        self.loss = np.zeros(1, np.float64)
+        self.loss_ptr = _ptr(self.loss)
+        self._stats = np.zeros(2 * self.width, np.float64)  # the scaling's scratch
+        self.stats = _ptr(self._stats)
+        self.rows = 0
+        self._grow(256)
+
+    def _grow(self, n: int) -> None:
+        rows = max(n, 2 * self.rows)
+        self.x = np.empty((rows, self.width), np.float32)
+        self.y = np.empty(rows, np.int64)
+        self.cls = np.empty(rows, np.int64)
+        self.conf = np.empty(rows, np.float32)
+        need = self.lib.mlp_scratch_floats(self.static[0], self.layers, rows)
+        self.scratch = np.empty(need, np.float32)
+        self.ptrs = tuple(_ptr(a) for a in (self.x, self.y, self.cls, self.conf, self.scratch))
+        self.rows = rows
+
+    def _load(self, x: np.ndarray) -> int:
+        """Copy ``x`` into the input buffer; returns its rows."""
+        n = len(x)
+        check_width(x, self.width)
+        if n > self.rows:
+            self._grow(n)
+        self.x[:n] = x
+        return n
+
+    def _moments(self, scaler: RunningScaler | None) -> tuple[int | None, int | None, int]:
+        """What the C code reads and updates in place (checked by the caller: a ready
+        scaler as wide as the input)."""
+        if scaler is None:
+            return None, None, 0
+        return (*scaler.addresses(), scaler.n)
+
+    def classify(
+        self, x: np.ndarray, scaler: RunningScaler | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = self._load(x)
+        px, _, pc, pp, ps = self.ptrs
+        sizes, flat, _ = self.static
+        mean, m2, count = self._moments(scaler)
+        status = self.lib.mlp_predict(
+            px, n, sizes, self.layers, flat, ps, pc, pp, mean, m2, count, self.stats
+        )
+        assert status == 0, status
+        return self.cls[:n].copy(), self.conf[:n].copy()
+
+    def learn(
+        self, x: np.ndarray, y: np.ndarray, scale: float, scaler: RunningScaler | None, fold: int
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        n = self._load(x)
+        self.y[:n] = y
+        px, py, pc, pp, ps = self.ptrs
+        sizes, flat, grad = self.static
+        mean, m2, count = self._moments(scaler)
+        status = self.lib.mlp_forward_backward(
+            px, py, n, sizes, self.layers, flat, grad, scale, ps, pc, pp, self.loss_ptr,
+            mean, m2, count, fold, self.stats,
+        )  # fmt: skip
+        if status == -1:
+            raise ValueError(label_error(np.asarray(y), self.classes))
+        assert status == 0, status  # -2 (too many layers) is refused in __init__
+        if scaler is not None:
+            scaler.folded(fold)
+        return self.cls[:n].copy(), self.conf[:n].copy(), float(self.loss[0])
+
+    def adam(self, buffers: tuple[int, ...], lr_bias1: float, beta1: float, beta2: float,
+             sqrt_bias2: float, eps: float, wd: float) -> None:  # fmt: skip
+        _, flat, grad = self.static
+        m, v = buffers
+        self.lib.adam_step(
+            flat, grad, m, v, self.count, lr_bias1, beta1, beta2, sqrt_bias2, eps, wd
+        )
+
+    def sgd(self, buf: int | None, lr: float, momentum: float, wd: float, first: bool) -> None:
+        _, flat, grad = self.static
+        self.lib.sgd_step(flat, grad, buf, self.count, lr, momentum, wd, int(first))
+
+
+def _ptr(a: np.ndarray) -> int:
+    return a.ctypes.data
+
+
+def check_width(x: np.ndarray, width: int) -> None:
+    """Rows of ``width`` features, or a ``ValueError`` saying what came instead."""
+    if x.ndim != 2 or x.shape[1] != width:
+        msg = f"expected rows of {width} features, got shape {x.shape}"
+        raise ValueError(msg)
+
+
+def label_error(y: np.ndarray, classes: int) -> str:
+    """The message for labels that are not class indices below ``classes``."""
+    bad = y[(y < 0) | (y >= classes)]
+    return f"labels must be class indices in [0, {classes}), got {bad[:5].tolist()}"

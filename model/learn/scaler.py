@@ -1,4 +1,15 @@
-"""Running per-feature standardization for incremental learners."""
+"""Running per-feature standardization for incremental learners.
+
+>>> import numpy as np
+>>> scaler = RunningScaler()
+>>> scaler.update(np.array([[1.0], [3.0]], np.float32))
+>>> scaler.transform(np.array([[2.0]], np.float32)).tolist()
+[[0.0]]
+>>> again = RunningScaler()
+>>> again.restore(scaler.snapshot())
+>>> again.n, again.moments()[0].tolist()
+(2, [2.0])
+"""
 
 from __future__ import annotations
 
@@ -77,10 +88,24 @@ class RunningScaler:
         out /= std
         return out
 
-    def state(self) -> tuple[int, Any, Any]:
+    def scale_and_fold(self, batch: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``rows`` scaled by the moments of the rows seen before ``batch`` (by
+        ``batch``'s own when there were none yet), then ``batch`` folded into the
+        moments: a prediction never uses statistics of the rows it scores that the
+        learning step on them would not also use."""
+        if not self.ready:
+            self.update(batch)
+            return self.transform(rows)
+        out = self.transform(rows)
+        self.update(batch)
+        return out
+
+    def snapshot(self) -> tuple[int, Any, Any]:
+        """``(n, mean, m2)``; the arrays are live (the caller copies or serializes)."""
         return self.n, self.mean, self.m2
 
-    def load(self, state: tuple[int, Any, Any]) -> None:
+    def restore(self, state: tuple[int, Any, Any]) -> None:
+        """Continue from a :meth:`snapshot` (copied: the scaler updates in place)."""
         n, mean, m2 = state
         self._set(n, _owned(mean), _owned(m2))
 

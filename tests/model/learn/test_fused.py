@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from model.learn import native
+from model.learn.backend import AutogradBackend, FusedBackend
 from model.learn.fused import FusedMLP, mlp_linears
 from model.learn.learner import IncrementalLearner, LearnerConfig
 from model.mlp import MLPClassifier
@@ -16,6 +17,12 @@ from model.mlp import MLPClassifier
 def learner(kernel: str, module: nn.Module | None = None, **kwargs) -> IncrementalLearner:
     module = module or MLPClassifier(5, (16, 8), 3, seed=0)
     return IncrementalLearner(module, LearnerConfig(kernel=kernel, seed=0, **kwargs))  # type: ignore[arg-type]
+
+
+def fused_kernel(fast: IncrementalLearner) -> FusedMLP:
+    """The fused kernel a learner trains with."""
+    assert isinstance(fast.backend, FusedBackend)
+    return fast.backend.kernel
 
 
 def batches(n: int, seed: int = 0, rows: int = 48):
@@ -48,8 +55,8 @@ def backend(request, monkeypatch):
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 def test_fused_trains_exactly_like_autograd(cfg, backend):
     slow, fast = learner("autograd", **cfg), learner("fused", **cfg)
-    assert slow.kernel is None and fast.kernel is not None
-    assert (fast.kernel.io is not None) == (backend == "c")
+    assert isinstance(slow.backend, AutogradBackend)
+    assert (fused_kernel(fast).io is not None) == (backend == "c")
     for x, y in batches(40):
         assert fast.learn(x, y) == pytest.approx(slow.learn(x, y), rel=1e-4, abs=1e-6)
     for p, q in zip(slow.module.parameters(), fast.module.parameters(), strict=True):
@@ -70,7 +77,7 @@ def test_c_and_numpy_kernels_agree_over_a_long_stream(monkeypatch):
     c = learner("fused", MLPClassifier(5, (32,), 3, seed=0), standardize=True, lr=0.01)
     monkeypatch.setattr(native, "mlp_library", lambda: None)
     py = learner("fused", MLPClassifier(5, (32,), 3, seed=0), standardize=True, lr=0.01)
-    assert c.kernel.io is not None and py.kernel.io is None
+    assert fused_kernel(c).io is not None and fused_kernel(py).io is None
     agree = total = 0
     for x, y in batches(300, rows=100):
         pc, cc, lc = c.predict_learn(x, y)
@@ -95,7 +102,8 @@ def test_c_kernels_give_the_same_bits_however_they_are_compiled(tmp_path, monkey
     for lib in libs:
         monkeypatch.setattr(native, "mlp_library", lambda lib=lib: lib)
         fast = learner("fused", MLPClassifier(7, (24, 16), 3, seed=0), standardize=True)
-        assert fast.kernel.io is not None and fast.kernel.io.lib is lib
+        io = fused_kernel(fast).io
+        assert io is not None and io.lib is lib
         rng = np.random.default_rng(5)
         for _ in range(30):
             x = (rng.standard_normal((37, 7)) * 4 + 2).astype(np.float32)
@@ -120,15 +128,15 @@ def test_bad_labels_and_shapes_are_clear_errors_and_change_nothing(backend):
     with pytest.raises(ValueError, match="class indices"):
         fast.learn(x, np.full(len(y), -1))
     with pytest.raises(ValueError, match="features"):
-        fast.kernel.forward_backward(x[:, :2], y, 1.0)
+        fused_kernel(fast).forward_backward(x[:, :2], y, 1.0)
     with pytest.raises(ValueError, match="labels"):
-        fast.kernel.forward_backward(x, y[:3], 1.0)
+        fused_kernel(fast).forward_backward(x, y[:3], 1.0)
     with pytest.raises(ValueError, match="scaler must have seen two rows"):  # an empty one
-        fast.kernel.forward_backward(x, y, 1.0, fast.scaler.__class__(), fold=len(x))
+        fused_kernel(fast).forward_backward(x, y, 1.0, fast.scaler.__class__(), fold=len(x))
     other = fast.scaler.__class__()
     other.update(np.ones((4, 2), np.float32))
     with pytest.raises(ValueError, match="scaler must have seen two rows of 5 features"):
-        fast.kernel.forward_backward(x, y, 1.0, other, fold=len(x))
+        fused_kernel(fast).forward_backward(x, y, 1.0, other, fold=len(x))
     for p, q in zip(before, fast.module.parameters(), strict=True):
         assert torch.equal(p, q)
     assert (fast.scaler.n, fast.scaler.mean.tolist()) == (moments[0], moments[1].tolist())
@@ -189,7 +197,7 @@ def test_module_keeps_the_trained_weights():
 def test_which_modules_the_kernel_takes(module, fits):
     assert (mlp_linears(module) is not None) == fits
     auto = IncrementalLearner(module, LearnerConfig(kernel="auto"))
-    assert (auto.kernel is not None) == fits
+    assert isinstance(auto.backend, FusedBackend) == fits
     if not fits:
         with pytest.raises(ValueError, match="kernel='fused' needs"):
             IncrementalLearner(module, LearnerConfig(kernel="fused"))

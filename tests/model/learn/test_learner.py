@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.learn.learner import IncrementalLearner, LearnerConfig, Reservoir
+from model.learn.backend import AutogradBackend
+from model.learn.learner import IncrementalLearner, LearnerConfig, dumps_state, loads_state
+from model.learn.replay import Reservoir
 from model.mlp import MLPClassifier
 
 
@@ -80,7 +82,7 @@ def test_snapshot_restore_mid_stream_equals_uninterrupted_run(kernel, accumulate
     for x, y in batches[:12]:
         first.learn(x, y)
     resumed = IncrementalLearner(MLPClassifier(4, (16,), seed=123), LearnerConfig(seed=0, **cfg))
-    resumed.load_bytes(first.to_bytes())
+    resumed.restore(loads_state(dumps_state(first.snapshot())))
     for x, y in batches[12:]:
         resumed.learn(x, y)
     for p, q in zip(straight.module.parameters(), resumed.module.parameters(), strict=True):
@@ -166,7 +168,7 @@ def test_standardize_learns_from_raw_features_of_any_range():
     assert (scaled.predict(x)[0] == y).mean() > 0.9
     assert (scaled.predict(x)[0] == y).mean() > (plain.predict(x)[0] == y).mean() + 0.1
     restored = new_learner(lr=0.01, standardize=True)
-    restored.load_bytes(scaled.to_bytes())
+    restored.restore(loads_state(dumps_state(scaled.snapshot())))
     np.testing.assert_array_equal(restored.predict(x)[0], scaled.predict(x)[0])
 
 
@@ -192,8 +194,6 @@ def test_export_folds_the_scaling_into_the_published_model():
 
 
 def test_state_bytes_round_trip_tensors_arrays_and_exotic_dtypes():
-    from model.learn.learner import dumps_state, loads_state
-
     state = {
         "w": torch.arange(6.0).reshape(2, 3),
         "rest": [np.ones(2), (torch.tensor(3),)],
@@ -242,10 +242,31 @@ def test_the_training_device_is_explicit():
     # The device path (inputs, targets and predictions moved explicitly), on the CPU.
     for device in ("cpu", "auto"):
         learner = new_learner(device=device, kernel="autograd", standardize=True)
-        assert learner.kernel is None
+        assert isinstance(learner.backend, AutogradBackend)
         assert next(learner.module.parameters()).device == learner.device
         for x, y in stream(A, 30, seed=1):
             learner.learn(x, y)
         assert accuracy(learner, A) > 0.9
         exported, _ = learner.export(lambda: MLPClassifier(4, (16,), seed=0))
         assert {t.device for t in exported.state_dict().values()} == {learner.device}
+
+
+@pytest.mark.parametrize("kernel", ["autograd", "fused"])
+def test_the_snapshot_layout_is_one_for_both_kernels(kernel):
+    # Snapshots already written restore: the same keys, and per-parameter tensors
+    # for the gradient and EWC's arrays whichever kernel trained.
+    learner = new_learner(
+        kernel=kernel, accumulate=2, ewc_lambda=1.0, ewc_every=1, replay_size=10, standardize=True
+    )
+    for x, y in stream(A, 3, seed=1):
+        learner.learn(x, y)
+    snap = learner.snapshot()
+    assert list(snap) == [
+        "module", "optimizer", "grads", "replay", "fisher", "anchor", "counters", "scaler"
+    ]  # fmt: skip
+    shapes = [p.shape for p in learner.module.parameters()]
+    for key in ("grads", "fisher", "anchor"):
+        assert all(isinstance(t, torch.Tensor) for t in snap[key])
+        assert [t.shape for t in snap[key]] == shapes, key
+    assert snap["counters"] == (3 * 64, 3, 1)
+    assert set(snap["replay"]) == {"x", "y", "seen", "rng"} and snap["scaler"][0] == 3 * 64
