@@ -33,21 +33,30 @@ Examples
 
 from __future__ import annotations
 
+import io
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
+# the column names, re-exported: every caller reads them as mb.KEY, mb.LABEL, ...
+from model.vocabulary import (
+    CARRIED,
+    EVENT_ID,
+    EVENT_TIME,
+    FEATURES,
+    KEY,
+    LABEL,
+    MODEL_VERSION,
+    PREDICTION,
+    SCORE,
+)
+
 if TYPE_CHECKING:
     import torch
 
-KEY = "key"
-EVENT_TIME = "event_time"
-FEATURES = "features"
-LABEL = "label"
-EVENT_ID = "event_id"
 
 EVENT_TIME_TYPE = pa.timestamp("us", tz="UTC")
 US_PER_SECOND = 1_000_000
@@ -320,3 +329,46 @@ def chunks(batch: pa.RecordBatch, max_rows: int) -> list[pa.RecordBatch]:
         msg = f"max_rows must be > 0, got {max_rows!r}"
         raise ValueError(msg)
     return [batch.slice(i, max_rows) for i in range(0, batch.num_rows, max_rows)]
+
+
+def scored_batch(
+    batch: pa.RecordBatch, prediction: np.ndarray, score: np.ndarray, version: int | np.ndarray
+) -> pa.RecordBatch:
+    """The prediction rows for ``batch``: the carried input columns (``key``,
+    ``event_time``, ``event_id``, ``label`` where present) plus ``prediction``,
+    ``score`` and ``model_version`` (one version for every row, or one per row)."""
+    names = [c for c in CARRIED if c in batch.schema.names]
+    arrays = [batch.column(c) for c in names]
+    versions = np.broadcast_to(np.asarray(version, dtype=np.int64), (batch.num_rows,))
+    arrays += [
+        pa.array(prediction, type=pa.int64()),
+        pa.array(score, type=pa.float32()),
+        pa.array(versions, type=pa.int64()),
+    ]
+    return pa.RecordBatch.from_arrays(arrays, names=[*names, PREDICTION, SCORE, MODEL_VERSION])
+
+
+def encode_batch(batch: pa.RecordBatch) -> bytes:
+    """One batch as an Arrow IPC stream (schema metadata included)."""
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def decode_batch(data: bytes | pa.Buffer) -> pa.RecordBatch:
+    """The batch :func:`encode_batch` wrote."""
+    with pa.ipc.open_stream(data) as reader:
+        return reader.read_next_batch()
+
+
+def split_by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """``(key, rows of that key)`` for each key in the batch, rows kept in order."""
+    codes, keys = key_codes(batch)
+    if len(keys) == 1:
+        yield keys[0], batch
+        return
+    order, bounds = group_bounds(codes, len(keys))
+    ordered = take(batch, order)
+    for i, key in enumerate(keys):
+        yield key, ordered.slice(int(bounds[i]), int(bounds[i + 1] - bounds[i]))

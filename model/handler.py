@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ from torch import nn
 from model.artifact import ModelArtifact
 from model.batching import AdaptiveBatchSize
 from model.device import HostStaging, resolve_device
-from model.process_cache import LRU
+from model.process_cache import PROCESS_CACHE
 
 
 def classify_logits(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -60,31 +59,27 @@ class HandlerStats:
         return sizes, seconds
 
 
-SHARED_MODULES = 8
-_shared: LRU[Any, nn.Module] = LRU(SHARED_MODULES)
-
-
 def shared_module(
     artifact: ModelArtifact, device: torch.device, compile: bool | str = False
 ) -> nn.Module:
     """The artifact's module built on ``device`` (and compiled), shared by every
-    handler of this process that loads the same artifact: building costs milliseconds
-    (a Transformer encoder deep-copies its layers), and a runner may set up a fresh
-    DoFn, hence a fresh handler, for every bundle. Modules are only ever run in
-    inference mode, never changed, so sharing them between threads is safe. The
-    ``SHARED_MODULES`` most recently used stay built."""
+    handler of this process that loads the same artifact (:data:`PROCESS_CACHE`,
+    kind ``module``): building costs milliseconds (a Transformer encoder deep-copies
+    its layers), and a runner may set up a fresh DoFn, hence a fresh handler, for
+    every bundle. Modules are only ever run in inference mode, never changed, so
+    sharing them between threads is safe."""
     fingerprint = artifact.fingerprint()
-    key = None if fingerprint is None else (fingerprint, str(device), compile)
-    if key is not None:
-        cached = _shared.get(key)
-        if cached is not None:
-            return cached
+    if fingerprint is None:
+        return _build(artifact, device, compile)
+    key = (fingerprint, str(device), compile)
+    return PROCESS_CACHE.get_or_build("module", key, lambda: _build(artifact, device, compile))
+
+
+def _build(artifact: ModelArtifact, device: torch.device, compile: bool | str) -> nn.Module:
     module = artifact.build(device)
     if compile:
         backend = compile if isinstance(compile, str) else "inductor"
         module = torch.compile(module, backend=backend)  # type: ignore[assignment]
-    if key is not None:
-        _shared.put(key, module)
     return module
 
 

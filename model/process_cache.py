@@ -1,4 +1,4 @@
-"""A bounded, thread-safe map that forgets the least recently used entries.
+"""Bounded, thread-safe maps: :class:`LRU`, and the per-process :data:`PROCESS_CACHE`.
 
 >>> cache = LRU(2)
 >>> cache.put("a", 1), cache.put("b", 2), cache.get("a"), cache.put("c", 3)
@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -64,3 +64,76 @@ class LRU(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class ProcessCache:
+    """What steps keep between bundles in this process, under one contract.
+
+    A runner may set up a fresh copy of a DoFn for every bundle (Beam's streaming
+    DirectRunner does), and several copies of one step may run in threads of one
+    process. What is slow to rebuild and safe to keep (a model built on its device, a
+    batch-size controller that has learned the device's speed, a learner decoded from
+    its Beam state) is kept here instead of on the DoFn, under a key that names its
+    step (a token made when the step is built, which survives pickling) or its content
+    (a fingerprint). The contract every user keeps:
+
+    1. A value here is never the only copy of anything: it can always be rebuilt
+       (from Beam state, from an artifact, from a config). An evicted entry, a new
+       process or a restored checkpoint costs a rebuild, never a different result.
+    2. A value is either used read-only by everyone (built modules run in inference
+       mode), or taken out with :meth:`take` by one user at a time and put back only
+       when consistent again (a learner, after a firing completed), so a failure
+       never leaves one half changed here.
+    3. Each kind of value has its own bound (``limits``); least recently used go first.
+
+    >>> cache = ProcessCache({"module": 2})
+    >>> cache.get_or_build("module", "a", lambda: 1), cache.get_or_build("module", "a", lambda: 2)
+    (1, 1)
+    >>> cache.take("module", "a"), cache.get("module", "a")
+    (1, None)
+    """
+
+    def __init__(self, limits: dict[str, int]) -> None:
+        self._kinds: dict[str, LRU[Hashable, object]] = {k: LRU(n) for k, n in limits.items()}
+
+    def _of(self, kind: str) -> LRU[Hashable, object]:
+        try:
+            return self._kinds[kind]
+        except KeyError:
+            msg = f"unknown process cache kind {kind!r}; kinds: {sorted(self._kinds)}"
+            raise KeyError(msg) from None
+
+    def get(self, kind: str, key: Hashable) -> Any:
+        """The value (now the most recently used of its kind), or None."""
+        return self._of(kind).get(key)
+
+    def put(self, kind: str, key: Hashable, value: object) -> int:
+        """Keep ``value``; how many entries of its kind were evicted for it."""
+        return self._of(kind).put(key, value)
+
+    def take(self, kind: str, key: Hashable) -> Any:
+        """Take the value out (None if absent): the caller owns it until it puts it back."""
+        return self._of(kind).pop(key)
+
+    def get_or_build(self, kind: str, key: Hashable, build: Callable[[], V]) -> V:
+        """The value kept under ``key``, built (and kept) first if there is none."""
+        value = self.get(kind, key)
+        if value is None:
+            value = build()
+            self.put(kind, key, value)
+        return value  # type: ignore[no-any-return]
+
+    def drop(self, kind: str, which: Callable[[Any], bool]) -> None:
+        """Forget every entry of ``kind`` whose key ``which`` accepts."""
+        self._of(kind).drop(which)
+
+    def size(self, kind: str) -> int:
+        return len(self._of(kind))
+
+    def limit(self, kind: str) -> int:
+        return self._of(kind).capacity
+
+
+# Built modules by artifact fingerprint and device; batch-size controllers by step;
+# live learners by (step, model key).
+PROCESS_CACHE = ProcessCache({"module": 8, "batch_size": 256, "learner": 64})

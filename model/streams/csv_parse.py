@@ -26,12 +26,13 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 
 from model import batch as mb
+from model.vocabulary import DeadLetter, Stage
 
 # Events outside these years are rejected as absurd timestamps.
 MIN_YEAR, MAX_YEAR = 1970, 2200
@@ -75,7 +76,7 @@ class ParsedChunk:
     """A micro-batch of good rows and the dead-letter records of bad ones."""
 
     batch: pa.RecordBatch | None
-    dead: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
 
 
 def parse_timestamp_us(text: str) -> int:
@@ -225,7 +226,8 @@ def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[P
     """Parse CSV text lines (header first) into chunks of at most ``fmt.chunk_rows`` rows.
 
     A bad header raises ``ValueError`` (nothing can be read); every bad data row
-    becomes a dead-letter record ``{"reason", "source", "line", "raw", "rows": 1}``.
+    becomes a :class:`model.vocabulary.DeadLetter` (stage ``parse``, one row) whose
+    payload names the ``source``, the ``line`` number and the ``raw`` text.
     """
     it = iter(lines)
     header_line = next(it, None)
@@ -261,15 +263,9 @@ def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[P
             elif nab_windows is not None:
                 label = int(any(a <= t_us <= b for a, b in nab_windows))
         except (ValueError, csv.Error) as err:
-            dead.append(
-                {
-                    "reason": str(err),
-                    "source": source,
-                    "line": line_no,
-                    "raw": line.rstrip("\r\n"),
-                    "rows": 1,
-                }
-            )
+            raw = line.rstrip("\r\n")
+            payload = {"source": source, "line": line_no, "raw": raw}
+            dead.append(DeadLetter(str(err), Stage.PARSE, rows=1, payload=payload))
         else:
             builder.keys.append(key)
             builder.times.append(t_us)

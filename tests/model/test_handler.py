@@ -48,7 +48,7 @@ def test_negative_version_rejected():
 def test_handlers_of_one_artifact_share_the_built_module():
     import pickle
 
-    from model import handler as handler_module
+    from model.process_cache import PROCESS_CACHE
 
     net = MLPClassifier(3, (4,), seed=0)
     artifact = ModelArtifact.from_module(net, version=3)
@@ -66,7 +66,8 @@ def test_handlers_of_one_artifact_share_the_built_module():
     lam = ModelArtifact.from_factory(lambda: MLPClassifier(3, (4,), seed=0), version=1)
     assert TorchModelHandler(lam, "cpu").module is not TorchModelHandler(lam, "cpu").module
     # Bounded: the least recently used modules are dropped.
-    for v in range(10, 10 + handler_module.SHARED_MODULES + 2):
+    limit = PROCESS_CACHE.limit("module")
+    for v in range(10, 10 + limit + 2):
         TorchModelHandler(ModelArtifact.from_module(net, version=v), "cpu")
-    assert len(handler_module._shared) == handler_module.SHARED_MODULES
+    assert PROCESS_CACHE.size("module") == limit
     assert TorchModelHandler(artifact, "cpu").module is not first.module

@@ -8,7 +8,7 @@ import pytest
 
 from model.streams.csv_parse import CsvFormat, parse_lines, parse_timestamp_us
 from pipelines import main
-from transforms.io.sinks import read_jsonl_dir, read_parquet_dir
+from transforms.io import read_jsonl_dir, read_parquet_dir
 
 NAB = os.path.join(os.path.dirname(__file__), "..", "..", "..", "benchmarks", "data", "nab")
 

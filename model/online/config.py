@@ -1,0 +1,69 @@
+"""How the online step learns, and the event-time windows it learns in.
+
+>>> grid = WindowGrid(size_us=10_000_000, allowed_lateness_us=30_000_000)
+>>> grid.start_of(12_000_000), grid.end_of(12_000_000), grid.history_windows
+(10000000, 20000000, 5)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from model.learn.learner import LearnerConfig
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """What both online modes share.
+
+    ``step_rows`` decouples the optimizer's batch from the stream's: a micro-batch
+    larger than it is put in event-time order and learned in steps of at most
+    ``step_rows`` rows (each predicted first, in prequential mode, by the model that
+    learned from the steps before it). ``emit_every_samples`` also publishes a version
+    every N samples within a window, besides the one after each window.
+    """
+
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    step_rows: int | None = None
+    emit_every_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.step_rows is not None and self.step_rows <= 0:
+            msg = f"step_rows must be > 0, got {self.step_rows!r}"
+            raise ValueError(msg)
+        if self.emit_every_samples is not None and self.emit_every_samples <= 0:
+            msg = f"emit_every_samples must be > 0, got {self.emit_every_samples!r}"
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class WindowGrid:
+    """Fixed event-time windows (as the input's ``FixedWindows`` has them) and their
+    allowed lateness, in microseconds: the step learns window by window."""
+
+    size_us: int
+    offset_us: int = 0
+    allowed_lateness_us: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size_us <= 0 or self.size_us % 1000:
+            msg = f"window size must be a positive whole number of ms, got {self.size_us!r} us"
+            raise ValueError(msg)
+        if self.allowed_lateness_us < 0:
+            msg = f"allowed lateness must be >= 0, got {self.allowed_lateness_us!r} us"
+            raise ValueError(msg)
+
+    def start_of(self, t_us: int) -> int:
+        """The start of the window holding an event at ``t_us``."""
+        return self.offset_us + (t_us - self.offset_us) // self.size_us * self.size_us
+
+    def end_of(self, t_us: int) -> int:
+        """The end of the window holding an event at ``t_us``."""
+        return self.start_of(t_us) + self.size_us
+
+    @property
+    def history_windows(self) -> int:
+        """How many recent windows' models a late batch may still need: those its
+        lateness reaches back to, and one on either side."""
+        return math.ceil(self.allowed_lateness_us / self.size_us) + 2

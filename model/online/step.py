@@ -1,0 +1,375 @@
+"""One model key's online learning, as a plain object: no Beam, no runner.
+
+An :class:`OnlineStep` takes window-aligned micro-batches (:meth:`OnlineStep.on_batch`)
+and, when the caller says a window has ended (:meth:`OnlineStep.on_window_end`,
+called at the window's end less 1 ms, so that outputs stamped then stay in the
+window), works through every batch buffered for that window and earlier, in event
+time order (then ``event_id``), one window after the other: each window gets its
+own model version even when one call takes several (a runner delivers together
+every timer the watermark has passed). The caller keeps the buffer (entries are
+bytes, see :mod:`model.online.book`) and the step's two snapshots (its book of the
+buffer, and its model state: learner, version counter, history); a restored step
+continues exactly, so a replay gives the same versions, no gap and no duplicate.
+
+Two modes, two classes:
+
+:class:`TrainingStep` (decoupled; it scales out)
+    Only trains. After each window the model becomes a new version, stamped at the
+    start of the next window and repeated for ``carry_windows`` windows, for scorers
+    that read versions as a side input windowed like their main input: the model
+    trained through window k scores window k+1.
+:class:`PrequentialStep` (coupled; exact)
+    Predicts each batch with the current model, then learns from it: every event is
+    scored by a model that has seen every earlier event (at step granularity) and
+    nothing later. A batch that arrives after its window was done (late) is scored by
+    the model as it was when that window began, and learned from. Also returns each
+    window's prequential statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from torch import nn
+
+from model import batch as mb
+from model.artifact import ModelArtifact
+from model.learn.learner import IncrementalLearner, dumps_state, loads_state
+from model.online.book import MS, Book, entry_batch
+from model.online.config import OnlineConfig, WindowGrid
+from model.stats import StatsTable, stats_of, stats_rows
+from model.vocabulary import Pane
+
+Stamped = tuple[Any, int]  # a value and the event time (us) to stamp it at
+
+
+@dataclass(frozen=True)
+class StepSnapshot:
+    """A step's state as bytes: its book of the buffer (written at every batch) and
+    its model state (written when a window ends). None: nothing yet."""
+
+    book: bytes | None = None
+    model: bytes | None = None
+
+
+@dataclass
+class WindowEnd:
+    """What one :meth:`OnlineStep.on_window_end` produced.
+
+    ``keep``: what the buffer must be rewritten to (None: leave it as it is);
+    ``learned``: whether batches were worked through (the model state changed);
+    ``predictions`` (prequential mode: scored batches), ``updates`` (new versions)
+    and ``stats`` (prequential mode: one row per key and window), each value with the
+    event time to stamp it at; ``samples``: rows learned; ``versions``: versions made.
+    """
+
+    keep: list[bytes] | None
+    learned: bool = False
+    predictions: list[Stamped] = field(default_factory=list)
+    updates: list[Stamped] = field(default_factory=list)
+    stats: list[Stamped] = field(default_factory=list)
+    samples: int = 0
+    versions: int = 0
+
+
+@dataclass
+class _ModelState:
+    """The learner and its bookkeeping, kept (as bytes) between window ends."""
+
+    learner: dict[str, Any] | None = None  # IncrementalLearner.snapshot()
+    version: int = 0
+    since_publish: int = 0  # samples learned since the last published version
+    done_until: int | None = None  # the latest firing time worked through
+    trained_until: int | None = None  # newest event time learned from
+    # prequential: window start -> (version, inference state serialized: it is kept
+    # over several window ends, and bytes cost nothing to serialize again)
+    history: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+
+
+def _order_key(batch: pa.RecordBatch) -> tuple[int, int]:
+    first_id = 0
+    if mb.EVENT_ID in batch.schema.names and batch.num_rows:
+        first_id = int(pc.min(batch.column(mb.EVENT_ID)).as_py())
+    return mb.min_event_time_us(batch), first_id
+
+
+@dataclass
+class _Run:
+    """One window end in progress."""
+
+    fired: int
+    done_until: int | None  # as it was before this window end
+    publish_at: int
+    out: WindowEnd
+    tables: dict[int, StatsTable] = field(default_factory=dict)  # by window start
+
+    def late(self, start: int, size: int) -> bool:
+        """A window done at an earlier window end: its batches are late."""
+        return self.done_until is not None and start + size - MS <= self.done_until
+
+    def stamp(self, start: int, size: int, late: bool) -> int:
+        """On time: in its own window (one call may take several windows); late: at
+        this window end."""
+        return self.fired if late else start + size - MS
+
+
+class OnlineStep:
+    """Buffers batches per window and learns them when the window ends; see the
+    module docstring. Subclasses say what is done with each batch and each version.
+
+    ``factory()`` builds a fresh module (seeded, so every call gives the same initial
+    weights); version 0 is that untrained module.
+    """
+
+    def __init__(
+        self, factory: Callable[[], nn.Module], config: OnlineConfig, grid: WindowGrid
+    ) -> None:
+        self.factory = factory
+        self.config = config
+        self.grid = grid
+        self.book = Book()
+        self._state: _ModelState | None = None  # None: not read yet (built on demand)
+        self._learner: IncrementalLearner | None = None
+        self._model_bytes: bytes | None = None  # what _state was restored from / saved as
+
+    # -- the API a runner's stateful step calls -----------------------------------
+    def on_batch(self, batch: pa.RecordBatch) -> tuple[bytes, int | None]:
+        """Buffer ``batch``: the entry to append to the buffer, and the time of the
+        timer to set for its window (None: one is set already)."""
+        end = self.grid.end_of(mb.min_event_time_us(batch))
+        entry = self.book.add(batch, end)
+        fire = end - MS
+        return entry, (fire if self.book.schedule(fire) else None)
+
+    def on_window_end(self, fired_us: int, entries: Iterable[bytes]) -> WindowEnd:
+        """The timer at ``fired_us`` fired: work through the buffered ``entries`` of
+        every window that ended by then."""
+        ready_data, keep = self.book.take_ready(entries, fired_us)
+        if not ready_data:  # an earlier window end took this window's batches
+            return WindowEnd(keep=keep)
+        state, learner = self._model()
+        done_until = state.done_until
+        # Never publish into a window the learner has already seen data of.
+        publish_at = (fired_us if done_until is None else max(fired_us, done_until)) + MS
+        run = _Run(fired_us, done_until, publish_at, WindowEnd(keep=keep, learned=True))
+        size = self.grid.size_us
+        step_rows = self.config.step_rows
+        every = self.config.emit_every_samples
+        current: int | None = None  # the window (start) whose batches are being learned
+        ordered = sorted(((_order_key(b), b) for b in map(entry_batch, ready_data)), key=_first)
+        for (first_us, _), batch in ordered:  # event-time order: late (older) batches first
+            if step_rows is not None and batch.num_rows > step_rows:
+                batch = mb.sort_by_time(batch)
+            start = self.grid.start_of(first_us)
+            late = run.late(start, size)
+            if not late:
+                if current is not None and start != current and state.since_publish:
+                    # one call taking several windows: each still gets its own version
+                    self._publish(run, state, learner, current + size)
+                current = start
+            labels = mb.labels_numpy(batch)
+            self._work(run, state, learner, batch, labels, start, late)
+            if labels is None:
+                continue
+            newest = int(mb.event_times_us(batch).max())
+            state.trained_until = max(newest, state.trained_until or newest)
+            run.out.samples += batch.num_rows
+            state.since_publish += batch.num_rows
+            if every is not None and state.since_publish >= every:
+                self._publish(run, state, learner, publish_at if late else start + size)
+        if state.since_publish:
+            self._publish(run, state, learner, publish_at)
+        state.done_until = publish_at - MS
+        state.learner = learner.snapshot(copy_state=False)  # serialized just below
+        self._model_bytes = dumps_state(state.__dict__)
+        state.learner = None  # the live learner is the state now; no second copy kept
+        self._finish(run)
+        return run.out
+
+    def snapshot(self) -> StepSnapshot:
+        return StepSnapshot(book=self.book.snapshot(), model=self._model_bytes)
+
+    def restore(self, snapshot: StepSnapshot) -> None:
+        """Continue from ``snapshot``. The model state is decoded only when a window
+        end needs it, and not at all when it is what this step holds already (a step
+        kept alive between calls: decoding a learner costs milliseconds)."""
+        self.book.restore(snapshot.book)
+        if snapshot.model is None or snapshot.model != self._model_bytes:
+            self._state, self._learner = None, None
+            self._model_bytes = snapshot.model
+
+    # -- what the modes share --------------------------------------------------------
+    def _model(self) -> tuple[_ModelState, IncrementalLearner]:
+        if self._state is None or self._learner is None:
+            state = _ModelState()
+            if self._model_bytes is not None:
+                state = _ModelState(**loads_state(self._model_bytes))
+            learner = IncrementalLearner(self.factory(), self.config.learner)
+            if state.learner is not None:
+                learner.restore(state.learner, copy_state=False)
+                state.learner = None
+            self._state, self._learner = state, learner
+        return self._state, self._learner
+
+    def _learn(
+        self, learner: IncrementalLearner, x: np.ndarray, y: np.ndarray | None, *, predict: bool
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Learn from the rows (in event-time order) in steps of at most ``step_rows``;
+        with ``predict``, each step is predicted first (prequential) and the
+        predictions are returned. Unlabelled rows are only predicted."""
+        if y is None:
+            return learner.predict(x) if predict else None
+        size = self.config.step_rows or len(x)
+        preds, confs = [], []
+        for i in range(0, len(x), size):
+            if predict:
+                pred, conf, _ = learner.predict_learn(x[i : i + size], y[i : i + size])
+                preds.append(pred)
+                confs.append(conf)
+            else:
+                learner.learn(x[i : i + size], y[i : i + size])
+        if not predict:
+            return None
+        if len(preds) == 1:
+            return preds[0], confs[0]
+        return np.concatenate(preds), np.concatenate(confs)
+
+    def _publish(
+        self, run: _Run, state: _ModelState, learner: IncrementalLearner, start_us: int
+    ) -> None:
+        """A new version, valid from ``start_us`` (the start of a window)."""
+        state.version += 1
+        state.since_publish = 0
+        run.out.versions += 1
+        module, factory = learner.export(self.factory)
+        artifact = ModelArtifact.from_module(
+            module, state.version, factory=factory, trained_until_us=state.trained_until
+        )
+        run.out.updates.extend(self._stamps(artifact, start_us))
+
+    # -- what each mode does ---------------------------------------------------------
+    def _work(
+        self,
+        run: _Run,
+        state: _ModelState,
+        learner: IncrementalLearner,
+        batch: pa.RecordBatch,
+        labels: np.ndarray | None,
+        start: int,
+        late: bool,
+    ) -> None:
+        raise NotImplementedError
+
+    def _stamps(self, artifact: ModelArtifact, start_us: int) -> list[Stamped]:
+        raise NotImplementedError
+
+    def _finish(self, run: _Run) -> None:
+        """After a window end's batches are done."""
+
+
+def _first(item: tuple[tuple[int, int], pa.RecordBatch]) -> tuple[int, int]:
+    return item[0]
+
+
+class TrainingStep(OnlineStep):
+    """Decoupled mode: learn, and publish each version for the windows after it."""
+
+    def __init__(
+        self,
+        factory: Callable[[], nn.Module],
+        config: OnlineConfig,
+        grid: WindowGrid,
+        carry_windows: int = 16,
+    ) -> None:
+        super().__init__(factory, config, grid)
+        if carry_windows <= 0:
+            msg = f"carry_windows must be > 0, got {carry_windows!r}"
+            raise ValueError(msg)
+        self.carry_windows = carry_windows
+
+    def _work(
+        self,
+        run: _Run,
+        state: _ModelState,
+        learner: IncrementalLearner,
+        batch: pa.RecordBatch,
+        labels: np.ndarray | None,
+        start: int,
+        late: bool,
+    ) -> None:
+        self._learn(learner, mb.features_numpy(batch), labels, predict=False)
+
+    def _stamps(self, artifact: ModelArtifact, start_us: int) -> list[Stamped]:
+        # stamped at the start of the next window and carried forward, so a window
+        # without a fresh version falls back on the newest of the previous ones
+        size = self.grid.size_us
+        return [(artifact, start_us + i * size) for i in range(self.carry_windows)]
+
+
+class PrequentialStep(OnlineStep):
+    """Coupled mode: predict each batch, then learn from it; window statistics."""
+
+    def _work(
+        self,
+        run: _Run,
+        state: _ModelState,
+        learner: IncrementalLearner,
+        batch: pa.RecordBatch,
+        labels: np.ndarray | None,
+        start: int,
+        late: bool,
+    ) -> None:
+        features = mb.features_numpy(batch)
+        if late:  # scored by the model as it was when this window began
+            pred, conf, used = self._predict_as_of(state, start, features)
+        else:
+            self._remember(state, start, learner)
+            scored = self._learn(learner, features, labels, predict=True)
+            assert scored is not None
+            (pred, conf), used = scored, state.version
+        size = self.grid.size_us
+        out = mb.scored_batch(batch, pred, conf, used)
+        run.out.predictions.append((out, run.stamp(start, size, late)))
+        correct = None if labels is None else pred == labels
+        codes, keys = mb.key_codes(batch)
+        part = stats_of(codes, keys, score=conf, correct=correct, versions=used)
+        run.tables.setdefault(start, StatsTable()).add(part)
+        if late:
+            self._learn(learner, features, labels, predict=False)
+
+    def _stamps(self, artifact: ModelArtifact, start_us: int) -> list[Stamped]:
+        return [(artifact, start_us)]
+
+    def _finish(self, run: _Run) -> None:
+        size = self.grid.size_us
+        for start, table in sorted(run.tables.items()):
+            late = run.late(start, size)
+            pane = Pane.LATE if late else Pane.ON_TIME
+            at = run.stamp(start, size, late)
+            for row in stats_rows(table.stats(), start, start + size, pane, int(late)):
+                run.out.stats.append((row, at))
+
+    def _remember(self, state: _ModelState, start_us: int, learner: IncrementalLearner) -> None:
+        """The model (weights and scaling) as it was when window ``start_us`` began,
+        for late batches of that window; the latest ``grid.history_windows`` kept."""
+        if start_us not in state.history:
+            state.history[start_us] = (state.version, dumps_state(learner.inference_state()))
+            for old in sorted(state.history)[: -self.grid.history_windows]:
+                del state.history[old]
+
+    def _predict_as_of(
+        self, state: _ModelState, start_us: int, features: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Prediction by the model of window ``start_us``; version 0 (the untrained
+        model, which has seen nothing) when that window is no longer remembered."""
+        past = IncrementalLearner(self.factory(), self.config.learner)
+        version, inference_state = state.history.get(start_us, (0, None))
+        if inference_state is not None:
+            past.load_inference_state(loads_state(inference_state))
+        pred, conf = past.predict(features)
+        return pred, conf, version
