@@ -1,15 +1,71 @@
-"""Shared fixtures: local pipelines on the runners our DirectRunner set-up picks."""
+"""Shared fixtures: local pipelines on the runners our DirectRunner set-up picks, and
+the correctness suite run with Beam's patches on and off.
+
+Our patches of Beam's local runners (:mod:`runners.patches`) must not change any
+result, so every test under ``tests/transforms/``, ``tests/pipelines/`` and
+``tests/test_readme*.py`` runs twice, ``[patched]`` and ``[unpatched]``;
+``--beam-patches=on`` or ``off`` runs only one of them. Other tests (models without
+Beam, the Flink and Prism runners) run patched.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import apache_beam as beam
 import pytest
 
+from runners import patches
 from runners.direct import direct_options, direct_runner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+TESTS = Path(__file__).resolve().parent
+_BOTH_WAYS = ("transforms", "pipelines")  # directories under tests/
+_STATES = {"both": ["patched", "unpatched"], "on": ["patched"], "off": ["unpatched"]}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--beam-patches",
+        choices=sorted(_STATES),
+        default="both",
+        help="run the correctness tests (tests/transforms, tests/pipelines, "
+        "tests/test_readme*.py) with Beam's patches on, off, or both (default); "
+        "other tests always run patched",
+    )
+
+
+def _both_ways(path: Path) -> bool:
+    try:
+        rel = path.resolve().relative_to(TESTS)
+    except ValueError:
+        return False
+    if len(rel.parts) == 1:
+        return rel.name.startswith("test_readme")
+    return rel.parts[0] in _BOTH_WAYS
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "beam_patches" in metafunc.fixturenames and _both_ways(metafunc.definition.path):
+        states = _STATES[metafunc.config.getoption("--beam-patches")]
+        metafunc.parametrize("beam_patches", states, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def beam_patches(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """``patched`` (every patch applied) or ``unpatched`` (every patch reverted) for
+    this test. Unpatched, ``patches.apply`` installs nothing until the test ends, so
+    that the command line (``pipelines.main.main`` applies them) runs unpatched too."""
+    state = getattr(request, "param", "patched")
+    if state == "patched":
+        patches.apply()
+    else:
+        patches.revert()
+        monkeypatch.setattr(patches, "apply", lambda streaming=None: [])
+    yield state
 
 
 def make_pipeline(*, streaming: bool) -> beam.Pipeline:

@@ -11,7 +11,8 @@ import pytest
 
 from pipelines import main
 from runners import flink
-from runners.flink import FlinkSettings, FlinkUnavailable, LocalCluster, flink_args
+from runners.flink import FlinkSettings, FlinkUnavailable, LocalCluster, flink_args, jars
+from runners.flink.processes import accepts, pid_alive
 from tests.outputs import run_and_read
 
 ARTIFACT = "org.apache.beam:beam-runners-flink-2.2-job-server:"
@@ -74,10 +75,10 @@ def test_runner_arguments(tmp_path):
 
 
 def test_runner_arguments_for_the_assembled_flink_1_19_job_server(tmp_path, monkeypatch):
-    from runners.jobserver import JobServer
+    from runners.flink.jobserver import JobServer
 
     jar = tmp_path / "job-server.jar"
-    monkeypatch.setattr(flink, "job_server", lambda cache=None: JobServer(jar, "1.19", True))
+    monkeypatch.setattr(jars, "job_server", lambda cache=None: JobServer(jar, "1.19", True))
     settings = FlinkSettings(state_backend="hashmap", state_backend_path="file:///tmp/ckpt")
     args = flink_args(settings)
     assert "--flink_version=1.19" in args and f"--flink_job_server_jar={jar}" in args
@@ -169,9 +170,9 @@ def test_local_cluster_runs_on_loopback_and_stops_by_pid(tmp_path):
         # A killed TaskManager is gone by PID; a new one joins the same cluster.
         killed = cluster.kill("taskmanager")
         deadline = time.monotonic() + 10
-        while flink._pid_alive(killed) and time.monotonic() < deadline:
+        while pid_alive(killed) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not flink._pid_alive(killed)
+        assert not pid_alive(killed)
         fresh = cluster.start_taskmanager()
         assert fresh != killed and cluster.pids()["taskmanager"] == fresh
         assert cluster.wait_for_taskmanagers(1, 60)["slots-total"] >= 2
@@ -179,7 +180,7 @@ def test_local_cluster_runs_on_loopback_and_stops_by_pid(tmp_path):
     finally:
         cluster.stop()
     assert cluster.pids() == {} and cluster.status() is None
-    assert not any(flink._pid_alive(p) for p in pids.values())
+    assert not any(pid_alive(p) for p in pids.values())
 
 
 def job_server_or_none():
@@ -293,7 +294,7 @@ def test_external_environment_runs_python_workers_in_our_worker_pool(tmp_path):
         assert "starting SDK worker" in (tmp_path / "pool.log").read_text()
     finally:
         pool.stop()
-    assert not flink._pid_alive(pid)
+    assert not pid_alive(pid)
 
 
 @pytest.mark.flink
@@ -313,7 +314,7 @@ def test_the_job_server_listens_on_loopback_only(job_server, tmp_path):
         server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
-        while not flink._accepts(port) and time.monotonic() < deadline:
+        while not accepts(port) and time.monotonic() < deadline:
             assert server.poll() is None, (tmp_path / "job-server.log").read_text()[-2000:]
             time.sleep(0.2)
         addresses = _listening_addresses(server.pid)

@@ -4,8 +4,8 @@
  *
  * Beam's own ServerFactory binds every server to all interfaces (NettyServerBuilder.forPort),
  * whatever host the URL names. Our local job server and clusters must listen on 127.0.0.1
- * only, so runners/flink.py compiles this class and puts it ahead of Beam's on the job
- * server's class path. It keeps the public API of org.apache.beam.sdk.fn.server.ServerFactory
+ * only, so runners/flink/jobserver.py compiles this class and puts it ahead of Beam's on the
+ * job server's class path. It keeps the public API of org.apache.beam.sdk.fn.server.ServerFactory
  * (Beam 2.62 to 2.70, vendored gRPC 1.69) and binds every TCP server to the loopback address.
  * Unix-domain and epoll variants are served by the same loopback TCP factory.
  */

@@ -16,7 +16,7 @@ and 160 MB once, cached outside the checkout). The entry point is a small jar wh
 manifest names every library by absolute path, so ``java -jar`` (as Beam's Python
 ``FlinkRunner`` starts a job server) works, and a Flink cluster on this machine that
 receives the jar loads the same libraries. That jar also carries our
-:file:`runners/java/.../ServerFactory.java`, compiled here: Beam's own binds every gRPC
+:file:`runners/flink/java/.../ServerFactory.java`, compiled here: Beam's own binds every gRPC
 server (job, artifact and Fn API services) to all interfaces; ours binds 127.0.0.1.
 
 The Python SDK (2.77) talks to this 2.70 Java side through the portable job and Fn

@@ -1,0 +1,114 @@
+"""How a pipeline runs on Flink: :class:`FlinkSettings`, and the pipeline arguments.
+
+:func:`flink_args` turns our options (master, parallelism, checkpointing, state
+backend, SDK environment) into FlinkRunner pipeline arguments, resolving the job
+server (:mod:`runners.flink.jars`); :func:`job_args` is the part a job server reads
+from the pipeline, also what PortableRunner passes to one at ``--job-endpoint``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runners.flink import jars, jobserver
+from runners.flink.jars import FLINK_MINOR
+
+# Beam's own tests start the job server with these on Java 17; Flink's (Kryo) state
+# serialization of side inputs needs java.util open too.
+JAVA17_OPENS = (
+    "--add-opens=java.base/java.lang=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang.reflect=ALL-UNNAMED",
+    "--add-opens=java.base/java.nio=ALL-UNNAMED",
+    "--add-opens=java.base/java.util=ALL-UNNAMED",
+    "--add-opens=java.base/java.util.concurrent=ALL-UNNAMED",
+)
+
+STATE_BACKENDS = ("hashmap", "rocksdb")
+IDLE_SOURCE_SHUTDOWN_MS = 5000
+ENVIRONMENTS = ("LOOPBACK", "EXTERNAL")
+
+
+@dataclass(frozen=True)
+class FlinkSettings:
+    """How a pipeline runs on Flink. ``master``: ``[local]`` (an embedded mini-cluster
+    in the job server) or ``host:port`` of a cluster's REST endpoint."""
+
+    master: str = "[local]"
+    parallelism: int = 1
+    checkpointing_interval_ms: int | None = None
+    state_backend: str | None = None
+    state_backend_path: str | None = None
+    environment_type: str = "LOOPBACK"
+    environment_config: str | None = None
+    job_server_jar: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.parallelism <= 0:
+            msg = f"parallelism must be > 0, got {self.parallelism!r}"
+            raise ValueError(msg)
+        if self.checkpointing_interval_ms is not None and self.checkpointing_interval_ms <= 0:
+            msg = f"checkpointing interval must be > 0 ms, got {self.checkpointing_interval_ms!r}"
+            raise ValueError(msg)
+        if self.state_backend is not None and self.state_backend not in STATE_BACKENDS:
+            msg = f"state backend must be one of {STATE_BACKENDS}, got {self.state_backend!r}"
+            raise ValueError(msg)
+        if self.state_backend is not None and not self.state_backend_path:
+            msg = f"the {self.state_backend} state backend needs a storage path for checkpoints"
+            raise ValueError(msg)
+        if self.environment_type not in ENVIRONMENTS:
+            msg = f"environment must be one of {ENVIRONMENTS}, got {self.environment_type!r}"
+            raise ValueError(msg)
+        if self.environment_type == "EXTERNAL" and not self.environment_config:
+            raise ValueError("EXTERNAL needs the worker pool's address (host:port)")
+        if self.master != "[local]" and (":" not in self.master or self.master.startswith("[")):
+            msg = f"master must be [local] or host:port, got {self.master!r}"
+            raise ValueError(msg)
+
+
+def flink_args(settings: FlinkSettings) -> list[str]:
+    """FlinkRunner pipeline arguments; resolves the job server (may raise
+    :class:`FlinkUnavailable`). A jar passed in ``settings`` is taken to be Beam's
+    published one for Flink 2.2."""
+    if settings.job_server_jar:
+        jar, minor = settings.job_server_jar, FLINK_MINOR
+    else:
+        chosen = jars.job_server()
+        jar, minor = str(chosen.jar), chosen.flink_minor
+    return [
+        "--runner=FlinkRunner",
+        f"--flink_master={settings.master}",
+        f"--flink_version={minor}",
+        f"--flink_job_server_jar={jar}",
+        *(f"--job_server_jvm_property={p}" for p in JAVA17_OPENS),
+        *job_args(settings, minor),
+    ]
+
+
+# What older job servers call a state backend: Beam 2.70's runner (Flink 1.19) knows
+# Flink's heap backend by its old name.
+_BACKEND_NAMES = {jobserver.ASSEMBLED_FLINK_MINOR: {"hashmap": "filesystem"}}
+
+
+def job_args(settings: FlinkSettings, flink_minor: str = FLINK_MINOR) -> list[str]:
+    """The options a Flink job server (for Flink ``flink_minor``) reads from the
+    pipeline (parallelism, checkpoints, state backend) and the SDK environment: also
+    what PortableRunner passes to a job server at ``--job-endpoint``."""
+    args = [
+        f"--parallelism={settings.parallelism}",
+        f"--environment_type={settings.environment_type}",
+    ]
+    if settings.environment_config:
+        args.append(f"--environment_config={settings.environment_config}")
+    if settings.checkpointing_interval_ms is not None:
+        args.append(f"--checkpointing_interval={settings.checkpointing_interval_ms}")
+        # With checkpoints on, Flink keeps finished sources (our replays and bounded
+        # sources end) alive for ever, so the job would never end; they shut down
+        # after this long idle instead (no checkpoints are taken after that).
+        args.append(f"--shutdown_sources_after_idle_ms={IDLE_SOURCE_SHUTDOWN_MS}")
+    if settings.state_backend is not None:
+        backend = _BACKEND_NAMES.get(flink_minor, {}).get(settings.state_backend)
+        args += [
+            f"--state_backend={backend or settings.state_backend}",
+            f"--state_backend_storage_path={settings.state_backend_path}",
+        ]
+    return args

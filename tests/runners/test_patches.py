@@ -1,0 +1,240 @@
+"""Our documented patches of Beam's local runners keep Beam's answers, install only
+when asked, refuse other Beam releases, and put back Beam's very own objects."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import apache_beam as beam
+import pytest
+
+from runners import patches
+from runners.direct import direct_options, direct_runner
+from runners.patches import BeamVersionMismatch
+
+
+@pytest.fixture(autouse=True)
+def unpatched() -> Iterator[None]:
+    """Each test starts and ends with no patch installed (the suite's own fixture
+    applies them first)."""
+    patches.revert()
+    yield
+    patches.revert()
+
+
+def _patched_attributes() -> dict[str, object]:
+    """Every attribute a patch replaces, as it is now (the owner's own attribute)."""
+    from apache_beam.options import pipeline_options
+    from apache_beam.runners.direct import transform_evaluator
+    from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+    from apache_beam.runners.worker import statecache, statesampler
+    from apache_beam.transforms import core, userstate
+
+    return {
+        "view_as": vars(pipeline_options.PipelineOptions)["view_as"],
+        "get_function_arguments": core.get_function_arguments,
+        "get_dofn_specs": userstate.get_dofn_specs,
+        "evaluator.get_dofn_specs": transform_evaluator.get_dofn_specs,
+        "evaluator.is_stateful_dofn": transform_evaluator.is_stateful_dofn,
+        "evaluator.pickler": transform_evaluator.pickler,
+        "run_pipeline": vars(BundleBasedDirectRunner)["run_pipeline"],
+        "get_deep_size": statecache.get_deep_size,
+        "StateSampler.__init__": vars(statesampler.StateSampler)["__init__"],
+    }
+
+
+class _A(beam.DoFn):
+    def process(self, element, window=beam.DoFn.WindowParam):
+        yield element
+
+
+class _B(beam.DoFn):
+    def process(self, element, side, *, timestamp=beam.DoFn.TimestampParam):
+        yield element
+
+
+def test_memoized_method_arguments_are_per_class_and_never_shared_lists():
+    from apache_beam.transforms import core
+
+    patches.apply(streaming=True)
+    a_args, a_defaults = core.get_function_arguments(_A(), "process")
+    b_args, _ = core.get_function_arguments(_B(), "process")
+    assert a_args == ["element", "window"] and b_args[:2] == ["element", "side"]
+    a_args.append("mutated")
+    assert core.get_function_arguments(_A(), "process")[0] == ["element", "window"]
+    # A method set on the instance is inspected afresh.
+    odd = _A()
+    odd.process = lambda element, extra: iter(())
+    assert core.get_function_arguments(odd, "process")[0] == ["element", "extra"]
+
+    # A wrapper handing its methods to another DoFn (as with_exception_handling does).
+    class Delegating(beam.DoFn):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattribute__(self, name):
+            if name in ("process", "setup"):
+                return getattr(object.__getattribute__(self, "inner"), name)
+            return object.__getattribute__(self, name)
+
+    assert core.get_function_arguments(Delegating(_A()), "process")[0] == ["element", "window"]
+    assert core.get_function_arguments(Delegating(_B()), "process")[0][:2] == ["element", "side"]
+    # beam.Map answers through _inspect_process: the wrapped callable decides.
+    m1 = beam.Map(lambda x: x).fn
+    m2 = beam.Map(lambda x, y=1: x).fn
+    assert (
+        core.get_function_arguments(m1, "process")[0]
+        != core.get_function_arguments(m2, "process")[0]
+    )
+
+
+def test_plain_state_is_weighed_without_walking_module_globals():
+    from apache_beam.runners.worker import statecache
+
+    patches.apply(streaming=False)
+    values = [b"x" * 100, b"y" * 10]
+    expected = sys.getsizeof(values) + sum(sys.getsizeof(v) for v in values)
+    assert statecache.get_deep_size(values) == expected
+    assert statecache.get_deep_size({"a": [1, 2]}) > 0  # other objects: objsize as before
+
+
+def test_state_sampler_wakes_often_enough_not_to_hold_up_bundle_ends():
+    from apache_beam.runners.worker import statesampler
+
+    from runners.patches.state_sampler import SAMPLING_PERIOD_MS
+
+    patches.apply(streaming=False)
+    assert statesampler.StateSampler("step", None).sampling_period_ms == SAMPLING_PERIOD_MS
+    # An explicit longer period is capped too.
+    assert statesampler.StateSampler("step", None, 200).sampling_period_ms == SAMPLING_PERIOD_MS
+    assert SAMPLING_PERIOD_MS <= 2
+
+
+class _Numbering(beam.DoFn):
+    """Numbers the elements of its bundle from ``start``: a fresh copy per bundle
+    starts again."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.seen = 0
+
+    def process(self, element):
+        yield element, self.start + self.seen
+        self.seen += 1
+
+
+def _numbered(dofn: _Numbering) -> list:
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.testing.util import assert_that, equal_to
+
+    stream = TestStream().add_elements(["a", "b"]).advance_watermark_to(10)
+    stream = stream.add_elements(["c"]).advance_watermark_to_infinity()
+    p = beam.Pipeline(runner=direct_runner(streaming=True), options=direct_options(streaming=True))
+    out = p | stream | beam.ParDo(dofn)
+    expected = [("a", dofn.start), ("b", dofn.start + 1), ("c", dofn.start)]
+    assert_that(out, equal_to(expected))
+    p.run().wait_until_finish()
+    return expected
+
+
+def test_each_bundle_gets_a_fresh_dofn_and_a_changed_dofn_is_pickled_anew():
+    with patches.applied(streaming=True) as names:
+        assert "pickle_once" in names
+        dofn = _Numbering(0)
+        _numbered(dofn)  # two bundles: each numbers from the start, not from the last
+        dofn.start = 100  # changed between runs: the next run sees it
+        _numbered(dofn)
+
+
+def test_an_options_view_is_built_once_and_shares_the_values():
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    patches.apply(streaming=True)
+    options = PipelineOptions(["--streaming"])
+    view = options.view_as(StandardOptions)
+    assert view is options.view_as(StandardOptions) and view.streaming
+    view.streaming = False
+    assert not options.view_as(StandardOptions).streaming
+    assert not options.get_all_options()["streaming"]
+    other = PipelineOptions([])
+    assert (
+        other.view_as(StandardOptions) is not view and not other.view_as(StandardOptions).streaming
+    )
+
+
+def test_nothing_is_patched_on_import_nor_by_choosing_a_runner():
+    code = (
+        "import runners, runners.patches, runners.direct\n"
+        "from runners.direct import direct_runner\n"
+        "direct_runner(streaming=True); direct_runner(streaming=False)\n"
+        "from apache_beam.transforms import core, userstate\n"
+        "from apache_beam.runners.worker import statecache\n"
+        "assert runners.patches.active() == [], runners.patches.active()\n"
+        "for f in (core.get_function_arguments, userstate.get_dofn_specs,"
+        " statecache.get_deep_size):\n"
+        "    assert f.__module__.startswith('apache_beam.'), f.__module__\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    # In this process too: choosing runners installs nothing.
+    direct_runner(streaming=True)
+    direct_runner(streaming=False)
+    assert patches.active() == []
+
+
+def test_apply_installs_the_patches_of_a_mode_and_is_idempotent():
+    streaming = patches.apply(streaming=True)
+    assert "pickle_once" in streaming and "state_sampler" not in streaming
+    assert patches.active() == streaming
+    installed = _patched_attributes()
+    assert patches.apply(streaming=True) == streaming  # again: nothing changes
+    assert _patched_attributes() == installed
+    bounded = patches.apply(streaming=False)
+    assert "state_weight" in bounded and "pickle_once" not in bounded
+    assert set(patches.active()) == set(streaming) | set(bounded)
+    assert patches.apply() == patches.active() == [p.name for p in patches.PATCHES]
+
+
+def test_revert_restores_the_very_original_objects():
+    original = _patched_attributes()
+    patches.apply()
+    installed = _patched_attributes()
+    changed = {k for k in original if installed[k] is not original[k]}
+    # Every replacement took (the evaluator's is_stateful_dofn is rebound to the same
+    # function of userstate's).
+    assert changed == set(original) - {"evaluator.is_stateful_dofn"}
+    assert sorted(patches.revert()) == sorted(p.name for p in patches.PATCHES)
+    restored = _patched_attributes()
+    assert all(restored[k] is original[k] for k in original)
+    assert patches.active() == [] and patches.revert() == []
+
+
+def test_applied_reverts_only_what_it_installed():
+    before = _patched_attributes()
+    patches.apply(streaming=False)
+    kept = patches.active()
+    with patches.applied(streaming=True) as names:
+        assert set(patches.active()) == set(kept) | set(names)
+    assert patches.active() == kept
+    patches.revert()
+    assert all(_patched_attributes()[k] is v for k, v in before.items())
+
+
+def test_another_beam_release_is_refused_naming_both_versions(monkeypatch):
+    original = _patched_attributes()
+    monkeypatch.setattr(beam, "__version__", "2.78.0")
+    with pytest.raises(BeamVersionMismatch) as err:
+        patches.apply()
+    text = str(err.value)
+    assert "2.77.0" in text and "2.78.0" in text and err.value.patch in text
+    assert (err.value.written_for, err.value.installed) == ("2.77.0", "2.78.0")
+    assert patches.active() == []  # none of them installed
+    assert all(_patched_attributes()[k] is v for k, v in original.items())
+    # One patch on its own refuses too.
+    from runners.patches import method_arguments
+
+    with pytest.raises(BeamVersionMismatch, match="method_arguments"):
+        method_arguments.install()
+    assert not method_arguments.PATCH.installed
