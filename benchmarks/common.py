@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.io.sources import WatermarkPacer
+from transforms.io.replay import WatermarkPacer
 
 T = TypeVar("T")
 

@@ -33,9 +33,10 @@ from model.artifact import ModelArtifact
 from model.batching import AdaptiveBatchSize
 from model.device import resolve_device
 from model.handler import TorchModelHandler
-from model.learn.learner import IncrementalLearner, LearnerConfig
+from model.learn.learner import IncrementalLearner, LearnerConfig, dumps_state, loads_state
 from model.mlp import MLPClassifier
 from model.transformer import TinyTransformerClassifier
+from runners import patches
 
 
 def _emit(line: dict[str, Any]) -> bool:
@@ -132,7 +133,7 @@ def check_learner(device: str, rows: int) -> bool:
         correct[i : i + 256] = pred == y[i : i + 256]
     seconds = time.perf_counter() - start
     restored = IncrementalLearner(MLPClassifier(8, (64,), 2, seed=1), cfg)
-    restored.load_bytes(learner.to_bytes())
+    restored.restore(loads_state(dumps_state(learner.snapshot())))
     same = bool((restored.predict(x[:2000])[0] == learner.predict(x[:2000])[0]).all())
     accuracy = float(correct[rows // 2 :].mean())  # once the concept is learned
     return _emit(
@@ -154,8 +155,7 @@ def check_pipeline(device: str, events: int) -> bool:
     from model.streams.synthetic import SyntheticConfig
     from runners.direct import direct_options, direct_runner
     from runners.direct import run as run_pipeline
-    from transforms.inference.streaming import StreamingInference
-    from transforms.io.sources import SyntheticSource
+    from transforms import StreamingInference, SyntheticSource
 
     cfg = SyntheticConfig(num_events=events, chunk_events=256, late_fraction=0.0)
     factory = _MLP8()
@@ -190,6 +190,7 @@ class _MLP8:
 
 
 def main(argv: list[str] | None = None) -> int:
+    patches.apply()  # our documented speed-ups of the local runners (runners/patches)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--rows", type=int, default=200_000)

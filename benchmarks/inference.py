@@ -103,10 +103,9 @@ def run_variant(
     from model.artifact import ModelArtifact
     from model.batching import AdaptiveBatchSize
     from model.streams.synthetic import generate
-    from runners.direct import direct_options, direct_runner
+    from runners.direct import direct_options, direct_runner, executes_test_stream_in_python
     from runners.direct import run as run_pipeline
-    from transforms.inference.streaming import StreamingInference
-    from transforms.io.sources import SyntheticSource
+    from transforms import StreamingInference, SyntheticSource
 
     model_class, params = _model(model_name)
     torch.manual_seed(0)
@@ -134,7 +133,10 @@ def run_variant(
             fixed = AdaptiveBatchSize(initial=batch_size, max_size=batch_size, min_size=1)
             batching = None if variant == "ours_adaptive" else fixed
             source = SyntheticSource(
-                cfg, streaming=streaming, watermark_interval_s=watermark_interval_s
+                cfg,
+                streaming=streaming,
+                python_test_stream=executes_test_stream_in_python(p.runner),
+                watermark_interval_s=watermark_interval_s,
             )
             scored = (p | source).batches | StreamingInference(
                 artifact, device="cpu", batching=batching
@@ -183,6 +185,9 @@ class _Factory:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from runners import patches
+
+    patches.apply()  # our documented speed-ups of the local runners (runners/patches)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=200_000, help="batch: ours and the loop")
     ap.add_argument("--reference-events", type=int, default=10_000, help="batch: RunInference")

@@ -20,12 +20,12 @@ Speeds are the fastest of ``--repeat`` runs, each side alike, the learners takin
 accuracy). Accuracies are compared over the first ``--river-events`` events, the
 stream with its drifts that River learns; our runs go on over ``--events`` (more
 segments of the stream with other seeds) so that throughput is measured over a long
-run (a pipeline's start-up, about 0.1 s, is paid once per run, not per event).
+run (a pipeline's start-up is paid once per run, not per event).
 
 Beam elements of ``--batch-size`` rows (8192: a source's read size; it decides Beam's
 per-element cost) and learner steps of ``--step-rows`` (128: it decides how finely
 the model learns); the design keeps the two apart for this reason. Smaller Beam
-elements cost throughput, not accuracy (2048: about 25 % fewer samples/s on SEA).
+elements cost throughput, not accuracy.
 
     python benchmarks/online.py   # 1M events (River: 100k), batches of 8192, steps of 128
 """
@@ -51,11 +51,11 @@ from model import batch as mb
 from model.learn.learner import IncrementalLearner, LearnerConfig
 from model.mlp import MLPClassifier
 from model.streams.drift_streams import STREAMS, as_chunks
+from runners import patches
 from runners.direct import direct_options, direct_runner
 from runners.direct import run as run_pipeline
-from transforms.io.sources import stamped
-from transforms.online.step import OnlineClassifier, OnlineConfig
-from transforms.window.windowing import EventTimeWindow, WindowSpec
+from transforms import EventTimeWindow, OnlineClassifier, OnlineConfig, WindowSpec
+from transforms.io import stamped
 
 WINDOW_S = 10.0
 
@@ -106,8 +106,6 @@ def run_ours(
     d = STREAMS[name](2, seed=0)[0].shape[1]
     factory = functools.partial(MLPClassifier, d, (hidden,), 2, seed=0)
     cfg = OnlineConfig(
-        mode="coupled",
-        window_s=WINDOW_S,
         step_rows=step_rows,
         learner=LearnerConfig(lr=lr, standardize=True, seed=0),
     )
@@ -123,7 +121,9 @@ def run_ours(
         | beam.FlatMap(_stream_batches, name, n, chunk, prefix).with_output_types(pa.RecordBatch)
     )
     windowed = (source | EventTimeWindow(WindowSpec("fixed", size_s=WINDOW_S))).batches
-    _ = (windowed | OnlineClassifier(factory, cfg)).predictions | beam.FlatMap(_score, prefix)
+    _ = (windowed | OnlineClassifier(factory, cfg, mode="coupled")).predictions | beam.FlatMap(
+        _score, prefix
+    )
     run_pipeline(p).wait_until_finish()
     seconds = time.perf_counter() - start
     rows, correct = tally.take("rows"), tally.take("correct")
@@ -192,6 +192,7 @@ def river_models() -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    patches.apply()  # our documented speed-ups of the local runners (runners/patches)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=1_000_000, help="events per stream (ours)")
     ap.add_argument(

@@ -50,12 +50,12 @@ from model.artifact import ModelArtifact
 from model.handler import TorchModelHandler
 from model.mlp import MLPClassifier
 from model.streams.synthetic import StreamChunk, SyntheticConfig, generate
-from runners.direct import direct_options, direct_runner
+from model.vocabulary import DeadLetter
+from runners import patches
+from runners.direct import direct_options, direct_runner, executes_test_stream_in_python
 from runners.direct import run as run_pipeline
-from transforms.inference.streaming import StreamingInference
-from transforms.io.sources import replay, stamped
-from transforms.window.stats import WindowStats
-from transforms.window.windowing import EventTimeWindow, WindowSpec
+from transforms import EventTimeWindow, StreamingInference, WindowSpec, WindowStats
+from transforms.io import replay, stamped
 
 WINDOW = WindowSpec("fixed", size_s=10.0)
 WATERMARK_INTERVAL_S = 2.0  # default for streaming: event time between watermarks
@@ -168,8 +168,14 @@ def micro_batch(
     p: beam.Pipeline, cfg: SyntheticConfig, artifact: ModelArtifact, scored: bool, interval: Any
 ) -> None:
     if interval is not None:
-        items = ((c.batch, c.watermark_us, list[dict[str, object]]()) for c in stream_chunks(cfg))
-        batches = replay(p, items, watermark_interval_s=interval, label="Source").batches
+        items = ((c.batch, c.watermark_us, list[DeadLetter]()) for c in stream_chunks(cfg))
+        batches = replay(
+            p,
+            items,
+            python_test_stream=executes_test_stream_in_python(p.runner),
+            watermark_interval_s=interval,
+            label="Source",
+        ).batches
     else:
         batches = (
             p
@@ -198,6 +204,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
+    patches.apply()  # our documented speed-ups of the local runners (runners/patches)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--batch-size", type=int, default=256)

@@ -250,8 +250,8 @@ def key_codes(batch: pa.RecordBatch) -> tuple[np.ndarray, list[str]]:
 
 
 def _dictionary_codes(column: pa.DictionaryArray) -> tuple[np.ndarray, list[str]] | None:
-    """The codes a dictionary-encoded column already has (about 2 us for 256 rows,
-    against 20 us to hash the strings), renumbered to the keys present; None for a
+    """The codes a dictionary-encoded column already has (reading them is an order of
+    magnitude cheaper than hashing the strings), renumbered to the keys present; None for a
     dictionary that holds a value twice (Arrow allows it), which must be re-encoded."""
     keys = column.dictionary.to_pylist()
     if len(set(keys)) != len(keys):

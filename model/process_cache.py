@@ -121,7 +121,7 @@ class ProcessCache:
         if value is None:
             value = build()
             self.put(kind, key, value)
-        return value  # type: ignore[no-any-return]
+        return value
 
     def drop(self, kind: str, which: Callable[[Any], bool]) -> None:
         """Forget every entry of ``kind`` whose key ``which`` accepts."""

@@ -1,15 +1,16 @@
 """The classify pipeline: learn from the stream while scoring it (prequential).
 
-source -> event-time windows -> :class:`transforms.online.step.OnlineClassifier`
+source -> event-time windows -> :class:`transforms.online.OnlineClassifier`
 (decoupled: trainer + scorer with a windowed side input of model versions; coupled:
 one predict-then-learn step per model key) -> sinks. Besides what the score pipeline
 writes, every published model version is saved to ``<output>/models/`` (a
-:class:`transforms.io.model_store.ModelStore`).
+:class:`transforms.io.ModelStore`).
 """
 
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,13 +19,15 @@ import apache_beam as beam
 from model.artifact import ModelArtifact
 from pipelines.config import PipelineConfig, model_factory, read_source, write_outputs
 from pipelines.score import PipelineOutputs
-from transforms.io.model_store import ModelStore
-from transforms.online.step import OnlineClassifier
-from transforms.window.windowing import EventTimeWindow
+from transforms.io import ModelStore
+from transforms.online import OnlineClassifier
+from transforms.window import EventTimeWindow
 
 
 class _SaveVersions(beam.DoFn):
-    """Saves each published version once (updates are repeated for later windows)."""
+    """Saves each published version once (updates are repeated for later windows).
+    Per-key models (``(key, artifact)`` updates): one store folder per key,
+    ``key=<the key, percent-encoded>``, so any key (the empty one too) has its own."""
 
     def __init__(self, root: str) -> None:
         self._root = root
@@ -34,8 +37,9 @@ class _SaveVersions(beam.DoFn):
 
     def process(self, update: Any) -> Iterator[None]:
         artifact: ModelArtifact = update[1] if isinstance(update, tuple) else update
-        if isinstance(update, tuple):  # per-key models: one store folder per key
-            store = ModelStore(os.path.join(self._root, update[0] or "_"))
+        if isinstance(update, tuple):
+            folder = "key=" + urllib.parse.quote(update[0], safe="")
+            store = ModelStore(os.path.join(self._root, folder))
         else:
             store = self._store
         try:
@@ -50,7 +54,7 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     source = read_source(pipeline, cfg)
     windowed = source.batches | "Window" >> EventTimeWindow(cfg.window, cfg.trigger)
     online = windowed.batches | "Online" >> OnlineClassifier(
-        model_factory(cfg), cfg.online, device=cfg.device
+        model_factory(cfg), cfg.online, mode=cfg.mode, per_key=cfg.per_key, device=cfg.device
     )
     _ = online.updates | "SaveVersions" >> beam.ParDo(
         _SaveVersions(os.path.join(cfg.output, "models"))

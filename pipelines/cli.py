@@ -1,4 +1,4 @@
-"""The command line: options, config files, and turning them into a PipelineConfig.
+"""The command line: config files, and turning options into a PipelineConfig.
 
 Options come from three places, later ones winning: built-in defaults, a YAML file
 (``--config run.yaml``, keys are option names with ``-`` or ``_``), the command line.
@@ -9,33 +9,29 @@ from __future__ import annotations
 
 import argparse
 import glob
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import yaml
 
 from model.learn.learner import LearnerConfig
+from model.online.config import OnlineConfig
 from model.streams.synthetic import SyntheticConfig
-from pipelines.config import PIPELINES, PipelineConfig
+from pipelines.config import PipelineConfig
+from pipelines.options import build_parser
 from runners.flink import FlinkSettings
-from transforms.online.step import OnlineConfig
-from transforms.window.windowing import TriggerSpec, WindowSpec
+from transforms.window.spec import TriggerSpec, WindowSpec
 
 T = TypeVar("T")
-DOC = """Run a streaming ML pipeline end to end and print a summary.
-
-    python pipelines/main.py --runner DirectRunner
-
-runs the default: the synthetic drifting stream, replayed in streaming mode with
-out-of-order and late events, 10 s event-time windows with early, on-time and late
-panes, and the classify pipeline: a PyTorch MLP that learns from the stream while it
-scores it, its new versions reaching the scorer in the same run. Outputs land under
-``--output``."""
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+__all__ = [
+    "BadInputError",
+    "UsageError",
+    "build_parser",
+    "config_from_args",
+    "flink_from_args",
+    "load_config_file",
+    "parse_args",
+]
 
 
 class UsageError(ValueError):
@@ -44,187 +40,6 @@ class UsageError(ValueError):
 
 class BadInputError(ValueError):
     """Input that cannot be read at all (missing file, unusable header)."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    pipelines = "; ".join(f"{name}: {text}" for name, text in PIPELINES.items())
-    p = argparse.ArgumentParser(
-        prog="pipelines/main.py",
-        description=DOC,
-        epilog=f"pipelines -- {pipelines}",
-        formatter_class=_Formatter,
-    )
-    p.add_argument(
-        "--config",
-        metavar="FILE.yaml",
-        help="YAML file of option: value defaults (command-line options override it)",
-    )
-    run = p.add_argument_group("run")
-    run.add_argument(
-        "--runner",
-        default="DirectRunner",
-        help="Beam runner: DirectRunner (local; streaming on the reference streaming "
-        "runner, bounded on the portable in-process runner), FlinkRunner (see the flink "
-        "options), PrismRunner (Beam's portable local runner, built once with Go), "
-        "PortableRunner (a job server at --job-endpoint) or any other Beam runner name, "
-        "passed to Beam as is",
-    )
-    run.add_argument(
-        "--pipeline", default="classify", choices=sorted(PIPELINES), help="which pipeline to run"
-    )
-    run.add_argument("--output", default="output", help="directory for all outputs")
-    run.add_argument(
-        "--streaming",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="streaming mode: an unbounded replay with watermarks, so early/late panes "
-        "and late data happen; --no-streaming runs a bounded batch job",
-    )
-    run.add_argument(
-        "--device", default="auto", help="torch device for scoring: auto, cpu, cuda, cuda:N"
-    )
-    run.add_argument("--seed", type=int, default=0, help="seed for data and model")
-    run.add_argument("--json", action="store_true", help="also print the summary as JSON")
-    run.add_argument("--quiet", action="store_true", help="no progress lines while running")
-
-    fl = p.add_argument_group("flink and portable runners")
-    fl.add_argument(
-        "--flink-master",
-        default="[local]",
-        help="[local]: an embedded mini-cluster in the job server; or host:port of a "
-        "Flink cluster's REST endpoint (python -m runners.flink cluster start)",
-    )
-    fl.add_argument("--parallelism", type=int, default=1, help="Flink parallelism")
-    fl.add_argument(
-        "--checkpointing-interval", type=int, default=None, help="checkpoint every N ms"
-    )
-    fl.add_argument("--state-backend", default=None, help="hashmap or rocksdb")
-    fl.add_argument(
-        "--state-backend-path", default=None, help="checkpoint storage (file:///... or a URI)"
-    )
-    fl.add_argument(
-        "--environment-type",
-        default="LOOPBACK",
-        help="where Python workers run: LOOPBACK (this process) or EXTERNAL (a worker pool)",
-    )
-    fl.add_argument("--environment-config", default=None, help="EXTERNAL: worker pool host:port")
-    fl.add_argument(
-        "--job-endpoint",
-        default="embed",
-        help="with --runner PortableRunner: a running job server's host:port (e.g. a "
-        "Flink job server), or embed for Beam's in-process portable job service",
-    )
-    fl.add_argument(
-        "--flink-job-server-jar",
-        default=None,
-        help="the Beam Flink job-server jar (default: resolved into the cache, downloaded once)",
-    )
-
-    src = p.add_argument_group("source")
-    src.add_argument(
-        "--source",
-        default="synthetic",
-        choices=["synthetic", "csv", "nab"],
-        help="synthetic drifting stream, a generic CSV file, or NAB 'timestamp,value' files",
-    )
-    src.add_argument(
-        "--input",
-        action="append",
-        default=[],
-        help="input file or glob (repeatable) for --source csv/nab",
-    )
-    src.add_argument("--label-column", default=None, help="generic CSV: integer class label column")
-    src.add_argument("--time-column", default="timestamp", help="generic CSV: event time column")
-    src.add_argument(
-        "--allowed-keys",
-        default=None,
-        help="comma-separated keys to accept; rows with any other key are dead-lettered",
-    )
-    src.add_argument(
-        "--watermark-lag",
-        type=float,
-        default=0.0,
-        help="CSV streaming: seconds the watermark trails the newest event time",
-    )
-    src.add_argument(
-        "--watermark-interval",
-        type=float,
-        default=0.0,
-        help="streaming: emit the watermark only every N seconds of event time; batches "
-        "in between arrive together (0: after every batch)",
-    )
-    src.add_argument("--events", type=int, default=20_000, help="synthetic: number of events")
-    src.add_argument("--keys", type=int, default=8, help="synthetic: number of keys")
-    src.add_argument("--rate", type=float, default=100.0, help="synthetic: events per second")
-    src.add_argument(
-        "--batch-size", type=int, default=256, help="synthetic: events per arriving micro-batch"
-    )
-    src.add_argument(
-        "--late-fraction", type=float, default=0.01, help="synthetic: share of late events"
-    )
-
-    win = p.add_argument_group("windows and triggers")
-    win.add_argument("--window", default="fixed", choices=["fixed", "sliding", "session", "global"])
-    win.add_argument("--window-size", type=float, default=10.0, help="seconds")
-    win.add_argument("--window-period", type=float, default=None, help="sliding: seconds")
-    win.add_argument("--session-gap", type=float, default=10.0, help="session: seconds")
-    win.add_argument(
-        "--allowed-lateness",
-        type=float,
-        default=30.0,
-        help="seconds after the window end during which late data is still accepted",
-    )
-    win.add_argument(
-        "--early-count",
-        type=int,
-        default=4,
-        help="early pane every N elements (micro-batch pieces); 0 disables",
-    )
-    win.add_argument(
-        "--early-after",
-        type=float,
-        default=None,
-        help="early pane N whole seconds of processing time after a pane's first element "
-        "(the streaming replay advances processing time by each batch's event-time span)",
-    )
-    win.add_argument("--late-count", type=int, default=1, help="late pane every N late elements")
-
-    learn = p.add_argument_group("online learning (classify)")
-    learn.add_argument(
-        "--mode",
-        default="decoupled",
-        choices=["decoupled", "coupled"],
-        help="decoupled: a trainer publishes a version per window and the scorer reads "
-        "them as a side input (window k+1 scored by the model trained through k); "
-        "coupled: one step per model predicts each batch, then learns from it",
-    )
-    learn.add_argument("--per-key", action="store_true", help="one model per key (coupled)")
-    learn.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    learn.add_argument("--lr", type=float, default=0.01, help="learning rate")
-    learn.add_argument("--replay-size", type=int, default=0, help="reservoir replay rows")
-    learn.add_argument("--ewc-lambda", type=float, default=0.0, help="online EWC strength")
-    learn.add_argument(
-        "--learner-device",
-        default="cpu",
-        help="torch device the online learner trains on: cpu (small MLPs train fastest "
-        "there, with the fused kernel), cuda, cuda:N or auto",
-    )
-    learn.add_argument(
-        "--emit-every", type=int, default=None, help="also publish a version every N samples"
-    )
-    learn.add_argument(
-        "--step-rows",
-        type=int,
-        default=None,
-        help="rows per optimizer step: larger micro-batches are learned in event-time "
-        "order in steps of this size (default: one step per micro-batch)",
-    )
-    win.add_argument(
-        "--accumulating",
-        action="store_true",
-        help="panes accumulate (default: discarding, each pane has only new data)",
-    )
-    return p
 
 
 def _expand_inputs(patterns: Sequence[str]) -> tuple[str, ...]:
@@ -284,16 +99,9 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         ),
     )
     online = _section(
-        "--mode/--per-key/--emit-every/--step-rows",
+        "--emit-every/--step-rows",
         lambda: OnlineConfig(
-            mode=args.mode,
-            window_s=args.window_size,
-            per_key=args.per_key,
-            emit_every_samples=args.emit_every,
-            step_rows=args.step_rows,
-            # Coupled mode scores late batches with their own window's model: keep enough.
-            history_windows=math.ceil(args.allowed_lateness / args.window_size) + 2,
-            learner=learner,
+            emit_every_samples=args.emit_every, step_rows=args.step_rows, learner=learner
         ),
     )
     _section("--device", lambda: resolve_device(args.device))
@@ -303,7 +111,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     )
     inputs = _expand_inputs(args.input)
     return _section(
-        "--pipeline/--source/--input/--label-column/--window",
+        "--pipeline/--source/--input/--label-column/--window/--mode/--per-key",
         lambda: PipelineConfig(
             output=args.output,
             pipeline=args.pipeline,
@@ -316,6 +124,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             window=window,
             trigger=trigger,
             online=online,
+            mode=args.mode,
+            per_key=args.per_key,
             streaming=args.streaming,
             watermark_lag_s=args.watermark_lag,
             watermark_interval_s=args.watermark_interval,
@@ -363,7 +173,7 @@ def load_config_file(parser: argparse.ArgumentParser, path: str) -> dict[str, An
             raise UsageError(f"--config: unknown option {key!r} in {path!r}")
         if action.type is not None and value is not None and not isinstance(value, list):
             try:
-                value = action.type(value)  # type: ignore[misc,operator]
+                value = action.type(value)  # type: ignore[operator]
             except (TypeError, ValueError):
                 raise UsageError(f"--config: {key}: bad value {value!r}") from None
         if action.choices is not None and value not in action.choices:

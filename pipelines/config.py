@@ -12,12 +12,15 @@ import apache_beam as beam
 from torch import nn
 
 from model.mlp import MLPClassifier
+from model.online.config import OnlineConfig
 from model.streams.csv_parse import CsvFormat, check_header
 from model.streams.synthetic import SyntheticConfig
+from model.vocabulary import Metric
+from runners.direct import executes_test_stream_in_python
 from transforms.io.sinks import WriteBatches, WriteRecords
 from transforms.io.sources import CsvSource, SourceOut, SyntheticSource
-from transforms.online.step import OnlineConfig
-from transforms.window.windowing import TriggerSpec, WindowSpec
+from transforms.online.classifier import Mode
+from transforms.window.spec import TriggerSpec, WindowSpec
 
 SourceKind = Literal["synthetic", "csv", "nab"]
 PipelineKind = Literal["classify", "score"]
@@ -43,6 +46,8 @@ class PipelineConfig:
     window: WindowSpec = field(default_factory=WindowSpec)
     trigger: TriggerSpec = field(default_factory=TriggerSpec)
     online: OnlineConfig = field(default_factory=OnlineConfig)
+    mode: Mode = "decoupled"
+    per_key: bool = False
     streaming: bool = False
     watermark_lag_s: float = 0.0
     watermark_interval_s: float = 0.0
@@ -65,11 +70,16 @@ class PipelineConfig:
         if self.warmup_events < 0:
             msg = f"warmup_events must be >= 0, got {self.warmup_events!r}"
             raise ValueError(msg)
+        if self.mode not in ("decoupled", "coupled"):
+            msg = f"mode must be 'decoupled' or 'coupled', got {self.mode!r}"
+            raise ValueError(msg)
+        if self.per_key and self.mode == "decoupled":
+            raise ValueError("per-key models need mode='coupled' (--mode coupled)")
         if self.pipeline == "classify":
-            if self.window.kind != "fixed" or self.window.size_s != self.online.window_s:
+            if self.window.kind != "fixed":
                 msg = (
-                    "the classify pipeline learns window by window: it needs fixed windows "
-                    f"of the online window size, got {self.window.kind} {self.window.size_s}s"
+                    "the classify pipeline learns window by window: it needs fixed windows, "
+                    f"got {self.window.kind} windows"
                 )
                 raise ValueError(msg)
             if self.source == "csv" and self.label_column is None:
@@ -86,10 +96,14 @@ def csv_format(cfg: PipelineConfig) -> CsvFormat:
 
 
 def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
+    """The configured source; a streaming replay takes its elements in the form the
+    pipeline's runner can run (the runner set-up says which)."""
+    python_test_stream = executes_test_stream_in_python(pipeline.runner)
     if cfg.source == "synthetic":
         return pipeline | "Source" >> SyntheticSource(
             cfg.synthetic,
             streaming=cfg.streaming,
+            python_test_stream=python_test_stream,
             processing_time_per_chunk_s=cfg.processing_time_per_chunk_s,
             watermark_interval_s=cfg.watermark_interval_s,
         )
@@ -97,6 +111,7 @@ def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
         list(cfg.inputs),
         csv_format(cfg),
         streaming=cfg.streaming,
+        python_test_stream=python_test_stream,
         watermark_lag_s=cfg.watermark_lag_s,
         watermark_interval_s=cfg.watermark_interval_s,
     )
@@ -122,9 +137,11 @@ def write_outputs(
     """predictions/ (Parquet + JSONL), windows/ and dead_letter/ (JSONL) under output."""
     out = cfg.output
     _ = predictions | "WritePredictions" >> WriteBatches(
-        os.path.join(out, "predictions"), counter="predictions_out"
+        os.path.join(out, "predictions"), counter=Metric.PREDICTIONS_OUT
     )
-    _ = windows | "WriteWindows" >> WriteRecords(os.path.join(out, "windows"), counter="panes_out")
+    _ = windows | "WriteWindows" >> WriteRecords(
+        os.path.join(out, "windows"), counter=Metric.PANES_OUT
+    )
     _ = dead_letter | "WriteDeadLetters" >> WriteRecords(
-        os.path.join(out, "dead_letter"), counter="dead_lettered"
+        os.path.join(out, "dead_letter"), counter=Metric.DEAD_LETTERED
     )

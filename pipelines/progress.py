@@ -92,13 +92,13 @@ class _PredictionTap(beam.DoFn):
         p = get(self._run_id)
         if p is None or not batch.num_rows:
             return iter(())
-        versions = batch.column("model_version").to_numpy(zero_copy_only=False)
+        versions = batch.column(mb.MODEL_VERSION).to_numpy(zero_copy_only=False)
         labels = mb.labels_numpy(batch)
         with p.lock:
             p.scored += batch.num_rows
             p.model_version = max(p.model_version, int(versions.max()))
             if labels is not None:
-                pred = batch.column("prediction").to_numpy(zero_copy_only=False)
+                pred = batch.column(mb.PREDICTION).to_numpy(zero_copy_only=False)
                 error = float(np.mean(pred != labels))
                 if p.detector.update(error):
                     p.drift_alarms.append(mb.min_event_time_us(batch))

@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
+from model import vocabulary as v  # noqa: E402
 from model.streams.csv_parse import anomaly_windows  # noqa: E402
 from pipelines.summary import RunSummary  # noqa: E402
 from transforms.io.sinks import read_jsonl_dir, read_parquet_dir  # noqa: E402
@@ -99,16 +100,16 @@ def _anomaly_scores(output: str, inputs: tuple[str, ...], path: str) -> str | No
     table = read_parquet_dir(os.path.join(output, "predictions"))
     if table is None or not inputs:
         return None
-    series = sorted(set(table.column("key").to_pylist()))[:4]
+    series = sorted(set(table.column(v.KEY).to_pylist()))[:4]
     fig, axes = plt.subplots(len(series), 1, figsize=(9, 2.6 * len(series)), squeeze=False)
     by_key = {os.path.basename(p): p for p in inputs}
     for ax, key in zip(axes[:, 0], series, strict=True):
-        rows = table.filter(pc.equal(table.column("key"), key))
-        stamps = rows.column("event_time").to_numpy().astype("datetime64[us]")
+        rows = table.filter(pc.equal(table.column(v.KEY), key))
+        stamps = rows.column(v.EVENT_TIME).to_numpy().astype("datetime64[us]")
         order = np.argsort(stamps)
         times = mdates.date2num(stamps[order])
-        pred = rows.column("prediction").to_numpy()[order]
-        conf = rows.column("score").to_numpy()[order]
+        pred = rows.column(v.PREDICTION).to_numpy()[order]
+        conf = rows.column(v.SCORE).to_numpy()[order]
         anomaly = np.where(pred == 1, conf, 1 - conf)
         ax.plot(times, anomaly, linewidth=0.7, label="anomaly score")
         flagged = pred == 1

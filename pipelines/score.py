@@ -17,9 +17,8 @@ from model.artifact import ModelArtifact
 from model.mlp import fit
 from model.streams.synthetic import warmup_sample
 from pipelines.config import PipelineConfig, model_factory, read_source, write_outputs
-from transforms.inference.streaming import StreamingInference
-from transforms.window.stats import WindowStats
-from transforms.window.windowing import EventTimeWindow
+from transforms.inference import StreamingInference
+from transforms.window import EventTimeWindow, WindowStats
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,18 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
+from model import vocabulary as v
+from model.vocabulary import NAMESPACE, Metric, Pane, Stage
 from transforms.io.sinks import count_parquet_rows, read_jsonl_dir, read_parquet_dir
-from transforms.window.lateness import NAMESPACE
 
 COUNTERS = (
-    "events_in",
-    "predictions_out",
-    "dead_lettered",
-    "windows_fired",
-    "events_on_time",
-    "events_late_accepted",
-    "events_late_dropped",
+    Metric.EVENTS_IN,
+    Metric.PREDICTIONS_OUT,
+    Metric.DEAD_LETTERED,
+    Metric.WINDOWS_FIRED,
+    Metric.EVENTS_ON_TIME,
+    Metric.EVENTS_LATE_ACCEPTED,
+    Metric.EVENTS_LATE_DROPPED,
 )
 
 
@@ -63,21 +64,21 @@ def window_accuracy(panes: list[dict[str, Any]], *, accumulating: bool) -> list[
     the last pane of each key)."""
     chosen: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
     for p in panes:
-        if p["window_start_us"] is None:
+        if p[v.WINDOW_START_US] is None:
             continue
-        chosen.setdefault((p["window_start_us"], p["key"]), []).append(p)
+        chosen.setdefault((p[v.WINDOW_START_US], p[v.KEY]), []).append(p)
     totals: dict[int, list[Any]] = {}
     for (start, _), rows in chosen.items():
-        use = [max(rows, key=lambda r: r["pane_index"])] if accumulating else rows
+        use = [max(rows, key=lambda r: r[v.PANE_INDEX])] if accumulating else rows
         t = totals.setdefault(start, [0, 0, 0, None, None])
         for r in use:
-            t[0] += r["events"]
-            t[1] += r["labelled"]
-            t[2] += round((r["accuracy"] or 0.0) * r["labelled"])
+            t[0] += r[v.EVENTS]
+            t[1] += r[v.LABELLED]
+            t[2] += round((r[v.ACCURACY] or 0.0) * r[v.LABELLED])
         for r in rows:
-            if r.get("min_version") is not None:
-                t[3] = r["min_version"] if t[3] is None else min(t[3], r["min_version"])
-                t[4] = r["max_version"] if t[4] is None else max(t[4], r["max_version"])
+            if r.get(v.MIN_VERSION) is not None:
+                t[3] = r[v.MIN_VERSION] if t[3] is None else min(t[3], r[v.MIN_VERSION])
+                t[4] = r[v.MAX_VERSION] if t[4] is None else max(t[4], r[v.MAX_VERSION])
     return [WindowAccuracy(s, *totals[s]) for s in sorted(totals)]
 
 
@@ -108,7 +109,9 @@ class RunSummary:
             dead_lettered=sum(int(r.get("rows", 1)) for r in dead),
             windows_fired=len(panes),
             late_accepted=late_events(panes, accumulating=accumulating),
-            late_dropped=sum(int(r.get("rows", 1)) for r in dead if r.get("stage") == "windowing"),
+            late_dropped=sum(
+                int(r.get("rows", 1)) for r in dead if r.get("stage") == Stage.WINDOWING
+            ),
             seconds=seconds,
             windows=tuple(window_accuracy(panes, accumulating=accumulating)),
             model_versions=versions,
@@ -162,14 +165,14 @@ class RunSummary:
 def late_events(panes: list[dict[str, Any]], *, accumulating: bool) -> int:
     """Events that arrived after their window's on-time pane (from the pane rows)."""
     if not accumulating:
-        return sum(p["events"] for p in panes if p["pane"] == "LATE")
+        return sum(p[v.EVENTS] for p in panes if p[v.PANE] == Pane.LATE)
     before_late: dict[tuple[Any, ...], int] = {}
     final: dict[tuple[Any, ...], int] = {}
     for p in panes:
-        w = (p["key"], p["window_start_us"], p["window_end_us"])
-        final[w] = max(final.get(w, 0), p["events"])
-        if p["pane"] != "LATE":
-            before_late[w] = max(before_late.get(w, 0), p["events"])
+        w = (p[v.KEY], p[v.WINDOW_START_US], p[v.WINDOW_END_US])
+        final[w] = max(final.get(w, 0), p[v.EVENTS])
+        if p[v.PANE] != Pane.LATE:
+            before_late[w] = max(before_late.get(w, 0), p[v.EVENTS])
     return sum(final[w] - before_late.get(w, 0) for w in final)
 
 
@@ -179,5 +182,5 @@ def predictions_by_event(output: str) -> list[tuple[int, int, int]]:
     table = read_parquet_dir(FileSystems.join(output, "predictions"))
     if table is None:
         return []
-    columns = [table.column(c).to_pylist() for c in ("event_id", "prediction", "model_version")]
+    columns = [table.column(c).to_pylist() for c in (v.EVENT_ID, v.PREDICTION, v.MODEL_VERSION)]
     return sorted(zip(*columns, strict=True))

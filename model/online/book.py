@@ -38,7 +38,7 @@ _HEADER = struct.Struct(">qq")  # window end (us), serial
 
 def entry_header(data: bytes) -> tuple[int, int]:
     """``(window end, serial)`` of a buffered entry."""
-    return _HEADER.unpack_from(data)  # type: ignore[return-value]
+    return _HEADER.unpack_from(data)
 
 
 def entry_batch(data: bytes) -> pa.RecordBatch:

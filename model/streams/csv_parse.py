@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from model import batch as mb
-from model.vocabulary import DeadLetter, Stage
+from model.vocabulary import EVENT_ID, KEY, DeadLetter, Stage
 
 # Events outside these years are rejected as absurd timestamps.
 MIN_YEAR, MAX_YEAR = 1970, 2200
@@ -45,9 +45,9 @@ class CsvFormat:
 
     kind: Literal["generic", "nab"] = "generic"
     time_column: str = "timestamp"
-    key_column: str = "key"
+    key_column: str = KEY
     label_column: str | None = None
-    event_id_column: str = "event_id"
+    event_id_column: str = EVENT_ID
     chunk_rows: int = 256
     allowed_keys: frozenset[str] | None = None
 

@@ -84,7 +84,7 @@ def test_unknown_keys_are_dead_lettered(tmp_path):
         main.main([*args, "--label-column", "label", "--allowed-keys", "a,b", "--no-streaming"])
         == 0
     )
-    from transforms.io.sinks import read_jsonl_dir
+    from transforms.io import read_jsonl_dir
 
     dead = read_jsonl_dir(os.path.join(out, "dead_letter"))
     assert len(dead) == 10 and {d["reason"] for d in dead} == {"unknown key 'zz'"}

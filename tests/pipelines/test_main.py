@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines import main
-from transforms.io.sinks import read_jsonl_dir, read_parquet_dir
+from transforms.io import read_jsonl_dir, read_parquet_dir
 
 
 def test_help_explains_every_option(capsys):
@@ -143,3 +143,39 @@ def test_nab_report_plots_scores_flags_and_labelled_windows(tmp_path):
     with open(os.path.join(out, "anomaly_scores.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "anomaly_scores.png" in open(os.path.join(out, "report.html")).read()
+
+
+@pytest.mark.parametrize(
+    ("argv", "applied"),
+    [
+        ([], [True]),
+        (["--no-streaming"], [False]),
+        (["--no-beam-patches"], []),
+        (["--runner", "PrismRunner"], []),  # only the local runners are patched
+    ],
+)
+def test_the_command_line_applies_beam_patches_for_its_mode(argv, applied, monkeypatch, tmp_path):
+    from runners import patches
+
+    calls: list[bool | None] = []
+    monkeypatch.setattr(patches, "apply", lambda streaming=None: calls.append(streaming) or [])
+    monkeypatch.setattr(main, "run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("ran")))
+    assert main.main([*argv, "--output", str(tmp_path), "--quiet"]) == main.EXIT_RUNTIME
+    assert calls == applied
+
+
+def test_patches_for_another_beam_release_are_a_warning_and_the_run_goes_on(
+    monkeypatch, tmp_path, capsys
+):
+    from runners import patches
+
+    def refuse(streaming=None):
+        raise patches.BeamVersionMismatch("option_views", "2.77.0", "2.78.0")
+
+    ran = []
+    monkeypatch.setattr(patches, "apply", refuse)
+    monkeypatch.setattr(main, "run", lambda *a, **k: ran.append(1) or 1 / 0)
+    assert main.main(["--output", str(tmp_path), "--quiet"]) == main.EXIT_RUNTIME
+    assert ran == [1]  # ran unpatched
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "2.77.0" in warnings[0] and "2.78.0" in warnings[0]

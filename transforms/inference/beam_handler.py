@@ -24,6 +24,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from model.artifact import ModelArtifact
 from model.handler import TorchModelHandler
+from model.vocabulary import PREDICTION, SCORE
 from transforms.io.model_store import read_path
 
 
@@ -62,7 +63,7 @@ class TorchModelHandlerNumpy(ModelHandler[np.ndarray, PredictionResult, TorchMod
         pred, score = model.predict(x)
         version = str(model.version)
         return [
-            PredictionResult(e, {"prediction": int(p), "score": float(s)}, model_id=version)
+            PredictionResult(e, {PREDICTION: int(p), SCORE: float(s)}, model_id=version)
             for e, p, s in zip(batch, pred, score, strict=True)
         ]
 

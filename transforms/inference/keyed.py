@@ -18,10 +18,7 @@ import torch
 from model import batch as mb
 from model.artifact import ModelArtifact
 from model.keyed import ModelCache
-from transforms.inference.streaming import scored_batch
-from transforms.window.lateness import NAMESPACE
-
-MODEL = "model"
+from model.vocabulary import MODEL, NAMESPACE, Metric
 
 
 def _identity(key: str) -> str:
@@ -43,9 +40,9 @@ class _KeyedInferenceDoFn(beam.DoFn):
 
     def setup(self) -> None:
         self._cache = ModelCache(self._loader, max_resident=self._max, device=self._device)
-        self._loads = beam.metrics.Metrics.counter(NAMESPACE, "model_loads")
-        self._evictions = beam.metrics.Metrics.counter(NAMESPACE, "model_evictions")
-        self._rows = beam.metrics.Metrics.counter(NAMESPACE, "rows_scored")
+        self._loads = beam.metrics.Metrics.counter(NAMESPACE, Metric.MODEL_LOADS)
+        self._evictions = beam.metrics.Metrics.counter(NAMESPACE, Metric.MODEL_EVICTIONS)
+        self._rows = beam.metrics.Metrics.counter(NAMESPACE, Metric.ROWS_SCORED)
 
     def process(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
         loads, evictions = self._cache.loads, self._cache.evictions
@@ -71,7 +68,7 @@ class _KeyedInferenceDoFn(beam.DoFn):
         self._loads.inc(self._cache.loads - loads)
         self._evictions.inc(self._cache.evictions - evictions)
         self._rows.inc(n)
-        out = scored_batch(batch, pred, score, version)
+        out = mb.scored_batch(batch, pred, score, version)
         model_column = pa.DictionaryArray.from_arrays(pa.array(row_model), pa.array(models))
         yield out.append_column(MODEL, model_column.cast(pa.string()))
 

@@ -27,43 +27,25 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 from apache_beam.ml.inference.base import ModelMetadata
+from apache_beam.transforms.window import IntervalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration
 from apache_beam.utils.windowed_value import WindowedValue
 
 from model import batch as mb
 from model.artifact import ModelArtifact
 from model.batching import AdaptiveBatchSize
 from model.handler import TorchModelHandler
-from model.process_cache import LRU
+from model.process_cache import PROCESS_CACHE
+from model.vocabulary import NAMESPACE, Metric
 from transforms.io.model_store import read_path, version_of_path
-from transforms.window.lateness import NAMESPACE
 
-PREDICTION = "prediction"
-SCORE = "score"
-MODEL_VERSION = "model_version"
-CARRIED = (mb.KEY, mb.EVENT_TIME, mb.EVENT_ID, mb.LABEL)
 ModelUpdate = ModelArtifact | str | ModelMetadata
-
-
-def scored_batch(
-    batch: pa.RecordBatch, prediction: np.ndarray, score: np.ndarray, version: int | np.ndarray
-) -> pa.RecordBatch:
-    """The prediction rows for ``batch``: carried columns plus the model's outputs."""
-    names = [c for c in CARRIED if c in batch.schema.names]
-    arrays = [batch.column(c) for c in names]
-    versions = np.broadcast_to(np.asarray(version, dtype=np.int64), (batch.num_rows,))
-    arrays += [
-        pa.array(prediction, type=pa.int64()),
-        pa.array(score, type=pa.float32()),
-        pa.array(versions, type=pa.int64()),
-    ]
-    return pa.RecordBatch.from_arrays(arrays, names=[*names, PREDICTION, SCORE, MODEL_VERSION])
 
 
 def update_version(update: ModelUpdate) -> int:
@@ -82,19 +64,12 @@ def resolve_update(update: ModelUpdate) -> ModelArtifact:
 class _Metrics:
     def __init__(self) -> None:
         m = beam.metrics.Metrics
-        self.rows = m.counter(NAMESPACE, "rows_scored")
-        self.batch_size = m.distribution(NAMESPACE, "batch_size")
-        self.latency = m.distribution(NAMESPACE, "batch_latency_ms")
-        self.version = m.gauge(NAMESPACE, "model_version")
-        self.load = m.distribution(NAMESPACE, "model_load_ms")
-        self.ooms = m.counter(NAMESPACE, "oom_splits")
-
-
-# Each inference step's batch-size controller in this process, by the step's token:
-# a runner that sets up a fresh DoFn copy for every bundle (the legacy DirectRunner
-# does) would otherwise start every bundle again from the initial size. Copies of
-# one step in other threads share it too, as they share the device it measures.
-_CONTROLLERS: LRU[str, AdaptiveBatchSize] = LRU(256)
+        self.rows = m.counter(NAMESPACE, Metric.ROWS_SCORED)
+        self.batch_size = m.distribution(NAMESPACE, Metric.BATCH_SIZE)
+        self.latency = m.distribution(NAMESPACE, Metric.BATCH_LATENCY_MS)
+        self.version = m.gauge(NAMESPACE, Metric.MODEL_VERSION)
+        self.load = m.distribution(NAMESPACE, Metric.MODEL_LOAD_MS)
+        self.ooms = m.counter(NAMESPACE, Metric.OOM_SPLITS)
 
 
 class _InferenceDoFn(beam.DoFn):
@@ -115,11 +90,12 @@ class _InferenceDoFn(beam.DoFn):
 
     def setup(self) -> None:
         self._metrics = _Metrics()
-        batching = _CONTROLLERS.get(self._token)
-        if batching is None:
-            batching = dataclasses.replace(self._batching_cfg)  # a fresh controller
-            _CONTROLLERS.put(self._token, batching)
-        self._batching = batching
+        # One controller per step in this process (PROCESS_CACHE): a runner that sets
+        # up a fresh DoFn copy per bundle must not restart it from its initial size;
+        # copies of one step in other threads share it, as they share the device.
+        self._batching = PROCESS_CACHE.get_or_build(
+            "batch_size", self._token, lambda: dataclasses.replace(self._batching_cfg)
+        )
         self._handlers: OrderedDict[int, TorchModelHandler] = OrderedDict()
         self._load_ms: list[int] = []  # reported from inside a bundle (setup has no metrics)
         self.start_bundle()
@@ -178,7 +154,7 @@ class _InferenceDoFn(beam.DoFn):
         if self._pending_rows[version] >= self._batching.size:
             yield from self._flush(version)
 
-    def finish_bundle(self) -> Iterator[WindowedValue]:  # type: ignore[override]
+    def finish_bundle(self) -> Iterator[WindowedValue]:
         for version in list(self._pending):
             yield from self._flush(version)
 
@@ -195,7 +171,7 @@ class _InferenceDoFn(beam.DoFn):
         start = 0
         for wv, batch in zip(items, batches, strict=True):
             end = start + batch.num_rows
-            out = scored_batch(batch, prediction[start:end], score[start:end], version)
+            out = mb.scored_batch(batch, prediction[start:end], score[start:end], version)
             yield WindowedValue(out, wv.timestamp, wv.windows, wv.pane_info)
             start = end
 
@@ -260,5 +236,34 @@ class StreamingInference(beam.PTransform):
         self._updates = updates
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        side = [] if self._updates is None else [beam.pvalue.AsIter(self._updates)]
+        side = [] if self._updates is None else [_UpdatesView(self._updates)]
         return batches | "Infer" >> beam.ParDo(self._fn, *side).with_output_types(pa.RecordBatch)
+
+
+_EARLIEST = IntervalWindow(MIN_TIMESTAMP, MIN_TIMESTAMP + Duration(micros=1000))
+
+
+class _UpdatesView(beam.pvalue.AsIter):
+    """The model updates as an iterable side input whose window mapping also accepts a
+    bundle without elements.
+
+    Beam's streaming DirectRunner maps the window of a bundle's first element onto
+    the side input before it processes the bundle; a bundle with no elements (a step
+    upstream set all of its input aside, e.g. the lateness gate) has no window, the
+    default mapping fails on ``None`` in a worker thread and the pipeline hangs. Such
+    a bundle has nothing to score, so it is mapped onto the earliest window, ready at
+    once; every real window is mapped as Beam maps it."""
+
+    def __init__(self, pcoll: beam.PCollection) -> None:
+        super().__init__(pcoll)
+        self._window_mapping_fn = _TolerantMapping(self._window_mapping_fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class _TolerantMapping:
+    """A window mapping that maps "no window" onto the earliest window."""
+
+    inner: Callable[[Any], Any]
+
+    def __call__(self, window: Any) -> Any:
+        return self.inner(_EARLIEST if window is None else window)

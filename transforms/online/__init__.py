@@ -1,0 +1,20 @@
+"""Learning inside the stream: the trainer, the prequential learner, the classifier
+that combines them, and late labels joined in event time."""
+
+from model.online.config import OnlineConfig
+from transforms.online.classifier import Mode, OnlineClassifier, OnlineOut
+from transforms.online.labels import JoinLabels, JoinOut
+from transforms.online.prequential import PrequentialLearner, PrequentialOut
+from transforms.online.trainer import OnlineTrainer
+
+__all__ = [
+    "JoinLabels",
+    "JoinOut",
+    "Mode",
+    "OnlineClassifier",
+    "OnlineConfig",
+    "OnlineOut",
+    "OnlineTrainer",
+    "PrequentialLearner",
+    "PrequentialOut",
+]

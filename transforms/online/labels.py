@@ -36,12 +36,16 @@ from apache_beam.transforms.userstate import (
 from apache_beam.utils.timestamp import Timestamp
 
 from model import batch as mb
-from transforms.io.coders import decode_batch, encode_batch
-from transforms.online.step import split_by_key, window_end_us
-from transforms.window.lateness import NAMESPACE
-from transforms.window.windowing import EventTimeWindow, TriggerSpec, WindowSpec
+from model.batch import decode_batch, encode_batch
+from model.online.config import WindowGrid
+from model.vocabulary import NAMESPACE, DeadLetter, Metric, Stage
+from transforms.window.spec import TriggerSpec, WindowSpec
+from transforms.window.windowing import EventTimeWindow
 
 _EVENT, _LABEL = b"E", b"L"
+UNMATCHED_REASON = (
+    "label for an unknown event (no event with this event_id arrived within the allowed lateness)"
+)
 _WAITING = BagStateSpec("waiting", BytesCoder())
 _CLEAN_AT = ReadModifyWriteStateSpec("clean_at", VarIntCoder())
 _CLEANUP = TimerSpec("cleanup", TimeDomain.WATERMARK)
@@ -74,12 +78,12 @@ def attach_labels(
 
 class _JoinDoFn(beam.DoFn):
     def __init__(self, window_us: int, lateness_us: int) -> None:
-        self._window_us = window_us
+        self._grid = WindowGrid(size_us=window_us)
         self._lateness_us = lateness_us
 
     def setup(self) -> None:
-        self._unlabelled = beam.metrics.Metrics.counter(NAMESPACE, "events_unlabelled")
-        self._joined = beam.metrics.Metrics.counter(NAMESPACE, "labels_joined")
+        self._unlabelled = beam.metrics.Metrics.counter(NAMESPACE, Metric.EVENTS_UNLABELLED)
+        self._joined = beam.metrics.Metrics.counter(NAMESPACE, Metric.LABELS_JOINED)
 
     def process(
         self,
@@ -120,7 +124,7 @@ class _JoinDoFn(beam.DoFn):
     def _expiry(self, batch: pa.RecordBatch) -> int:
         """When the newest event of ``batch`` can no longer be joined."""
         newest = int(mb.event_times_us(batch).max())
-        return window_end_us(newest, self._window_us) + self._lateness_us
+        return self._grid.end_of(newest) + self._lateness_us
 
     @on_timer(_CLEANUP)
     def cleanup(
@@ -146,14 +150,17 @@ class _JoinDoFn(beam.DoFn):
                 continue
             yield beam.pvalue.TaggedOutput(
                 "unmatched",
-                {
-                    "reason": "label for an unknown event (no event with this event_id "
-                    "arrived within the allowed lateness)",
-                    "stage": "labels",
-                    "rows": batch.num_rows,
-                    "event_ids": batch.column(mb.EVENT_ID).to_pylist(),
-                },
+                DeadLetter(
+                    UNMATCHED_REASON,
+                    Stage.LABELS,
+                    rows=batch.num_rows,
+                    payload={"event_ids": batch.column(mb.EVENT_ID).to_pylist()},
+                ),
             )
+
+
+def _tagged(batch: pa.RecordBatch, kind: bytes) -> Iterator[tuple[str, tuple[bytes, Any]]]:
+    return ((key, (kind, part)) for key, part in mb.split_by_key(batch))
 
 
 @dataclass(frozen=True)
@@ -178,19 +185,18 @@ class JoinLabels(beam.PTransform):
         window_us = round(window_s * 1_000_000)
         self._fn = _JoinDoFn(window_us, round(allowed_lateness_s * 1_000_000))
 
-    def expand(self, events: beam.PCollection) -> JoinOut:  # type: ignore[override]
+    def expand(self, events: beam.PCollection) -> JoinOut:
         gated = self._labels | "GateLateLabels" >> EventTimeWindow(self._window, self._trigger)
-        tagged_events = events | "TagEvents" >> beam.FlatMap(
-            lambda b: ((k, (_EVENT, part)) for k, part in split_by_key(b))
-        )
-        tagged_labels = gated.batches | "TagLabels" >> beam.FlatMap(
-            lambda b: ((k, (_LABEL, part)) for k, part in split_by_key(b))
-        )
+        tagged_events = events | "TagEvents" >> beam.FlatMap(_tagged, _EVENT)
+        tagged_labels = gated.batches | "TagLabels" >> beam.FlatMap(_tagged, _LABEL)
         joined = (
             (tagged_events, tagged_labels)
             | "Both" >> beam.Flatten()
             | "GlobalWindow" >> beam.WindowInto(bw.GlobalWindows())
-            | "Join" >> beam.ParDo(self._fn).with_outputs("unmatched", main="labelled")
+            | "Join"
+            >> beam.ParDo(self._fn)
+            .with_output_types(pa.RecordBatch, unmatched=DeadLetter)
+            .with_outputs("unmatched", main="labelled")
         )
         dead = (gated.dropped, joined.unmatched) | "LabelDeadLetters" >> beam.Flatten()
         return JoinOut(labelled=joined.labelled, dead_letter=dead)

@@ -15,29 +15,33 @@ sources that do not record a watermark are passed through unjudged (counted as
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from enum import StrEnum
 
 import apache_beam as beam
 import pyarrow as pa
 
 from model import batch as mb
-
-if TYPE_CHECKING:
-    from transforms.window.windowing import WindowSpec
+from model.vocabulary import NAMESPACE, DeadLetter, Metric, Stage
+from transforms.window.spec import WindowSpec
 
 WATERMARK_KEY = b"watermark_us"
-NAMESPACE = "streaming_ml"
+LATE_REASON = "late: window expired (watermark past window end + allowed lateness)"
 
-ON_TIME = "on_time"
-LATE = "late"
-EXPIRED = "expired"
-UNJUDGED = "unjudged"
+
+class Verdict(StrEnum):
+    """What the lateness rule says of a piece."""
+
+    ON_TIME = "on_time"
+    LATE = "late"  # its window fired, but it is within the allowed lateness
+    EXPIRED = "expired"  # every window it belongs to has expired: a dead letter
+    UNJUDGED = "unjudged"  # its source records no watermark (bounded runs)
+
 
 _COUNTERS = {
-    ON_TIME: beam.metrics.Metrics.counter(NAMESPACE, "events_on_time"),
-    LATE: beam.metrics.Metrics.counter(NAMESPACE, "events_late_accepted"),
-    EXPIRED: beam.metrics.Metrics.counter(NAMESPACE, "events_late_dropped"),
-    UNJUDGED: beam.metrics.Metrics.counter(NAMESPACE, "events_unjudged"),
+    Verdict.ON_TIME: beam.metrics.Metrics.counter(NAMESPACE, Metric.EVENTS_ON_TIME),
+    Verdict.LATE: beam.metrics.Metrics.counter(NAMESPACE, Metric.EVENTS_LATE_ACCEPTED),
+    Verdict.EXPIRED: beam.metrics.Metrics.counter(NAMESPACE, Metric.EVENTS_LATE_DROPPED),
+    Verdict.UNJUDGED: beam.metrics.Metrics.counter(NAMESPACE, Metric.EVENTS_UNJUDGED),
 }
 
 
@@ -54,49 +58,41 @@ def watermark_of(batch: pa.RecordBatch) -> int | None:
     return None if raw is None else int(raw)
 
 
-def _window_ends(spec: WindowSpec, min_us: int, max_us: int) -> tuple[int, int]:
-    if spec.kind == "session":
-        end = max_us + round(spec.gap_s * mb.US_PER_SECOND)
-        return end, end
-    return spec.window_bounds_us(min_us)
-
-
 def classify(
     spec: WindowSpec, min_us: int, max_us: int, watermark_us: int | None, lateness_us: int
-) -> str:
-    """ON_TIME, LATE (window fired, within allowed lateness) or EXPIRED, for a
-    window-aligned piece whose event times span ``[min_us, max_us]``.
+) -> Verdict:
+    """The verdict on a window-aligned piece whose event times span ``[min_us, max_us]``.
 
     Beam drops an element from a window when ``watermark > window.end + lateness``;
     a piece is EXPIRED when that holds for every window it belongs to.
     """
     if watermark_us is None:
-        return UNJUDGED
-    first_end, last_end = _window_ends(spec, min_us, max_us)
+        return Verdict.UNJUDGED
+    first_end, last_end = spec.window_ends_us(min_us, max_us)
     if watermark_us > last_end + lateness_us:
-        return EXPIRED
+        return Verdict.EXPIRED
     if watermark_us >= first_end:
-        return LATE
-    return ON_TIME
+        return Verdict.LATE
+    return Verdict.ON_TIME
 
 
-def count(verdict: str, rows: int) -> None:
+def count(verdict: Verdict, rows: int) -> None:
     _COUNTERS[verdict].inc(rows)
 
 
-def dead_letter(
-    piece: pa.RecordBatch, watermark_us: int | None, lateness_us: int
-) -> dict[str, Any]:
-    """A dead-letter record for an expired piece (one record for all its events)."""
+def dead_letter(piece: pa.RecordBatch, watermark_us: int | None, lateness_us: int) -> DeadLetter:
+    """The dead letter of an expired piece (one record for all its events)."""
     ids = piece.column(mb.EVENT_ID).to_pylist() if mb.EVENT_ID in piece.schema.names else []
     times = mb.event_times_us(piece)
-    return {
-        "reason": "late: window expired (watermark past window end + allowed lateness)",
-        "stage": "windowing",
-        "rows": piece.num_rows,
-        "event_ids": ids,
-        "min_event_time_us": int(times.min()),
-        "max_event_time_us": int(times.max()),
-        "watermark_us": watermark_us,
-        "allowed_lateness_us": lateness_us,
-    }
+    return DeadLetter(
+        LATE_REASON,
+        Stage.WINDOWING,
+        rows=piece.num_rows,
+        payload={
+            "event_ids": ids,
+            "min_event_time_us": int(times.min()),
+            "max_event_time_us": int(times.max()),
+            "watermark_us": watermark_us,
+            "allowed_lateness_us": lateness_us,
+        },
+    )

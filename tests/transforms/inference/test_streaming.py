@@ -18,14 +18,17 @@ from torch import nn
 
 from model import batch as mb
 from model.artifact import ModelArtifact
+from model.vocabulary import MODEL, MODEL_VERSION, NAMESPACE
 from tests.conftest import make_pipeline
-from transforms.inference.beam_handler import TorchModelHandlerNumpy
-from transforms.inference.keyed import MODEL, KeyedInference
-from transforms.inference.streaming import MODEL_VERSION, StreamingInference
-from transforms.io.model_store import ModelStore
-from transforms.io.sources import replay
-from transforms.window.lateness import NAMESPACE
-from transforms.window.windowing import EventTimeWindow, WindowSpec
+from transforms import (
+    EventTimeWindow,
+    KeyedInference,
+    ModelStore,
+    StreamingInference,
+    TorchModelHandlerNumpy,
+    WindowSpec,
+)
+from transforms.io import replay
 
 S = 1_000_000
 
@@ -98,6 +101,42 @@ def test_hot_swap_mid_stream_scores_each_row_once_with_its_windows_model(tmp_pat
     expected += [(i, 2, 2, 20, True) for i in (7, 8)]
     assert_that(scored | beam.ParDo(rows), equal_to(expected))
     p.run().wait_until_finish()
+
+
+def test_a_bundle_the_lateness_gate_empties_does_not_stall_the_scorer():
+    """An expired batch arriving alone: the gate sets all of its bundle aside, so the
+    scorer with a windowed side input gets a bundle without elements. Beam's streaming
+    DirectRunner cannot map "no window" onto the side input's windows and, unaided,
+    hangs in a worker thread; the scorer's own side-input view handles it."""
+    import threading
+
+    chunks = [
+        (events([1, 2], 0), 25),  # the watermark jumps past window [0, 10)
+        (events([3], 2), 26),  # expired: its window ended at 10, no lateness allowed
+        (events([31], 3), 40),
+    ]
+    p = make_pipeline(streaming=True)
+    src = replay(p, [(b, wm * S, []) for b, wm in chunks])
+    window = WindowSpec("fixed", size_s=10.0)
+    gated = src.batches | EventTimeWindow(window)
+    updates = (
+        p
+        | "Updates" >> beam.Create([bw.TimestampedValue(constant(1, 1), Timestamp(30))])
+        | "UpdateWindows" >> beam.WindowInto(window.window_fn())
+    )
+    scored = gated.batches | StreamingInference(constant(0, 0), device="cpu", updates=updates)
+    assert_that(
+        scored | beam.ParDo(rows),
+        equal_to([(0, 0, 0, 0, True), (1, 0, 0, 0, True), (3, 1, 1, 30, True)]),
+    )
+    assert_that(gated.dropped | beam.Map(lambda d: d["rows"]), equal_to([1]), label="Dropped")
+    done: list[bool] = []
+    runner = threading.Thread(
+        target=lambda: done.append(p.run().wait_until_finish() is not None), daemon=True
+    )
+    runner.start()
+    runner.join(timeout=120)
+    assert done, "the pipeline stalled on a bundle without elements"
 
 
 def test_metadata_updates_and_gathered_passes_keep_timestamps(tmp_path):
@@ -246,7 +285,7 @@ def test_the_learned_batch_size_carries_across_bundles():
     """The streaming DirectRunner sets up a fresh DoFn copy for every bundle; the
     step's batch-size controller must not start again from its initial size."""
     from model.batching import AdaptiveBatchSize
-    from transforms.inference import streaming as inference
+    from model.process_cache import PROCESS_CACHE
 
     p = make_pipeline(streaming=True)
     items = [(events([float(t)], t), (t + 1) * S, []) for t in range(12)]
@@ -258,4 +297,4 @@ def test_the_learned_batch_size_carries_across_bundles():
     p.run().wait_until_finish()
     # A bundle of at most four one-row batches, starting from size 1, grows it to 3 at
     # most (full passes of 1 and 2 rows); only a size carried over gets further.
-    assert inference._CONTROLLERS.get(step._fn._token).size >= 4
+    assert PROCESS_CACHE.get("batch_size", step._fn._token).size >= 4

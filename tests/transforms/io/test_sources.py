@@ -8,8 +8,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from model import batch as mb
 from model.streams.synthetic import SyntheticConfig, generate
+from runners.direct import executes_test_stream_in_python
 from tests.conftest import make_pipeline
-from transforms.io import sources
+from transforms.io import SyntheticSource, WatermarkPacer
 from transforms.window import lateness
 
 
@@ -19,7 +20,7 @@ def _seen(batch, timestamp=beam.DoFn.TimestampParam):
 
 
 def _expected(cfg, interval_us):
-    pacer, out = sources.WatermarkPacer(interval_us), []
+    pacer, out = WatermarkPacer(interval_us), []
     for chunk in generate(cfg):
         ids = tuple(chunk.batch.column(mb.EVENT_ID).to_pylist())
         out.append((ids, mb.min_event_time_us(chunk.batch), pacer.watermark))
@@ -28,16 +29,16 @@ def _expected(cfg, interval_us):
 
 
 @pytest.mark.parametrize("as_bytes", [False, True], ids=["batches", "bytes"])
-def test_replayed_batches_are_the_chunks_with_their_timestamps_and_watermarks(
-    monkeypatch, as_bytes
-):
+def test_replayed_batches_are_the_chunks_with_their_timestamps_and_watermarks(as_bytes):
     """The streaming DirectRunner gets the batches themselves; Flink's way (tagged
     bytes, then a decoding step) must give the same elements."""
-    if as_bytes:
-        monkeypatch.setattr(sources, "_runs_test_stream_in_python", lambda _: False)
     cfg = SyntheticConfig(num_events=3000, chunk_events=256, events_per_second=200.0)
     p = make_pipeline(streaming=True)
-    out = p | sources.SyntheticSource(cfg, streaming=True, watermark_interval_s=2.0)
+    in_python = executes_test_stream_in_python(p.runner) and not as_bytes
+    assert in_python != as_bytes  # the streaming DirectRunner runs TestStream in Python
+    out = p | SyntheticSource(
+        cfg, streaming=True, python_test_stream=in_python, watermark_interval_s=2.0
+    )
     assert out.events == cfg.num_events
     assert_that(out.batches | beam.Map(_seen), equal_to(_expected(cfg, 2_000_000)))
     assert_that(out.dead_letter, equal_to([]), label="NoDeadLetters")

@@ -10,7 +10,7 @@ import pytest
 from model import batch as mb
 from tests.collect import Collect, take
 from tests.conftest import make_pipeline
-from transforms.io.sources import replay
+from transforms.io import replay
 from transforms.online.labels import JoinLabels, attach_labels
 
 S = 1_000_000
@@ -76,10 +76,10 @@ def test_delayed_labels_join_and_too_late_or_orphan_labels_are_dead_lettered():
 
 def test_coupled_mode_refuses_separate_labels():
     from model.mlp import MLPClassifier
-    from transforms.online.step import OnlineClassifier, OnlineConfig
+    from transforms import OnlineClassifier, OnlineConfig
 
     with pytest.raises(ValueError, match="need mode='decoupled'"):
-        OnlineClassifier(MLPClassifier, OnlineConfig(mode="coupled"), labelled=object())  # type: ignore[arg-type]
+        OnlineClassifier(MLPClassifier, OnlineConfig(), mode="coupled", labelled=object())  # type: ignore[arg-type]
 
 
 def test_online_learning_from_delayed_labels_is_leak_free():
@@ -87,8 +87,7 @@ def test_online_learning_from_delayed_labels_is_leak_free():
 
     from model.learn.learner import LearnerConfig
     from model.mlp import MLPClassifier
-    from transforms.online.step import OnlineClassifier, OnlineConfig
-    from transforms.window.windowing import EventTimeWindow, TriggerSpec, WindowSpec
+    from transforms import EventTimeWindow, OnlineClassifier, OnlineConfig, TriggerSpec, WindowSpec
 
     rng = np.random.default_rng(0)
     n, rate, delay_s = 3000, 50, 5  # 60 s of events; each label comes 5 s later
@@ -135,7 +134,7 @@ def test_online_learning_from_delayed_labels_is_leak_free():
     events_w = (ev | "WinEvents" >> EventTimeWindow(window, late_ok)).batches
     joined = ev | JoinLabels(lab, window_s=10.0, allowed_lateness_s=10.0)
     factory = functools.partial(MLPClassifier, 2, (16,), 2, seed=0)
-    cfg = OnlineConfig(window_s=10.0, learner=LearnerConfig(lr=0.05, seed=0))
+    cfg = OnlineConfig(learner=LearnerConfig(lr=0.05, seed=0))
     out = events_w | OnlineClassifier(factory, cfg, labelled=joined.labelled)
     _ = (
         out.predictions

@@ -10,13 +10,13 @@ import pyarrow as pa
 import pytest
 
 from model import batch as mb
+from model.batch import split_by_key
 from model.learn.learner import LearnerConfig
 from model.mlp import MLPClassifier
 from tests.collect import Collect, take
 from tests.conftest import make_pipeline
-from transforms.io.sources import replay
-from transforms.online.step import OnlineClassifier, OnlineConfig, split_by_key
-from transforms.window.windowing import EventTimeWindow, WindowSpec
+from transforms import EventTimeWindow, OnlineClassifier, OnlineConfig, WindowSpec
+from transforms.io import replay
 
 S = 1_000_000
 WINDOW_S = 10.0
@@ -56,9 +56,6 @@ def run(mode: str, streaming: bool, chunks, per_key: bool = False, step_rows=Non
     ``runner="flink"``: on Flink's embedded mini-cluster (LOOPBACK: the SDK workers run
     in this process, so the collector sees their rows)."""
     cfg = OnlineConfig(
-        mode=mode,
-        window_s=WINDOW_S,
-        per_key=per_key,
         step_rows=step_rows,
         learner=LearnerConfig(lr=0.05, seed=0, standardize=step_rows is not None),
     )
@@ -75,7 +72,7 @@ def run(mode: str, streaming: bool, chunks, per_key: bool = False, step_rows=Non
     else:
         batches = p | beam.Create([b for b, _ in chunks])
     windowed = (batches | EventTimeWindow(WindowSpec("fixed", size_s=WINDOW_S))).batches
-    out = windowed | OnlineClassifier(factory(), cfg)
+    out = windowed | OnlineClassifier(factory(), cfg, mode=mode, per_key=per_key)
     name = f"online-{mode}-{streaming}-{per_key}-{step_rows}-{runner}"
     _ = out.predictions | beam.FlatMap(_rows) | beam.ParDo(Collect(name))
     _ = out.stats | "CollectStats" >> beam.ParDo(Collect(name + "-stats"))
@@ -209,11 +206,11 @@ def test_split_by_key_keeps_rows():
     }
 
 
-def test_config_validation():
+def test_classifier_validation():
     with pytest.raises(ValueError, match="per-key models need mode='coupled'"):
-        OnlineConfig(mode="decoupled", per_key=True)
+        OnlineClassifier(factory(), mode="decoupled", per_key=True)
     with pytest.raises(ValueError, match="mode must be"):
-        OnlineConfig(mode="both")  # type: ignore[arg-type]
+        OnlineClassifier(factory(), mode="both")  # type: ignore[arg-type]
 
 
 def _trained_until(update):
@@ -230,19 +227,19 @@ def _event_versions(batch: pa.RecordBatch):
 @pytest.mark.parametrize("mode", ["decoupled", "coupled"])
 def test_late_data_never_scored_by_a_model_trained_on_later_data(mode):
     from model.streams.synthetic import SyntheticConfig, generate
-    from transforms.window.windowing import TriggerSpec
+    from transforms import TriggerSpec
 
     cfg = SyntheticConfig(
         num_events=6000, num_features=4, late_fraction=0.05, late_delay_s=15.0, seed=3
     )
     chunks = [(c.batch, c.watermark_us) for c in generate(cfg)]
-    online = OnlineConfig(mode=mode, window_s=WINDOW_S, learner=LearnerConfig(seed=0))
+    online = OnlineConfig(learner=LearnerConfig(seed=0))
     p = make_pipeline(streaming=True)
     batches = replay(p, [(b, wm, []) for b, wm in chunks]).batches
     trigger = TriggerSpec(allowed_lateness_s=30.0)
     windowed = (batches | EventTimeWindow(WindowSpec("fixed", size_s=WINDOW_S), trigger)).batches
     factory = functools.partial(MLPClassifier, 4, (16,), 2, seed=0)
-    out = windowed | OnlineClassifier(factory, online)
+    out = windowed | OnlineClassifier(factory, online, mode=mode)
     _ = out.predictions | beam.FlatMap(_event_versions) | beam.ParDo(Collect(f"late-{mode}"))
     _ = out.updates | beam.ParDo(_trained_until) | "C2" >> beam.ParDo(Collect(f"up-{mode}"))
     p.run().wait_until_finish()
@@ -255,7 +252,7 @@ def test_late_data_never_scored_by_a_model_trained_on_later_data(mode):
 
 
 def _entry(window: int, serial: int) -> bytes:
-    from transforms.online.step import _HEADER
+    from model.online.book import _HEADER
 
     return _HEADER.pack((window + 1) * 10 * S, serial) + b"batch"
 
@@ -264,18 +261,18 @@ def _replay_firings(arrivals):
     """Drive the pending bag as the stateful step does: ``arrivals`` is a list of
     ('add', window) and ('fire', window) events. Returns the windows taken per firing,
     the largest the bag ever was and how many entries were rewritten in all."""
-    from transforms.online.step import _MS, _Book, _fire, _pending_header
+    from model.online.book import MS, Book, entry_header
 
     bag: list[bytes] = []
-    book = _Book()
+    book = Book()
     taken, largest, rewritten = [], 0, 0
     for what, window in arrivals:
         if what == "add":
             bag.append(_entry(window, book.serial))
             book.serial += 1
         else:
-            ready, rewrite = _fire(book, list(bag), (window + 1) * 10 * S - _MS)
-            taken.append(sorted(_pending_header(d)[0] // (10 * S) - 1 for d in ready))
+            ready, rewrite = book.take_ready(list(bag), (window + 1) * 10 * S - MS)
+            taken.append(sorted(entry_header(d)[0] // (10 * S) - 1 for d in ready))
             if rewrite is not None:
                 bag = list(rewrite)
                 rewritten += len(rewrite)

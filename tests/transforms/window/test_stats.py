@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 
 from model import batch as mb
-from transforms.inference.streaming import scored_batch
-from transforms.window.stats import StatsTable, partial_stats, stats_of
+from model.batch import scored_batch
+from model.stats import StatsTable, partial_stats, stats_of
 
 
 def scored(keys, versions, labels, preds):

@@ -12,10 +12,8 @@ from model import batch as mb
 from model.artifact import ModelArtifact
 from model.mlp import MLPClassifier
 from tests.conftest import make_pipeline
-from transforms.inference.streaming import StreamingInference
-from transforms.io.sources import replay
-from transforms.window.stats import WindowStats
-from transforms.window.windowing import EventTimeWindow, TriggerSpec, WindowSpec
+from transforms import EventTimeWindow, StreamingInference, TriggerSpec, WindowSpec, WindowStats
+from transforms.io import replay
 
 S = 1_000_000  # microseconds per second
 ARTIFACT = ModelArtifact.from_module(MLPClassifier(2, seed=0), version=5)

@@ -15,7 +15,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from model import batch as mb
 from tests.conftest import make_pipeline
-from transforms.window.windowing import EventTimeWindow, TriggerSpec, WindowSpec, split_batch
+from transforms.window import EventTimeWindow, TriggerSpec, WindowSpec, split_batch
 
 SPECS = [
     WindowSpec("fixed", size_s=10.0),
