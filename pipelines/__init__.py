@@ -1,0 +1,31 @@
+"""End-to-end pipelines and the command line that runs them.
+
+``python pipelines/main.py`` (or ``sml``) is :func:`pipelines.main.main`; :func:`run`
+builds and runs one :class:`PipelineConfig` on a runner and returns its :class:`RunSummary`; the
+``build`` functions of :mod:`pipelines.classify` and :mod:`pipelines.score` add a
+pipeline to a ``beam.Pipeline`` of your own (:data:`BUILDERS`).
+
+>>> import pipelines
+>>> sorted(pipelines.BUILDERS)
+['classify', 'score']
+"""
+
+from pipelines.cli import BadInputError, UsageError, config_from_args, parse_args
+from pipelines.config import PIPELINES, PipelineConfig
+from pipelines.main import BUILDERS, run
+from pipelines.score import PipelineOutputs
+from pipelines.summary import RunSummary, WindowAccuracy
+
+__all__ = [
+    "BUILDERS",
+    "PIPELINES",
+    "BadInputError",
+    "PipelineConfig",
+    "PipelineOutputs",
+    "RunSummary",
+    "UsageError",
+    "WindowAccuracy",
+    "config_from_args",
+    "parse_args",
+    "run",
+]
