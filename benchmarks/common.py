@@ -28,7 +28,7 @@ def take_turns(runs: Mapping[str, Callable[[], T]], repeat: int) -> dict[str, li
 def event_stream(chunks: Iterable[tuple[list[Any], int]], interval_s: float) -> TestStream:
     """Single events (``TimestampedValue``s), chunk by chunk, with the micro-batch
     replay's steps: after the same chunks, the watermark by the same rule
-    (:class:`transforms.io.sources.WatermarkPacer`). ``chunks``: each chunk's events and
+    (:class:`transforms.io.WatermarkPacer`). ``chunks``: each chunk's events and
     the source's watermark after it."""
     stream, arrived = TestStream(), []
     pacer = WatermarkPacer(round(interval_s * 1e6))

@@ -11,7 +11,7 @@ set-up: FnApiRunner for ``batch``, the streaming DirectRunner for ``streaming``)
 
 In streaming mode both replays emit the watermark every ``--watermark-interval``
 seconds of event time (a live source's periodic watermark), by the same rule and after
-the same chunks (:class:`transforms.io.sources.WatermarkPacer`); what arrives in between
+the same chunks (:class:`transforms.io.WatermarkPacer`); what arrives in between
 is one TestStream step, so one bundle, for Beam's per-event input as for ours.
 
 Models: the tiny MLP and a small Transformer encoder. Each measurement runs in its

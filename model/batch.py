@@ -87,8 +87,8 @@ def batch_schema(
 
 
 def constant_keys(key: str, n: int) -> pa.Array:
-    """A string column of ``n`` copies of ``key``, built from buffers (``pa.array`` of
-    a Python list costs about 50 ns per row)."""
+    """A string column of ``n`` copies of ``key``, built from buffers (not from a
+    Python list, which costs per row)."""
     data = key.encode()
     offsets = np.arange(n + 1, dtype=np.int32) * len(data)
     return pa.Array.from_buffers(

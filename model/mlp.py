@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.seeding import seeded
+
 
 class MLPClassifier(nn.Module):
     """``Linear -> ReLU`` blocks then a linear head producing class logits.
@@ -41,9 +43,7 @@ class MLPClassifier(nn.Module):
         self.num_classes = num_classes
         # A seed initializes from torch's CPU generator seeded so, then puts the
         # generator back as it was: the caller's random stream is untouched.
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.default_generator.manual_seed(seed)
+        with seeded(seed):
             layers: list[nn.Module] = []
             width = in_features
             for h in self.hidden:

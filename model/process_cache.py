@@ -80,10 +80,12 @@ class ProcessCache:
     1. A value here is never the only copy of anything: it can always be rebuilt
        (from Beam state, from an artifact, from a config). An evicted entry, a new
        process or a restored checkpoint costs a rebuild, never a different result.
-    2. A value is either used read-only by everyone (built modules run in inference
-       mode), or taken out with :meth:`take` by one user at a time and put back only
-       when consistent again (a learner, after a firing completed), so a failure
-       never leaves one half changed here.
+    2. A value is used read-only (built modules run in inference mode); or shared on
+       purpose by the copies of the one step that owns it, where a lost update costs
+       nothing but time (a batch-size controller: plain counters, adapted again by
+       the next pass); or taken out with :meth:`take` by one user at a time and put
+       back only when consistent again (a learner, after a window end completed),
+       so a failure never leaves one half changed here.
     3. Each kind of value has its own bound (``limits``); least recently used go first.
 
     >>> cache = ProcessCache({"module": 2})

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from model.seeding import seeded
+
 
 class TinyTransformerClassifier(nn.Module):
     """Feature values as tokens, a small encoder, the mean token to class logits.
@@ -43,9 +45,7 @@ class TinyTransformerClassifier(nn.Module):
         self.in_features = in_features
         # A seed initializes from torch's CPU generator seeded so, then puts the
         # generator back as it was: the caller's random stream is untouched.
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.default_generator.manual_seed(seed)
+        with seeded(seed):
             self.value = nn.Linear(1, d_model)
             self.position = nn.Parameter(torch.randn(in_features, d_model) * 0.02)
             layer = nn.TransformerEncoderLayer(

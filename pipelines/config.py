@@ -74,7 +74,9 @@ class PipelineConfig:
             msg = f"mode must be 'decoupled' or 'coupled', got {self.mode!r}"
             raise ValueError(msg)
         if self.per_key and self.mode == "decoupled":
-            raise ValueError("per-key models need mode='coupled' (--mode coupled)")
+            raise ValueError(
+                "per-key models need mode='coupled' (the decoupled scorer holds one model)"
+            )
         if self.pipeline == "classify":
             if self.window.kind != "fixed":
                 msg = (

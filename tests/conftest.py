@@ -2,10 +2,11 @@
 the correctness suite run with Beam's patches on and off.
 
 Our patches of Beam's local runners (:mod:`runners.patches`) must not change any
-result, so every test under ``tests/transforms/``, ``tests/pipelines/`` and
-``tests/test_readme*.py`` runs twice, ``[patched]`` and ``[unpatched]``;
-``--beam-patches=on`` or ``off`` runs only one of them. Other tests (models without
-Beam, the Flink and Prism runners) run patched.
+result, so every test under ``tests/transforms/`` and ``tests/pipelines/`` runs
+twice, ``[patched]`` and ``[unpatched]``; ``--beam-patches=on`` or ``off`` runs only
+one of them. Other tests (models without Beam, the Flink and Prism runners) run
+patched; the README examples (``tests/test_library_use.py``) run in processes of their
+own, never patched.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--beam-patches",
         choices=sorted(_STATES),
         default="both",
-        help="run the correctness tests (tests/transforms, tests/pipelines, "
-        "tests/test_readme*.py) with Beam's patches on, off, or both (default); "
-        "other tests always run patched",
+        help="run the correctness tests (tests/transforms, tests/pipelines) with "
+        "Beam's patches on, off, or both (default); other tests always run patched",
     )
 
 
@@ -43,9 +43,7 @@ def _both_ways(path: Path) -> bool:
         rel = path.resolve().relative_to(TESTS)
     except ValueError:
         return False
-    if len(rel.parts) == 1:
-        return rel.name.startswith("test_readme")
-    return rel.parts[0] in _BOTH_WAYS
+    return len(rel.parts) > 1 and rel.parts[0] in _BOTH_WAYS
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

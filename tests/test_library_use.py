@@ -1,6 +1,9 @@
 """The README's examples, run as a user runs them: each in a fresh Python process,
-as a script of its own (its functions defined in ``__main__``), on Beam's own runner
-choice, without this project's runner set-up or Beam patches."""
+as a script of its own (its functions defined in ``__main__``), without this
+project's runner set-up or Beam patches, on the runner Beam's own DirectRunner picks
+(it tries Prism, which it downloads, and falls back to its Python runners where it
+cannot: here, offline, the streaming DirectRunner, or the portable in-process runner
+for a bounded pipeline)."""
 
 from __future__ import annotations
 
@@ -25,8 +28,8 @@ def test_the_readme_has_library_examples():
 
 
 def _bounded(code: str) -> str:
-    """A streaming example as a bounded run: Beam then picks its portable runner, which
-    encodes every element between steps (model versions included)."""
+    """A streaming example as a bounded run: Beam's runner for it encodes the elements
+    between steps (model versions included), which the streaming one does not."""
     return code.replace('PipelineOptions(["--streaming"])', "PipelineOptions([])").replace(
         "streaming=True", "streaming=False"
     )

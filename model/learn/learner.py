@@ -62,9 +62,8 @@ from model.learn.scaler import RunningScaler
 from model.learn.standardized import Standardized, StandardizedFactory
 from model.learn.state_bytes import dumps_state, loads_state
 
-# dumps_state and loads_state have been imported from here since before they had a
-# module of their own; Standardized and StandardizedFactory are pickled (in model
-# artifacts) by the name of the module that builds them.
+# dumps_state, loads_state, Standardized and StandardizedFactory were defined here
+# before they had modules of their own: importing them from here keeps working.
 __all__ = [
     "IncrementalLearner",
     "LearnerConfig",

@@ -9,6 +9,8 @@ sampler's sleep). Each module here removes one such cost without changing any re
 - :mod:`~runners.patches.method_arguments`: DoFn method arguments cached (both);
 - :mod:`~runners.patches.dofn_specs`: DoFn state/timer specs cached (both);
 - :mod:`~runners.patches.pickle_once`: each DoFn pickled once per run (streaming);
+- :mod:`~runners.patches.immutable_copies`: timestamps and windows not deep-copied
+  with the grouping state (streaming);
 - :mod:`~runners.patches.state_weight`: plain state weighed cheaply (bounded);
 - :mod:`~runners.patches.state_sampler`: state sampled every millisecond (bounded).
 
@@ -35,6 +37,7 @@ from contextlib import contextmanager
 
 from runners.patches import (
     dofn_specs,
+    immutable_copies,
     method_arguments,
     option_views,
     pickle_once,
@@ -48,6 +51,7 @@ PATCHES: tuple[Patch, ...] = (
     method_arguments.PATCH,
     dofn_specs.PATCH,
     pickle_once.PATCH,
+    immutable_copies.PATCH,
     state_weight.PATCH,
     state_sampler.PATCH,
 )

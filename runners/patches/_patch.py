@@ -122,8 +122,12 @@ class Patch:
             try:
                 for r in self._replacements():
                     own = vars(r.owner)
-                    saved.append((r.owner, r.name, r.name in own, own.get(r.name)))
-                    setattr(r.owner, r.name, r.wrap(getattr(r.owner, r.name)))
+                    record = (r.owner, r.name, r.name in own, own.get(r.name))
+                    # wrapped before anything changes: a wrap that fails leaves
+                    # nothing of this replacement to undo (None: no attribute yet)
+                    replacement = r.wrap(getattr(r.owner, r.name, None))
+                    setattr(r.owner, r.name, replacement)
+                    saved.append(record)
             except BaseException:
                 _restore(saved)
                 raise

@@ -226,6 +226,23 @@ def test_pipelines_on_flink_match_the_direct_runner(job_server, tmp_path, extra)
         assert len({v for _, _, v in on_flink}) > 1  # versions reached the scorer
 
 
+@pytest.mark.flink
+@pytest.mark.slow
+def test_events_whose_window_expired_are_dead_lettered_on_flink_too(job_server, tmp_path):
+    """With no allowed lateness the replay's late events expire: on Flink, as on the
+    DirectRunner, each is a dead letter (runners encode the dead letters, so their
+    PCollections must declare the windows they carry) and the rest are scored."""
+    from transforms.io import read_jsonl_dir
+
+    argv = ["--pipeline", "score", "--streaming", "--events", "3000", "--allowed-lateness", "0"]
+    direct = run_and_read("DirectRunner", argv, tmp_path / "direct")
+    on_flink = run_and_read("FlinkRunner", argv, tmp_path / "flink", flink=FlinkSettings())
+    dead = read_jsonl_dir(str(tmp_path / "flink" / "dead_letter"))
+    assert on_flink == direct and len(direct) < 3000
+    assert sum(d["rows"] for d in dead) == 3000 - len(direct)
+    assert {d["stage"] for d in dead} == {"windowing"}
+
+
 def test_stale_pid_files_never_point_stop_at_someone_else(tmp_path):
     import os
     import subprocess

@@ -100,6 +100,26 @@ def test_plain_state_is_weighed_without_walking_module_globals():
     assert statecache.get_deep_size({"a": [1, 2]}) > 0  # other objects: objsize as before
 
 
+def test_timestamps_and_windows_are_shared_by_deep_copies_only_while_patched():
+    import copy
+
+    from apache_beam.transforms.window import GlobalWindow, IntervalWindow
+    from apache_beam.utils.timestamp import Duration, Timestamp
+
+    values = [Timestamp(5), Duration(3), IntervalWindow(0, 10), GlobalWindow()]
+    state = {"holds": {values[2]: [values[0]]}, "pairs": (values[1], values[3])}
+    with patches.applied(streaming=True):
+        copied = copy.deepcopy(state)
+        assert copied == state and copied is not state  # containers still copied
+        assert copied["pairs"][0] is values[1]
+        assert (
+            next(iter(copied["holds"])) is values[2] and copied["holds"][values[2]][0] is values[0]
+        )
+    patches.revert()
+    fresh = copy.deepcopy(values[0])
+    assert fresh == values[0] and fresh is not values[0]
+
+
 def test_state_sampler_wakes_often_enough_not_to_hold_up_bundle_ends():
     from apache_beam.runners.worker import statesampler
 

@@ -2,8 +2,8 @@
 
 Models load lazily on first use and at most ``max_resident`` stay in memory (least
 recently used evicted, :class:`model.keyed.ModelCache`). Output rows are those of
-:func:`transforms.inference.streaming.scored_batch` plus ``model`` (the model key); row order,
-timestamps and windows are kept.
+:func:`model.batch.scored_batch` plus ``model`` (the model key); row order, timestamps
+and windows are kept.
 """
 
 from __future__ import annotations

@@ -256,7 +256,13 @@ class _UpdatesView(beam.pvalue.AsIter):
 
     def __init__(self, pcoll: beam.PCollection) -> None:
         super().__init__(pcoll)
-        self._window_mapping_fn = _TolerantMapping(self._window_mapping_fn)
+        # AsSideInput keeps its mapping here (and hands it to runners from here); a
+        # Beam that kept it elsewhere would bring the hang back unseen: refuse it.
+        mapping = getattr(self, "_window_mapping_fn", None)
+        if mapping is None:
+            msg = "this Beam's side inputs keep no _window_mapping_fn: update _UpdatesView"
+            raise RuntimeError(msg)
+        self._window_mapping_fn = _TolerantMapping(mapping)
 
 
 @dataclasses.dataclass(frozen=True)

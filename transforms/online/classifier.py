@@ -44,7 +44,8 @@ class OnlineClassifier(beam.PTransform):
 
     ``labelled``: train on these batches instead of the input (decoupled mode), e.g.
     the output of :class:`transforms.online.labels.JoinLabels` when labels come late.
-    ``per_key``: one model per event key (coupled mode).
+    ``per_key``: one model per event key (coupled mode). ``carry_windows``: how many
+    windows each version is offered to the scorer for (decoupled mode).
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class OnlineClassifier(beam.PTransform):
         *,
         mode: Mode = "decoupled",
         per_key: bool = False,
+        carry_windows: int = 16,
         device: str = "cpu",
         labelled: beam.PCollection | None = None,
     ) -> None:
@@ -71,6 +73,7 @@ class OnlineClassifier(beam.PTransform):
         self._config = config or OnlineConfig()
         self._mode = mode
         self._per_key = per_key
+        self._carry = carry_windows
         self._device = device
         self._labelled = labelled
 
@@ -82,7 +85,9 @@ class OnlineClassifier(beam.PTransform):
             return OnlineOut(out.predictions, out.updates, out.stats)
         training = batches if self._labelled is None else self._labelled
         # the scored input's windows: labels joined later may come in the global window
-        trainer = OnlineTrainer(self._factory, self._config, grid=window_grid(batches))
+        trainer = OnlineTrainer(
+            self._factory, self._config, carry_windows=self._carry, grid=window_grid(batches)
+        )
         updates = training | "Train" >> trainer
         initial = ModelArtifact.from_module(self._factory(), 0, factory=self._factory)
         scored = batches | "Score" >> StreamingInference(

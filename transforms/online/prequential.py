@@ -11,7 +11,7 @@ window was done is scored by the model as it was when that window began.
 Outputs (:class:`PrequentialOut`): the prediction rows, stamped 1 ms before the end
 of their window so they stay in it; the model versions (one per window with labelled
 data, and every ``emit_every_samples``); and the prequential statistics of each
-window (rows like :class:`transforms.window.WindowStats`', pane ``ON_TIME``, or
+window (rows like :class:`transforms.window.WindowStats` makes, pane ``ON_TIME``, or
 ``LATE`` for late batches). The step emits its own statistics because the legacy
 streaming DirectRunner does not hold the watermark for user timers, so a GroupByKey
 after it could see these predictions as late.

@@ -7,7 +7,9 @@ timer family, so a runner delivers every timer the watermark passed together: a
 bounded run's windows end in one bundle, not one bundle each). Everything the step
 holds lives in Beam state, so the runner checkpoints it. The step object itself is
 kept in this process between window ends (:data:`model.process_cache.PROCESS_CACHE`,
-kind ``learner``): restoring it from bytes costs milliseconds per window end.
+kind ``learner``): restoring it from bytes costs milliseconds per window end. It is
+not dropped at ``teardown``: the streaming DirectRunner sets up and tears down a DoFn
+for every bundle, and the cache's bound, not the DoFn's life, limits what it keeps.
 """
 
 from __future__ import annotations
@@ -103,9 +105,6 @@ class OnlineStepDoFn(beam.DoFn):
         self._learned = beam.metrics.Metrics.counter(NAMESPACE, Metric.SAMPLES_LEARNED)
         self._versions = beam.metrics.Metrics.counter(NAMESPACE, Metric.MODEL_VERSIONS)
 
-    def teardown(self) -> None:
-        PROCESS_CACHE.drop("learner", lambda k: k[0] == self._token)
-
     def process(
         self,
         kv: tuple[str, pa.RecordBatch],
@@ -143,11 +142,11 @@ class OnlineStepDoFn(beam.DoFn):
                 pending.add(data)
         snapshot = step.snapshot()
         book.write(snapshot.book)
-        if not result.learned:
-            PROCESS_CACHE.put("learner", (self._token, key), step)
-            return
-        model.write(snapshot.model)
+        if result.learned:
+            model.write(snapshot.model)
         PROCESS_CACHE.put("learner", (self._token, key), step)
+        if not result.learned:
+            return
         self._learned.inc(result.samples)
         self._versions.inc(result.versions)
         for batch, at in result.predictions:

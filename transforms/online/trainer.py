@@ -49,9 +49,6 @@ class OnlineTrainer(beam.PTransform):
         say (labelled batches joined in the global window, e.g. by
         :class:`transforms.online.labels.JoinLabels`); default: the input's."""
         super().__init__()
-        if carry_windows <= 0:
-            msg = f"carry_windows must be > 0, got {carry_windows!r}"
-            raise ValueError(msg)
         self._factory = factory
         self._config = config or OnlineConfig()
         self._carry = carry_windows

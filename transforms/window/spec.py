@@ -15,6 +15,7 @@ AfterWatermark(early=AfterCount(4), late=AfterCount(1))
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -73,11 +74,20 @@ class WindowSpec:
         """Distance between window starts (fixed: the size)."""
         return self.period_s if self.kind == "sliding" and self.period_s else self.size_s
 
+    @functools.cached_property
+    def _micros(self) -> tuple[int, int, int]:
+        """(size, step, offset) in microseconds, worked out once: the windowing asks
+        for them for every piece."""
+        return _us(self.size_s), _us(self.step_s), _us(self.offset_s)
+
     def window_fn(self) -> bw.WindowFn:
+        """Beam's window function, its bounds exact in microseconds (as seconds, a
+        float such as 4.1 would not be)."""
+        size, step, offset = (Duration(micros=us) for us in self._micros)
         if self.kind == "fixed":
-            return bw.FixedWindows(self.size_s, self.offset_s)
+            return bw.FixedWindows(size, Timestamp(micros=offset.micros))
         if self.kind == "sliding":
-            return bw.SlidingWindows(self.size_s, self.step_s, self.offset_s)
+            return bw.SlidingWindows(size, step, Timestamp(micros=offset.micros))
         if self.kind == "session":
             return BatchSessions(self.gap_s)
         return bw.GlobalWindows()
@@ -89,7 +99,7 @@ class WindowSpec:
         """
         if self.kind == "global":
             return (np.iinfo(np.int64).max, np.iinfo(np.int64).max)
-        size, step, offset = _us(self.size_s), _us(self.step_s), _us(self.offset_s)
+        size, step, offset = self._micros
         last_start = offset + ((t_us - offset) // step) * step
         first_start = offset + ((t_us - offset - size) // step + 1) * step
         return first_start + size, last_start + size
@@ -109,11 +119,11 @@ def cell_ids(spec: WindowSpec, times_us: Any) -> Any:
     belong to exactly the same windows."""
     if spec.kind == "global":
         return times_us * 0
-    step, offset = _us(spec.step_s), _us(spec.offset_s)
+    size, step, offset = spec._micros
     last = (times_us - offset) // step
     if spec.kind == "fixed":
         return last
-    first = (times_us - offset - _us(spec.size_s)) // step
+    first = (times_us - offset - size) // step
     # Windows holding t are starts j with first < j <= last; (last, last - first)
     # identifies the set, and last - first is at most ceil(size / step) + 1.
     span = math.ceil(spec.size_s / spec.step_s) + 2
@@ -131,7 +141,7 @@ class BatchSessions(bw.WindowFn):
         if gap_s <= 0:
             msg = f"session gap must be > 0, got {gap_s!r}"
             raise ValueError(msg)
-        self.gap_size = Duration.of(gap_s)
+        self.gap_size = Duration(micros=_us(gap_s))
 
     def assign(self, context: bw.WindowFn.AssignContext) -> list[bw.IntervalWindow]:
         element = context.element

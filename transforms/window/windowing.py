@@ -124,15 +124,23 @@ class _SplitStampGateDoFn(beam.DoFn):
             self._windows[cell] = windows
         return windows
 
-    def process(self, batch: pa.RecordBatch) -> Iterator[object]:
+    def process(
+        self, batch: pa.RecordBatch, batch_ts: Any = beam.DoFn.TimestampParam
+    ) -> Iterator[object]:
         watermark = lateness.watermark_of(batch)
         for piece, lo, hi, cell in _split(batch, self._spec):
             verdict = lateness.classify(self._spec, lo, hi, watermark, self._lateness_us)
             lateness.count(verdict, piece.num_rows)
             if verdict == lateness.Verdict.EXPIRED:
-                yield beam.pvalue.TaggedOutput(
-                    "dropped", lateness.dead_letter(piece, watermark, self._lateness_us)
-                )
+                record: object = lateness.dead_letter(piece, watermark, self._lateness_us)
+                if self._window_fn is not None:
+                    # in one window of the windowing this ParDo declares (the piece's
+                    # first, expired), so that every output carries what its
+                    # PCollection says; EventTimeWindow then puts it back into the
+                    # input's windowing
+                    first = self._windows_of(cell, Timestamp(micros=lo))[:1]
+                    record = WindowedValue(record, batch_ts, first)
+                yield beam.pvalue.TaggedOutput("dropped", record)
                 continue
             timestamp = Timestamp(micros=lo)
             if self._window_fn is None:
@@ -194,28 +202,16 @@ class EventTimeWindow(beam.PTransform):
                 allowed_lateness=windowing.allowed_lateness,
             )
             return WindowOut(batches=windowed, dropped=pieces.dropped)
-        # The dead letters keep their input's windows (Beam propagates an element's
-        # windows to its outputs), but a ParDo declares one windowing for all of its
-        # outputs: say the input's again, so that they flatten with other dead
-        # letters and runners encode them with the coder of the windows they carry.
-        dropped = (pieces.dropped,) | "DeadLetterWindows" >> _Declared(batches.windowing)
+        # A ParDo declares one windowing for all of its outputs, so the dead letters
+        # came out in the pieces' windowing; their own is the input's, so that they
+        # flatten with other dead letters (and runners encode each with the coder of
+        # the windows it carries).
+        w = batches.windowing
+        dropped = pieces.dropped | "DeadLetterWindows" >> beam.WindowInto(
+            w.windowfn,
+            trigger=w.triggerfn,
+            accumulation_mode=w.accumulation_mode,
+            timestamp_combiner=w.timestamp_combiner,
+            allowed_lateness=w.allowed_lateness,
+        )
         return WindowOut(batches=pieces.pieces, dropped=dropped)
-
-
-class _Declared(beam.Flatten):
-    """Passes one PCollection through as it is, declaring ``windowing`` for it: for
-    elements that carry those windows already, when their producer declared others.
-    A Flatten, not a ``WindowInto``: it assigns nothing, and runners forward its
-    elements without running a DoFn."""
-
-    def __init__(self, windowing: Windowing) -> None:
-        super().__init__()
-        self.declared_windowing = windowing
-
-    def get_windowing(self, unused_inputs: Any) -> Windowing:
-        return self.declared_windowing
-
-    def expand(self, pcolls: Any) -> beam.PCollection:
-        (pcoll,) = pcolls
-        self._check_pcollection(pcoll)
-        return beam.pvalue.PCollection(pcoll.pipeline, is_bounded=pcoll.is_bounded)

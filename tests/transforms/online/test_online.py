@@ -15,7 +15,13 @@ from model.learn.learner import LearnerConfig
 from model.mlp import MLPClassifier
 from tests.collect import Collect, take
 from tests.conftest import make_pipeline
-from transforms import EventTimeWindow, OnlineClassifier, OnlineConfig, WindowSpec
+from transforms import (
+    EventTimeWindow,
+    OnlineClassifier,
+    OnlineConfig,
+    PrequentialLearner,
+    WindowSpec,
+)
 from transforms.io import replay
 
 S = 1_000_000
@@ -316,3 +322,24 @@ def test_windows_fired_out_of_order_learn_in_order_and_keep_their_windows(mode):
         stats = STATS[("coupled", False, False)]
         assert sorted(r["window_start_us"] // (int(WINDOW_S) * S) for r in stats) == list(range(6))
         assert {r["pane"] for r in stats} == {"ON_TIME"}
+
+
+def _update_keys(update):
+    key, artifact = update
+    yield key, artifact.version
+
+
+def test_per_key_models_take_any_key_the_empty_one_too():
+    chunks = flipping_stream(keys=("", "inv-b"), seconds=40.0)
+    p = make_pipeline(streaming=True)
+    batches = replay(p, [(b, wm, []) for b, wm in chunks]).batches
+    windowed = (batches | EventTimeWindow(WindowSpec("fixed", size_s=WINDOW_S))).batches
+    out = windowed | PrequentialLearner(factory(), OnlineConfig(), per_key=True)
+    _ = out.updates | beam.FlatMap(_update_keys) | beam.ParDo(Collect("empty-key-updates"))
+    _ = out.predictions | beam.FlatMap(_rows) | "Rows" >> beam.ParDo(Collect("empty-key-rows"))
+    p.run().wait_until_finish()
+    updates, rows = take("empty-key-updates"), take("empty-key-rows")
+    assert {k for k, _ in updates} == {"", "inv-b"}  # a model of its own for each
+    for key in ("", "inv-b"):  # each key's versions count its own windows: 1, 2, 3, 4
+        assert sorted(v for k, v in updates if k == key) == [1, 2, 3, 4]
+    assert len(rows) == sum(b.num_rows for b, _ in chunks)

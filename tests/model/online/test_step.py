@@ -1,0 +1,143 @@
+"""The online step without Beam: buffered by window, learned in event-time order,
+one version per window, and a step restored from its snapshot continues exactly."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from model import batch as mb
+from model.learn import LearnerConfig
+from model.mlp import MLPClassifier
+from model.online import Book, OnlineConfig, PrequentialStep, StepSnapshot, TrainingStep, WindowGrid
+from model.online.book import MS
+from model.vocabulary import Pane
+
+S = 1_000_000
+GRID = WindowGrid(size_us=10 * S, allowed_lateness_us=30 * S)
+FACTORY = functools.partial(MLPClassifier, 2, (8,), 2, seed=0)
+CONFIG = OnlineConfig(learner=LearnerConfig(lr=0.05, seed=0))
+
+
+def window_batch(window: int, first_id: int, n: int = 40, key: str = "a", seed: int = 0):
+    rng = np.random.default_rng([seed, window, first_id])
+    x = rng.standard_normal((n, 2)).astype(np.float32)
+    t = window * 10 * S + np.sort(rng.integers(0, 10 * S, n))
+    ids = np.arange(first_id, first_id + n)
+    return mb.make_batch([key] * n, t, x, labels=(x[:, 0] > 0).astype(int), event_ids=ids)
+
+
+def drive(arrivals, *, restore_every_call: bool, step_class=PrequentialStep):
+    """Feed ``arrivals`` (('batch', batch) or ('end', window)) to a step the way the
+    stateful DoFn does: a buffer of entries, the two snapshots between calls. With
+    ``restore_every_call`` every call gets a fresh step restored from the snapshot."""
+    make = functools.partial(step_class, FACTORY, CONFIG, GRID)
+    buffer: list[bytes] = []
+    snapshot = StepSnapshot()
+    live = make()
+    outputs = []
+    for kind, value in arrivals:
+        step = make() if restore_every_call else live
+        step.restore(snapshot)
+        if kind == "batch":
+            entry, _ = step.on_batch(value)
+            buffer.append(entry)
+        else:
+            result = step.on_window_end((value + 1) * 10 * S - MS, list(buffer))
+            if result.keep is not None:
+                buffer = list(result.keep)
+            outputs.append(result)
+        snapshot = StepSnapshot(step.snapshot().book, step.snapshot().model or snapshot.model)
+    return outputs
+
+
+def arrivals_in_order(windows=4):
+    out, first = [], 0
+    for w in range(windows):
+        for _ in range(2):
+            out.append(("batch", window_batch(w, first)))
+            first += 40
+        out.append(("end", w))
+    return out
+
+
+def test_each_window_learned_after_its_end_with_one_version_each():
+    results = drive(arrivals_in_order(), restore_every_call=False)
+    assert [r.versions for r in results] == [1, 1, 1, 1]
+    for w, r in enumerate(results):
+        assert r.learned and r.samples == 80
+        # predicted by the version trained through the window before (w), then learned
+        versions = {
+            int(v) for b, _ in r.predictions for v in b.column(mb.MODEL_VERSION).to_pylist()
+        }
+        assert versions == {w}
+        ((artifact, at),) = r.updates
+        assert artifact.version == w + 1 and at == (w + 1) * 10 * S  # valid from the next window
+        ((row, stamp),) = r.stats
+        assert (
+            row["pane"] == Pane.ON_TIME and row["events"] == 80 and stamp == (w + 1) * 10 * S - MS
+        )
+
+
+def test_a_step_restored_from_its_snapshot_continues_exactly():
+    kept = drive(arrivals_in_order(), restore_every_call=False)
+    restored = drive(arrivals_in_order(), restore_every_call=True)
+    for a, b in zip(kept, restored, strict=True):
+        assert all(x.equals(y) for (x, _), (y, _) in zip(a.predictions, b.predictions, strict=True))
+        assert [(u.version, t) for u, t in a.updates] == [(u.version, t) for u, t in b.updates]
+        assert [r for r, _ in a.stats] == [r for r, _ in b.stats]
+
+
+def test_a_late_batch_is_scored_by_its_own_windows_model_and_learned():
+    arrivals = arrivals_in_order(3)  # windows 0, 1, 2 done: versions 1, 2, 3
+    arrivals += [("batch", window_batch(1, 10_000)), ("batch", window_batch(3, 20_000))]
+    arrivals += [("end", 3)]
+    *_, last = drive(arrivals, restore_every_call=True)
+    by_window = {
+        int(mb.min_event_time_us(b) // (10 * S)): set(b.column(mb.MODEL_VERSION).to_pylist())
+        for b, _ in last.predictions
+    }
+    assert by_window[1] == {1}  # the model as window 1 began: trained through window 0
+    assert by_window[3] == {3}
+    panes = {row["window_start_us"] // (10 * S): row["pane"] for row, _ in last.stats}
+    assert panes == {1: Pane.LATE, 3: Pane.ON_TIME}
+    assert last.samples == 80  # the late batch was learned too
+
+
+def test_the_trainer_publishes_each_version_for_the_windows_after_it():
+    step = TrainingStep(FACTORY, CONFIG, GRID, carry_windows=3)
+    entry, fire = step.on_batch(window_batch(0, 0))
+    assert fire == 10 * S - MS
+    assert step.on_batch(window_batch(0, 40))[1] is None  # that window's timer is set
+    result = step.on_window_end(fire, [entry])
+    assert not result.predictions and not result.stats
+    assert [(u.version, t // S) for u, t in result.updates] == [(1, 10), (1, 20), (1, 30)]
+    with pytest.raises(ValueError, match="carry_windows must be > 0"):
+        TrainingStep(FACTORY, CONFIG, GRID, carry_windows=0)
+
+
+def test_a_window_end_without_ready_batches_changes_nothing():
+    step = PrequentialStep(FACTORY, CONFIG, GRID)
+    entry, _ = step.on_batch(window_batch(2, 0))
+    result = step.on_window_end(10 * S - MS, [entry])  # window 0 ended: nothing of it
+    assert not result.learned and result.keep is None and step.snapshot().model is None
+
+
+def test_book_snapshot_round_trip():
+    book = Book()
+    book.add(window_batch(0, 0), end_us=10 * S)
+    book.schedule(10 * S - MS)
+    copy = Book()
+    copy.restore(book.snapshot())
+    assert copy == book
+    copy.restore(None)
+    assert copy == Book()
+
+
+def test_window_grid_validation_and_offsets():
+    grid = WindowGrid(size_us=10 * S, offset_us=3 * S)
+    assert grid.start_of(12 * S) == 3 * S and grid.end_of(13 * S) == 23 * S
+    with pytest.raises(ValueError, match="whole number of ms"):
+        WindowGrid(size_us=4_099_999)
