@@ -372,3 +372,21 @@ def split_by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, pa.RecordBatch]]:
     ordered = take(batch, order)
     for i, key in enumerate(keys):
         yield key, ordered.slice(int(bounds[i]), int(bounds[i + 1] - bounds[i]))
+
+
+# Schema metadata: the source watermark in force when a batch was emitted, which the
+# lateness rule (transforms.window.lateness) judges pieces by.
+WATERMARK_KEY = b"watermark_us"
+
+
+def with_watermark(batch: pa.RecordBatch, watermark_us: int) -> pa.RecordBatch:
+    """The batch, tagged with the source watermark in force when it is emitted."""
+    meta = dict(batch.schema.metadata or {})
+    meta[WATERMARK_KEY] = str(int(watermark_us)).encode()
+    return batch.replace_schema_metadata(meta)
+
+
+def watermark_of(batch: pa.RecordBatch) -> int | None:
+    meta = batch.schema.metadata or {}
+    raw = meta.get(WATERMARK_KEY)
+    return None if raw is None else int(raw)

@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 
 from model import batch as mb
+from model.batch import watermark_of
 from model.drift import PageHinkley
-from transforms.window.lateness import watermark_of
 
 
 @dataclass

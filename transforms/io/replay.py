@@ -33,7 +33,6 @@ from model import batch as mb
 from model.batch import decode_batch, encode_batch
 from model.vocabulary import NAMESPACE, DeadLetter, Metric
 from transforms.io.coders import RecordBatchCoder
-from transforms.window import lateness
 
 _BATCH, _DEAD = b"B", b"D"
 NO_WATERMARK = MIN_TIMESTAMP.micros
@@ -136,7 +135,7 @@ def replay(
         events += sum(record.rows for record in dead)
         if batch is not None and batch.num_rows:
             events += batch.num_rows
-            tagged = lateness.with_watermark(batch, pacer.watermark)
+            tagged = mb.with_watermark(batch, pacer.watermark)
             arrived.append((tagged, Timestamp(micros=mb.min_event_time_us(batch))))
         for record in dead:
             arrived.append((record, Timestamp(micros=max(pacer.watermark, 0))))

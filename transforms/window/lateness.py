@@ -24,7 +24,6 @@ from model import batch as mb
 from model.vocabulary import NAMESPACE, DeadLetter, Metric, Stage
 from transforms.window.spec import WindowSpec
 
-WATERMARK_KEY = b"watermark_us"
 LATE_REASON = "late: window expired (watermark past window end + allowed lateness)"
 
 
@@ -43,19 +42,6 @@ _COUNTERS = {
     Verdict.EXPIRED: beam.metrics.Metrics.counter(NAMESPACE, Metric.EVENTS_LATE_DROPPED),
     Verdict.UNJUDGED: beam.metrics.Metrics.counter(NAMESPACE, Metric.EVENTS_UNJUDGED),
 }
-
-
-def with_watermark(batch: pa.RecordBatch, watermark_us: int) -> pa.RecordBatch:
-    """The batch, tagged with the source watermark in force when it is emitted."""
-    meta = dict(batch.schema.metadata or {})
-    meta[WATERMARK_KEY] = str(int(watermark_us)).encode()
-    return batch.replace_schema_metadata(meta)
-
-
-def watermark_of(batch: pa.RecordBatch) -> int | None:
-    meta = batch.schema.metadata or {}
-    raw = meta.get(WATERMARK_KEY)
-    return None if raw is None else int(raw)
 
 
 def classify(

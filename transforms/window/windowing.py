@@ -127,7 +127,7 @@ class _SplitStampGateDoFn(beam.DoFn):
     def process(
         self, batch: pa.RecordBatch, batch_ts: Any = beam.DoFn.TimestampParam
     ) -> Iterator[object]:
-        watermark = lateness.watermark_of(batch)
+        watermark = mb.watermark_of(batch)
         for piece, lo, hi, cell in _split(batch, self._spec):
             verdict = lateness.classify(self._spec, lo, hi, watermark, self._lateness_us)
             lateness.count(verdict, piece.num_rows)

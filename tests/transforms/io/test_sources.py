@@ -11,12 +11,11 @@ from model.streams.synthetic import SyntheticConfig, generate
 from runners.direct import executes_test_stream_in_python
 from tests.conftest import make_pipeline
 from transforms.io import SyntheticSource, WatermarkPacer
-from transforms.window import lateness
 
 
 def _seen(batch, timestamp=beam.DoFn.TimestampParam):
     ids = tuple(batch.column(mb.EVENT_ID).to_pylist())
-    return ids, int(timestamp.micros), lateness.watermark_of(batch)
+    return ids, int(timestamp.micros), mb.watermark_of(batch)
 
 
 def _expected(cfg, interval_us):
