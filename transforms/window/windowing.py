@@ -124,9 +124,7 @@ class _SplitStampGateDoFn(beam.DoFn):
             self._windows[cell] = windows
         return windows
 
-    def process(
-        self, batch: pa.RecordBatch, batch_ts: Any = beam.DoFn.TimestampParam
-    ) -> Iterator[object]:
+    def process(self, batch: pa.RecordBatch) -> Iterator[object]:
         watermark = mb.watermark_of(batch)
         for piece, lo, hi, cell in _split(batch, self._spec):
             verdict = lateness.classify(self._spec, lo, hi, watermark, self._lateness_us)
@@ -134,12 +132,12 @@ class _SplitStampGateDoFn(beam.DoFn):
             if verdict == lateness.Verdict.EXPIRED:
                 record: object = lateness.dead_letter(piece, watermark, self._lateness_us)
                 if self._window_fn is not None:
-                    # in one window of the windowing this ParDo declares (the piece's
-                    # first, expired), so that every output carries what its
-                    # PCollection says; EventTimeWindow then puts it back into the
-                    # input's windowing
-                    first = self._windows_of(cell, Timestamp(micros=lo))[:1]
-                    record = WindowedValue(record, batch_ts, first)
+                    # stamped at its earliest event, in one window of the windowing
+                    # this ParDo declares (the piece's first, expired), so that every
+                    # output carries what its PCollection says; EventTimeWindow then
+                    # puts it into the input's windowing
+                    at = Timestamp(micros=lo)
+                    record = WindowedValue(record, at, self._windows_of(cell, at)[:1])
                 yield beam.pvalue.TaggedOutput("dropped", record)
                 continue
             timestamp = Timestamp(micros=lo)
