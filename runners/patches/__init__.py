@@ -11,6 +11,8 @@ sampler's sleep). Each module here removes one such cost without changing any re
 - :mod:`~runners.patches.pickle_once`: each DoFn pickled once per run (streaming);
 - :mod:`~runners.patches.immutable_copies`: timestamps and windows not deep-copied
   with the grouping state (streaming);
+- :mod:`~runners.patches.empty_bundles`: a ParDo's empty output bundles not
+  scheduled on its consumers (streaming);
 - :mod:`~runners.patches.state_weight`: plain state weighed cheaply (bounded);
 - :mod:`~runners.patches.state_sampler`: state sampled every millisecond (bounded).
 
@@ -37,6 +39,7 @@ from contextlib import contextmanager
 
 from runners.patches import (
     dofn_specs,
+    empty_bundles,
     immutable_copies,
     method_arguments,
     option_views,
@@ -52,6 +55,7 @@ PATCHES: tuple[Patch, ...] = (
     dofn_specs.PATCH,
     pickle_once.PATCH,
     immutable_copies.PATCH,
+    empty_bundles.PATCH,
     state_weight.PATCH,
     state_sampler.PATCH,
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import apache_beam as beam
 import pytest
@@ -39,6 +40,7 @@ def _patched_attributes() -> dict[str, object]:
         "evaluator.get_dofn_specs": transform_evaluator.get_dofn_specs,
         "evaluator.is_stateful_dofn": transform_evaluator.is_stateful_dofn,
         "evaluator.pickler": transform_evaluator.pickler,
+        "ParDoEvaluator.finish_bundle": vars(transform_evaluator._ParDoEvaluator)["finish_bundle"],
         "run_pipeline": vars(BundleBasedDirectRunner)["run_pipeline"],
         "get_deep_size": statecache.get_deep_size,
         "StateSampler.__init__": vars(statesampler.StateSampler)["__init__"],
@@ -118,6 +120,57 @@ def test_timestamps_and_windows_are_shared_by_deep_copies_only_while_patched():
     patches.revert()
     fresh = copy.deepcopy(values[0])
     assert fresh == values[0] and fresh is not values[0]
+
+
+_STARTED: list[str] = []
+
+
+class _Splits(beam.DoFn):
+    def process(self, n):
+        yield beam.pvalue.TaggedOutput("odd", n) if n % 2 else n
+
+
+class _CountsBundles(beam.DoFn):
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def start_bundle(self):
+        _STARTED.append(self._name)
+
+    def process(self, n):
+        yield n
+
+
+def _split_counts(patched: bool, values: list[list[int]]) -> tuple[list, list, dict[str, int]]:
+    from apache_beam.testing.test_stream import TestStream
+
+    from tests.collect import Collect, take
+
+    stream = TestStream()
+    for bundle in values:
+        stream = stream.add_elements(bundle)
+    _STARTED.clear()
+    p = beam.Pipeline(runner=direct_runner(streaming=True), options=direct_options(streaming=True))
+    out = p | stream | beam.ParDo(_Splits()).with_outputs("odd", main="even")
+    _ = out.even | "E" >> beam.ParDo(_CountsBundles("even")) | "CE" >> beam.ParDo(Collect("e"))
+    _ = out.odd | "O" >> beam.ParDo(_CountsBundles("odd")) | "CO" >> beam.ParDo(Collect("o"))
+    with patches.applied(streaming=True) if patched else _nothing():
+        p.run().wait_until_finish()
+    return sorted(take("e")), sorted(take("o")), {k: _STARTED.count(k) for k in ("even", "odd")}
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def test_empty_output_bundles_schedule_no_consumer_and_change_no_result():
+    bundles = [[2, 4], [6], [1, 8], [10]]  # one bundle in four has an odd number
+    plain = _split_counts(False, bundles)
+    patched = _split_counts(True, bundles)
+    assert plain[:2] == patched[:2] == ([2, 4, 6, 8, 10], [1])
+    assert plain[2]["odd"] >= len(bundles)  # Beam: the odd consumer ran for each bundle
+    assert patched[2] == {"even": len(bundles), "odd": 1}  # patched: only for its one
 
 
 def test_state_sampler_wakes_often_enough_not_to_hold_up_bundle_ends():
