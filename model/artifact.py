@@ -81,6 +81,11 @@ class ModelArtifact:
     def from_factory(cls, factory: Callable[[], nn.Module], version: int) -> ModelArtifact:
         return cls("factory", version, factory=factory)
 
+    def __sizeof__(self) -> int:
+        """Roughly what it holds: its weights and a little more (a cache weighing a
+        version need not walk its factory)."""
+        return len(self.data or b"") + 256
+
     def fingerprint(self) -> tuple[str, int, str, bytes] | None:
         """What identifies the built module: kind, version, a digest of the weights and
         the pickled factory; None when the factory cannot be pickled by value (a lambda,

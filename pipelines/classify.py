@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,9 +24,12 @@ from transforms.io import ModelStore
 from transforms.online import OnlineClassifier
 from transforms.window import EventTimeWindow
 
+_REMEMBERED = 4096  # (key, version) pairs a saver remembers having saved
+
 
 class _SaveVersions(beam.DoFn):
-    """Saves each published version once (updates are repeated for later windows).
+    """Saves each published version once (updates are repeated for later windows:
+    the versions this worker saved are remembered, so a repeat costs no file check).
     Per-key models (``(key, artifact)`` updates): one store folder per key,
     ``key=<the key, percent-encoded>``, so any key (the empty one too) has its own."""
 
@@ -34,9 +38,16 @@ class _SaveVersions(beam.DoFn):
 
     def setup(self) -> None:
         self._store = ModelStore(self._root)
+        self._saved: OrderedDict[tuple[str | None, int], None] = OrderedDict()
 
     def process(self, update: Any) -> Iterator[None]:
         artifact: ModelArtifact = update[1] if isinstance(update, tuple) else update
+        seen = (update[0] if isinstance(update, tuple) else None, artifact.version)
+        if seen in self._saved:
+            return iter(())
+        self._saved[seen] = None
+        if len(self._saved) > _REMEMBERED:
+            self._saved.popitem(last=False)
         if isinstance(update, tuple):
             folder = "key=" + urllib.parse.quote(update[0], safe="")
             store = ModelStore(os.path.join(self._root, folder))

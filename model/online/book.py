@@ -73,8 +73,9 @@ class Book:
     ) -> tuple[list[bytes], list[bytes] | None]:
         """The entries whose window ended by ``fired_us`` (a firing), and what the
         buffer must be rewritten to (None: leave it as it is); see the module
-        docstring."""
-        self.scheduled = self.scheduled - {fired_us}
+        docstring. Every timer at or before ``fired_us`` is done with: its window's
+        entries are taken now (a timer of a later window end may take several)."""
+        self.scheduled = frozenset(t for t in self.scheduled if t > fired_us)
         ready: list[bytes] = []
         taken: list[int] = []
         waiting: list[bytes] = []

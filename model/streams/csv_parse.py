@@ -34,8 +34,9 @@ import pyarrow as pa
 from model import batch as mb
 from model.vocabulary import EVENT_ID, KEY, DeadLetter, Stage
 
-# Events outside these years are rejected as absurd timestamps.
-MIN_YEAR, MAX_YEAR = 1970, 2200
+# Events outside these years are rejected as absurd timestamps (real records reach
+# back centuries: before 1970 is a negative event time, which Beam handles).
+MIN_YEAR, MAX_YEAR = 1000, 2200
 MAX_ABS_VALUE = 1e30
 
 

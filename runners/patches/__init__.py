@@ -13,6 +13,10 @@ sampler's sleep). Each module here removes one such cost without changing any re
   with the grouping state (streaming);
 - :mod:`~runners.patches.empty_bundles`: a ParDo's empty output bundles not
   scheduled on its consumers (streaming);
+- :mod:`~runners.patches.known_windows`: a trigger's known-window test a lookup
+  (both);
+- :mod:`~runners.patches.side_inputs`: a windowed side input looked up by window,
+  not scanned (streaming);
 - :mod:`~runners.patches.state_weight`: plain state weighed cheaply (bounded);
 - :mod:`~runners.patches.state_sampler`: state sampled every millisecond (bounded).
 
@@ -41,9 +45,11 @@ from runners.patches import (
     dofn_specs,
     empty_bundles,
     immutable_copies,
+    known_windows,
     method_arguments,
     option_views,
     pickle_once,
+    side_inputs,
     state_sampler,
     state_weight,
 )
@@ -56,6 +62,8 @@ PATCHES: tuple[Patch, ...] = (
     pickle_once.PATCH,
     immutable_copies.PATCH,
     empty_bundles.PATCH,
+    side_inputs.PATCH,
+    known_windows.PATCH,
     state_weight.PATCH,
     state_sampler.PATCH,
 )

@@ -5,8 +5,11 @@ which weighs it with ``objsize.get_deep_size``; that walks the globals of every 
 module (thousands, with torch and TensorFlow imported) on each call, whatever the
 value. Values that are plain scalars or bytes, or lists or tuples of them (a bag of
 ``BytesCoder`` elements, as our stateful steps keep), are weighed with
-``sys.getsizeof`` instead, which is what objsize adds up for them anyway; anything
-else goes to objsize as before.
+``sys.getsizeof`` instead, which is what objsize adds up for them anyway; so are
+objects whose class says its own size (defines ``__sizeof__``, as
+:class:`model.artifact.ModelArtifact` does: a side input of model versions is cached
+and weighed at every window), and lists of them; anything else goes to objsize as
+before.
 
 Written for Beam 2.77.0; serves the bounded FnApiRunner only: the streaming
 BundleBasedDirectRunner keeps user state in structures of its own, not in the SDK
@@ -27,13 +30,20 @@ SERVES = frozenset({BOUNDED})
 _PLAIN = (bytes, str, int, float, bool, type(None))
 
 
+def _sized(obj: Any) -> bool:
+    """Weighed by ``sys.getsizeof``: plain values, and instances of a (non-builtin)
+    class that defines its own ``__sizeof__``."""
+    cls = type(obj)
+    return isinstance(obj, _PLAIN) or (cls.__module__ != "builtins" and "__sizeof__" in vars(cls))
+
+
 def _cheap_for_plain(original: Callable[..., int]) -> Callable[..., int]:
     def get_deep_size(*objs: Any) -> int:
         total = 0
         for obj in objs:
-            if isinstance(obj, _PLAIN):
+            if _sized(obj):
                 total += sys.getsizeof(obj)
-            elif type(obj) in (list, tuple) and all(isinstance(v, _PLAIN) for v in obj):
+            elif type(obj) in (list, tuple) and all(map(_sized, obj)):
                 total += sys.getsizeof(obj) + sum(sys.getsizeof(v) for v in obj)
             else:
                 return original(*objs)

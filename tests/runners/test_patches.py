@@ -28,10 +28,10 @@ def unpatched() -> Iterator[None]:
 def _patched_attributes() -> dict[str, object]:
     """Every attribute a patch replaces, as it is now (the owner's own attribute)."""
     from apache_beam.options import pipeline_options
-    from apache_beam.runners.direct import transform_evaluator
+    from apache_beam.runners.direct import evaluation_context, transform_evaluator
     from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
     from apache_beam.runners.worker import statecache, statesampler
-    from apache_beam.transforms import core, userstate
+    from apache_beam.transforms import core, trigger, userstate
 
     return {
         "view_as": vars(pipeline_options.PipelineOptions)["view_as"],
@@ -44,6 +44,8 @@ def _patched_attributes() -> dict[str, object]:
         "run_pipeline": vars(BundleBasedDirectRunner)["run_pipeline"],
         "get_deep_size": statecache.get_deep_size,
         "StateSampler.__init__": vars(statesampler.StateSampler)["__init__"],
+        "_pvalue_to_value": vars(evaluation_context._SideInputsContainer)["_pvalue_to_value"],
+        "known_windows": vars(trigger.MergeableStateAdapter)["known_windows"],
     }
 
 
@@ -100,6 +102,64 @@ def test_plain_state_is_weighed_without_walking_module_globals():
     expected = sys.getsizeof(values) + sum(sys.getsizeof(v) for v in values)
     assert statecache.get_deep_size(values) == expected
     assert statecache.get_deep_size({"a": [1, 2]}) > 0  # other objects: objsize as before
+    # a class that says its own size (a model version) is asked, not walked
+    from model.artifact import ModelArtifact
+    from model.mlp import MLPClassifier
+
+    art = ModelArtifact.from_module(MLPClassifier(3, seed=0), 1)
+    assert statecache.get_deep_size([art, art]) == sys.getsizeof([art, art]) + 2 * sys.getsizeof(
+        art
+    )
+    assert sys.getsizeof(art) < len(art.data or b"") + 512
+
+
+def _side_input_values(patched: bool) -> list[tuple[int, list[int]]]:
+    """Each main element with the side input values of its (fixed, 10 s) window."""
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms import window as bw
+
+    stream = (
+        TestStream()
+        .add_elements([bw.TimestampedValue(v, v) for v in (1, 12, 15, 27)], tag="side")
+        .add_elements([bw.TimestampedValue(v, v) for v in (3, 14, 25, 38)], tag="main")
+        .advance_watermark_to(5, tag="side")
+        .advance_watermark_to(5, tag="main")
+        .add_elements([bw.TimestampedValue(v, v) for v in (8, 21)], tag="side")
+        .advance_watermark_to_infinity(tag="side")
+        .advance_watermark_to_infinity(tag="main")
+    )
+    from tests.collect import Collect, take
+
+    p = beam.Pipeline(runner=direct_runner(streaming=True), options=direct_options(streaming=True))
+    both = p | stream
+    fixed = bw.FixedWindows(10)
+    side = both["side"] | "SideWindows" >> beam.WindowInto(fixed)
+    main = both["main"] | "MainWindows" >> beam.WindowInto(fixed)
+    out = main | beam.Map(_pair, beam.pvalue.AsList(side))
+    _ = out | beam.ParDo(Collect("side"))
+    with patches.applied(streaming=True) if patched else _nothing():
+        p.run().wait_until_finish()
+    return sorted(take("side"))
+
+
+def _pair(x: int, side: list[int]) -> tuple[int, list[int]]:
+    return x, sorted(side)
+
+
+def test_a_windowed_side_input_is_looked_up_by_window_with_the_same_values():
+    plain, patched = _side_input_values(False), _side_input_values(True)
+    assert plain == patched == [(3, [1, 8]), (14, [12, 15]), (25, [21, 27]), (38, [])]
+
+
+def test_a_trigger_tests_known_windows_by_lookup():
+    from apache_beam.transforms import trigger
+
+    patches.apply(streaming=True)
+    adapter = trigger.MergeableStateAdapter(trigger.InMemoryUnmergedState())
+    adapter.add_state("w1", trigger._ListStateTag("x"), 1)
+    adapter.add_state("w2", trigger._ListStateTag("x"), 2)
+    known = adapter.known_windows()
+    assert "w2" in known and "w3" not in known and list(known) == ["w1", "w2"]
 
 
 def test_timestamps_and_windows_are_shared_by_deep_copies_only_while_patched():

@@ -22,13 +22,16 @@ True
 from __future__ import annotations
 
 import json
+import struct
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.internal import pickler
 
-from model.artifact import ModelArtifact
+from model.artifact import Kind, ModelArtifact
 from model.batch import decode_batch, encode_batch
 from model.vocabulary import DeadLetter
 
@@ -67,24 +70,84 @@ class RecordBatchCoder(_TypedCoder):
 
 
 class ModelArtifactCoder(_TypedCoder):
-    """A model version pickled the way Beam pickles DoFns (functions of ``__main__``
-    and closures by value), so its factory travels wherever the step that made it
-    could."""
+    """A model version: its factory pickled the way Beam pickles DoFns (functions of
+    ``__main__`` and closures by value), so it travels wherever the step that made it
+    could; its weights as they are. A stream publishes many versions of one factory,
+    so each distinct factory is pickled (and unpickled) once per process, and a
+    version repeated for several windows is encoded once."""
 
     value_type = ModelArtifact
 
     def encode(self, value: ModelArtifact) -> bytes:
-        return pickler.dumps(value)
+        cached = _ENCODED.get(id(value))
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        factory = b"" if value.factory is None else _pickled_factory(value.factory)
+        data = value.data or b""
+        until = value.trained_until_us
+        flags = (value.data is not None) | (until is not None) << 1
+        head = _HEAD.pack(_KINDS.index(value.kind), value.version, until or 0, flags, len(factory))
+        encoded = b"".join((head, factory, data))
+        _remember(_ENCODED, id(value), (value, encoded))
+        return encoded
 
     def decode(self, encoded: bytes) -> ModelArtifact:
-        artifact = pickler.loads(encoded)
-        if not isinstance(artifact, ModelArtifact):
-            msg = f"expected a ModelArtifact, decoded a {type(artifact).__name__}"
-            raise TypeError(msg)
+        cached = _DECODED.get(encoded)
+        if cached is not None:
+            return cached
+        kind, version, until, flags, n = _HEAD.unpack_from(encoded)
+        at = _HEAD.size
+        factory = _unpickled_factory(encoded[at : at + n]) if n else None
+        data = encoded[at + n :] if flags & 1 else None
+        artifact = ModelArtifact(_KINDS[kind], version, factory, data, until if flags & 2 else None)
+        _remember(_DECODED, encoded, artifact)
         return artifact
 
     def estimate_size(self, value: Any) -> int:
         return len(value.data or b"") + 256
+
+
+_KINDS: tuple[Kind, ...] = ("state_dict", "torchscript", "factory")
+# kind, version, trained until, flags (1: has data, 2: has trained until), factory length
+_HEAD = struct.Struct("<BqqBI")
+_CACHED = 64  # distinct factories / recent versions kept per process
+_ENCODED: OrderedDict[int, tuple[ModelArtifact, bytes]] = OrderedDict()
+_DECODED: OrderedDict[bytes, ModelArtifact] = OrderedDict()
+_FACTORIES: OrderedDict[Any, tuple[Any, bytes]] = OrderedDict()
+_UNPICKLED: OrderedDict[bytes, Any] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    with _LOCK:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > _CACHED:
+            cache.popitem(last=False)
+
+
+def _pickled_factory(factory: Any) -> bytes:
+    """Beam's pickle of ``factory``, once per factory (by value where it hashes,
+    else by identity, the object kept alive so that its id is not reused)."""
+    try:
+        key: Any = ("v", factory)
+        hash(key)
+    except TypeError:
+        key = ("id", id(factory))
+    cached = _FACTORIES.get(key)
+    if cached is not None and (key[0] == "v" or cached[0] is factory):
+        return cached[1]
+    pickled = pickler.dumps(factory)
+    _remember(_FACTORIES, key, (factory, pickled))
+    return pickled
+
+
+def _unpickled_factory(pickled: bytes) -> Any:
+    factory = _UNPICKLED.get(pickled)
+    if factory is None:
+        factory = pickler.loads(pickled)
+        _remember(_UNPICKLED, pickled, factory)
+    return factory
 
 
 class DeadLetterCoder(_TypedCoder):

@@ -1,10 +1,11 @@
 """A versioned model store on any filesystem Beam supports (local, gs://, s3://, ...).
 
 One file per version, ``<root>/model-<version>.pt``, holding a
-:class:`model.artifact.ModelArtifact` pickled the way Beam pickles DoFns (so factories
-may be closures). Writes go to a temporary name and are renamed
-into place, so a reader never sees half a model. The version is in the file name, so
-a path alone says which version it is: paths are what travel as model updates (and
+:class:`model.artifact.ModelArtifact` as its Beam coder writes it (its factory
+pickled the way Beam pickles DoFns, so factories may be closures; files of the
+earlier layout, the whole artifact pickled, still load). Writes go to a temporary
+name and are renamed into place, so a reader never sees half a model. The version
+is in the file name, so a path alone says which version it is: paths are what travel as model updates (and
 what Beam's ``RunInference(model_metadata_pcoll=...)`` passes as ``model_id``).
 
 >>> import tempfile
@@ -23,8 +24,11 @@ from apache_beam.internal import pickler
 from apache_beam.io.filesystems import FileSystems
 
 from model.artifact import ModelArtifact
+from transforms.io.coders import ModelArtifactCoder
 
 _NAME = re.compile(r"model-(\d{10})\.pt$")
+_MAGIC = b"SMLART1\n"  # this layout; without it, a file holds the pickled artifact
+_CODER = ModelArtifactCoder()
 
 
 def version_of_path(path: str) -> int:
@@ -38,7 +42,11 @@ def version_of_path(path: str) -> int:
 def read_path(path: str) -> ModelArtifact:
     """The artifact stored at ``path``; its version must match the file name."""
     with FileSystems.open(path) as f:
-        artifact = pickler.loads(f.read())
+        raw = f.read()
+    if raw.startswith(_MAGIC):
+        artifact = _CODER.decode(raw[len(_MAGIC) :])
+    else:
+        artifact = pickler.loads(raw)
     if not isinstance(artifact, ModelArtifact) or artifact.version != version_of_path(path):
         msg = f"{path!r} does not hold model version {version_of_path(path)}"
         raise ValueError(msg)
@@ -64,7 +72,7 @@ class ModelStore:
             raise FileExistsError(msg)
         tmp = FileSystems.join(self.root, f".tmp-model-{artifact.version:010d}.pt")
         with FileSystems.create(tmp) as f:
-            f.write(pickler.dumps(artifact))
+            f.write(_MAGIC + _CODER.encode(artifact))
         FileSystems.rename([tmp], [final])
         return final
 

@@ -69,7 +69,9 @@ class PrequentialLearner(beam.PTransform):
     def expand(self, batches: beam.PCollection) -> PrequentialOut:
         grid = window_grid(batches)
         make = functools.partial(PrequentialStep, self._factory, self._config, grid)
-        step = OnlineStepDoFn(make, per_key=self._per_key, updates_tag="updates")
+        step = OnlineStepDoFn(
+            make, per_key=self._per_key, updates_tag="updates", drain=batches.is_bounded
+        )
         update_type: Any = tuple[str, ModelArtifact] if self._per_key else ModelArtifact
         out = keyed_by_model(batches, self._per_key) | "PredictThenLearn" >> beam.ParDo(
             step

@@ -57,7 +57,7 @@ class OnlineTrainer(beam.PTransform):
     def expand(self, labelled: beam.PCollection) -> beam.PCollection:
         grid = self._grid or window_grid(labelled)
         make = functools.partial(TrainingStep, self._factory, self._config, grid, self._carry)
-        step = OnlineStepDoFn(make, per_key=False, updates_tag=None)
+        step = OnlineStepDoFn(make, per_key=False, updates_tag=None, drain=labelled.is_bounded)
         return (
             keyed_by_model(labelled, per_key=False)
             | "Train" >> beam.ParDo(step).with_output_types(ModelArtifact)

@@ -23,7 +23,7 @@ BAD = [
     ("2026-01-01 00:00:04,k1,abc,2.0,0", "non-numeric value 'abc' in column 'f1'"),
     ("2026-01-01 00:00:05,k1,nan,2.0,0", "non-finite value"),
     ("2026-01-01 00:00:06,k1,inf,2.0,1", "non-finite value"),
-    ("1900-01-01 00:00:00,k1,1.0,2.0,0", "absurd timestamp"),
+    ("0999-01-01 00:00:00,k1,1.0,2.0,0", "absurd timestamp"),
     ("2026-01-01 00:00:07,k1,1e40,2.0,0", "oversized value"),
     ("2026-01-01 00:00:08,k1,1.0,2.0,yes", "non-integer value 'yes' in column 'label'"),
     ("", "empty line"),
@@ -63,6 +63,8 @@ def test_timestamps_are_utc():
     assert parse_timestamp_us("1970-01-01 00:00:01") == 1_000_000
     assert parse_timestamp_us("1970-01-01T01:00:00+01:00") == 0
     assert parse_timestamp_us("1.5") == 1_500_000
+    # records from before 1970 are real (the weather stream starts in 1949)
+    assert parse_timestamp_us("1969-12-31 23:59:59") == -1_000_000
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["bounded", "streaming"])
