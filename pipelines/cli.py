@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import glob
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import yaml
 
 from model.learn.learner import LearnerConfig
 from model.online.config import OnlineConfig
+from model.streams.csv_parse import CsvFormat, head_event_times_us
 from model.streams.synthetic import SyntheticConfig
+from model.streams.time_scale import fit_window
 from pipelines.config import PipelineConfig
 from pipelines.options import build_parser
 from runners.flink import FlinkSettings
@@ -52,10 +55,59 @@ def _expand_inputs(patterns: Sequence[str]) -> tuple[str, ...]:
     return tuple(paths)
 
 
+SYNTHETIC_WINDOW_S = 10.0  # the synthetic stream's scale is known: 100 events/s
+LATENESS_WINDOWS = 3  # default allowed lateness, in windows
+
+
+@dataclass(frozen=True)
+class _Times:
+    window_s: float
+    lateness_s: float
+    watermark_lag_s: float
+    notes: tuple[str, ...] = ()
+
+
+def _times(args: argparse.Namespace, inputs: tuple[str, ...]) -> _Times:
+    """Window size, allowed lateness and watermark lag: as given, else from the
+    data's time scale (file sources) or the synthetic stream's."""
+    size, lateness, lag = args.window_size, args.allowed_lateness, args.watermark_lag
+    notes: list[str] = []
+    spacing_s = 0.0
+    if size is None or lag is None:
+        if args.source == "synthetic" or not inputs:
+            size = SYNTHETIC_WINDOW_S if size is None else size
+        else:
+            fmt = CsvFormat(
+                kind="nab" if args.source == "nab" else "generic",
+                label_column=args.label_column,
+                time_column=args.time_column,
+            )
+            try:
+                head = head_event_times_us(inputs[0], fmt)
+            except (OSError, ValueError) as err:
+                raise BadInputError(f"{inputs[0]}: {err}") from None
+            try:
+                scale = fit_window(head)
+            except ValueError as err:
+                raise UsageError(f"--window-size: not given, and {err}: pass one") from None
+            spacing_s = scale.spacing_s
+            if size is None:
+                size = scale.window_s
+                notes.append(f"window size: {scale.describe()}; --window-size to choose")
+    if lateness is None:
+        lateness = LATENESS_WINDOWS * size
+    if lag is None:
+        lag = spacing_s
+    return _Times(size, lateness, lag, tuple(notes))
+
+
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     """Validated pipeline config. Raises :class:`UsageError` naming the options at
     fault, or :class:`BadInputError` for input files that cannot be used."""
     from model.device import resolve_device
+
+    inputs = _expand_inputs(args.input)
+    times = _times(args, inputs)
 
     synthetic = _section(
         "--events/--keys/--rate/--batch-size/--late-fraction",
@@ -72,7 +124,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         "--window/--window-size/--window-period/--session-gap",
         lambda: WindowSpec(
             kind=args.window,
-            size_s=args.window_size,
+            size_s=times.window_s,
             period_s=args.window_period,
             gap_s=args.session_gap,
         ),
@@ -83,17 +135,18 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             early_count=args.early_count or None,
             early_after_s=args.early_after,
             late_count=args.late_count,
-            allowed_lateness_s=args.allowed_lateness,
+            allowed_lateness_s=times.lateness_s,
             accumulating=args.accumulating,
         ),
     )
     learner = _section(
-        "--optimizer/--lr/--replay-size/--ewc-lambda/--learner-device",
+        "--optimizer/--lr/--standardize/--replay-size/--ewc-lambda/--learner-device",
         lambda: LearnerConfig(
             optimizer=args.optimizer,
             lr=args.lr,
             replay_size=args.replay_size,
             ewc_lambda=args.ewc_lambda,
+            standardize=args.standardize,
             device=args.learner_device,
             seed=args.seed,
         ),
@@ -101,7 +154,9 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     online = _section(
         "--emit-every/--step-rows",
         lambda: OnlineConfig(
-            emit_every_samples=args.emit_every, step_rows=args.step_rows, learner=learner
+            emit_every_samples=args.emit_every,
+            step_rows=args.step_rows or None,
+            learner=learner,
         ),
     )
     _section("--device", lambda: resolve_device(args.device))
@@ -109,7 +164,6 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     allowed = (
         frozenset(k.strip() for k in args.allowed_keys.split(",")) if args.allowed_keys else None
     )
-    inputs = _expand_inputs(args.input)
     return _section(
         "--pipeline/--source/--input/--label-column/--window/--mode/--per-key",
         lambda: PipelineConfig(
@@ -127,13 +181,14 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             mode=args.mode,
             per_key=args.per_key,
             streaming=args.streaming,
-            watermark_lag_s=args.watermark_lag,
+            watermark_lag_s=times.watermark_lag_s,
             watermark_interval_s=args.watermark_interval,
             processing_time_per_chunk_s=(
                 args.batch_size / args.rate if args.early_after and args.streaming else None
             ),
             device=args.device,
             seed=args.seed,
+            notes=times.notes,
         ),
     )
 

@@ -56,6 +56,7 @@ class PipelineConfig:
     hidden: tuple[int, ...] = (32,)
     warmup_events: int = 2_000
     seed: int = 0
+    notes: tuple[str, ...] = ()  # how defaults were chosen, for the summary
 
     def __post_init__(self) -> None:
         if self.pipeline not in PIPELINES:

@@ -111,7 +111,11 @@ def run(
     if events_in is None:
         events_in = counters(result)["events_in"]
     summary = RunSummary.from_outputs(
-        cfg.output, events_in=events_in, seconds=seconds, accumulating=cfg.trigger.accumulating
+        cfg.output,
+        events_in=events_in,
+        seconds=seconds,
+        accumulating=cfg.trigger.accumulating,
+        notes=cfg.notes,
     )
     report.write(
         cfg.output,

@@ -129,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--watermark-lag",
         type=float,
-        default=0.0,
-        help="CSV streaming: seconds the watermark trails the newest event time",
+        default=None,
+        help="CSV streaming: seconds the watermark trails the newest event time "
+        "(default: the data's typical spacing of events)",
     )
     src.add_argument(
         "--watermark-interval",
@@ -151,14 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     win = p.add_argument_group("windows and triggers")
     win.add_argument("--window", default="fixed", choices=["fixed", "sliding", "session", "global"])
-    win.add_argument("--window-size", type=float, default=10.0, help="seconds")
+    win.add_argument(
+        "--window-size",
+        type=float,
+        default=None,
+        help="seconds (default: synthetic 10; CSV/NAB: chosen from the data's own time "
+        "scale, about 32 events per window, rounded to a round duration; the summary says)",
+    )
     win.add_argument("--window-period", type=float, default=None, help="sliding: seconds")
     win.add_argument("--session-gap", type=float, default=10.0, help="session: seconds")
     win.add_argument(
         "--allowed-lateness",
         type=float,
-        default=30.0,
-        help="seconds after the window end during which late data is still accepted",
+        default=None,
+        help="seconds after the window end during which late data is still accepted "
+        "(default: three windows)",
     )
     win.add_argument(
         "--early-count",
@@ -187,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--per-key", action="store_true", help="one model per key (coupled)")
     learn.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     learn.add_argument("--lr", type=float, default=0.01, help="learning rate")
+    learn.add_argument(
+        "--standardize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scale features by their running mean and deviation before the model "
+        "(folded into every published version)",
+    )
     learn.add_argument("--replay-size", type=int, default=0, help="reservoir replay rows")
     learn.add_argument("--ewc-lambda", type=float, default=0.0, help="online EWC strength")
     learn.add_argument(
@@ -201,9 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument(
         "--step-rows",
         type=int,
-        default=None,
-        help="rows per optimizer step: larger micro-batches are learned in event-time "
-        "order in steps of this size (default: one step per micro-batch)",
+        default=1,
+        help="rows per optimizer step: micro-batches are learned in event-time order in "
+        "steps of this size (1: every event its own step, as a per-event learner; "
+        "0: one step per micro-batch)",
     )
     win.add_argument(
         "--accumulating",

@@ -93,10 +93,17 @@ class RunSummary:
     seconds: float
     windows: tuple[WindowAccuracy, ...] = ()
     model_versions: int = 0
+    notes: tuple[str, ...] = ()  # how the run's defaults were chosen
 
     @classmethod
     def from_outputs(
-        cls, output: str, *, events_in: int, seconds: float, accumulating: bool
+        cls,
+        output: str,
+        *,
+        events_in: int,
+        seconds: float,
+        accumulating: bool,
+        notes: tuple[str, ...] = (),
     ) -> RunSummary:
         """Count predictions, dead letters and panes in the files under ``output``."""
         predictions = count_parquet_rows(f"{output}/predictions")
@@ -115,6 +122,7 @@ class RunSummary:
             seconds=seconds,
             windows=tuple(window_accuracy(panes, accumulating=accumulating)),
             model_versions=versions,
+            notes=notes,
         )
 
     @property
@@ -138,6 +146,7 @@ class RunSummary:
             f"wall time        {self.seconds:>12.2f} s",
             f"events/s         {self.events_per_second:>12,.0f}",
             f"model versions   {self.model_versions:>12,}  (published by online learning)",
+            *(f"note: {n}" for n in self.notes),
             *self.window_lines(),
         ]
 
@@ -145,8 +154,9 @@ class RunSummary:
         if not any(w.labelled for w in self.windows):
             return []
         lines = ["prequential accuracy per event-time window (UTC start, events, versions):"]
+        shown = _start_format([w.start_us for w in self.windows])
         for w in self.windows:
-            start = dt.datetime.fromtimestamp(w.start_us / 1e6, tz=dt.UTC).strftime("%H:%M:%S")
+            start = _utc(w.start_us).strftime(shown)
             acc = "   -  " if w.accuracy is None else f"{w.accuracy:6.3f}"
             versions = "" if w.min_version is None else f"v{w.min_version}"
             if w.max_version is not None and w.max_version != w.min_version:
@@ -160,6 +170,20 @@ class RunSummary:
         data["events_per_second"] = self.events_per_second
         data["balanced"] = self.balanced
         return json.dumps(data, sort_keys=True)
+
+
+def _utc(t_us: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=t_us)
+
+
+def _start_format(starts_us: list[int]) -> str:
+    """How to print window starts: their date when they span a day or more (the
+    time of day too, unless every one starts at midnight)."""
+    if not starts_us or max(starts_us) - min(starts_us) < 86_400_000_000:
+        return "%H:%M:%S"
+    if all(t % 86_400_000_000 == 0 for t in starts_us):
+        return "%Y-%m-%d"
+    return "%Y-%m-%d %H:%M:%S"
 
 
 def late_events(panes: list[dict[str, Any]], *, accumulating: bool) -> int:

@@ -20,6 +20,7 @@ epoch seconds; naive ones are UTC. Pure Python: usable without a pipeline.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -279,3 +280,16 @@ def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[P
             builder, dead = _Builder(with_label), []
     if len(builder) or dead:
         yield ParsedChunk(builder.build(), dead)
+
+
+def head_event_times_us(path: str, fmt: CsvFormat, rows: int = 2_048) -> np.ndarray:
+    """The event times of the good rows among the first ``rows`` data rows of
+    ``path`` (what the data's time scale is told from)."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        lines = list(itertools.islice(f, rows + 1))
+    times = [
+        mb.event_times_us(chunk.batch)
+        for chunk in parse_lines(lines, fmt, path)
+        if chunk.batch is not None
+    ]
+    return np.concatenate(times) if times else np.zeros(0, dtype=np.int64)

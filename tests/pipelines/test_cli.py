@@ -49,7 +49,7 @@ def test_exit_codes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--window/--window-size" in err and "window size must be > 0, got -3.0" in err
     assert main.main(["--device", "tpu", "--output", out]) == main.EXIT_USAGE
-    assert main.main(["--step-rows", "0", "--output", out]) == main.EXIT_USAGE
+    assert main.main(["--step-rows", "-1", "--output", out]) == main.EXIT_USAGE
     assert "--step-rows" in capsys.readouterr().err
     assert main.main(["--watermark-interval", "-1", "--output", out]) == main.EXIT_USAGE
     assert "--watermark-interval: must be >= 0 seconds" in capsys.readouterr().err
