@@ -5,8 +5,9 @@ One file per version, ``<root>/model-<version>.pt``, holding a
 pickled the way Beam pickles DoFns, so factories may be closures; files of the
 earlier layout, the whole artifact pickled, still load). Writes go to a temporary
 name and are renamed into place, so a reader never sees half a model. The version
-is in the file name, so a path alone says which version it is: paths are what travel as model updates (and
-what Beam's ``RunInference(model_metadata_pcoll=...)`` passes as ``model_id``).
+is in the file name, so a path alone says which version it is: paths are what
+travel as model updates (and what Beam's ``RunInference(model_metadata_pcoll=...)``
+passes as ``model_id``).
 
 >>> import tempfile
 >>> from model.mlp import MLPClassifier
