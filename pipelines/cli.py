@@ -17,7 +17,12 @@ import yaml
 
 from model.learn.learner import LearnerConfig
 from model.online.config import OnlineConfig
-from model.streams.csv_parse import CsvFormat, head_event_times_us
+from model.streams.csv_parse import (
+    CsvFormat,
+    head_batches,
+    head_event_times_us,
+    head_num_classes,
+)
 from model.streams.synthetic import SyntheticConfig
 from model.streams.time_scale import fit_window
 from pipelines.config import PipelineConfig
@@ -60,45 +65,65 @@ LATENESS_WINDOWS = 3  # default allowed lateness, in windows
 
 
 @dataclass(frozen=True)
-class _Times:
+class _FromData:
+    """What the defaults take from the data: window size, allowed lateness,
+    watermark lag, classes, and notes saying how."""
+
     window_s: float
     lateness_s: float
     watermark_lag_s: float
+    num_classes: int
     notes: tuple[str, ...] = ()
 
 
-def _times(args: argparse.Namespace, inputs: tuple[str, ...]) -> _Times:
-    """Window size, allowed lateness and watermark lag: as given, else from the
-    data's time scale (file sources) or the synthetic stream's."""
+def _head(args: argparse.Namespace, inputs: tuple[str, ...]) -> list[Any] | None:
+    """The first rows of the first input file (None: a synthetic source)."""
+    if args.source == "synthetic" or not inputs:
+        return None
+    fmt = CsvFormat(
+        kind="nab" if args.source == "nab" else "generic",
+        label_column=args.label_column,
+        time_column=args.time_column,
+    )
+    try:
+        return head_batches(inputs[0], fmt)
+    except (OSError, ValueError) as err:
+        raise BadInputError(f"{inputs[0]}: {err}") from None
+
+
+def _from_data(args: argparse.Namespace, inputs: tuple[str, ...]) -> _FromData:
+    """Window size, allowed lateness, watermark lag and classes: as given, else from
+    the data's first rows (file sources) or the synthetic stream's known scale."""
     size, lateness, lag = args.window_size, args.allowed_lateness, args.watermark_lag
+    classes = args.num_classes
     notes: list[str] = []
     spacing_s = 0.0
-    if size is None or lag is None:
-        if args.source == "synthetic" or not inputs:
-            size = SYNTHETIC_WINDOW_S if size is None else size
-        else:
-            fmt = CsvFormat(
-                kind="nab" if args.source == "nab" else "generic",
-                label_column=args.label_column,
-                time_column=args.time_column,
-            )
+    head = _head(args, inputs)
+    if head is None:
+        size = SYNTHETIC_WINDOW_S if size is None else size
+        classes = 2 if classes is None else classes
+    else:
+        if size is None or lag is None:
             try:
-                head = head_event_times_us(inputs[0], fmt)
-            except (OSError, ValueError) as err:
-                raise BadInputError(f"{inputs[0]}: {err}") from None
-            try:
-                scale = fit_window(head)
+                scale = fit_window(head_event_times_us(head))
             except ValueError as err:
                 raise UsageError(f"--window-size: not given, and {err}: pass one") from None
             spacing_s = scale.spacing_s
             if size is None:
                 size = scale.window_s
                 notes.append(f"window size: {scale.describe()}; --window-size to choose")
+        if classes is None:
+            classes = head_num_classes(head) or 2
+            if args.label_column is not None:
+                notes.append(
+                    f"classes: {classes} (labels 0..{classes - 1} seen in the first rows; "
+                    "other labels are dead-lettered; --num-classes to choose)"
+                )
     if lateness is None:
         lateness = LATENESS_WINDOWS * size
     if lag is None:
         lag = spacing_s
-    return _Times(size, lateness, lag, tuple(notes))
+    return _FromData(size, lateness, lag, classes, tuple(notes))
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
@@ -107,7 +132,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     from model.device import resolve_device
 
     inputs = _expand_inputs(args.input)
-    times = _times(args, inputs)
+    times = _from_data(args, inputs)
 
     synthetic = _section(
         "--events/--keys/--rate/--batch-size/--late-fraction",
@@ -165,7 +190,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         frozenset(k.strip() for k in args.allowed_keys.split(",")) if args.allowed_keys else None
     )
     return _section(
-        "--pipeline/--source/--input/--label-column/--window/--mode/--per-key",
+        "--pipeline/--source/--input/--label-column/--num-classes/--window/--mode/--per-key",
         lambda: PipelineConfig(
             output=args.output,
             pipeline=args.pipeline,
@@ -188,6 +213,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             ),
             device=args.device,
             seed=args.seed,
+            num_classes=times.num_classes,
             notes=times.notes,
         ),
     )

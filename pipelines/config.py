@@ -56,6 +56,7 @@ class PipelineConfig:
     hidden: tuple[int, ...] = (32,)
     warmup_events: int = 2_000
     seed: int = 0
+    num_classes: int = 2
     notes: tuple[str, ...] = ()  # how defaults were chosen, for the summary
 
     def __post_init__(self) -> None:
@@ -67,6 +68,9 @@ class PipelineConfig:
             raise ValueError(msg)
         if self.source != "synthetic" and not self.inputs:
             msg = f"source {self.source!r} needs at least one input file"
+            raise ValueError(msg)
+        if self.num_classes < 2:
+            msg = f"num_classes must be >= 2, got {self.num_classes!r}"
             raise ValueError(msg)
         if self.warmup_events < 0:
             msg = f"warmup_events must be >= 0, got {self.warmup_events!r}"
@@ -95,6 +99,7 @@ def csv_format(cfg: PipelineConfig) -> CsvFormat:
         label_column=cfg.label_column,
         time_column=cfg.time_column,
         allowed_keys=cfg.allowed_keys,
+        num_classes=cfg.num_classes if cfg.label_column is not None else None,
     )
 
 
@@ -128,7 +133,9 @@ def num_features_of(cfg: PipelineConfig) -> int:
 
 def model_factory(cfg: PipelineConfig) -> Callable[[], nn.Module]:
     """A picklable factory for the pipeline's (seeded) MLP."""
-    return functools.partial(MLPClassifier, num_features_of(cfg), cfg.hidden, 2, seed=cfg.seed)
+    return functools.partial(
+        MLPClassifier, num_features_of(cfg), cfg.hidden, cfg.num_classes, seed=cfg.seed
+    )
 
 
 def write_outputs(

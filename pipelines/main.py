@@ -22,7 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
 from model.streams.csv_parse import check_header
-from pipelines import classify, progress, report, score
+from pipelines import classify, output_dir, progress, report, score
 from pipelines.cli import (
     BadInputError,
     UsageError,
@@ -87,12 +87,15 @@ def run(
     show_progress: bool = True,
     flink: FlinkSettings | None = None,
     job_endpoint: str = "embed",
+    overwrite: bool = False,
 ) -> RunSummary:
     """Build and run the pipeline with progress reporting; write the report; return
     the summary. ``flink``: FlinkRunner settings (the environment settings also serve
-    PortableRunner); ``job_endpoint``: PortableRunner's job server."""
+    PortableRunner); ``job_endpoint``: PortableRunner's job server. A non-empty
+    output folder is refused (:class:`pipelines.output_dir.OutputNotEmpty`) unless
+    ``overwrite``: then the files of the earlier run are removed first."""
+    output_dir.prepare(cfg.output, overwrite=overwrite)
     beam_runner, options = runner_options(cfg, runner, flink=flink, job_endpoint=job_endpoint)
-    os.makedirs(cfg.output, exist_ok=True)
     start = time.perf_counter()
     pipeline = beam.Pipeline(runner=beam_runner, options=options)
     outputs = BUILDERS[cfg.pipeline](pipeline, cfg)
@@ -167,7 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             show_progress=not args.quiet,
             flink=flink,
             job_endpoint=args.job_endpoint,
+            overwrite=args.overwrite,
         )
+    except output_dir.OutputNotEmpty as err:
+        _error("error", err)
+        return EXIT_USAGE
     except (FlinkUnavailable, PrismUnavailable) as err:
         _error("runner unavailable", err)
         return EXIT_RUNTIME

@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--output", default="output", help="directory for all outputs")
     run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="run into a non-empty --output: the files of the earlier run are removed "
+        "first (without it, such a run is refused)",
+    )
+    run.add_argument(
         "--streaming",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -120,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="input file or glob (repeatable) for --source csv/nab",
     )
     src.add_argument("--label-column", default=None, help="generic CSV: integer class label column")
+    src.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="generic CSV: the classes are 0..N-1; a row with any other label is "
+        "dead-lettered before a learner sees it (default: from the labels of the first rows)",
+    )
     src.add_argument("--time-column", default="timestamp", help="generic CSV: event time column")
     src.add_argument(
         "--allowed-keys",

@@ -52,8 +52,12 @@ class CsvFormat:
     event_id_column: str = EVENT_ID
     chunk_rows: int = 256
     allowed_keys: frozenset[str] | None = None
+    num_classes: int | None = None  # labels outside [0, num_classes) are dead-lettered
 
     def __post_init__(self) -> None:
+        if self.num_classes is not None and self.num_classes < 2:
+            msg = f"num_classes must be >= 2, got {self.num_classes!r}"
+            raise ValueError(msg)
         if self.kind not in ("generic", "nab"):
             msg = f"csv format must be 'generic' or 'nab', got {self.kind!r}"
             raise ValueError(msg)
@@ -160,8 +164,24 @@ def _int(text: str, column: str) -> int:
     try:
         return int(text.strip())
     except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value.is_integer():  # "1.0" is a class; "abc", "nan", "0.5" are not
         msg = f"non-integer value {text!r} in column {column!r}"
         raise ValueError(msg) from None
+    return int(value)
+
+
+def _label(text: str, column: str, num_classes: int | None) -> int:
+    label = _int(text, column)
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        known = "" if num_classes is None else f" in [0, {num_classes})"
+        msg = f"label {text.strip()!r} in column {column!r} is not a class{known}"
+        raise ValueError(msg)
+    return label
 
 
 def anomaly_windows(path: str) -> list[tuple[int, int]] | None:
@@ -261,7 +281,7 @@ def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[P
             )
             label = None
             if cols.label is not None:
-                label = _int(row[cols.label], cols.names[cols.label])
+                label = _label(row[cols.label], cols.names[cols.label], fmt.num_classes)
             elif nab_windows is not None:
                 label = int(any(a <= t_us <= b for a, b in nab_windows))
         except (ValueError, csv.Error) as err:
@@ -282,14 +302,29 @@ def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[P
         yield ParsedChunk(builder.build(), dead)
 
 
-def head_event_times_us(path: str, fmt: CsvFormat, rows: int = 2_048) -> np.ndarray:
-    """The event times of the good rows among the first ``rows`` data rows of
-    ``path`` (what the data's time scale is told from)."""
+HEAD_ROWS = 2_048  # the rows a file's time scale and classes are told from
+
+
+def head_batches(path: str, fmt: CsvFormat, rows: int = HEAD_ROWS) -> list[pa.RecordBatch]:
+    """The good rows among the first ``rows`` data rows of ``path``."""
     with open(path, encoding="utf-8", errors="replace", newline="") as f:
         lines = list(itertools.islice(f, rows + 1))
-    times = [
-        mb.event_times_us(chunk.batch)
-        for chunk in parse_lines(lines, fmt, path)
-        if chunk.batch is not None
-    ]
+    return [c.batch for c in parse_lines(lines, fmt, path) if c.batch is not None]
+
+
+def head_event_times_us(batches: list[pa.RecordBatch]) -> np.ndarray:
+    """The event times of ``batches`` (what the data's time scale is told from)."""
+    times = [mb.event_times_us(b) for b in batches]
     return np.concatenate(times) if times else np.zeros(0, dtype=np.int64)
+
+
+def head_num_classes(batches: list[pa.RecordBatch]) -> int | None:
+    """The classes the labels of ``batches`` show: the largest label seen at least
+    twice and in at least 0.1% of the rows, plus one (at least 2), so that one stray
+    label among the first rows does not make a class; None when they hold no label."""
+    labels = [y for y in map(mb.labels_numpy, batches) if y is not None and len(y)]
+    if not labels:
+        return None
+    counts = np.bincount(np.concatenate(labels))
+    common = np.flatnonzero(counts >= max(2, 0.001 * counts.sum()))
+    return max(2, int(common.max()) + 1) if len(common) else 2

@@ -53,3 +53,56 @@ def test_a_daily_stream_gets_windows_of_its_own_time_scale(tmp_path, capsys, str
     # the stream is learned: the later windows are mostly right
     late = [w for w in summary["windows"][len(summary["windows"]) // 2 :] if w["labelled"]]
     assert sum(w["correct"] for w in late) / sum(w["labelled"] for w in late) > 0.7
+
+
+@pytest.mark.parametrize("streaming", ["--streaming", "--no-streaming"])
+def test_bad_labels_are_dead_lettered_before_any_learner_and_nothing_is_lost(
+    tmp_path, capsys, streaming
+):
+    labels = [str(i % 2) for i in range(300)]
+    bad = {40: "7", 90: "-1", 150: "abc", 200: "0.5", 250: ""}
+    for i, text in bad.items():
+        labels[i] = text
+    labels[120] = "1.0"  # a class written as a float is a class
+    data = write_daily_csv(str(tmp_path / "labels.csv"), 300, labels=labels)
+    out = str(tmp_path / "out")
+    argv = ["--source", "csv", "--input", data, "--label-column", "y", "--output", out]
+    code, summary, text = run_json([*argv, streaming], capsys)
+    assert code == 0, text
+    assert summary["events_in"] == 300 == summary["predictions_out"] + summary["dead_lettered"]
+    assert summary["dead_lettered"] == len(bad)
+    reasons = {r["line"] - 2: r["reason"] for r in read_jsonl_dir(os.path.join(out, "dead_letter"))}
+    assert reasons[40] == "label '7' in column 'y' is not a class in [0, 2)"
+    assert reasons[90] == "label '-1' in column 'y' is not a class in [0, 2)"
+    assert set(reasons) == set(bad)
+    assert "classes: 2 (labels 0..1 seen in the first rows" in text
+
+
+def test_num_classes_makes_a_label_a_class(tmp_path, capsys):
+    labels = [str(i % 3) for i in range(200)]
+    data = write_daily_csv(str(tmp_path / "three.csv"), 200, labels=labels)
+    out = str(tmp_path / "out")
+    argv = ["--source", "csv", "--input", data, "--label-column", "y", "--output", out]
+    code, summary, _ = run_json([*argv, "--num-classes", "2"], capsys)
+    assert code == 0 and summary["dead_lettered"] == 66  # every label 2
+    code, summary, _ = run_json([*argv, "--overwrite"], capsys)  # from the data: 3 classes
+    assert code == 0 and summary["dead_lettered"] == 0 and summary["predictions_out"] == 200
+
+
+def test_a_rerun_into_a_used_output_is_refused_unless_overwrite(tmp_path, capsys):
+    data = write_daily_csv(str(tmp_path / "daily.csv"), 120)
+    out = str(tmp_path / "out")
+    argv = ["--source", "csv", "--input", data, "--label-column", "y", "--output", out]
+    code, first, _ = run_json([*argv, "--no-streaming"], capsys)
+    assert code == 0
+    mine = os.path.join(out, "notes.txt")  # not a run's file: left alone
+    with open(mine, "w", encoding="utf-8") as f:
+        f.write("mine")
+    assert main.main([*argv, "--no-streaming", "--quiet"]) == main.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "is not empty" in err and "--overwrite" in err
+    code, second, _ = run_json([*argv, "--no-streaming", "--overwrite"], capsys)
+    # counted once: the earlier run's files were removed first
+    assert code == 0 and second["predictions_out"] == first["predictions_out"] == 120
+    assert second["model_versions"] == first["model_versions"]
+    assert open(mine, encoding="utf-8").read() == "mine"

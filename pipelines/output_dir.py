@@ -1,0 +1,51 @@
+"""The output folder: one run's files only.
+
+The summary counts what the sinks wrote under ``--output``, so files of an earlier
+run there would be counted with this one's. A run into a folder that holds anything
+is refused unless ``overwrite``; then the files a run writes are removed first (and
+only those: whatever else the folder holds is left alone).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+# what a run writes under its output folder (sinks, model store, report)
+RUN_OUTPUTS = (
+    "predictions",
+    "windows",
+    "dead_letter",
+    "models",
+    "metrics.json",
+    "report.html",
+    "accuracy.png",
+    "throughput.png",
+    "timeline.png",
+)
+
+
+class OutputNotEmpty(ValueError):
+    """The output folder holds files, and the run may not overwrite them."""
+
+
+def prepare(path: str, *, overwrite: bool) -> None:
+    """Make ``path`` ready for a run; see the module docstring."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputNotEmpty(f"--output {path!r} is a file, not a folder")
+    held = sorted(os.listdir(path)) if os.path.isdir(path) else []
+    if held and not overwrite:
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        msg = (
+            f"--output {path!r} is not empty ({shown}): an earlier run's files would be "
+            "counted with this run's; pass --overwrite to replace them, or choose "
+            "another folder"
+        )
+        raise OutputNotEmpty(msg)
+    for name in RUN_OUTPUTS:
+        stale = os.path.join(path, name)
+        if os.path.isdir(stale) and not os.path.islink(stale):
+            shutil.rmtree(stale)
+        elif os.path.lexists(stale):
+            os.remove(stale)
+    os.makedirs(path, exist_ok=True)
