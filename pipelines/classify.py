@@ -21,7 +21,7 @@ from model.artifact import ModelArtifact
 from pipelines.config import PipelineConfig, model_factory, read_source, write_outputs
 from pipelines.score import PipelineOutputs
 from transforms.io import ModelStore
-from transforms.online import OnlineClassifier
+from transforms.online import LagLabels, OnlineClassifier
 from transforms.window import EventTimeWindow
 
 _REMEMBERED = 4096  # (key, version) pairs a saver remembers having saved
@@ -63,7 +63,10 @@ class _SaveVersions(beam.DoFn):
 def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     """Add the classify pipeline to ``pipeline``."""
     source = read_source(pipeline, cfg)
-    windowed = source.batches | "Window" >> EventTimeWindow(cfg.window, cfg.trigger)
+    batches = source.batches
+    if cfg.lag_label:
+        batches = batches | "LagLabels" >> LagLabels(cfg.num_classes)
+    windowed = batches | "Window" >> EventTimeWindow(cfg.window, cfg.trigger)
     online = windowed.batches | "Online" >> OnlineClassifier(
         model_factory(cfg), cfg.online, mode=cfg.mode, per_key=cfg.per_key, device=cfg.device
     )

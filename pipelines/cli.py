@@ -214,6 +214,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             device=args.device,
             seed=args.seed,
             num_classes=times.num_classes,
+            lag_label=args.lag_label and args.pipeline == "classify",
             notes=times.notes,
         ),
     )

@@ -57,6 +57,7 @@ class PipelineConfig:
     warmup_events: int = 2_000
     seed: int = 0
     num_classes: int = 2
+    lag_label: bool = False  # classify: the key's previous label as a feature
     notes: tuple[str, ...] = ()  # how defaults were chosen, for the summary
 
     def __post_init__(self) -> None:
@@ -126,9 +127,12 @@ def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
 
 
 def num_features_of(cfg: PipelineConfig) -> int:
+    """The model's input width: the source's features, and the lagged label's one-hot."""
     if cfg.source == "synthetic":
-        return cfg.synthetic.num_features
-    return check_header(cfg.inputs[0], csv_format(cfg))
+        width = cfg.synthetic.num_features
+    else:
+        width = check_header(cfg.inputs[0], csv_format(cfg))
+    return width + (cfg.num_classes if cfg.lag_label and cfg.pipeline == "classify" else 0)
 
 
 def model_factory(cfg: PipelineConfig) -> Callable[[], nn.Module]:

@@ -215,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale features by their running mean and deviation before the model "
         "(folded into every published version)",
     )
+    learn.add_argument(
+        "--lag-label",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add the class of the key's previous event (strictly earlier in event time, "
+        "known by then) to the features: what a no-change classifier knows",
+    )
     learn.add_argument("--replay-size", type=int, default=0, help="reservoir replay rows")
     learn.add_argument("--ewc-lambda", type=float, default=0.0, help="online EWC strength")
     learn.add_argument(
