@@ -177,9 +177,13 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         ),
     )
     online = _section(
-        "--emit-every/--step-rows",
+        "--emit-every/--publish-min-samples/--publish-every/--step-rows",
         lambda: OnlineConfig(
             emit_every_samples=args.emit_every,
+            publish_min_samples=args.publish_min_samples,
+            publish_every_us=(
+                None if args.publish_every is None else round(args.publish_every * 1e6)
+            ),
             step_rows=args.step_rows or None,
             learner=learner,
         ),

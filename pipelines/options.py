@@ -234,6 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--emit-every", type=int, default=None, help="also publish a version every N samples"
     )
     learn.add_argument(
+        "--publish-min-samples",
+        type=int,
+        default=16,
+        help="a window end publishes a new model version once at least N labelled samples "
+        "were learned since the last one (a sparse stream then writes a version per N "
+        "events, not per window); until then the last version serves on",
+    )
+    learn.add_argument(
+        "--publish-every",
+        type=float,
+        default=None,
+        help="also publish at a window end once this many seconds of event time passed "
+        "since the last version (and anything was learned)",
+    )
+    learn.add_argument(
         "--step-rows",
         type=int,
         default=1,

@@ -22,11 +22,21 @@ class OnlineConfig:
     ``step_rows`` rows (each predicted first, in prequential mode, by the model that
     learned from the steps before it). ``emit_every_samples`` also publishes a version
     every N samples within a window, besides the one after each window.
+
+    The cadence of versions: a window end publishes one once at least
+    ``publish_min_samples`` labelled samples were learned since the last, or (with
+    ``publish_every_us``) once that much event time has passed since the last and
+    anything was learned; in between, the last version goes on serving (decoupled:
+    it is offered to the next window again). The default (1) publishes after every
+    window that learned anything; a sparse stream (a few events per window) wants
+    more, or it writes a version per event.
     """
 
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     step_rows: int | None = None
     emit_every_samples: int | None = None
+    publish_min_samples: int = 1
+    publish_every_us: int | None = None
 
     def __post_init__(self) -> None:
         if self.step_rows is not None and self.step_rows <= 0:
@@ -34,6 +44,12 @@ class OnlineConfig:
             raise ValueError(msg)
         if self.emit_every_samples is not None and self.emit_every_samples <= 0:
             msg = f"emit_every_samples must be > 0, got {self.emit_every_samples!r}"
+            raise ValueError(msg)
+        if self.publish_min_samples <= 0:
+            msg = f"publish_min_samples must be > 0, got {self.publish_min_samples!r}"
+            raise ValueError(msg)
+        if self.publish_every_us is not None and self.publish_every_us <= 0:
+            msg = f"publish_every_us must be > 0, got {self.publish_every_us!r}"
             raise ValueError(msg)
 
 

@@ -40,6 +40,7 @@ from torch import nn
 from model import batch as mb
 from model.artifact import ModelArtifact
 from model.learn.learner import IncrementalLearner, dumps_state, loads_state
+from model.learn.standardized import StandardizedFactory
 from model.online.book import MS, Book, entry_batch
 from model.online.config import OnlineConfig, WindowGrid
 from model.stats import StatsTable, stats_of, stats_rows
@@ -86,6 +87,10 @@ class _ModelState:
     since_publish: int = 0  # samples learned since the last published version
     done_until: int | None = None  # the latest firing time worked through
     trained_until: int | None = None  # newest event time learned from
+    # the last published version, to serve on until the next one: (version, weights,
+    # the standardized wrapper's width or None, trained until), and when it was
+    published: tuple[int, bytes, int | None, int | None] | None = None
+    published_at: int | None = None
     # prequential: window start -> (version, inference state serialized: it is kept
     # over several window ends, and bytes cost nothing to serialize again)
     history: dict[int, tuple[int, bytes]] = field(default_factory=dict)
@@ -168,9 +173,9 @@ class OnlineStep:
             start = self.grid.start_of(first_us)
             late = run.late(start, size)
             if not late:
-                if current is not None and start != current and state.since_publish:
-                    # one call taking several windows: each still gets its own version
-                    self._publish(run, state, learner, current + size)
+                if current is not None and start != current:
+                    # one call taking several windows: each still ends on its own
+                    self._window_done(run, state, learner, current + size)
                 current = start
             labels = mb.labels_numpy(batch)
             self._work(run, state, learner, batch, labels, start, late)
@@ -182,8 +187,7 @@ class OnlineStep:
             state.since_publish += batch.num_rows
             if every is not None and state.since_publish >= every:
                 self._publish(run, state, learner, publish_at if late else start + size)
-        if state.since_publish:
-            self._publish(run, state, learner, publish_at)
+        self._window_done(run, state, learner, publish_at)
         state.done_until = publish_at - MS
         state.learner = learner.snapshot(copy_state=False)  # serialized just below
         self._model_bytes = dumps_state(state.__dict__)
@@ -239,6 +243,30 @@ class OnlineStep:
             return preds[0], confs[0]
         return np.concatenate(preds), np.concatenate(confs)
 
+    def _window_done(
+        self, run: _Run, state: _ModelState, learner: IncrementalLearner, start_us: int
+    ) -> None:
+        """A window's batches are learned: a new version valid from ``start_us`` (the
+        next window's start) if the cadence says so, else the last one served on."""
+        if state.since_publish and self._due(state, start_us):
+            self._publish(run, state, learner, start_us)
+        elif state.published is not None:
+            run.out.updates.extend(self._serve_on(self._published(state), start_us))
+
+    def _due(self, state: _ModelState, start_us: int) -> bool:
+        cfg = self.config
+        if state.published is None or state.since_publish >= cfg.publish_min_samples:
+            return True
+        every = cfg.publish_every_us
+        return every is not None and start_us - (state.published_at or start_us) >= every
+
+    def _published(self, state: _ModelState) -> ModelArtifact:
+        """The last published version, rebuilt from the state."""
+        assert state.published is not None
+        version, data, width, until = state.published
+        factory = self.factory if width is None else StandardizedFactory(self.factory, width)
+        return ModelArtifact("state_dict", version, factory, data, until)
+
     def _publish(
         self, run: _Run, state: _ModelState, learner: IncrementalLearner, start_us: int
     ) -> None:
@@ -250,6 +278,10 @@ class OnlineStep:
         artifact = ModelArtifact.from_module(
             module, state.version, factory=factory, trained_until_us=state.trained_until
         )
+        width = factory.num_features if isinstance(factory, StandardizedFactory) else None
+        assert artifact.data is not None
+        state.published = (state.version, artifact.data, width, state.trained_until)
+        state.published_at = start_us
         run.out.updates.extend(self._stamps(artifact, start_us))
 
     # -- what each mode does ---------------------------------------------------------
@@ -267,6 +299,11 @@ class OnlineStep:
 
     def _stamps(self, artifact: ModelArtifact, start_us: int) -> list[Stamped]:
         raise NotImplementedError
+
+    def _serve_on(self, artifact: ModelArtifact, start_us: int) -> list[Stamped]:
+        """The last version again, for the window from ``start_us`` (none: a mode
+        whose versions are not offered per window)."""
+        return []
 
     def _finish(self, run: _Run) -> None:
         """After a window end's batches are done."""
@@ -309,6 +346,11 @@ class TrainingStep(OnlineStep):
         # without a fresh version falls back on the newest of the previous ones
         size = self.grid.size_us
         return [(artifact, start_us + i * size) for i in range(self.carry_windows)]
+
+    def _serve_on(self, artifact: ModelArtifact, start_us: int) -> list[Stamped]:
+        # the next window has no new version: it gets the last one (the carries of
+        # its publication cover only the windows that follow it without data)
+        return [(artifact, start_us)]
 
 
 class PrequentialStep(OnlineStep):

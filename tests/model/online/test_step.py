@@ -141,3 +141,50 @@ def test_window_grid_validation_and_offsets():
     assert grid.start_of(12 * S) == 3 * S and grid.end_of(13 * S) == 23 * S
     with pytest.raises(ValueError, match="whole number of ms"):
         WindowGrid(size_us=4_099_999)
+
+
+def _sparse_run(config, *, restore_every_call: bool, windows: int = 12, n: int = 3):
+    """A trainer over ``windows`` windows of ``n`` events each, every window ended
+    after its batch; the updates of every window end."""
+    make = functools.partial(TrainingStep, FACTORY, config, GRID, 2)
+    buffer: list[bytes] = []
+    snapshot = StepSnapshot()
+    live = make()
+    out = []
+    for w in range(windows):
+        step = make() if restore_every_call else live
+        step.restore(snapshot)
+        entry, _ = step.on_batch(window_batch(w, w * n, n=n))
+        buffer.append(entry)
+        result = step.on_window_end((w + 1) * 10 * S - MS, list(buffer))
+        buffer = list(result.keep or [])
+        out.append(result)
+        snapshot = StepSnapshot(step.snapshot().book, step.snapshot().model or snapshot.model)
+    return out
+
+
+@pytest.mark.parametrize("restore_every_call", [False, True])
+def test_versions_follow_the_cadence_and_every_window_gets_the_newest(restore_every_call):
+    config = OnlineConfig(learner=CONFIG.learner, publish_min_samples=10)
+    results = _sparse_run(config, restore_every_call=restore_every_call)
+    # 3 samples a window: a version once 10 are learned since the last (the first at once)
+    assert [r.versions for r in results] == [1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]
+    newest = {}  # window start (s) -> the newest version offered to it
+    for r in results:
+        for artifact, at in r.updates:
+            newest[at // S] = max(newest.get(at // S, 0), artifact.version)
+    # every window after the first is offered the newest version published before it
+    assert [newest[(w + 1) * 10] for w in range(12)] == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
+    # a version served on is the published one, weights and all
+    served = [a for r in results[1:4] for a, _ in r.updates]
+    assert {a.data for a in served} == {results[0].updates[0][0].data}
+
+
+def test_a_time_cadence_publishes_after_that_much_event_time():
+    config = OnlineConfig(
+        learner=CONFIG.learner, publish_min_samples=1_000, publish_every_us=30 * S
+    )
+    results = _sparse_run(config, restore_every_call=True)
+    assert [r.versions for r in results] == [1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0]
+    with pytest.raises(ValueError, match="publish_min_samples must be > 0"):
+        OnlineConfig(publish_min_samples=0)

@@ -1,0 +1,182 @@
+"""Real streams as a user brings them: our default command line vs River, one run.
+
+    python benchmarks/real_streams.py                        # the shared weather stream
+    python benchmarks/real_streams.py FILE --label-column C  # any labelled CSV
+
+``ours_streaming`` and ``ours_bounded``: the classify pipeline through ``main.run``
+with the command line's defaults (``pipelines/main.py --source csv --input FILE
+--label-column C``, streaming and ``--no-streaming``): window from the data's time
+scale, decoupled trainer and scorer, standardized features, one step per event, the
+lagged label. Its accuracy is prequential (every event scored before it is learned
+from, by the version trained through the window before its own); rows/s is
+``events / wall time`` of the whole run, Beam's start-up included.
+
+River (``pip install -r requirements-bench.txt``), on the same rows in the same
+order, test-then-train, one core: a no-change classifier (the key's previous label),
+``StandardScaler | LogisticRegression``, ``HoeffdingAdaptiveTreeClassifier`` and
+``ARFClassifier(n_models=10)``; its rows/s is that of its ``predict_one``/``learn_one``
+loop (no reading, no start-up).
+
+Targets (the issue's): our accuracy >= ARF's and >= no-change's; our rows/s >= 50x
+ARF's; a 45k-row CSV's default run under 30 s, streaming and bounded (checked on the
+stream given, scaled to 45k rows by its own rows/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipelines import main as cli  # noqa: E402
+from pipelines.cli import config_from_args, parse_args  # noqa: E402
+from runners import patches  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WEATHER = os.path.join(ROOT, "benchmarks", "data", "weather", "weather.csv")
+LARGE_ROWS = 45_000  # the issue's 45k-row stream: its default run must take < 30 s
+TARGET_S, TARGET_SPEEDUP = 30.0, 50.0
+
+
+def read_rows(path: str, label: str, time_column: str) -> tuple[list[dict], list[int], list[str]]:
+    """Features (dicts of floats), labels and keys of the rows our parser accepts,
+    in file order (rows it dead-letters are left out of River's side too)."""
+    xs, ys, keys = [], [], []
+    with open(path, encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                y = int(float(row[label]))
+                x = {
+                    k: float(v)
+                    for k, v in row.items()
+                    if k not in (label, time_column, "key", "event_id")
+                }
+            except (TypeError, ValueError):
+                continue
+            xs.append(x)
+            ys.append(y)
+            keys.append(row.get("key", ""))
+    return xs, ys, keys
+
+
+def river_models() -> dict[str, Any]:
+    from river import compose, forest, linear_model, preprocessing, tree
+
+    return {
+        "river_scaler_logreg": compose.Pipeline(
+            preprocessing.StandardScaler(), linear_model.LogisticRegression()
+        ),
+        "river_hoeffding_adaptive_tree": tree.HoeffdingAdaptiveTreeClassifier(seed=0),
+        "river_arf10": forest.ARFClassifier(n_models=10, seed=0),
+    }
+
+
+def run_no_change(ys: list[int], keys: list[str]) -> dict[str, Any]:
+    start = time.perf_counter()
+    last: dict[str, int] = {}
+    correct = 0
+    for y, k in zip(ys, keys, strict=True):
+        correct += int(last.get(k) == y)
+        last[k] = y
+    return {"accuracy": correct / len(ys), "seconds": time.perf_counter() - start}
+
+
+def run_river(model: Any, xs: list[dict], ys: list[int]) -> dict[str, Any]:
+    correct = 0
+    start = time.perf_counter()
+    for x, y in zip(xs, ys, strict=True):
+        correct += int(model.predict_one(x) == y)
+        model.learn_one(x, y)
+    return {"accuracy": correct / len(ys), "seconds": time.perf_counter() - start}
+
+
+def run_ours(path: str, label: str, time_column: str, *, streaming: bool) -> dict[str, Any]:
+    out = tempfile.mkdtemp(prefix="sml-real-")
+    argv = ["--source", "csv", "--input", path, "--label-column", label]
+    argv += ["--time-column", time_column, "--output", out, "--quiet"]
+    argv += [] if streaming else ["--no-streaming"]
+    cfg = config_from_args(parse_args(argv))
+    start = time.perf_counter()
+    summary = cli.run(cfg, show_progress=False)
+    seconds = time.perf_counter() - start
+    labelled = sum(w.labelled for w in summary.windows)
+    correct = sum(w.correct for w in summary.windows)
+    return {
+        "accuracy": correct / labelled if labelled else 0.0,
+        "seconds": seconds,
+        "events": summary.events_in,
+        "dead_lettered": summary.dead_lettered,
+        "balanced": summary.balanced,
+        "windows": len(summary.windows),
+        "model_versions": summary.model_versions,
+        "window_s": cfg.window.size_s,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("file", nargs="?", default=WEATHER, help="a labelled CSV (default: weather)")
+    ap.add_argument("--label-column", default="target")
+    ap.add_argument("--time-column", default="timestamp")
+    args = ap.parse_args(argv)
+    patches.apply()  # as the command line does (runners/patches)
+    stream = os.path.basename(args.file)
+    xs, ys, keys = read_rows(args.file, args.label_column, args.time_column)
+    results: dict[str, dict[str, Any]] = {}
+    for mode in ("streaming", "bounded"):
+        r = run_ours(args.file, args.label_column, args.time_column, streaming=mode == "streaming")
+        results[f"ours_{mode}"] = r
+    results["river_no_change"] = run_no_change(ys, keys)
+    for name, model in river_models().items():
+        results[name] = run_river(model, xs, ys)
+    for name, r in results.items():
+        events = r.get("events", len(ys))
+        line = {"benchmark": "real_streams", "stream": stream, "side": name, "rows": events}
+        line.update({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
+        line["rows_per_s"] = round(events / r["seconds"]) if r["seconds"] > 0 else None
+        print(json.dumps(line), flush=True)
+    ours = results["ours_streaming"]
+    arf, still = results["river_arf10"], results["river_no_change"]
+    ours_rate = ours["events"] / ours["seconds"]
+    arf_rate = len(ys) / arf["seconds"]
+    large = {m: LARGE_ROWS / (results[f"ours_{m}"]["events"] / results[f"ours_{m}"]["seconds"])
+             for m in ("streaming", "bounded")}  # fmt: skip
+    targets = {
+        "accuracy_vs_arf10": [round(ours["accuracy"], 4), round(arf["accuracy"], 4)],
+        "accuracy_vs_no_change": [round(ours["accuracy"], 4), round(still["accuracy"], 4)],
+        "rows_per_s_vs_arf10": [round(ours_rate / arf_rate, 1), TARGET_SPEEDUP],
+        "seconds_45k_streaming": [round(large["streaming"], 1), TARGET_S],
+        "seconds_45k_bounded": [round(large["bounded"], 1), TARGET_S],
+    }
+    met = {
+        "accuracy_vs_arf10": ours["accuracy"] >= arf["accuracy"],
+        "accuracy_vs_no_change": ours["accuracy"] >= still["accuracy"],
+        "rows_per_s_vs_arf10": ours_rate / arf_rate >= TARGET_SPEEDUP,
+        "seconds_45k_streaming": large["streaming"] < TARGET_S,
+        "seconds_45k_bounded": large["bounded"] < TARGET_S,
+    }
+    print(
+        json.dumps(
+            {
+                "benchmark": "real_streams",
+                "stream": stream,
+                "targets": {
+                    k: {"value": v[0], "goal": v[1], "met": met[k]} for k, v in targets.items()
+                },
+                "all_met": all(met.values()),
+            }
+        ),
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Cost per window: the same stream in windows of 1 and of 500 events, one run.
+
+    python benchmarks/sparse.py            # 10,000 SEA events (abrupt drift)
+
+The stream (:func:`model.streams.drift_streams.sea`) is written once as a CSV, one
+event per second, and run through ``main.run`` with the command line's defaults
+(classify, decoupled, streaming; and bounded) twice: ``--window-size 1`` (one event
+per window: a sparse stream) and ``--window-size 500`` (500 per window: a dense one).
+Events/s is events / wall time of the whole run. Target (the issue's): sparse events/s
+>= 0.5 x dense events/s: what a window costs must not dominate what its events cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from model.streams.drift_streams import sea  # noqa: E402
+from pipelines import main as cli  # noqa: E402
+from pipelines.cli import config_from_args, parse_args  # noqa: E402
+from runners import patches  # noqa: E402
+
+TARGET_RATIO = 0.5
+SIZES = {"sparse": 1, "dense": 500}  # events per window (window size in seconds)
+
+
+def write_stream(path: str, events: int) -> None:
+    x, y = sea(events, seed=0)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("timestamp," + ",".join(f"x{i}" for i in range(x.shape[1])) + ",label\n")
+        for i, (row, label) in enumerate(zip(x, y, strict=True)):
+            f.write(f"{i}," + ",".join(f"{v:.6f}" for v in row) + f",{int(label)}\n")
+
+
+def run(path: str, window_s: int, streaming: bool) -> dict[str, object]:
+    out = tempfile.mkdtemp(prefix="sml-sparse-")
+    argv = ["--source", "csv", "--input", path, "--label-column", "label", "--output", out]
+    argv += ["--window-size", str(window_s), "--quiet"]
+    argv += [] if streaming else ["--no-streaming"]
+    cfg = config_from_args(parse_args(argv))
+    start = time.perf_counter()
+    summary = cli.run(cfg, show_progress=False)
+    seconds = time.perf_counter() - start
+    labelled = sum(w.labelled for w in summary.windows)
+    return {
+        "events": summary.events_in,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(summary.events_in / seconds),
+        "windows": len(summary.windows),
+        "model_versions": summary.model_versions,
+        "accuracy": round(sum(w.correct for w in summary.windows) / max(labelled, 1), 4),
+        "balanced": summary.balanced,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=10_000)
+    args = ap.parse_args(argv)
+    patches.apply()  # as the command line does (runners/patches)
+    path = os.path.join(tempfile.mkdtemp(prefix="sml-sparse-"), "sea.csv")
+    write_stream(path, args.events)
+    targets = {}
+    for mode in ("streaming", "bounded"):
+        rates = {}
+        for name, size in SIZES.items():
+            r = run(path, size, streaming=mode == "streaming")
+            rates[name] = float(r["events_per_s"])  # type: ignore[arg-type]
+            line = {"benchmark": "sparse", "mode": mode, "side": name, "events_per_window": size}
+            print(json.dumps({**line, **r}), flush=True)
+        ratio = rates["sparse"] / rates["dense"]
+        targets[f"{mode}_sparse_vs_dense"] = {
+            "value": round(ratio, 3),
+            "goal": TARGET_RATIO,
+            "met": bool(ratio >= TARGET_RATIO),
+        }
+    met = all(t["met"] for t in targets.values())
+    print(json.dumps({"benchmark": "sparse", "targets": targets, "all_met": met}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())
