@@ -1,9 +1,12 @@
-"""What the benchmarks share: taking turns between the sides they compare, and the
-per-event replay of a stream's chunks."""
+"""What the benchmarks share: taking turns between the sides they compare, the
+per-event replay of a stream's chunks, River's test-then-train loop, and a run of
+the command line's pipeline."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from apache_beam.testing.test_stream import TestStream
@@ -41,3 +44,26 @@ def event_stream(chunks: Iterable[tuple[list[Any], int]], interval_s: float) -> 
     if arrived:
         stream = stream.add_elements(arrived)
     return stream.advance_watermark_to_infinity()
+
+
+def prequential(model: Any, rows: Sequence[dict[str, float]], labels: Sequence[int]) -> dict:
+    """A River model test-then-train on ``rows``: accuracy and seconds of the loop."""
+    correct = 0
+    start = time.perf_counter()
+    for features, label in zip(rows, labels, strict=True):
+        correct += int(model.predict_one(features) == label)
+        model.learn_one(features, label)
+    return {"accuracy": correct / len(labels), "seconds": time.perf_counter() - start}
+
+
+def run_command_line(argv: list[str]) -> tuple[Any, Any, float]:
+    """``pipelines/main.py ARGV`` through ``main.run`` into a fresh output folder:
+    its config, summary and wall seconds."""
+    from pipelines import main as cli
+    from pipelines.cli import config_from_args, parse_args
+
+    out = tempfile.mkdtemp(prefix="sml-bench-")
+    cfg = config_from_args(parse_args([*argv, "--output", out, "--quiet"]))
+    start = time.perf_counter()
+    summary = cli.run(cfg, show_progress=False)
+    return cfg, summary, time.perf_counter() - start

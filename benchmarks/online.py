@@ -46,7 +46,7 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks import tally
-from benchmarks.common import take_turns
+from benchmarks.common import prequential, take_turns
 from model import batch as mb
 from model.learn.learner import IncrementalLearner, LearnerConfig
 from model.mlp import MLPClassifier
@@ -158,13 +158,7 @@ def run_river(name: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     model = river_models()[name]
     names = [f"x{i}" for i in range(x.shape[1])]
     rows = [dict(zip(names, map(float, r), strict=True)) for r in x]
-    labels = y.tolist()
-    correct = 0
-    start = time.perf_counter()
-    for features, label in zip(rows, labels, strict=True):
-        correct += int(model.predict_one(features) == label)
-        model.learn_one(features, label)
-    return {"accuracy": correct / len(labels), "seconds": time.perf_counter() - start}
+    return prequential(model, rows, y.tolist())
 
 
 def fastest(runs: Mapping[str, Callable[[], dict[str, Any]]], repeat: int) -> dict[str, Any]:

@@ -29,14 +29,12 @@ import csv
 import json
 import os
 import sys
-import tempfile
 import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines import main as cli  # noqa: E402
-from pipelines.cli import config_from_args, parse_args  # noqa: E402
+from benchmarks.common import prequential, run_command_line  # noqa: E402
 from runners import patches  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,24 +86,11 @@ def run_no_change(ys: list[int], keys: list[str]) -> dict[str, Any]:
     return {"accuracy": correct / len(ys), "seconds": time.perf_counter() - start}
 
 
-def run_river(model: Any, xs: list[dict], ys: list[int]) -> dict[str, Any]:
-    correct = 0
-    start = time.perf_counter()
-    for x, y in zip(xs, ys, strict=True):
-        correct += int(model.predict_one(x) == y)
-        model.learn_one(x, y)
-    return {"accuracy": correct / len(ys), "seconds": time.perf_counter() - start}
-
-
 def run_ours(path: str, label: str, time_column: str, *, streaming: bool) -> dict[str, Any]:
-    out = tempfile.mkdtemp(prefix="sml-real-")
     argv = ["--source", "csv", "--input", path, "--label-column", label]
-    argv += ["--time-column", time_column, "--output", out, "--quiet"]
+    argv += ["--time-column", time_column]
     argv += [] if streaming else ["--no-streaming"]
-    cfg = config_from_args(parse_args(argv))
-    start = time.perf_counter()
-    summary = cli.run(cfg, show_progress=False)
-    seconds = time.perf_counter() - start
+    cfg, summary, seconds = run_command_line(argv)
     labelled = sum(w.labelled for w in summary.windows)
     correct = sum(w.correct for w in summary.windows)
     return {
@@ -135,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         results[f"ours_{mode}"] = r
     results["river_no_change"] = run_no_change(ys, keys)
     for name, model in river_models().items():
-        results[name] = run_river(model, xs, ys)
+        results[name] = prequential(model, xs, ys)
     for name, r in results.items():
         events = r.get("events", len(ys))
         line = {"benchmark": "real_streams", "stream": stream, "side": name, "rows": events}

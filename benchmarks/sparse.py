@@ -17,15 +17,13 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import run_command_line  # noqa: E402
 from model.streams.drift_streams import sea  # noqa: E402
-from pipelines import main as cli  # noqa: E402
-from pipelines.cli import config_from_args, parse_args  # noqa: E402
 from runners import patches  # noqa: E402
 
 TARGET_RATIO = 0.5
@@ -41,14 +39,10 @@ def write_stream(path: str, events: int) -> None:
 
 
 def run(path: str, window_s: int, streaming: bool) -> dict[str, object]:
-    out = tempfile.mkdtemp(prefix="sml-sparse-")
-    argv = ["--source", "csv", "--input", path, "--label-column", "label", "--output", out]
-    argv += ["--window-size", str(window_s), "--quiet"]
+    argv = ["--source", "csv", "--input", path, "--label-column", "label"]
+    argv += ["--window-size", str(window_s)]
     argv += [] if streaming else ["--no-streaming"]
-    cfg = config_from_args(parse_args(argv))
-    start = time.perf_counter()
-    summary = cli.run(cfg, show_progress=False)
-    seconds = time.perf_counter() - start
+    _, summary, seconds = run_command_line(argv)
     labelled = sum(w.labelled for w in summary.windows)
     return {
         "events": summary.events_in,

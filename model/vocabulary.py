@@ -92,6 +92,7 @@ class Metric:
     MODEL_VERSIONS = "model_versions"
     EVENTS_UNLABELLED = "events_unlabelled"
     LABELS_JOINED = "labels_joined"
+    DRIFT_ALARMS = "drift_alarms"
 
 
 # -- panes -----------------------------------------------------------------------------

@@ -4,7 +4,8 @@ source -> event-time windows -> :class:`transforms.online.OnlineClassifier`
 (decoupled: trainer + scorer with a windowed side input of model versions; coupled:
 one predict-then-learn step per model key) -> sinks. Besides what the score pipeline
 writes, every published model version is saved to ``<output>/models/`` (a
-:class:`transforms.io.ModelStore`).
+:class:`transforms.io.ModelStore`), and the drift alarms of every key's prequential
+error to ``<output>/drift/`` (:class:`transforms.online.DetectDrift`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any
 import apache_beam as beam
 
 from model.artifact import ModelArtifact
+from model.vocabulary import Metric
 from pipelines.config import PipelineConfig, model_factory, read_source, write_outputs
 from pipelines.score import PipelineOutputs
-from transforms.io import ModelStore
-from transforms.online import LagLabels, OnlineClassifier
+from transforms.io import ModelStore, WriteRecords
+from transforms.online import DetectDrift, LagLabels, OnlineClassifier
 from transforms.window import EventTimeWindow
 
 _REMEMBERED = 4096  # (key, version) pairs a saver remembers having saved
@@ -73,6 +75,11 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     _ = online.updates | "SaveVersions" >> beam.ParDo(
         _SaveVersions(os.path.join(cfg.output, "models"))
     )
+    if cfg.drift_detector != "none":
+        alarms = online.predictions | "DetectDrift" >> DetectDrift(cfg.window, cfg.drift_detector)
+        _ = alarms | "WriteDrift" >> WriteRecords(
+            os.path.join(cfg.output, "drift"), counter=Metric.DRIFT_ALARMS
+        )
     dead = (source.dead_letter, windowed.dropped) | "AllDeadLetters" >> beam.Flatten()
     write_outputs(cfg, online.predictions, online.stats, dead)
     return PipelineOutputs(

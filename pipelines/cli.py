@@ -194,7 +194,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         frozenset(k.strip() for k in args.allowed_keys.split(",")) if args.allowed_keys else None
     )
     return _section(
-        "--pipeline/--source/--input/--label-column/--num-classes/--window/--mode/--per-key",
+        "--pipeline/--source/--input/--label-column/--num-classes/--window/--mode/--per-key"
+        "/--drift-detector",
         lambda: PipelineConfig(
             output=args.output,
             pipeline=args.pipeline,
@@ -219,6 +220,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             seed=args.seed,
             num_classes=times.num_classes,
             lag_label=args.lag_label and args.pipeline == "classify",
+            drift_detector=args.drift_detector,
             notes=times.notes,
         ),
     )

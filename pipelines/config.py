@@ -11,6 +11,7 @@ from typing import Literal
 import apache_beam as beam
 from torch import nn
 
+from model.drift import DETECTORS
 from model.mlp import MLPClassifier
 from model.online.config import OnlineConfig
 from model.streams.csv_parse import CsvFormat, check_header
@@ -58,6 +59,7 @@ class PipelineConfig:
     seed: int = 0
     num_classes: int = 2
     lag_label: bool = False  # classify: the key's previous label as a feature
+    drift_detector: str = "page-hinkley"  # classify: on each key's error; "none": off
     notes: tuple[str, ...] = ()  # how defaults were chosen, for the summary
 
     def __post_init__(self) -> None:
@@ -69,6 +71,10 @@ class PipelineConfig:
             raise ValueError(msg)
         if self.source != "synthetic" and not self.inputs:
             msg = f"source {self.source!r} needs at least one input file"
+            raise ValueError(msg)
+        if self.drift_detector not in ("none", *DETECTORS):
+            known = ["none", *sorted(DETECTORS)]
+            msg = f"drift detector must be one of {known}, got {self.drift_detector!r}"
             raise ValueError(msg)
         if self.num_classes < 2:
             msg = f"num_classes must be >= 2, got {self.num_classes!r}"

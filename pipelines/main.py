@@ -124,11 +124,18 @@ def run(
         cfg.output,
         summary,
         samples=live.samples,
-        drift_alarms=live.drift_alarms,
+        # the pipeline's own detectors where it ran them, else the progress tap's
+        drift_alarms=list(summary.drift_alarms)
+        if cfg.drift_detector != "none"
+        else live.drift_alarms,
         source=cfg.source,
         inputs=cfg.inputs,
     )
     return summary
+
+
+def _detects_drift(cfg: PipelineConfig) -> bool:
+    return cfg.pipeline == "classify" and cfg.drift_detector != "none"
 
 
 def _error(kind: str, err: Exception) -> None:

@@ -222,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="add the class of the key's previous event (strictly earlier in event time, "
         "known by then) to the features: what a no-change classifier knows",
     )
+    learn.add_argument(
+        "--drift-detector",
+        default="page-hinkley",
+        choices=["page-hinkley", "ddm", "none"],
+        help="watch every key's prequential error; alarms go to <output>/drift/ and the "
+        "report's timeline",
+    )
     learn.add_argument("--replay-size", type=int, default=0, help="reservoir replay rows")
     learn.add_argument("--ewc-lambda", type=float, default=0.0, help="online EWC strength")
     learn.add_argument(

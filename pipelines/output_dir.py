@@ -17,6 +17,7 @@ RUN_OUTPUTS = (
     "windows",
     "dead_letter",
     "models",
+    "drift",
     "metrics.json",
     "report.html",
     "accuracy.png",

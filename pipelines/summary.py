@@ -94,6 +94,7 @@ class RunSummary:
     windows: tuple[WindowAccuracy, ...] = ()
     model_versions: int = 0
     notes: tuple[str, ...] = ()  # how the run's defaults were chosen
+    drift_alarms: tuple[int, ...] = ()  # event times of the pipeline's drift alarms
 
     @classmethod
     def from_outputs(
@@ -110,6 +111,11 @@ class RunSummary:
         dead = read_jsonl_dir(f"{output}/dead_letter")
         panes = read_jsonl_dir(f"{output}/windows")
         versions = len(FileSystems.match([f"{output}/models/**model-*.pt"])[0].metadata_list)
+        alarms = sorted(
+            int(r["event_time_us"])
+            for r in read_jsonl_dir(f"{output}/drift")
+            if r.get("kind") == "drift"
+        )
         return cls(
             events_in=events_in,
             predictions_out=predictions,
@@ -123,6 +129,7 @@ class RunSummary:
             windows=tuple(window_accuracy(panes, accumulating=accumulating)),
             model_versions=versions,
             notes=notes,
+            drift_alarms=tuple(alarms),
         )
 
     @property
@@ -146,6 +153,7 @@ class RunSummary:
             f"wall time        {self.seconds:>12.2f} s",
             f"events/s         {self.events_per_second:>12,.0f}",
             f"model versions   {self.model_versions:>12,}  (published by online learning)",
+            f"drift alarms     {len(self.drift_alarms):>12,}  (every key's prequential error)",
             *(f"note: {n}" for n in self.notes),
             *self.window_lines(),
         ]
