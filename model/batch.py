@@ -299,6 +299,15 @@ def group_bounds(codes: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray
     return order, np.searchsorted(codes[order], np.arange(groups + 1))
 
 
+def order_key(batch: pa.RecordBatch) -> tuple[int, int]:
+    """Where a batch falls in event-time order: its first event time, then its
+    smallest event id (0 without ids): what orders batches into a sequence."""
+    first_id = 0
+    if EVENT_ID in batch.schema.names and batch.num_rows:
+        first_id = int(batch.column(EVENT_ID).to_numpy(zero_copy_only=False).min())
+    return min_event_time_us(batch), first_id
+
+
 def take(batch: pa.RecordBatch, indices: np.ndarray) -> pa.RecordBatch:
     """Rows of ``batch`` at ``indices`` (a copy)."""
     return batch.take(pa.array(indices, type=pa.int64()))

@@ -17,6 +17,7 @@ import yaml
 
 from model.learn.learner import LearnerConfig
 from model.online.config import OnlineConfig
+from model.streams import tfrecord
 from model.streams.csv_parse import (
     CsvFormat,
     head_batches,
@@ -86,6 +87,8 @@ def _head(args: argparse.Namespace, inputs: tuple[str, ...]) -> list[Any] | None
         time_column=args.time_column,
     )
     try:
+        if args.source == "tfrecord":
+            return tfrecord.head_batches(inputs[0], fmt)
         return head_batches(inputs[0], fmt)
     except (OSError, ValueError) as err:
         raise BadInputError(f"{inputs[0]}: {err}") from None

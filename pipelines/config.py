@@ -14,6 +14,7 @@ from torch import nn
 from model.drift import DETECTORS
 from model.mlp import MLPClassifier
 from model.online.config import OnlineConfig
+from model.streams import tfrecord
 from model.streams.csv_parse import CsvFormat, check_header
 from model.streams.synthetic import SyntheticConfig
 from model.vocabulary import Metric
@@ -23,7 +24,7 @@ from transforms.io.sources import CsvSource, SourceOut, SyntheticSource
 from transforms.online.classifier import Mode
 from transforms.window.spec import TriggerSpec, WindowSpec
 
-SourceKind = Literal["synthetic", "csv", "nab"]
+SourceKind = Literal["synthetic", "csv", "nab", "tfrecord"]
 PipelineKind = Literal["classify", "score"]
 PIPELINES: dict[str, str] = {
     "classify": "predict-then-learn: online PyTorch learning whose new model versions "
@@ -66,8 +67,8 @@ class PipelineConfig:
         if self.pipeline not in PIPELINES:
             msg = f"pipeline must be one of {sorted(PIPELINES)}, got {self.pipeline!r}"
             raise ValueError(msg)
-        if self.source not in ("synthetic", "csv", "nab"):
-            msg = f"source must be synthetic, csv or nab, got {self.source!r}"
+        if self.source not in ("synthetic", "csv", "nab", "tfrecord"):
+            msg = f"source must be synthetic, csv, nab or tfrecord, got {self.source!r}"
             raise ValueError(msg)
         if self.source != "synthetic" and not self.inputs:
             msg = f"source {self.source!r} needs at least one input file"
@@ -129,7 +130,15 @@ def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
         python_test_stream=python_test_stream,
         watermark_lag_s=cfg.watermark_lag_s,
         watermark_interval_s=cfg.watermark_interval_s,
+        file_format="tfrecord" if cfg.source == "tfrecord" else "csv",
     )
+
+
+def input_features(source: str, path: str, fmt: CsvFormat) -> int:
+    """The number of features of an input file; ``ValueError`` if it cannot be read."""
+    if source == "tfrecord":
+        return tfrecord.num_features(path, fmt)
+    return check_header(path, fmt)
 
 
 def num_features_of(cfg: PipelineConfig) -> int:
@@ -137,7 +146,7 @@ def num_features_of(cfg: PipelineConfig) -> int:
     if cfg.source == "synthetic":
         width = cfg.synthetic.num_features
     else:
-        width = check_header(cfg.inputs[0], csv_format(cfg))
+        width = input_features(cfg.source, cfg.inputs[0], csv_format(cfg))
     return width + (cfg.num_classes if cfg.lag_label and cfg.pipeline == "classify" else 0)
 
 

@@ -21,7 +21,6 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
-from model.streams.csv_parse import check_header
 from pipelines import classify, output_dir, progress, report, score
 from pipelines.cli import (
     BadInputError,
@@ -30,7 +29,7 @@ from pipelines.cli import (
     flink_from_args,
     parse_args,
 )
-from pipelines.config import PipelineConfig, csv_format
+from pipelines.config import PipelineConfig, csv_format, input_features
 from pipelines.summary import RunSummary, counters
 from runners import patches
 from runners.direct import direct_options, direct_runner
@@ -161,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flink = flink_from_args(args) if args.runner in ("FlinkRunner", "PortableRunner") else None
         if cfg.source != "synthetic":
             for path in cfg.inputs:
-                check_header(path, csv_format(cfg))
+                input_features(cfg.source, path, csv_format(cfg))
     except UsageError as err:
         _error("error", err)
         return EXIT_USAGE

@@ -116,14 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--source",
         default="synthetic",
-        choices=["synthetic", "csv", "nab"],
-        help="synthetic drifting stream, a generic CSV file, or NAB 'timestamp,value' files",
+        choices=["synthetic", "csv", "nab", "tfrecord"],
+        help="synthetic drifting stream, a generic CSV file, NAB 'timestamp,value' files, "
+        "or TFRecord files of tf.Example records (decoded by tfx-bsl; the same column "
+        "options name the features)",
     )
     src.add_argument(
         "--input",
         action="append",
         default=[],
-        help="input file or glob (repeatable) for --source csv/nab",
+        help="input file or glob (repeatable) for --source csv/nab/tfrecord",
     )
     src.add_argument("--label-column", default=None, help="generic CSV: integer class label column")
     src.add_argument(

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from torch import nn
 
 from model import batch as mb
@@ -94,13 +93,6 @@ class _ModelState:
     # prequential: window start -> (version, inference state serialized: it is kept
     # over several window ends, and bytes cost nothing to serialize again)
     history: dict[int, tuple[int, bytes]] = field(default_factory=dict)
-
-
-def _order_key(batch: pa.RecordBatch) -> tuple[int, int]:
-    first_id = 0
-    if mb.EVENT_ID in batch.schema.names and batch.num_rows:
-        first_id = int(pc.min(batch.column(mb.EVENT_ID)).as_py())
-    return mb.min_event_time_us(batch), first_id
 
 
 @dataclass
@@ -166,7 +158,7 @@ class OnlineStep:
         step_rows = self.config.step_rows
         every = self.config.emit_every_samples
         current: int | None = None  # the window (start) whose batches are being learned
-        ordered = sorted(((_order_key(b), b) for b in map(entry_batch, ready_data)), key=_first)
+        ordered = sorted(((mb.order_key(b), b) for b in map(entry_batch, ready_data)), key=_first)
         for (first_us, _), batch in ordered:  # event-time order: late (older) batches first
             if step_rows is not None and batch.num_rows > step_rows:
                 batch = mb.sort_by_time(batch)

@@ -217,6 +217,16 @@ class _Builder:
     def __len__(self) -> int:
         return len(self.times)
 
+    def add(
+        self, key: str, t_us: int, feats: list[float], event_id: int, label: int | None
+    ) -> None:
+        self.keys.append(key)
+        self.times.append(t_us)
+        self.features.append(feats)
+        self.ids.append(event_id)
+        if self.labels is not None:
+            self.labels.append(label if label is not None else 0)
+
     def build(self) -> pa.RecordBatch | None:
         if not self.times:
             return None
@@ -289,12 +299,7 @@ def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[P
             payload = {"source": source, "line": line_no, "raw": raw}
             dead.append(DeadLetter(str(err), Stage.PARSE, rows=1, payload=payload))
         else:
-            builder.keys.append(key)
-            builder.times.append(t_us)
-            builder.features.append(feats)
-            builder.ids.append(event_id)
-            if builder.labels is not None:
-                builder.labels.append(label if label is not None else 0)
+            builder.add(key, t_us, feats, event_id, label)
         if len(builder) + len(dead) >= fmt.chunk_rows:
             yield ParsedChunk(builder.build(), dead)
             builder, dead = _Builder(with_label), []

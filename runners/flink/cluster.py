@@ -182,13 +182,20 @@ class LocalCluster:
         return self.wait_for_taskmanagers(1, timeout_s)
 
     def start_taskmanager(self) -> int:
-        """Start one more TaskManager (e.g. after one was killed); its PID."""
+        """Start one more TaskManager (e.g. after one was killed); its PID, once that
+        process runs the TaskManager (the start script writes the PID of a shell that
+        only then becomes the JVM)."""
         before = set(self._all_pids("taskexecutor"))
         self._daemon("taskmanager.sh")
-        new = [p for p in self._all_pids("taskexecutor") if p not in before and pid_alive(p)]
-        if not new:
-            raise FlinkUnavailable("the new TaskManager did not start")
-        return new[-1]
+        deadline = time.monotonic() + 30
+        while True:
+            new = [p for p in self._all_pids("taskexecutor") if p not in before]
+            ours = [p for p in new if self._ours(p, "taskexecutor")]
+            if ours:
+                return ours[-1]
+            if not any(pid_alive(p) for p in new) or time.monotonic() > deadline:
+                raise FlinkUnavailable("the new TaskManager did not start")
+            time.sleep(0.05)
 
     def _daemon(self, script: str) -> None:
         conf = self.run_dir / "conf"

@@ -106,3 +106,84 @@ def test_a_rerun_into_a_used_output_is_refused_unless_overwrite(tmp_path, capsys
     assert code == 0 and second["predictions_out"] == first["predictions_out"] == 120
     assert second["model_versions"] == first["model_versions"]
     assert open(mine, encoding="utf-8").read() == "mine"
+
+
+def _write_examples(path: str, rows: list[dict]) -> None:
+    """``rows`` (feature name -> list of values) as a TFRecord file of tf.Examples,
+    through tfx-bsl's encoder."""
+    import pyarrow as pa
+    from tfx_bsl.coders import example_coder
+
+    from model.streams.tfrecord import write_records
+
+    types = {"timestamp": pa.binary(), "y": pa.int64(), "event_id": pa.int64()}
+    names = sorted({n for r in rows for n in r})
+    batch = pa.record_batch(
+        {n: pa.array([r.get(n) for r in rows], pa.list_(types.get(n, pa.float32()))) for n in names}
+    )
+    write_records(path, example_coder.RecordBatchToExamplesEncoder().encode(batch))
+
+
+@pytest.mark.parametrize("streaming", ["--streaming", "--no-streaming"])
+def test_a_tfrecord_file_is_read_as_the_same_csv_is(tmp_path, capsys, streaming):
+    from model.streams.tfrecord import read_records
+
+    csv_path = write_daily_csv(str(tmp_path / "daily.csv"), 200)
+    # the same rows as tf.Examples (the CSV's features renamed to sort as they come)
+    with open(csv_path, encoding="utf-8") as f:
+        lines = f.read().splitlines()[1:]
+    rows = []
+    for line_no, line in enumerate(lines, start=2):
+        day, a, b, c, y = line.split(",")
+        rows.append({"timestamp": [day.encode()], "f1": [float(a)], "f2": [float(b)],
+                     "f3": [float(c)], "y": [int(y)], "event_id": [line_no]})  # fmt: skip
+    bad = [
+        {"timestamp": [b"1961-08-01"], "f1": [1.0], "f2": [2.0], "y": [0]},  # f3 missing
+        {"timestamp": [b"1961-08-02"], "f1": [1.0, 2.0], "f2": [2.0], "f3": [3.0], "y": [0]},
+        {"timestamp": [b"1961-08-03"], "f1": [1.0], "f2": [2.0], "f3": [3.0], "y": [9]},
+    ]
+    tf_path = str(tmp_path / "daily.tfrecord")
+    _write_examples(tf_path, rows + bad)
+    with open(tf_path, "rb") as f:
+        assert len(list(read_records(f))) == 203
+    renamed = str(tmp_path / "renamed.csv")
+    with open(renamed, "w", encoding="utf-8") as f:
+        f.write("\n".join(["timestamp,f1,f2,f3,y", *lines]) + "\n")
+
+    def run(source: str, path: str, name: str) -> dict:
+        out = str(tmp_path / name)
+        argv = ["--source", source, "--input", path, "--label-column", "y", "--output", out]
+        code, summary, text = run_json([*argv, streaming, "--num-classes", "2"], capsys)
+        assert code == 0, text
+        return summary
+
+    from_tf = run("tfrecord", tf_path, "tf")
+    from_csv = run("csv", renamed, "csv")
+    assert from_tf["events_in"] == 203 and from_tf["dead_lettered"] == 3 and from_tf["balanced"]
+    reasons = sorted(r["reason"] for r in read_jsonl_dir(str(tmp_path / "tf" / "dead_letter")))
+    assert reasons == [
+        "feature 'f1' has 2 values, expected 1",
+        "feature 'f3' is missing",
+        "label '9' in column 'y' is not a class in [0, 2)",
+    ]
+    # the same events, learned and scored the same
+    assert from_tf["windows"] == from_csv["windows"]
+    from pipelines.summary import predictions_by_event
+
+    assert predictions_by_event(str(tmp_path / "tf")) == predictions_by_event(str(tmp_path / "csv"))
+
+
+def test_a_corrupt_tfrecord_is_dead_lettered_not_a_crash(tmp_path):
+    from model.streams.csv_parse import CsvFormat
+    from model.streams.tfrecord import parse_tfrecord
+
+    path = str(tmp_path / "x.tfrecord")
+    rows = [{"timestamp": [f"1961-01-{d:02d}".encode()], "f1": [1.0], "y": [0]} for d in (1, 2, 3)]
+    _write_examples(path, rows)
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF  # flip a byte of the second record
+    open(path, "wb").write(bytes(data))
+    chunks = list(parse_tfrecord(path, CsvFormat(label_column="y")))
+    good = sum(c.batch.num_rows for c in chunks if c.batch is not None)
+    dead = [d for c in chunks for d in c.dead]
+    assert good + len(dead) == 3 and len(dead) == 1 and "CRC" in dead[0].reason

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from typing import Literal
 
 import apache_beam as beam
 import numpy as np
@@ -24,8 +25,9 @@ from apache_beam.transforms import window as bw
 from apache_beam.utils.timestamp import Timestamp
 
 from model import batch as mb
-from model.streams.csv_parse import CsvFormat, parse_lines
+from model.streams.csv_parse import CsvFormat, ParsedChunk, parse_lines
 from model.streams.synthetic import SyntheticConfig, generate
+from model.streams.tfrecord import parse_records, read_records
 from model.vocabulary import NAMESPACE, DeadLetter, Metric
 from transforms.io.replay import NO_WATERMARK, ReplayItem, SourceOut, replay
 
@@ -96,13 +98,27 @@ def _read_lines(path: str) -> Iterator[str]:
         yield from io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
 
 
+FileFormat = Literal["csv", "tfrecord"]
+
+
+def parse_file(path: str, fmt: CsvFormat, file_format: FileFormat = "csv") -> Iterator[ParsedChunk]:
+    """A file on any Beam filesystem as micro-batches and dead letters: CSV text, or
+    TFRecord files of ``tf.Example`` records (decoded by tfx-bsl)."""
+    if file_format == "tfrecord":
+        with FileSystems.open(path) as raw:
+            yield from parse_records(read_records(raw), fmt, path)
+        return
+    yield from parse_lines(_read_lines(path), fmt, path)
+
+
 class _ReadCsvDoFn(beam.DoFn):
-    def __init__(self, fmt: CsvFormat) -> None:
+    def __init__(self, fmt: CsvFormat, file_format: FileFormat) -> None:
         self._fmt = fmt
+        self._file_format = file_format
         self._events = beam.metrics.Metrics.counter(NAMESPACE, Metric.EVENTS_IN)
 
     def process(self, path: str) -> Iterator[object]:
-        for chunk in parse_lines(_read_lines(path), self._fmt, path):
+        for chunk in parse_file(path, self._fmt, self._file_format):
             if chunk.batch is not None:
                 self._events.inc(chunk.batch.num_rows)
                 yield stamped(chunk.batch)
@@ -112,12 +128,12 @@ class _ReadCsvDoFn(beam.DoFn):
 
 
 def _csv_replay_items(
-    paths: list[str], fmt: CsvFormat, watermark_lag_s: float
+    paths: list[str], fmt: CsvFormat, watermark_lag_s: float, file_format: FileFormat
 ) -> Iterator[ReplayItem]:
     lag_us = round(watermark_lag_s * mb.US_PER_SECOND)
     newest = watermark = NO_WATERMARK
     for path in paths:
-        for chunk in parse_lines(_read_lines(path), fmt, path):
+        for chunk in parse_file(path, fmt, file_format):
             if chunk.batch is not None:
                 newest = max(newest, int(np.max(mb.event_times_us(chunk.batch))))
                 watermark = max(watermark, newest - lag_us)
@@ -125,9 +141,12 @@ def _csv_replay_items(
 
 
 class CsvSource(beam.PTransform):
-    """CSV files (see :mod:`model.streams.csv_parse`) as micro-batches plus dead letters.
+    """CSV files (see :mod:`model.streams.csv_parse`) as micro-batches plus dead letters;
+    with ``file_format="tfrecord"``, TFRecord files of ``tf.Example`` records
+    (:mod:`model.streams.tfrecord`, the same columns by feature name).
 
-    Every data line is either in a batch or in ``dead_letter``; ``events_in`` counts both.
+    Every data line (record) is either in a batch or in ``dead_letter``;
+    ``events_in`` counts both.
     """
 
     def __init__(
@@ -139,10 +158,15 @@ class CsvSource(beam.PTransform):
         python_test_stream: bool = False,
         watermark_lag_s: float = 0.0,
         watermark_interval_s: float = 0.0,
+        file_format: FileFormat = "csv",
     ) -> None:
         super().__init__()
         if not paths:
             raise ValueError("CsvSource needs at least one input path")
+        if file_format not in ("csv", "tfrecord"):
+            msg = f"file_format must be 'csv' or 'tfrecord', got {file_format!r}"
+            raise ValueError(msg)
+        self._file_format: FileFormat = file_format
         self._paths = paths
         self._fmt = fmt
         self._streaming = streaming
@@ -152,7 +176,7 @@ class CsvSource(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> SourceOut:
         if self._streaming:
-            items = _csv_replay_items(self._paths, self._fmt, self._lag)
+            items = _csv_replay_items(self._paths, self._fmt, self._lag, self._file_format)
             return replay(
                 pbegin.pipeline,
                 items,
@@ -164,7 +188,7 @@ class CsvSource(beam.PTransform):
             pbegin
             | "Paths" >> beam.Create(self._paths)
             | "ReadCsv"
-            >> beam.ParDo(_ReadCsvDoFn(self._fmt))
+            >> beam.ParDo(_ReadCsvDoFn(self._fmt, self._file_format))
             .with_output_types(pa.RecordBatch, dead_letter=DeadLetter)
             .with_outputs("dead_letter", main="batches")
         )

@@ -7,7 +7,8 @@ for the learner to weigh against the features. Put it before the windowing, so t
 trainer and the scorer see the same features.
 
 One state key holds every event key's newest (time, label), so batches stay whole
-and are worked through in arrival order; its state is a few bytes per key, kept in
+and are worked through in arrival order (a bounded run: in event-time order, see
+:mod:`transforms.online.sequential`); its state is a few bytes per key, kept in
 Beam state (checkpointed with the job). The work per batch is a few vectorized
 operations; being one key, it runs on one worker at a time, as the decoupled
 trainer does.
@@ -15,38 +16,32 @@ trainer does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import functools
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.coders import BytesCoder
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
+from model import batch as mb
 from model.streams.lag import LaggedLabels
-
-_LAST = ReadModifyWriteStateSpec("last_labels", BytesCoder())
-LAST = beam.DoFn.StateParam(_LAST)
-_STATE_KEY = ""  # one state key for the stream: see the module docstring
+from transforms.online.sequential import SequentialDoFn, keyed
 
 
-class _LagDoFn(beam.DoFn):
+class _LagWorker:
     def __init__(self, num_classes: int) -> None:
-        self._num_classes = num_classes
+        self.lag = LaggedLabels(num_classes)
 
-    def setup(self) -> None:
-        self._lag = LaggedLabels(self._num_classes)
+    def restore(self, data: bytes | None) -> None:
+        self.lag.restore(data)
 
-    def process(self, kv: tuple[str, pa.RecordBatch], last: Any = LAST) -> Iterator[pa.RecordBatch]:
-        _, batch = kv
-        self._lag.restore(last.read())
-        out = self._lag.apply(batch)
-        last.write(self._lag.snapshot())
-        yield out  # at the batch's own timestamp
+    def apply(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        return [self.lag.apply(batch)]
+
+    def snapshot(self) -> bytes:
+        return self.lag.snapshot()
 
 
-def _keyed(batch: pa.RecordBatch) -> tuple[str, pa.RecordBatch]:
-    return _STATE_KEY, batch
+def _at_first_event(out: pa.RecordBatch, batch: pa.RecordBatch) -> int:
+    return mb.min_event_time_us(batch)  # where the sources stamp a batch
 
 
 class LagLabels(beam.PTransform):
@@ -59,8 +54,13 @@ class LagLabels(beam.PTransform):
         self._num_classes = num_classes
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        step = SequentialDoFn(
+            functools.partial(_LagWorker, self._num_classes),
+            _at_first_event,
+            bounded=batches.is_bounded,
+        )
         return (
             batches
-            | "Key" >> beam.Map(_keyed).with_output_types(tuple[str, pa.RecordBatch])
-            | "Lag" >> beam.ParDo(_LagDoFn(self._num_classes)).with_output_types(pa.RecordBatch)
+            | "Key" >> beam.Map(keyed).with_output_types(tuple[str, pa.RecordBatch])
+            | "Lag" >> beam.ParDo(step).with_output_types(pa.RecordBatch)
         )
