@@ -5,7 +5,10 @@ source -> event-time windows -> :class:`transforms.online.OnlineClassifier`
 one predict-then-learn step per model key) -> sinks. Besides what the score pipeline
 writes, every published model version is saved to ``<output>/models/`` (a
 :class:`transforms.io.ModelStore`), and the drift alarms of every key's prequential
-error to ``<output>/drift/`` (:class:`transforms.online.DetectDrift`).
+error to ``<output>/drift/`` (:class:`transforms.online.DetectDrift`), and how far
+each window's feature distributions moved from the previous window's to
+``<output>/feature_drift/`` (tfx-bsl sketches:
+:class:`~transforms.window.feature_drift.FeatureDrift`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pipelines.score import PipelineOutputs
 from transforms.io import ModelStore, WriteRecords
 from transforms.online import DetectDrift, LagLabels, OnlineClassifier
 from transforms.window import EventTimeWindow
+from transforms.window.feature_drift import FeatureDrift
 
 _REMEMBERED = 4096  # (key, version) pairs a saver remembers having saved
 
@@ -75,6 +79,11 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     _ = online.updates | "SaveVersions" >> beam.ParDo(
         _SaveVersions(os.path.join(cfg.output, "models"))
     )
+    if cfg.feature_drift:
+        shifts = windowed.batches | "FeatureDrift" >> FeatureDrift(cfg.window)
+        _ = shifts | "WriteFeatureDrift" >> WriteRecords(
+            os.path.join(cfg.output, "feature_drift"), counter=Metric.FEATURE_DRIFT
+        )
     if cfg.drift_detector != "none":
         alarms = online.predictions | "DetectDrift" >> DetectDrift(cfg.window, cfg.drift_detector)
         _ = alarms | "WriteDrift" >> WriteRecords(

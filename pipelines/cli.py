@@ -224,6 +224,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             num_classes=times.num_classes,
             lag_label=args.lag_label and args.pipeline == "classify",
             drift_detector=args.drift_detector,
+            feature_drift=args.feature_drift and args.pipeline == "classify",
             notes=times.notes,
         ),
     )

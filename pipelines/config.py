@@ -61,6 +61,7 @@ class PipelineConfig:
     num_classes: int = 2
     lag_label: bool = False  # classify: the key's previous label as a feature
     drift_detector: str = "page-hinkley"  # classify: on each key's error; "none": off
+    feature_drift: bool = False  # classify: each window's features vs the previous window's
     notes: tuple[str, ...] = ()  # how defaults were chosen, for the summary
 
     def __post_init__(self) -> None:

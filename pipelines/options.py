@@ -231,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch every key's prequential error; alarms go to <output>/drift/ and the "
         "report's timeline",
     )
+    learn.add_argument(
+        "--feature-drift",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="compare every window's feature distributions with the previous window's "
+        "(tfx-bsl quantile sketches, Kolmogorov-Smirnov distance); to <output>/feature_drift/",
+    )
     learn.add_argument("--replay-size", type=int, default=0, help="reservoir replay rows")
     learn.add_argument("--ewc-lambda", type=float, default=0.0, help="online EWC strength")
     learn.add_argument(

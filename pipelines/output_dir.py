@@ -18,6 +18,7 @@ RUN_OUTPUTS = (
     "dead_letter",
     "models",
     "drift",
+    "feature_drift",
     "metrics.json",
     "report.html",
     "accuracy.png",

@@ -95,6 +95,7 @@ class RunSummary:
     model_versions: int = 0
     notes: tuple[str, ...] = ()  # how the run's defaults were chosen
     drift_alarms: tuple[int, ...] = ()  # event times of the pipeline's drift alarms
+    feature_drift_windows: int = 0  # windows whose feature distributions moved
 
     @classmethod
     def from_outputs(
@@ -130,6 +131,9 @@ class RunSummary:
             model_versions=versions,
             notes=notes,
             drift_alarms=tuple(alarms),
+            feature_drift_windows=sum(
+                1 for r in read_jsonl_dir(f"{output}/feature_drift") if r["drifted_features"]
+            ),
         )
 
     @property
@@ -154,6 +158,7 @@ class RunSummary:
             f"events/s         {self.events_per_second:>12,.0f}",
             f"model versions   {self.model_versions:>12,}  (published by online learning)",
             f"drift alarms     {len(self.drift_alarms):>12,}  (every key's prequential error)",
+            f"feature drift    {self.feature_drift_windows:>12,}  (windows unlike the one before)",
             *(f"note: {n}" for n in self.notes),
             *self.window_lines(),
         ]

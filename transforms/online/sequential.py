@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.coders import BytesCoder
 from apache_beam.transforms import window as bw
 from apache_beam.transforms.timeutil import TimeDomain
@@ -44,31 +43,36 @@ ONE_KEY = ""  # the whole stream is one state key: batches stay whole
 class Worker(Protocol):
     def restore(self, data: bytes | None) -> None: ...
 
-    def apply(self, batch: pa.RecordBatch) -> list[Any]: ...
+    def apply(self, element: Any) -> list[Any]: ...
 
     def snapshot(self) -> bytes: ...
 
 
 class SequentialDoFn(beam.DoFn):
-    """Runs a :class:`Worker` over ``(ONE_KEY, batch)`` elements; see the module
-    docstring. ``bounded``: hold the batches and take them in event-time order.
-    Outputs are stamped by ``stamp(output, batch)`` (microseconds)."""
+    """Runs a :class:`Worker` over ``(ONE_KEY, element)`` pairs; see the module
+    docstring. ``bounded``: hold the elements (as ``encode`` writes them) and take
+    them in ``order`` (default: batches in event-time order). Outputs are stamped by
+    ``stamp(output, element)`` (microseconds)."""
 
     def __init__(
         self,
         make_worker: Callable[[], Worker],
-        stamp: Callable[[Any, pa.RecordBatch], int],
+        stamp: Callable[[Any, Any], int],
         *,
         bounded: bool,
+        encode: Callable[[Any], bytes] = mb.encode_batch,
+        decode: Callable[[bytes], Any] = mb.decode_batch,
+        order: Callable[[Any], Any] = mb.order_key,
     ) -> None:
         self._make = make_worker
         self._stamp = stamp
         self._bounded = bounded
+        self._encode, self._decode, self._order = encode, decode, order
 
     def setup(self) -> None:
         self._worker = self._make()
 
-    def _run(self, batch: pa.RecordBatch, state: Any) -> Iterator[bw.TimestampedValue]:
+    def _run(self, batch: Any, state: Any) -> Iterator[bw.TimestampedValue]:
         self._worker.restore(state.read())
         outputs = self._worker.apply(batch)
         state.write(self._worker.snapshot())
@@ -77,7 +81,7 @@ class SequentialDoFn(beam.DoFn):
 
     def process(
         self,
-        kv: tuple[str, pa.RecordBatch],
+        kv: tuple[str, Any],
         state: Any = STATE,
         held: Any = HELD,
         done: Any = DONE,
@@ -86,16 +90,16 @@ class SequentialDoFn(beam.DoFn):
         if not self._bounded:
             yield from self._run(batch, state)
             return
-        held.add(mb.encode_batch(batch))
+        held.add(self._encode(batch))
         done.set(bw.GlobalWindow().max_timestamp())
 
     @on_timer(_DONE)
     def input_done(self, state: Any = STATE, held: Any = HELD) -> Iterator[bw.TimestampedValue]:
-        batches = sorted((mb.decode_batch(data) for data in held.read()), key=mb.order_key)
+        batches = sorted((self._decode(data) for data in held.read()), key=self._order)
         held.clear()
         for batch in batches:
             yield from self._run(batch, state)
 
 
-def keyed(batch: pa.RecordBatch) -> tuple[str, pa.RecordBatch]:
-    return ONE_KEY, batch
+def keyed(element: Any) -> tuple[str, Any]:
+    return ONE_KEY, element
