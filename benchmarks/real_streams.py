@@ -7,7 +7,8 @@
 with the command line's defaults (``pipelines/main.py --source csv --input FILE
 --label-column C``, streaming and ``--no-streaming``): window from the data's time
 scale, decoupled trainer and scorer, standardized features, one step per event, the
-lagged label. Its accuracy is prequential (every event scored before it is learned
+lagged label (and, as ``ours_streaming_adapt_*``, with each ``--adapt`` policy: which
+one won is printed). Its accuracy is prequential (every event scored before it is learned
 from, by the version trained through the window before its own); rows/s is
 ``events / wall time`` of the whole run, Beam's start-up included.
 
@@ -41,6 +42,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEATHER = os.path.join(ROOT, "benchmarks", "data", "weather", "weather.csv")
 LARGE_ROWS = 45_000  # the 45k-row stream: its default run must take < 30 s
 TARGET_S, TARGET_SPEEDUP = 30.0, 50.0
+POLICIES = {
+    "none": "ours_streaming",
+    "reset": "ours_streaming_adapt_reset",
+    "lr-boost": "ours_streaming_adapt_lr-boost",
+}
 
 
 def read_rows(path: str, label: str, time_column: str) -> tuple[list[dict], list[int], list[str]]:
@@ -86,9 +92,11 @@ def run_no_change(ys: list[int], keys: list[str]) -> dict[str, Any]:
     return {"accuracy": correct / len(ys), "seconds": time.perf_counter() - start}
 
 
-def run_ours(path: str, label: str, time_column: str, *, streaming: bool) -> dict[str, Any]:
+def run_ours(
+    path: str, label: str, time_column: str, *, streaming: bool, adapt: str = "none"
+) -> dict[str, Any]:
     argv = ["--source", "csv", "--input", path, "--label-column", label]
-    argv += ["--time-column", time_column]
+    argv += ["--time-column", time_column, "--adapt", adapt]
     argv += [] if streaming else ["--no-streaming"]
     cfg, summary, seconds = run_command_line(argv)
     labelled = sum(w.labelled for w in summary.windows)
@@ -118,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     for mode in ("streaming", "bounded"):
         r = run_ours(args.file, args.label_column, args.time_column, streaming=mode == "streaming")
         results[f"ours_{mode}"] = r
+    for policy in ("reset", "lr-boost"):  # the adaptation policies, streaming
+        r = run_ours(args.file, args.label_column, args.time_column, streaming=True, adapt=policy)
+        results[f"ours_streaming_adapt_{policy}"] = r
     results["river_no_change"] = run_no_change(ys, keys)
     for name, model in river_models().items():
         results[name] = prequential(model, xs, ys)
@@ -127,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         line.update({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
         line["rows_per_s"] = round(events / r["seconds"]) if r["seconds"] > 0 else None
         print(json.dumps(line), flush=True)
-    ours = results["ours_streaming"]
+    policies = {p: results[k]["accuracy"] for p, k in POLICIES.items()}
+    won = max(policies, key=lambda p: policies[p])
+    print(json.dumps({"benchmark": "real_streams", "stream": stream, "adaptation": policies,
+                      "policy_won": won}), flush=True)  # fmt: skip
+    ours = results["ours_streaming"]  # the default command line: no adaptation
     arf, still = results["river_arf10"], results["river_no_change"]
     ours_rate = ours["events"] / ours["seconds"]
     arf_rate = len(ys) / arf["seconds"]

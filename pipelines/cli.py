@@ -180,10 +180,11 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         ),
     )
     online = _section(
-        "--emit-every/--publish-min-samples/--publish-every/--step-rows",
+        "--emit-every/--publish-min-samples/--publish-every/--step-rows/--adapt",
         lambda: OnlineConfig(
             emit_every_samples=args.emit_every,
             publish_min_samples=args.publish_min_samples,
+            adapt=args.adapt,
             publish_every_us=(
                 None if args.publish_every is None else round(args.publish_every * 1e6)
             ),

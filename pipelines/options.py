@@ -238,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare every window's feature distributions with the previous window's "
         "(tfx-bsl quantile sketches, Kolmogorov-Smirnov distance); to <output>/feature_drift/",
     )
+    learn.add_argument(
+        "--adapt",
+        default="none",
+        choices=["none", "reset", "lr-boost"],
+        help="on a drift alarm of the learner's own prequential error (Page-Hinkley): "
+        "reset the model, or multiply its learning rate by 5 for the next 500 samples",
+    )
     learn.add_argument("--replay-size", type=int, default=0, help="reservoir replay rows")
     learn.add_argument("--ewc-lambda", type=float, default=0.0, help="online EWC strength")
     learn.add_argument(

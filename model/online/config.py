@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from model.drift import DETECTORS
 from model.learn.learner import LearnerConfig
+
+ADAPT_POLICIES = ("none", "reset", "lr-boost")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,13 @@ class OnlineConfig:
     emit_every_samples: int | None = None
     publish_min_samples: int = 1
     publish_every_us: int | None = None
+    # adaptation: a drift detector on the step's own prequential error, and what an
+    # alarm does: "reset" (a fresh model), "lr-boost" (the learning rate times
+    # ``boost`` for the next ``boost_samples`` samples) or "none"
+    adapt: str = "none"
+    adapt_detector: str = "page-hinkley"
+    boost: float = 5.0
+    boost_samples: int = 500
 
     def __post_init__(self) -> None:
         if self.step_rows is not None and self.step_rows <= 0:
@@ -44,6 +54,15 @@ class OnlineConfig:
             raise ValueError(msg)
         if self.emit_every_samples is not None and self.emit_every_samples <= 0:
             msg = f"emit_every_samples must be > 0, got {self.emit_every_samples!r}"
+            raise ValueError(msg)
+        if self.adapt not in ADAPT_POLICIES:
+            msg = f"adapt must be one of {list(ADAPT_POLICIES)}, got {self.adapt!r}"
+            raise ValueError(msg)
+        if self.adapt_detector not in DETECTORS:
+            msg = f"adapt_detector must be one of {sorted(DETECTORS)}, got {self.adapt_detector!r}"
+            raise ValueError(msg)
+        if self.boost <= 0 or self.boost_samples <= 0:
+            msg = f"boost and boost_samples must be > 0, got {self.boost!r}, {self.boost_samples!r}"
             raise ValueError(msg)
         if self.publish_min_samples <= 0:
             msg = f"publish_min_samples must be > 0, got {self.publish_min_samples!r}"

@@ -38,6 +38,7 @@ from torch import nn
 
 from model import batch as mb
 from model.artifact import ModelArtifact
+from model.drift import DETECTORS
 from model.learn.learner import IncrementalLearner, dumps_state, loads_state
 from model.learn.standardized import StandardizedFactory
 from model.online.book import MS, Book, entry_batch
@@ -75,6 +76,7 @@ class WindowEnd:
     stats: list[Stamped] = field(default_factory=list)
     samples: int = 0
     versions: int = 0
+    adaptations: int = 0
 
 
 @dataclass
@@ -90,6 +92,11 @@ class _ModelState:
     # the standardized wrapper's width or None, trained until), and when it was
     published: tuple[int, bytes, int | None, int | None] | None = None
     published_at: int | None = None
+    # adaptation (config.adapt): the detector's state, samples left at a boosted rate,
+    # and how many alarms it acted on
+    detector: dict[str, float] | None = None
+    boost_left: int = 0
+    adaptations: int = 0
     # prequential: window start -> (version, inference state serialized: it is kept
     # over several window ends, and bytes cost nothing to serialize again)
     history: dict[int, tuple[int, bytes]] = field(default_factory=dict)
@@ -235,6 +242,38 @@ class OnlineStep:
             return preds[0], confs[0]
         return np.concatenate(preds), np.concatenate(confs)
 
+    def _adapt(
+        self,
+        run: _Run,
+        state: _ModelState,
+        learner: IncrementalLearner,
+        errors: np.ndarray,
+    ) -> None:
+        """Feed a batch's prequential errors (in event-time order) to the step's
+        detector; on a drift alarm, act as ``config.adapt`` says."""
+        cfg = self.config
+        if cfg.adapt == "none" or not len(errors):
+            return
+        if state.boost_left > 0:
+            state.boost_left -= len(errors)
+            if state.boost_left <= 0:
+                learner.set_lr(cfg.learner.lr)
+        detector = DETECTORS[cfg.adapt_detector]()
+        if state.detector is not None:
+            detector.restore(state.detector)
+        alarms = detector.update_many(errors.astype(np.float64))
+        state.detector = detector.snapshot()
+        if not len(alarms.drifts):
+            return
+        state.adaptations += 1
+        run.out.adaptations += 1
+        if cfg.adapt == "reset":
+            fresh = IncrementalLearner(self.factory(), cfg.learner)
+            learner.restore(fresh.snapshot(copy_state=False), copy_state=False)
+        else:
+            learner.set_lr(cfg.learner.lr * cfg.boost)
+            state.boost_left = cfg.boost_samples
+
     def _window_done(
         self, run: _Run, state: _ModelState, learner: IncrementalLearner, start_us: int
     ) -> None:
@@ -331,7 +370,11 @@ class TrainingStep(OnlineStep):
         start: int,
         late: bool,
     ) -> None:
-        self._learn(learner, mb.features_numpy(batch), labels, predict=False)
+        adapting = self.config.adapt != "none" and labels is not None
+        scored = self._learn(learner, mb.features_numpy(batch), labels, predict=adapting)
+        if adapting:
+            assert scored is not None and labels is not None
+            self._adapt(run, state, learner, scored[0] != labels)
 
     def _stamps(self, artifact: ModelArtifact, start_us: int) -> list[Stamped]:
         # stamped at the start of the next window and carried forward, so a window
@@ -370,6 +413,8 @@ class PrequentialStep(OnlineStep):
         out = mb.scored_batch(batch, pred, conf, used)
         run.out.predictions.append((out, run.stamp(start, size, late)))
         correct = None if labels is None else pred == labels
+        if correct is not None and not late:
+            self._adapt(run, state, learner, ~correct)
         codes, keys = mb.key_codes(batch)
         part = stats_of(codes, keys, score=conf, correct=correct, versions=used)
         run.tables.setdefault(start, StatsTable()).add(part)

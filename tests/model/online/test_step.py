@@ -188,3 +188,49 @@ def test_a_time_cadence_publishes_after_that_much_event_time():
     assert [r.versions for r in results] == [1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0]
     with pytest.raises(ValueError, match="publish_min_samples must be > 0"):
         OnlineConfig(publish_min_samples=0)
+
+
+def _flip_stream(windows: int = 20, n: int = 100, flip_at: int = 10):
+    """Windows of a learnable concept whose labels flip at window ``flip_at``."""
+    out = []
+    for w in range(windows):
+        b = window_batch(w, w * n, n=n, seed=3)
+        if w >= flip_at:
+            y = 1 - mb.labels_numpy(b)
+            b = mb.make_batch(
+                [str(k) for k in b.column(mb.KEY).to_pylist()],
+                mb.event_times_us(b),
+                mb.features_numpy(b),
+                labels=y,
+                event_ids=b.column(mb.EVENT_ID).to_numpy(),
+            )
+        out.append(b)
+    return out
+
+
+def _accuracy_after_flip(adapt: str) -> tuple[float, int]:
+    # a slow learner (lr 0.002): left alone it takes long to unlearn the old concept
+    slow = LearnerConfig(lr=0.002, seed=0)
+    config = OnlineConfig(learner=slow, step_rows=1, adapt=adapt, boost=20.0)
+    step = PrequentialStep(FACTORY, config, GRID)
+    correct, total, adaptations = 0, 0, 0
+    for w, batch in enumerate(_flip_stream()):
+        entry, _ = step.on_batch(batch)
+        result = step.on_window_end((w + 1) * 10 * S - MS, [entry])
+        adaptations += result.adaptations
+        if w in (10, 11, 12):  # the three windows after the flip
+            for scored, _ in result.predictions:
+                pred = scored.column(mb.PREDICTION).to_numpy()
+                correct += int((pred == scored.column(mb.LABEL).to_numpy()).sum())
+                total += len(pred)
+    return correct / total, adaptations
+
+
+def test_adaptation_policies_act_on_an_alarm_and_recover_faster():
+    plain, none_alarms = _accuracy_after_flip("none")
+    reset, reset_alarms = _accuracy_after_flip("reset")
+    boost, boost_alarms = _accuracy_after_flip("lr-boost")
+    assert none_alarms == 0 and reset_alarms >= 1 and boost_alarms >= 1
+    assert reset > plain + 0.05 and boost > plain + 0.05, (plain, reset, boost)
+    with pytest.raises(ValueError, match="adapt must be one of"):
+        OnlineConfig(adapt="retrain")
