@@ -23,7 +23,7 @@ from apache_beam.transforms import window as bw
 
 from model import batch as mb
 from model.drift import KeyedDrift
-from transforms.online.sequential import SequentialDoFn, keyed
+from transforms.online.sequential import Sequential
 from transforms.window.spec import WindowSpec
 
 
@@ -94,10 +94,5 @@ class DetectDrift(beam.PTransform):
 
     def expand(self, predictions: beam.PCollection) -> beam.PCollection:
         worker = functools.partial(_DriftWorker, self._detector, self._spec, self._warnings)
-        step = SequentialDoFn(worker, _at_alarm, bounded=predictions.is_bounded)
-        return (
-            predictions
-            | "Global" >> beam.WindowInto(bw.GlobalWindows())
-            | "Key" >> beam.Map(keyed).with_output_types(tuple[str, pa.RecordBatch])
-            | "Detect" >> beam.ParDo(step).with_output_types(dict)
-        )
+        step = Sequential(worker, _at_alarm, element_type=pa.RecordBatch, output_type=dict)
+        return predictions | "Global" >> beam.WindowInto(bw.GlobalWindows()) | "Detect" >> step

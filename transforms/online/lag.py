@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from model import batch as mb
 from model.streams.lag import LaggedLabels
-from transforms.online.sequential import SequentialDoFn, keyed
+from transforms.online.sequential import Sequential
 
 
 class _LagWorker:
@@ -54,13 +54,10 @@ class LagLabels(beam.PTransform):
         self._num_classes = num_classes
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        step = SequentialDoFn(
+        step = Sequential(
             functools.partial(_LagWorker, self._num_classes),
             _at_first_event,
-            bounded=batches.is_bounded,
+            element_type=pa.RecordBatch,
+            output_type=pa.RecordBatch,
         )
-        return (
-            batches
-            | "Key" >> beam.Map(keyed).with_output_types(tuple[str, pa.RecordBatch])
-            | "Lag" >> beam.ParDo(step).with_output_types(pa.RecordBatch)
-        )
+        return batches | "Lag" >> step

@@ -21,7 +21,7 @@ from apache_beam.transforms import window as bw
 
 from model import batch as mb
 from model.feature_drift import FeatureSketch, Summary, critical_distance, ks_distances
-from transforms.online.sequential import SequentialDoFn, keyed
+from transforms.online.sequential import Sequential
 from transforms.window.spec import WindowSpec
 
 ALPHA = 0.001  # the KS test's level: a false alarm per thousand window pairs and feature
@@ -118,13 +118,8 @@ class FeatureDrift(beam.PTransform):
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
         size, offset = self._spec.size_s, self._spec.offset_s
-        compare = SequentialDoFn(
-            _Compare,
-            _at_window_end,
-            bounded=batches.is_bounded,
-            encode=pickle.dumps,
-            decode=pickle.loads,
-            order=_by_start,
+        compare = Sequential(
+            _Compare, _at_window_end, element_type=tuple, output_type=dict, order=_by_start
         )
         return (
             batches
@@ -132,6 +127,5 @@ class FeatureDrift(beam.PTransform):
             | "Sketch" >> beam.CombineGlobally(_SketchFn(self._eps)).without_defaults()
             | "WithWindow" >> beam.ParDo(_WithWindow())
             | "Global" >> beam.WindowInto(bw.GlobalWindows())
-            | "Key" >> beam.Map(keyed).with_output_types(tuple[str, Any])
-            | "Compare" >> beam.ParDo(compare).with_output_types(dict)
+            | "Compare" >> compare
         )
