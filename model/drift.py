@@ -172,7 +172,7 @@ class DDM:
             ps = np.where(ready, p + s, np.inf)
             # the lowest p + s so far (the newest of equals, as a sequential <= has it)
             run_min = np.minimum(self.p_min + self.s_min, np.minimum.accumulate(ps))
-            newest = np.where(ps <= run_min, np.arange(len(x)), -1)
+            newest = np.where(ready & (ps <= run_min), np.arange(len(x)), -1)
             where_min = np.maximum.accumulate(newest)
             from_state = where_min < 0
             idx = np.maximum(where_min, 0)

@@ -93,6 +93,7 @@ class Metric:
     EVENTS_UNLABELLED = "events_unlabelled"
     LABELS_JOINED = "labels_joined"
     DRIFT_ALARMS = "drift_alarms"
+    ADAPTATIONS = "adaptations"
     FEATURE_DRIFT = "feature_drift_windows"
 
 

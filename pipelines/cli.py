@@ -110,9 +110,11 @@ def _from_data(args: argparse.Namespace, inputs: tuple[str, ...]) -> _FromData:
             try:
                 scale = fit_window(head_event_times_us(head))
             except ValueError as err:
-                raise UsageError(f"--window-size: not given, and {err}: pass one") from None
-            spacing_s = scale.spacing_s
-            if size is None:
+                if size is None:
+                    raise UsageError(f"--window-size: not given, and {err}: pass one") from None
+                scale = None  # only the watermark lag wanted it: no lag then
+            spacing_s = 0.0 if scale is None else scale.spacing_s
+            if size is None and scale is not None:
                 size = scale.window_s
                 notes.append(f"window size: {scale.describe()}; --window-size to choose")
         if classes is None:

@@ -124,9 +124,7 @@ def run(
         summary,
         samples=live.samples,
         # the pipeline's own detectors where it ran them, else the progress tap's
-        drift_alarms=list(summary.drift_alarms)
-        if cfg.drift_detector != "none"
-        else live.drift_alarms,
+        drift_alarms=list(summary.drift_alarms) if _detects_drift(cfg) else live.drift_alarms,
         source=cfg.source,
         inputs=cfg.inputs,
     )

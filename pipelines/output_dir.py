@@ -3,7 +3,9 @@
 The summary counts what the sinks wrote under ``--output``, so files of an earlier
 run there would be counted with this one's. A run into a folder that holds anything
 is refused unless ``overwrite``; then the files a run writes are removed first (and
-only those: whatever else the folder holds is left alone).
+only those: whatever else the folder holds is left alone). A run marks its folder
+(:data:`MARKER`); ``overwrite`` removes nothing from a folder without that mark (say
+``--output ~``, whose own ``models/`` is not a run's).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ RUN_OUTPUTS = (
 )
 
 
+MARKER = ".sml-output"  # written into every run's output folder
+
+
 class OutputNotEmpty(ValueError):
     """The output folder holds files, and the run may not overwrite them."""
 
@@ -44,6 +49,12 @@ def prepare(path: str, *, overwrite: bool) -> None:
             "another folder"
         )
         raise OutputNotEmpty(msg)
+    if held and not os.path.exists(os.path.join(path, MARKER)):
+        msg = (
+            f"--output {path!r} holds files but no earlier run's mark ({MARKER}): "
+            "--overwrite removes only what a run wrote; choose an empty or new folder"
+        )
+        raise OutputNotEmpty(msg)
     for name in RUN_OUTPUTS:
         stale = os.path.join(path, name)
         if os.path.isdir(stale) and not os.path.islink(stale):
@@ -51,3 +62,5 @@ def prepare(path: str, *, overwrite: bool) -> None:
         elif os.path.lexists(stale):
             os.remove(stale)
     os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, MARKER), "w", encoding="utf-8") as f:
+        f.write("output folder of a pipelines/main.py run; --overwrite may replace its files\n")

@@ -181,7 +181,8 @@ class OnlineStep:
             if labels is None:
                 continue
             newest = int(mb.event_times_us(batch).max())
-            state.trained_until = max(newest, state.trained_until or newest)
+            if state.trained_until is None or newest > state.trained_until:
+                state.trained_until = newest
             run.out.samples += batch.num_rows
             state.since_publish += batch.num_rows
             if every is not None and state.since_publish >= every:
@@ -289,7 +290,9 @@ class OnlineStep:
         if state.published is None or state.since_publish >= cfg.publish_min_samples:
             return True
         every = cfg.publish_every_us
-        return every is not None and start_us - (state.published_at or start_us) >= every
+        if every is None or state.published_at is None:
+            return False
+        return start_us - state.published_at >= every
 
     def _published(self, state: _ModelState) -> ModelArtifact:
         """The last published version, rebuilt from the state."""
@@ -383,9 +386,9 @@ class TrainingStep(OnlineStep):
         return [(artifact, start_us + i * size) for i in range(self.carry_windows)]
 
     def _serve_on(self, artifact: ModelArtifact, start_us: int) -> list[Stamped]:
-        # the next window has no new version: it gets the last one (the carries of
-        # its publication cover only the windows that follow it without data)
-        return [(artifact, start_us)]
+        # no new version: the last one again, carried as a publication is, so that
+        # windows without data (no timer, nothing served from them) are covered too
+        return self._stamps(artifact, start_us)
 
 
 class PrequentialStep(OnlineStep):

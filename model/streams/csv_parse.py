@@ -330,6 +330,6 @@ def head_num_classes(batches: list[pa.RecordBatch]) -> int | None:
     labels = [y for y in map(mb.labels_numpy, batches) if y is not None and len(y)]
     if not labels:
         return None
-    counts = np.bincount(np.concatenate(labels))
-    common = np.flatnonzero(counts >= max(2, 0.001 * counts.sum()))
+    values, counts = np.unique(np.concatenate(labels), return_counts=True)
+    common = values[counts >= max(2, 0.001 * counts.sum())]
     return max(2, int(common.max()) + 1) if len(common) else 2

@@ -128,15 +128,37 @@ class _Decoder:
         self.features: list[str] | None = None
         self.default_key = os.path.basename(source)
 
+    def _parsable(self, records: list[bytes | ValueError]) -> list[bytes | ValueError]:
+        """``records`` with each one tfx-bsl cannot parse as a ``tf.Example`` in its
+        place as an error (the decoder refuses a whole chunk for one bad record,
+        so a chunk it refuses is tried record by record)."""
+        good = [r for r in records if isinstance(r, bytes)]
+        try:
+            if good:
+                self.decoder.DecodeBatch(good)
+            return records
+        except RuntimeError:
+            pass
+        out: list[bytes | ValueError] = []
+        for r in records:
+            if isinstance(r, bytes):
+                try:
+                    self.decoder.DecodeBatch([r])
+                except RuntimeError as err:
+                    r = ValueError(f"not a tf.Example: {err}")
+            out.append(r)
+        return out
+
     def special(self) -> set[str]:
         fmt = self.fmt
         return {fmt.time_column, fmt.key_column, fmt.event_id_column, fmt.label_column or ""}
 
     def chunk(self, records: list[bytes | ValueError], first_index: int) -> ParsedChunk:
+        records = self._parsable(records)
         good = [r for r in records if isinstance(r, bytes)]
         decoded = self.decoder.DecodeBatch(good) if good else None
         columns = {} if decoded is None else {n: decoded.column(n) for n in decoded.schema.names}
-        if self.features is None:
+        if self.features is None and decoded is not None:
             self.features = sorted(set(columns) - self.special())
             if not self.features:
                 msg = f"{self.source}: no feature besides {sorted(self.special() - {''})}"
@@ -153,7 +175,7 @@ class _Decoder:
             try:
                 values = {n: col[row].as_py() for n, col in columns.items()}
                 t_us = _time_us(_one(values.get(self.fmt.time_column), "time"), "time")
-                feats = [_float(str(_one(values.get(n), n)), n) for n in self.features]
+                feats = [_float(str(_one(values.get(n), n)), n) for n in self.features or ()]
                 key_value = values.get(self.fmt.key_column)
                 key = _one(key_value, "key").decode() if key_value else self.default_key
                 ids = values.get(self.fmt.event_id_column)

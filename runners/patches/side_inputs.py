@@ -36,11 +36,11 @@ class _WindowIndex:
 
     def values(self, target_window: Any) -> list[Any]:
         with self._lock:
-            elements = self.elements
-            for wv in elements[self._done :]:
+            new = self.elements[self._done :]  # one slice: what it indexes, it counts
+            for wv in new:
                 for w in wv.windows:
                     self._by_window.setdefault(w, []).append(wv.value)
-            self._done = len(elements)
+            self._done += len(new)
             return list(self._by_window.get(target_window, ()))
 
 

@@ -99,3 +99,14 @@ def test_ddm_snapshot_restore_continues_exactly():
     assert (
         a.update_many(errors[1500:]).drifts.tolist() == b.update_many(errors[1500:]).drifts.tolist()
     )
+
+
+def test_ddm_keeps_no_minimum_from_before_its_first_samples():
+    # a first micro-batch shorter than min_samples, all right: it must not become the
+    # lowest error rate (p = s = 0 would never let the detector fire)
+    errors = _errors(3)
+    whole = DDM().update_many(errors).drifts.tolist()
+    split = DDM()
+    first = split.update_many(errors[:5]).drifts.tolist()
+    rest = (split.update_many(errors[5:]).drifts + 5).tolist()
+    assert first + rest == whole and whole

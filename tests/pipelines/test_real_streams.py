@@ -106,6 +106,14 @@ def test_a_rerun_into_a_used_output_is_refused_unless_overwrite(tmp_path, capsys
     assert code == 0 and second["predictions_out"] == first["predictions_out"] == 120
     assert second["model_versions"] == first["model_versions"]
     assert open(mine, encoding="utf-8").read() == "mine"
+    # a folder no run wrote: --overwrite removes nothing from it
+    theirs = tmp_path / "theirs"
+    (theirs / "models").mkdir(parents=True)
+    (theirs / "models" / "keep.bin").write_text("x")
+    argv[argv.index(out)] = str(theirs)
+    assert main.main([*argv, "--no-streaming", "--overwrite", "--quiet"]) == main.EXIT_USAGE
+    assert "no earlier run's mark" in capsys.readouterr().err
+    assert (theirs / "models" / "keep.bin").read_text() == "x"
 
 
 def _write_examples(path: str, rows: list[dict]) -> None:
@@ -187,3 +195,12 @@ def test_a_corrupt_tfrecord_is_dead_lettered_not_a_crash(tmp_path):
     good = sum(c.batch.num_rows for c in chunks if c.batch is not None)
     dead = [d for c in chunks for d in c.dead]
     assert good + len(dead) == 3 and len(dead) == 1 and "CRC" in dead[0].reason
+    # a record with a good frame that is not a tf.Example: a dead letter too
+    from model.streams.tfrecord import write_records
+
+    records = [open(path, "rb").read()[:0] or b"\x0a\x05garbage", b"\xff\xfe"]
+    junk = str(tmp_path / "junk.tfrecord")
+    write_records(junk, records)
+    chunks = list(parse_tfrecord(junk, CsvFormat(label_column="y")))
+    dead = [d for c in chunks for d in c.dead]
+    assert len(dead) == 2 and all("not a tf.Example" in d.reason for d in dead)

@@ -34,7 +34,7 @@ class _LagWorker:
         self.lag.restore(data)
 
     def apply(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-        return [self.lag.apply(batch)]
+        return [self.lag.apply(batch)] if batch.num_rows else []
 
     def snapshot(self) -> bytes:
         return self.lag.snapshot()

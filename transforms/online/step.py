@@ -117,6 +117,7 @@ class OnlineStepDoFn(beam.DoFn):
     def setup(self) -> None:
         self._learned = beam.metrics.Metrics.counter(NAMESPACE, Metric.SAMPLES_LEARNED)
         self._versions = beam.metrics.Metrics.counter(NAMESPACE, Metric.MODEL_VERSIONS)
+        self._adaptations = beam.metrics.Metrics.counter(NAMESPACE, Metric.ADAPTATIONS)
 
     def process(
         self,
@@ -165,6 +166,8 @@ class OnlineStepDoFn(beam.DoFn):
             return
         self._learned.inc(result.samples)
         self._versions.inc(result.versions)
+        if result.adaptations:
+            self._adaptations.inc(result.adaptations)
         for batch, at in result.predictions:
             yield bw.TimestampedValue(batch, Timestamp(micros=at))
         for artifact, at in result.updates:
