@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
 
 from model.artifact import ModelArtifact
+from model.process_cache import LRU
 from model.vocabulary import Metric
 from pipelines.config import PipelineConfig, model_factory, read_source, write_outputs
 from pipelines.score import PipelineOutputs
@@ -44,16 +44,14 @@ class _SaveVersions(beam.DoFn):
 
     def setup(self) -> None:
         self._store = ModelStore(self._root)
-        self._saved: OrderedDict[tuple[str | None, int], None] = OrderedDict()
+        self._saved: LRU[tuple[str | None, int], bool] = LRU(_REMEMBERED)
 
     def process(self, update: Any) -> Iterator[None]:
         artifact: ModelArtifact = update[1] if isinstance(update, tuple) else update
         seen = (update[0] if isinstance(update, tuple) else None, artifact.version)
-        if seen in self._saved:
+        if self._saved.get(seen):
             return iter(())
-        self._saved[seen] = None
-        if len(self._saved) > _REMEMBERED:
-            self._saved.popitem(last=False)
+        self._saved.put(seen, True)
         if isinstance(update, tuple):
             folder = "key=" + urllib.parse.quote(update[0], safe="")
             store = ModelStore(os.path.join(self._root, folder))
@@ -70,7 +68,7 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     """Add the classify pipeline to ``pipeline``."""
     source = read_source(pipeline, cfg)
     batches = source.batches
-    if cfg.lag_label:
+    if cfg.lags_labels:
         batches = batches | "LagLabels" >> LagLabels(cfg.num_classes)
     windowed = batches | "Window" >> EventTimeWindow(cfg.window, cfg.trigger)
     online = windowed.batches | "Online" >> OnlineClassifier(
@@ -84,7 +82,7 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
         _ = shifts | "WriteFeatureDrift" >> WriteRecords(
             os.path.join(cfg.output, "feature_drift"), counter=Metric.FEATURE_DRIFT
         )
-    if cfg.drift_detector != "none":
+    if cfg.detects_drift:
         alarms = online.predictions | "DetectDrift" >> DetectDrift(cfg.window, cfg.drift_detector)
         _ = alarms | "WriteDrift" >> WriteRecords(
             os.path.join(cfg.output, "drift"), counter=Metric.DRIFT_ALARMS

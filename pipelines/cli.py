@@ -225,9 +225,9 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             device=args.device,
             seed=args.seed,
             num_classes=times.num_classes,
-            lag_label=args.lag_label and args.pipeline == "classify",
+            lag_label=args.lag_label,
             drift_detector=args.drift_detector,
-            feature_drift=args.feature_drift and args.pipeline == "classify",
+            feature_drift=args.feature_drift,
             notes=times.notes,
         ),
     )

@@ -64,6 +64,16 @@ class PipelineConfig:
     feature_drift: bool = False  # classify: each window's features vs the previous window's
     notes: tuple[str, ...] = ()  # how defaults were chosen, for the summary
 
+    @property
+    def lags_labels(self) -> bool:
+        """The classify pipeline adds the lagged label to the features."""
+        return self.lag_label and self.pipeline == "classify"
+
+    @property
+    def detects_drift(self) -> bool:
+        """The classify pipeline watches every key's prequential error."""
+        return self.drift_detector != "none" and self.pipeline == "classify"
+
     def __post_init__(self) -> None:
         if self.pipeline not in PIPELINES:
             msg = f"pipeline must be one of {sorted(PIPELINES)}, got {self.pipeline!r}"
@@ -148,7 +158,7 @@ def num_features_of(cfg: PipelineConfig) -> int:
         width = cfg.synthetic.num_features
     else:
         width = input_features(cfg.source, cfg.inputs[0], csv_format(cfg))
-    return width + (cfg.num_classes if cfg.lag_label and cfg.pipeline == "classify" else 0)
+    return width + (cfg.num_classes if cfg.lags_labels else 0)
 
 
 def model_factory(cfg: PipelineConfig) -> Callable[[], nn.Module]:

@@ -124,15 +124,11 @@ def run(
         summary,
         samples=live.samples,
         # the pipeline's own detectors where it ran them, else the progress tap's
-        drift_alarms=list(summary.drift_alarms) if _detects_drift(cfg) else live.drift_alarms,
+        drift_alarms=list(summary.drift_alarms) if cfg.detects_drift else live.drift_alarms,
         source=cfg.source,
         inputs=cfg.inputs,
     )
     return summary
-
-
-def _detects_drift(cfg: PipelineConfig) -> bool:
-    return cfg.pipeline == "classify" and cfg.drift_detector != "none"
 
 
 def _error(kind: str, err: Exception) -> None:

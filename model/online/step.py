@@ -92,11 +92,9 @@ class _ModelState:
     # the standardized wrapper's width or None, trained until), and when it was
     published: tuple[int, bytes, int | None, int | None] | None = None
     published_at: int | None = None
-    # adaptation (config.adapt): the detector's state, samples left at a boosted rate,
-    # and how many alarms it acted on
+    # adaptation (config.adapt): the detector's state, samples left at a boosted rate
     detector: dict[str, float] | None = None
     boost_left: int = 0
-    adaptations: int = 0
     # prequential: window start -> (version, inference state serialized: it is kept
     # over several window ends, and bytes cost nothing to serialize again)
     history: dict[int, tuple[int, bytes]] = field(default_factory=dict)
@@ -266,7 +264,6 @@ class OnlineStep:
         state.detector = detector.snapshot()
         if not len(alarms.drifts):
             return
-        state.adaptations += 1
         run.out.adaptations += 1
         if cfg.adapt == "reset":
             fresh = IncrementalLearner(self.factory(), cfg.learner)

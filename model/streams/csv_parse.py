@@ -151,11 +151,16 @@ def _float(text: str, column: str) -> float:
     except ValueError:
         msg = f"non-numeric value {text!r} in column {column!r}"
         raise ValueError(msg) from None
+    return _usable(value, text, column)
+
+
+def _usable(value: float, raw: object, column: str) -> float:
+    """``value`` (read from ``raw``) if a feature can hold it: finite, not absurd."""
     if not math.isfinite(value):
-        msg = f"non-finite value {text!r} in column {column!r}"
+        msg = f"non-finite value {raw!r} in column {column!r}"
         raise ValueError(msg)
     if abs(value) > MAX_ABS_VALUE:
-        msg = f"oversized value {text!r} in column {column!r} (|x| > {MAX_ABS_VALUE:g})"
+        msg = f"oversized value {raw!r} in column {column!r} (|x| > {MAX_ABS_VALUE:g})"
         raise ValueError(msg)
     return value
 

@@ -45,6 +45,7 @@ from model.streams.csv_parse import (
     _Builder,
     _float,
     _label,
+    _usable,
     parse_timestamp_us,
 )
 from model.vocabulary import DeadLetter, Stage
@@ -106,6 +107,13 @@ def _one(values: Any, name: str) -> Any:
     return values[0]
 
 
+def _feature(values: Any, name: str) -> float:
+    value = _one(values, name)
+    if isinstance(value, bytes):  # a bytes feature: read as text, as a CSV cell is
+        return _float(value.decode("utf-8", errors="replace"), name)
+    return _usable(float(value), value, name)
+
+
 def _time_us(value: Any, name: str) -> int:
     if isinstance(value, bytes):
         return parse_timestamp_us(value.decode("utf-8", errors="replace"))
@@ -128,15 +136,18 @@ class _Decoder:
         self.features: list[str] | None = None
         self.default_key = os.path.basename(source)
 
-    def _parsable(self, records: list[bytes | ValueError]) -> list[bytes | ValueError]:
-        """``records`` with each one tfx-bsl cannot parse as a ``tf.Example`` in its
-        place as an error (the decoder refuses a whole chunk for one bad record,
-        so a chunk it refuses is tried record by record)."""
+    def _decode(
+        self, records: list[bytes | ValueError]
+    ) -> tuple[list[bytes | ValueError], pa.RecordBatch | None]:
+        """The records (each one tfx-bsl cannot parse as a ``tf.Example`` replaced by
+        an error) and the good ones decoded, in one call when the whole chunk parses
+        (the decoder refuses a whole chunk for one bad record: then the records are
+        tried one by one)."""
         good = [r for r in records if isinstance(r, bytes)]
+        if not good:
+            return records, None
         try:
-            if good:
-                self.decoder.DecodeBatch(good)
-            return records
+            return records, self.decoder.DecodeBatch(good)
         except RuntimeError:
             pass
         out: list[bytes | ValueError] = []
@@ -147,17 +158,21 @@ class _Decoder:
                 except RuntimeError as err:
                     r = ValueError(f"not a tf.Example: {err}")
             out.append(r)
-        return out
+        good = [r for r in out if isinstance(r, bytes)]
+        return out, self.decoder.DecodeBatch(good) if good else None
 
     def special(self) -> set[str]:
         fmt = self.fmt
         return {fmt.time_column, fmt.key_column, fmt.event_id_column, fmt.label_column or ""}
 
     def chunk(self, records: list[bytes | ValueError], first_index: int) -> ParsedChunk:
-        records = self._parsable(records)
-        good = [r for r in records if isinstance(r, bytes)]
-        decoded = self.decoder.DecodeBatch(good) if good else None
-        columns = {} if decoded is None else {n: decoded.column(n) for n in decoded.schema.names}
+        records, decoded = self._decode(records)
+        # each column converted once per chunk, not value by value
+        columns = (
+            {}
+            if decoded is None
+            else {n: decoded.column(n).to_pylist() for n in decoded.schema.names}
+        )
         if self.features is None and decoded is not None:
             self.features = sorted(set(columns) - self.special())
             if not self.features:
@@ -173,9 +188,9 @@ class _Decoder:
                 continue
             row += 1
             try:
-                values = {n: col[row].as_py() for n, col in columns.items()}
+                values = {n: col[row] for n, col in columns.items()}
                 t_us = _time_us(_one(values.get(self.fmt.time_column), "time"), "time")
-                feats = [_float(str(_one(values.get(n), n)), n) for n in self.features or ()]
+                feats = [_feature(values.get(n), n) for n in self.features or ()]
                 key_value = values.get(self.fmt.key_column)
                 key = _one(key_value, "key").decode() if key_value else self.default_key
                 ids = values.get(self.fmt.event_id_column)

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import struct
-import threading
-from collections import OrderedDict
 from typing import Any
 
 import apache_beam as beam
@@ -33,6 +31,7 @@ from apache_beam.internal import pickler
 
 from model.artifact import Kind, ModelArtifact
 from model.batch import decode_batch, encode_batch
+from model.process_cache import LRU
 from model.vocabulary import DeadLetter
 
 
@@ -80,7 +79,7 @@ class ModelArtifactCoder(_TypedCoder):
 
     def encode(self, value: ModelArtifact) -> bytes:
         cached = _ENCODED.get(id(value))
-        if cached is not None and cached[0] is value:
+        if cached is not None and cached[0] is value:  # the id is this object's
             return cached[1]
         factory = b"" if value.factory is None else _pickled_factory(value.factory)
         data = value.data or b""
@@ -88,7 +87,7 @@ class ModelArtifactCoder(_TypedCoder):
         flags = (value.data is not None) | (until is not None) << 1
         head = _HEAD.pack(_KINDS.index(value.kind), value.version, until or 0, flags, len(factory))
         encoded = b"".join((head, factory, data))
-        _remember(_ENCODED, id(value), (value, encoded))
+        _ENCODED.put(id(value), (value, encoded))
         return encoded
 
     def decode(self, encoded: bytes) -> ModelArtifact:
@@ -100,7 +99,7 @@ class ModelArtifactCoder(_TypedCoder):
         factory = _unpickled_factory(encoded[at : at + n]) if n else None
         data = encoded[at + n :] if flags & 1 else None
         artifact = ModelArtifact(_KINDS[kind], version, factory, data, until if flags & 2 else None)
-        _remember(_DECODED, encoded, artifact)
+        _DECODED.put(encoded, artifact)
         return artifact
 
     def estimate_size(self, value: Any) -> int:
@@ -111,19 +110,11 @@ _KINDS: tuple[Kind, ...] = ("state_dict", "torchscript", "factory")
 # kind, version, trained until, flags (1: has data, 2: has trained until), factory length
 _HEAD = struct.Struct("<BqqBI")
 _CACHED = 64  # distinct factories / recent versions kept per process
-_ENCODED: OrderedDict[int, tuple[ModelArtifact, bytes]] = OrderedDict()
-_DECODED: OrderedDict[bytes, ModelArtifact] = OrderedDict()
-_FACTORIES: OrderedDict[Any, tuple[Any, bytes]] = OrderedDict()
-_UNPICKLED: OrderedDict[bytes, Any] = OrderedDict()
-_LOCK = threading.Lock()
-
-
-def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
-    with _LOCK:
-        cache[key] = value
-        cache.move_to_end(key)
-        while len(cache) > _CACHED:
-            cache.popitem(last=False)
+# (the object is kept with its encoding, so that its id is not reused meanwhile)
+_ENCODED: LRU[int, tuple[ModelArtifact, bytes]] = LRU(_CACHED)
+_DECODED: LRU[bytes, ModelArtifact] = LRU(_CACHED)
+_FACTORIES: LRU[Any, tuple[Any, bytes]] = LRU(_CACHED)
+_UNPICKLED: LRU[bytes, Any] = LRU(_CACHED)
 
 
 def _pickled_factory(factory: Any) -> bytes:
@@ -138,7 +129,7 @@ def _pickled_factory(factory: Any) -> bytes:
     if cached is not None and (key[0] == "v" or cached[0] is factory):
         return cached[1]
     pickled = pickler.dumps(factory)
-    _remember(_FACTORIES, key, (factory, pickled))
+    _FACTORIES.put(key, (factory, pickled))
     return pickled
 
 
@@ -146,7 +137,7 @@ def _unpickled_factory(pickled: bytes) -> Any:
     factory = _UNPICKLED.get(pickled)
     if factory is None:
         factory = pickler.loads(pickled)
-        _remember(_UNPICKLED, pickled, factory)
+        _UNPICKLED.put(pickled, factory)
     return factory
 
 

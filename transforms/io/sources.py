@@ -127,7 +127,7 @@ class _ReadCsvDoFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("dead_letter", record)
 
 
-def _csv_replay_items(
+def _replay_items(
     paths: list[str], fmt: CsvFormat, watermark_lag_s: float, file_format: FileFormat
 ) -> Iterator[ReplayItem]:
     lag_us = round(watermark_lag_s * mb.US_PER_SECOND)
@@ -176,7 +176,7 @@ class CsvSource(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> SourceOut:
         if self._streaming:
-            items = _csv_replay_items(self._paths, self._fmt, self._lag, self._file_format)
+            items = _replay_items(self._paths, self._fmt, self._lag, self._file_format)
             return replay(
                 pbegin.pipeline,
                 items,
