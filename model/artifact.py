@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import math
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -63,10 +66,10 @@ class ModelArtifact:
     ) -> ModelArtifact:
         """Capture ``module``'s weights. The factory defaults to rebuilding an
         ``MLPClassifier`` with the same shape; pass one for other module classes."""
-        buf = io.BytesIO()
-        torch.save(module.state_dict(), buf)
         factory = factory or _MLPFactory.of(module)
-        return cls("state_dict", version, factory, buf.getvalue(), trained_until_us)
+        return cls(
+            "state_dict", version, factory, weights_bytes(module.state_dict()), trained_until_us
+        )
 
     @classmethod
     def torchscript(cls, module: nn.Module | torch.jit.ScriptModule, version: int) -> ModelArtifact:
@@ -107,9 +110,66 @@ class ModelArtifact:
             module = self.factory()
             if self.kind == "state_dict":
                 assert self.data is not None
-                state = torch.load(io.BytesIO(self.data), map_location=device, weights_only=True)
-                module.load_state_dict(state)
+                module.load_state_dict(weights_of(self.data, device))
         return module.to(device).eval()
+
+
+_RAW = b"SML-weights1\n"
+_DTYPES = {
+    torch.float32: "<f4",
+    torch.float64: "<f8",
+    torch.float16: "<f2",
+    torch.int64: "<i8",
+    torch.int32: "<i4",
+    torch.int16: "<i2",
+    torch.int8: "i1",
+    torch.uint8: "u1",
+    torch.bool: "?",
+}
+
+
+def weights_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    """A state dict's bytes: a JSON header (name, dtype, shape) and each tensor's raw
+    bytes, so a version is written and read by a copy each (``torch.save`` and its
+    safe loader cost about a millisecond a version, which a sparse stream publishing
+    thousands of versions pays thousands of times). Not code: safe to read from any
+    file, as ``weights_only`` loading is. Tensors of other dtypes or layouts fall back
+    to ``torch.save``.
+
+    >>> back = weights_of(weights_bytes({"w": torch.arange(3.0)}), torch.device("cpu"))
+    >>> back["w"].tolist()
+    [0.0, 1.0, 2.0]
+    """
+    arrays = []
+    for name, tensor in state.items():
+        code = _DTYPES.get(tensor.dtype)
+        if code is None or tensor.layout != torch.strided or tensor.is_quantized:
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            return buf.getvalue()
+        arrays.append((name, code, tensor.detach().cpu().contiguous().numpy()))
+    header = json.dumps([(n, c, list(a.shape)) for n, c, a in arrays]).encode()
+    body = b"".join(a.tobytes() for _, _, a in arrays)
+    return _RAW + len(header).to_bytes(4, "little") + header + body
+
+
+def weights_of(data: bytes, device: torch.device) -> dict[str, torch.Tensor]:
+    """The state dict :func:`weights_bytes` wrote (or ``torch.save`` did: older
+    versions, in model stores, still load)."""
+    if not data.startswith(_RAW):
+        return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    at = len(_RAW)
+    size = int.from_bytes(data[at : at + 4], "little")
+    header = json.loads(data[at + 4 : at + 4 + size])
+    at += 4 + size
+    state: dict[str, torch.Tensor] = {}
+    for name, code, shape in header:
+        dtype = np.dtype(code)
+        count = math.prod(shape)
+        array = np.frombuffer(data, dtype=dtype, count=count, offset=at).reshape(shape)
+        state[name] = torch.from_numpy(array.copy()).to(device)
+        at += count * dtype.itemsize
+    return state
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from model.vocabulary import Pane
 # events, sum of scores, labelled events, correct predictions, min and max version
 _WIDTH = 6
 _NO_VERSION = (np.inf, -np.inf)
-Stats = dict[str, np.ndarray]
+Stats = dict[Any, np.ndarray]  # by key, or by (window start, key): see by_window
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Partial:
     changed once made, so a copy is the object itself: Beam's reference streaming
     runner deep-copies the grouping state (every buffered partial) for each bundle."""
 
-    keys: list[str]
+    keys: list[Any]  # event keys, or (window start, key) pairs (see by_window)
     rows: np.ndarray
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Partial:
@@ -51,9 +51,10 @@ class Partial:
         return dict(zip(self.keys, self.rows, strict=True))
 
 
-def partial_stats(batch: pa.RecordBatch) -> Partial:
+def partial_stats(batch: pa.RecordBatch, window_us: int = 0, offset_us: int = 0) -> Partial:
     """The per-key stats of a batch. Batches without ``score``/``prediction``/
-    ``model_version`` columns (unscored) count events only."""
+    ``model_version`` columns (unscored) count events only. With ``window_us``, per
+    window (of that size) and key: the batch spans several (:func:`by_window`)."""
     names = batch.schema.names
 
     def column(name: str) -> np.ndarray | None:
@@ -61,8 +62,12 @@ def partial_stats(batch: pa.RecordBatch) -> Partial:
 
     prediction = column(v.PREDICTION)
     labels = None if prediction is None else mb.labels_numpy(batch)
+    codes, keys = mb.key_codes(batch)
+    if window_us:
+        codes, keys = by_window(codes, keys, mb.event_times_us(batch), window_us, offset_us)
     return stats_of(
-        *mb.key_codes(batch),
+        codes,
+        keys,
         score=column(v.SCORE),
         correct=None if labels is None or prediction is None else labels == prediction,
         versions=column(v.MODEL_VERSION),
@@ -71,7 +76,7 @@ def partial_stats(batch: pa.RecordBatch) -> Partial:
 
 def stats_of(
     codes: np.ndarray,
-    keys: list[str],
+    keys: list[Any],
     *,
     score: np.ndarray | None = None,
     correct: np.ndarray | None = None,
@@ -107,6 +112,24 @@ def stats_of(
     return Partial(keys, stats)
 
 
+def by_window(
+    codes: np.ndarray, keys: list[str], times_us: np.ndarray, window_us: int, offset_us: int = 0
+) -> tuple[np.ndarray, list[Any]]:
+    """Key codes made codes of ``(window start, key)``, for rows of several windows
+    (a frame's, see ``transforms.window.spec.FramedWindows``): pass them to
+    :func:`stats_of` for one stats row per window and key, in one vectorized pass.
+
+    >>> by_window(np.array([0, 1, 0]), ["a", "b"], np.array([1, 2, 12]), 10)
+    (array([0, 1, 2]), [(0, 'a'), (0, 'b'), (10, 'a')])
+    """
+    starts = offset_us + (times_us - offset_us) // window_us * window_us
+    k = len(keys)
+    pairs = starts * k + codes  # one number per (start, key): codes are < k
+    present, compact = np.unique(pairs, return_inverse=True)
+    windowed = [(int(p // k), keys[p % k]) for p in present.tolist()]
+    return compact, windowed
+
+
 class StatsTable:
     """Partials merged in place: each key's row in one matrix, so adding a batch's
     partial is a few vectorized operations, not one merge per key."""
@@ -138,6 +161,15 @@ class StatsTable:
 
     def stats(self) -> Stats:
         return {key: self.rows[i].copy() for key, i in self.index.items()}
+
+
+def window_stats_rows(
+    stats: Stats, window_us: int, pane: Pane, pane_index: int = 0, is_last: bool = False
+) -> Iterator[dict[str, Any]]:
+    """:func:`stats_rows` for stats keyed by ``(window start, key)`` (:func:`by_window`):
+    one row per window and key, in window order."""
+    for (start, key), s in sorted(stats.items()):
+        yield from stats_rows({key: s}, start, start + window_us, pane, pane_index, is_last)
 
 
 def stats_rows(

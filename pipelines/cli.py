@@ -25,7 +25,7 @@ from model.streams.csv_parse import (
     head_num_classes,
 )
 from model.streams.synthetic import SyntheticConfig
-from model.streams.time_scale import fit_window
+from model.streams.time_scale import EVENTS_PER_WINDOW, duration, fit_frame, fit_window
 from pipelines.config import PipelineConfig
 from pipelines.options import build_parser
 from runners.flink import FlinkSettings
@@ -74,6 +74,7 @@ class _FromData:
     lateness_s: float
     watermark_lag_s: float
     num_classes: int
+    frame: int = 1
     notes: tuple[str, ...] = ()
 
 
@@ -124,11 +125,20 @@ def _from_data(args: argparse.Namespace, inputs: tuple[str, ...]) -> _FromData:
                     f"classes: {classes} (labels 0..{classes - 1} seen in the first rows; "
                     "other labels are dead-lettered; --num-classes to choose)"
                 )
+    frame = 1 if args.frame is None else args.frame
+    if args.frame is None and head is not None and args.window == "fixed":
+        frame = fit_frame(size, head_event_times_us(head))
+        if frame > 1:
+            notes.append(
+                f"frames: {frame} windows to a Beam window of {duration(size * frame)} (about "
+                f"{EVENTS_PER_WINDOW} events: sparse windows cost no more than dense ones; "
+                "statistics stay per window); --frame 1 for one Beam window per window"
+            )
     if lateness is None:
         lateness = LATENESS_WINDOWS * size
     if lag is None:
         lag = spacing_s
-    return _FromData(size, lateness, lag, classes, tuple(notes))
+    return _FromData(size, lateness, lag, classes, frame, tuple(notes))
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
@@ -151,12 +161,13 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         ),
     )
     window = _section(
-        "--window/--window-size/--window-period/--session-gap",
+        "--window/--window-size/--window-period/--session-gap/--frame",
         lambda: WindowSpec(
             kind=args.window,
             size_s=times.window_s,
             period_s=args.window_period,
             gap_s=args.session_gap,
+            frame=times.frame,
         ),
     )
     trigger = _section(

@@ -35,6 +35,7 @@ from runners import patches
 from runners.direct import direct_options, direct_runner
 from runners.direct import run as direct_run
 from runners.flink import FlinkSettings, FlinkUnavailable, flink_args, job_args
+from runners.heap import frozen_heap
 from runners.prism import PrismUnavailable, prism_args
 
 BUILDERS = {"classify": classify.build, "score": score.build}
@@ -95,6 +96,17 @@ def run(
     ``overwrite``: then the files of the earlier run are removed first."""
     output_dir.prepare(cfg.output, overwrite=overwrite)
     beam_runner, options = runner_options(cfg, runner, flink=flink, job_endpoint=job_endpoint)
+    with frozen_heap():  # what exists now outlives the run: the collector skips it
+        return _run(cfg, runner, beam_runner, options, show_progress)
+
+
+def _run(
+    cfg: PipelineConfig,
+    runner: str,
+    beam_runner: PipelineRunner | str,
+    options: PipelineOptions,
+    show_progress: bool,
+) -> RunSummary:
     start = time.perf_counter()
     pipeline = beam.Pipeline(runner=beam_runner, options=options)
     outputs = BUILDERS[cfg.pipeline](pipeline, cfg)

@@ -175,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
         "scale, about 32 events per window, rounded to a round duration; the summary says)",
     )
     win.add_argument("--window-period", type=float, default=None, help="sliding: seconds")
+    win.add_argument(
+        "--frame",
+        type=int,
+        default=None,
+        help="fixed windows: how many windows make one Beam window (a frame; statistics "
+        "stay per window). Default: CSV/NAB/TFRecord: enough for about 32 events (1 when a "
+        "window holds that many); synthetic: 1",
+    )
     win.add_argument("--session-gap", type=float, default=10.0, help="session: seconds")
     win.add_argument(
         "--allowed-lateness",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
@@ -41,6 +41,9 @@ def counters(result: PipelineResult) -> dict[str, int]:
         value = c.committed if c.committed is not None else c.attempted
         values[c.key.metric.name] = values.get(c.key.metric.name, 0) + int(value or 0)
     return values
+
+
+SHOWN_WINDOWS = 48  # window lines the summary prints at most
 
 
 @dataclass(frozen=True)
@@ -163,12 +166,21 @@ class RunSummary:
             *self.window_lines(),
         ]
 
-    def window_lines(self) -> list[str]:
+    def window_lines(self, most: int = SHOWN_WINDOWS) -> list[str]:
+        """A line per window: the first and last ``most / 2`` when there are more (a
+        sparse stream has thousands; all are in ``metrics.json`` and ``windows/``)."""
         if not any(w.labelled for w in self.windows):
             return []
         lines = ["prequential accuracy per event-time window (UTC start, events, versions):"]
         shown = _start_format([w.start_us for w in self.windows])
-        for w in self.windows:
+        windows: list[WindowAccuracy | None] = list(self.windows)
+        if len(windows) > most:
+            windows = [*windows[: most // 2], None, *windows[-(most // 2) :]]
+        for w in windows:
+            if w is None:
+                more = len(self.windows) - 2 * (most // 2)
+                lines.append(f"  ... {more:,} windows more (all in metrics.json and windows/)")
+                continue
             start = _utc(w.start_us).strftime(shown)
             acc = "   -  " if w.accuracy is None else f"{w.accuracy:6.3f}"
             versions = "" if w.min_version is None else f"v{w.min_version}"
@@ -177,12 +189,22 @@ class RunSummary:
             lines.append(f"  {start}  {acc}  {w.events:>7,}  {versions}")
         return lines
 
-    def to_json(self) -> str:
-        data: dict[str, Any] = asdict(self)
-        data["windows"] = [dict(asdict(w), accuracy=w.accuracy) for w in self.windows]
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, each window as a dict with its accuracy, and the derived
+        figures (built field by field: ``asdict`` copies deeply, slow for thousands
+        of windows)."""
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        names = [f.name for f in fields(WindowAccuracy)]
+        data["windows"] = [
+            {**{n: getattr(w, n) for n in names}, "accuracy": w.accuracy} for w in self.windows
+        ]
+        data["notes"], data["drift_alarms"] = list(self.notes), list(self.drift_alarms)
         data["events_per_second"] = self.events_per_second
         data["balanced"] = self.balanced
-        return json.dumps(data, sort_keys=True)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
 
 
 def _utc(t_us: int) -> dt.datetime:

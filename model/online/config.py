@@ -75,11 +75,15 @@ class OnlineConfig:
 @dataclass(frozen=True)
 class WindowGrid:
     """Fixed event-time windows (as the input's ``FixedWindows`` has them) and their
-    allowed lateness, in microseconds: the step learns window by window."""
+    allowed lateness, in microseconds: the step learns window by window.
+    ``window_us``: framed windows (several windows to one Beam window of ``size_us``,
+    see ``transforms.window.spec.FramedWindows``) the size of a window inside the
+    frame; 0 when every window is a Beam window."""
 
     size_us: int
     offset_us: int = 0
     allowed_lateness_us: int = 0
+    window_us: int = 0
 
     def __post_init__(self) -> None:
         if self.size_us <= 0 or self.size_us % 1000:
@@ -88,6 +92,14 @@ class WindowGrid:
         if self.allowed_lateness_us < 0:
             msg = f"allowed lateness must be >= 0, got {self.allowed_lateness_us!r} us"
             raise ValueError(msg)
+        if self.window_us and (self.window_us < 0 or self.size_us % self.window_us):
+            msg = f"a frame ({self.size_us} us) must hold whole windows of {self.window_us} us"
+            raise ValueError(msg)
+
+    @property
+    def framed(self) -> bool:
+        """Whether a Beam window (a frame) holds several windows."""
+        return 0 < self.window_us < self.size_us
 
     def start_of(self, t_us: int) -> int:
         """The start of the window holding an event at ``t_us``."""

@@ -43,7 +43,7 @@ from model.learn.learner import IncrementalLearner, dumps_state, loads_state
 from model.learn.standardized import StandardizedFactory
 from model.online.book import MS, Book, entry_batch
 from model.online.config import OnlineConfig, WindowGrid
-from model.stats import StatsTable, stats_of, stats_rows
+from model.stats import StatsTable, by_window, stats_of, stats_rows, window_stats_rows
 from model.vocabulary import Pane
 
 Stamped = tuple[Any, int]  # a value and the event time (us) to stamp it at
@@ -92,6 +92,7 @@ class _ModelState:
     # the standardized wrapper's width or None, trained until), and when it was
     published: tuple[int, bytes, int | None, int | None] | None = None
     published_at: int | None = None
+    carried_to: int | None = None  # decoupled: windows before this have the last version
     # adaptation (config.adapt): the detector's state, samples left at a boosted rate
     detector: dict[str, float] | None = None
     boost_left: int = 0
@@ -280,7 +281,7 @@ class OnlineStep:
         if state.since_publish and self._due(state, start_us):
             self._publish(run, state, learner, start_us)
         elif state.published is not None:
-            run.out.updates.extend(self._serve_on(self._published(state), start_us))
+            run.out.updates.extend(self._serve_on(state, start_us))
 
     def _due(self, state: _ModelState, start_us: int) -> bool:
         cfg = self.config
@@ -314,6 +315,7 @@ class OnlineStep:
         state.published = (state.version, artifact.data, width, state.trained_until)
         state.published_at = start_us
         run.out.updates.extend(self._stamps(artifact, start_us))
+        state.carried_to = None
 
     # -- what each mode does ---------------------------------------------------------
     def _work(
@@ -331,7 +333,7 @@ class OnlineStep:
     def _stamps(self, artifact: ModelArtifact, start_us: int) -> list[Stamped]:
         raise NotImplementedError
 
-    def _serve_on(self, artifact: ModelArtifact, start_us: int) -> list[Stamped]:
+    def _serve_on(self, state: _ModelState, start_us: int) -> list[Stamped]:
         """The last version again, for the window from ``start_us`` (none: a mode
         whose versions are not offered per window)."""
         return []
@@ -382,10 +384,20 @@ class TrainingStep(OnlineStep):
         size = self.grid.size_us
         return [(artifact, start_us + i * size) for i in range(self.carry_windows)]
 
-    def _serve_on(self, artifact: ModelArtifact, start_us: int) -> list[Stamped]:
+    def _serve_on(self, state: _ModelState, start_us: int) -> list[Stamped]:
         # no new version: the last one again, carried as a publication is, so that
-        # windows without data (no timer, nothing served from them) are covered too
-        return self._stamps(artifact, start_us)
+        # windows without data (no timer, nothing served from them) are covered too;
+        # only to the windows its earlier stamps do not reach yet
+        size = self.grid.size_us
+        end = start_us + self.carry_windows * size
+        assert state.published_at is not None
+        reached = state.carried_to or state.published_at + self.carry_windows * size
+        state.carried_to = max(reached, end)
+        first = max(start_us, reached)
+        if first >= end:
+            return []
+        artifact = self._published(state)
+        return [(artifact, t) for t in range(first, end, size)]
 
 
 class PrequentialStep(OnlineStep):
@@ -416,6 +428,9 @@ class PrequentialStep(OnlineStep):
         if correct is not None and not late:
             self._adapt(run, state, learner, ~correct)
         codes, keys = mb.key_codes(batch)
+        if self.grid.framed:  # one stats row per window of the frame, and key
+            times = mb.event_times_us(batch)
+            codes, keys = by_window(codes, keys, times, self.grid.window_us, self.grid.offset_us)
         part = stats_of(codes, keys, score=conf, correct=correct, versions=used)
         run.tables.setdefault(start, StatsTable()).add(part)
         if late:
@@ -430,8 +445,11 @@ class PrequentialStep(OnlineStep):
             late = run.late(start, size)
             pane = Pane.LATE if late else Pane.ON_TIME
             at = run.stamp(start, size, late)
-            for row in stats_rows(table.stats(), start, start + size, pane, int(late)):
-                run.out.stats.append((row, at))
+            if self.grid.framed:
+                rows = window_stats_rows(table.stats(), self.grid.window_us, pane, int(late))
+            else:
+                rows = stats_rows(table.stats(), start, start + size, pane, int(late))
+            run.out.stats.extend((row, at) for row in rows)
 
     def _remember(self, state: _ModelState, start_us: int, learner: IncrementalLearner) -> None:
         """The model (weights and scaling) as it was when window ``start_us`` began,

@@ -77,6 +77,24 @@ def fit_window(times_us: np.ndarray, events_per_window: int = EVENTS_PER_WINDOW)
     return TimeScale(gap_s, window_s, window_s / gap_s * per_time)
 
 
+def fit_frame(window_s: float, times_us: np.ndarray, frame_events: int = EVENTS_PER_WINDOW) -> int:
+    """How many windows of ``window_s`` to put in one frame (one Beam window, see
+    ``transforms.window.spec.FramedWindows``) so that a frame holds about
+    ``frame_events`` events of a stream whose first event times are ``times_us``:
+    1 when a window holds that many already (or the scale cannot be told).
+
+    >>> second = 1_000_000
+    >>> fit_frame(1.0, np.arange(100) * second), fit_frame(64.0, np.arange(100) * second)
+    (32, 1)
+    """
+    spacing = typical_spacing_s(times_us)
+    if spacing is None:
+        return 1
+    gap_s, per_time = spacing
+    per_window = window_s / gap_s * per_time
+    return max(1, math.floor(frame_events / per_window))
+
+
 def duration(seconds: float) -> str:
     """``seconds`` in the largest unit that keeps it readable."""
     for unit, size in (("days", _DAY), ("h", _HOUR), ("min", _MINUTE), ("s", 1.0)):

@@ -204,3 +204,35 @@ def test_a_corrupt_tfrecord_is_dead_lettered_not_a_crash(tmp_path):
     chunks = list(parse_tfrecord(junk, CsvFormat(label_column="y")))
     dead = [d for c in chunks for d in c.dead]
     assert len(dead) == 2 and all("not a tf.Example" in d.reason for d in dead)
+
+
+@pytest.mark.parametrize("streaming", ["--streaming", "--no-streaming"])
+@pytest.mark.parametrize("mode", ["decoupled", "coupled"])
+def test_a_sparse_stream_runs_in_frames_and_keeps_its_windows(tmp_path, capsys, streaming, mode):
+    # one event per window: a day's row in windows of one day
+    data = write_daily_csv(str(tmp_path / "daily.csv"), 300)
+    argv = ["--source", "csv", "--input", data, "--label-column", "y", "--window-size", "86400"]
+    argv += ["--mode", mode, streaming]
+    runs = {}
+    for frame in ("auto", "1"):
+        out = str(tmp_path / f"out-{frame}")
+        extra = [] if frame == "auto" else ["--frame", frame]
+        code, summary, text = run_json([*argv, "--output", out, *extra], capsys)
+        assert code == 0 and summary["balanced"] and summary["predictions_out"] == 300
+        runs[frame] = summary, text, read_jsonl_dir(os.path.join(out, "windows"))
+    framed, _, framed_rows = runs["auto"]
+    plain, plain_text, plain_rows = runs["1"]
+    # the default put 32 windows (days) to a Beam window and said so; --frame 1 did not
+    assert "note: frames: 32 windows to a Beam window of 32 days" in runs["auto"][1]
+    assert "frames:" not in plain_text
+    # still one statistics row per day window, each of one event, as without frames
+    assert {r["window_end_us"] - r["window_start_us"] for r in framed_rows} == {86_400 * 10**6}
+    assert len(framed["windows"]) == len(plain["windows"]) == 300
+    assert [(w["start_us"], w["events"], w["labelled"]) for w in framed["windows"]] == [
+        (w["start_us"], w["events"], w["labelled"]) for w in plain["windows"]
+    ]
+    # a version per frame at most, not one per window
+    assert framed["model_versions"] <= 300 / 32 + 2 < plain["model_versions"]
+    # and the frames learn: the later windows are mostly right
+    late = framed["windows"][150:]
+    assert sum(w["correct"] for w in late) / sum(w["labelled"] for w in late) > 0.7

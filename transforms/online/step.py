@@ -43,6 +43,7 @@ from model.online.config import WindowGrid
 from model.online.step import OnlineStep, StepSnapshot
 from model.process_cache import PROCESS_CACHE
 from model.vocabulary import NAMESPACE, Metric
+from transforms.window.spec import FramedWindows, window_size_us
 
 ONE_MODEL = ""  # the state key of the one model of a step that is not per key
 
@@ -70,16 +71,22 @@ def window_grid(pcoll: beam.PCollection) -> WindowGrid:
             f"windows (e.g. EventTimeWindow(WindowSpec('fixed', ...))), got {fn!r}"
         )
         raise ValueError(msg)
+    window_us = window_size_us(fn)
     return WindowGrid(
         size_us=fn.size.micros,
         offset_us=fn.offset.micros,
         allowed_lateness_us=windowing.allowed_lateness.micros,
+        window_us=window_us if window_us < fn.size.micros else 0,
     )
 
 
 def fixed_windows(grid: WindowGrid) -> bw.FixedWindows:
     """The Beam window function of ``grid`` (the one :func:`window_grid` read)."""
-    return bw.FixedWindows(Duration(micros=grid.size_us), Timestamp(micros=grid.offset_us))
+    offset = Timestamp(micros=grid.offset_us)
+    if grid.framed:
+        frame = grid.size_us // grid.window_us
+        return FramedWindows(Duration(micros=grid.window_us), frame, offset)
+    return bw.FixedWindows(Duration(micros=grid.size_us), offset)
 
 
 def keyed_by_model(batches: beam.PCollection, per_key: bool) -> beam.PCollection:

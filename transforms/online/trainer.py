@@ -17,14 +17,13 @@ import functools
 from collections.abc import Callable
 
 import apache_beam as beam
-from apache_beam.transforms import window as bw
 from torch import nn
 
 from model.artifact import ModelArtifact
 from model.online.config import OnlineConfig, WindowGrid
 from model.online.step import TrainingStep
 from transforms.io import coders as _coders  # noqa: F401  (registers the artifact coder)
-from transforms.online.step import OnlineStepDoFn, keyed_by_model, window_grid
+from transforms.online.step import OnlineStepDoFn, fixed_windows, keyed_by_model, window_grid
 
 
 class OnlineTrainer(beam.PTransform):
@@ -61,6 +60,5 @@ class OnlineTrainer(beam.PTransform):
         return (
             keyed_by_model(labelled, per_key=False)
             | "Train" >> beam.ParDo(step).with_output_types(ModelArtifact)
-            | "UpdateWindows"
-            >> beam.WindowInto(bw.FixedWindows(grid.size_us / 1e6, grid.offset_us / 1e6))
+            | "UpdateWindows" >> beam.WindowInto(fixed_windows(grid))
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 
 from model import batch as mb
@@ -60,6 +61,22 @@ def classify(
     if watermark_us >= first_end:
         return Verdict.LATE
     return Verdict.ON_TIME
+
+
+def classify_rows(
+    spec: WindowSpec, piece: pa.RecordBatch, watermark_us: int, lateness_us: int
+) -> np.ndarray | None:
+    """A framed piece (:class:`~transforms.window.spec.FramedWindows`: several windows
+    in one Beam window), each event judged by the rule above against its own window;
+    counts each verdict. Returns which events expired, or None when none did."""
+    ends = spec.fixed_window_ends_us(mb.event_times_us(piece))
+    expired = watermark_us > ends + lateness_us
+    late = int(np.count_nonzero(watermark_us >= ends)) if watermark_us >= ends.min() else 0
+    gone = int(np.count_nonzero(expired)) if late else 0
+    count(Verdict.EXPIRED, gone)
+    count(Verdict.LATE, late - gone)
+    count(Verdict.ON_TIME, piece.num_rows - late)
+    return expired if gone else None
 
 
 def count(verdict: Verdict, rows: int) -> None:

@@ -15,8 +15,16 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
-from model.stats import Partial, Stats, StatsTable, partial_stats, stats_rows
+from model.stats import (
+    Partial,
+    Stats,
+    StatsTable,
+    partial_stats,
+    stats_rows,
+    window_stats_rows,
+)
 from model.vocabulary import NAMESPACE, Metric, Pane
+from transforms.window.spec import FramedWindows
 
 _ALL = ""  # the one grouping key of non-merging windows: every key's partials together
 _TIMING = {
@@ -48,7 +56,10 @@ class _MergeStats(beam.CombineFn):
 
 
 class _FormatPaneDoFn(beam.DoFn):
-    def __init__(self) -> None:
+    """``window_us``: framed windows' size (their stats are per window and key)."""
+
+    def __init__(self, window_us: int = 0) -> None:
+        self._window_us = window_us
         self._panes = beam.metrics.Metrics.counter(NAMESPACE, Metric.WINDOWS_FIRED)
 
     def process(
@@ -57,6 +68,16 @@ class _FormatPaneDoFn(beam.DoFn):
         window: Any = beam.DoFn.WindowParam,
         pane: Any = beam.DoFn.PaneInfoParam,
     ) -> Iterator[dict[str, Any]]:
+        timing = _TIMING.get(pane.timing, Pane.UNKNOWN)
+        if self._window_us:
+            rows = list(
+                window_stats_rows(
+                    kv[1], self._window_us, timing, int(pane.index), bool(pane.is_last)
+                )
+            )
+            self._panes.inc(len(rows))
+            yield from rows
+            return
         start = getattr(window, "start", None)
         end = getattr(window, "end", None)
         rows = list(
@@ -64,7 +85,7 @@ class _FormatPaneDoFn(beam.DoFn):
                 kv[1],
                 None if start is None else int(start.micros),
                 None if end is None else int(end.micros),
-                _TIMING.get(pane.timing, Pane.UNKNOWN),
+                timing,
                 int(pane.index),
                 bool(pane.is_last),
             )
@@ -79,6 +100,10 @@ def _for_all_keys(batch: pa.RecordBatch) -> tuple[str, Partial]:
     return _ALL, partial_stats(batch)
 
 
+def _per_window(batch: pa.RecordBatch, window_us: int, offset_us: int) -> tuple[str, Partial]:
+    return _ALL, partial_stats(batch, window_us, offset_us)
+
+
 def _by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, Partial]]:
     part = partial_stats(batch)
     for i, key in enumerate(part.keys):
@@ -88,19 +113,26 @@ def _by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, Partial]]:
 class WindowStats(beam.PTransform):
     """Windowed (scored) batches in, one dict per (key, window, pane) out.
 
-    Each batch is reduced to per-key partial sums first. With fixed, sliding or global
+    Framed windows (:class:`~transforms.window.spec.FramedWindows`) give one row per
+    window inside the frame (and key), from the frame's pane. Each batch is reduced to
+    per-key partial sums first. With fixed, sliding or global
     windows the partials of a window are merged under one grouping key (one element per
     batch into the GroupByKey, not one per event or per key); merging windows
     (sessions) are grouped per key, as Beam merges them per key.
     """
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        if batches.windowing.windowfn.is_merging():
+        fn = batches.windowing.windowfn
+        window_us = 0
+        if fn.is_merging():
             partials = batches | "PartialStats" >> beam.FlatMap(_by_key)
+        elif isinstance(fn, FramedWindows):
+            window_us, offset_us = fn.window_size.micros, fn.offset.micros
+            partials = batches | "PartialStats" >> beam.Map(_per_window, window_us, offset_us)
         else:
             partials = batches | "PartialStats" >> beam.Map(_for_all_keys)
         return (
             partials
             | "MergePerWindow" >> beam.CombinePerKey(_MergeStats())
-            | "FormatPane" >> beam.ParDo(_FormatPaneDoFn())
+            | "FormatPane" >> beam.ParDo(_FormatPaneDoFn(window_us))
         )

@@ -126,25 +126,50 @@ class _SplitStampGateDoFn(beam.DoFn):
 
     def process(self, batch: pa.RecordBatch) -> Iterator[object]:
         watermark = mb.watermark_of(batch)
+        framed = self._spec.frame > 1 and watermark is not None
         for piece, lo, hi, cell in _split(batch, self._spec):
+            if framed:  # each event judged by its own window, not by the frame's
+                assert watermark is not None
+                yield from self._judge_rows(piece, cell, watermark)
+                continue
             verdict = lateness.classify(self._spec, lo, hi, watermark, self._lateness_us)
             lateness.count(verdict, piece.num_rows)
             if verdict == lateness.Verdict.EXPIRED:
-                record: object = lateness.dead_letter(piece, watermark, self._lateness_us)
-                if self._window_fn is not None:
-                    # stamped at its earliest event, in one window of the windowing
-                    # this ParDo declares (the piece's first, expired), so that every
-                    # output carries what its PCollection says; EventTimeWindow then
-                    # puts it into the input's windowing
-                    at = Timestamp(micros=lo)
-                    record = WindowedValue(record, at, self._windows_of(cell, at)[:1])
-                yield beam.pvalue.TaggedOutput("dropped", record)
+                yield self._dropped(piece, lo, cell, watermark)
                 continue
-            timestamp = Timestamp(micros=lo)
-            if self._window_fn is None:
-                yield bw.TimestampedValue(piece, timestamp)
-            else:
-                yield WindowedValue(piece, timestamp, self._windows_of(cell, timestamp))
+            yield self._windowed(piece, lo, cell)
+
+    def _judge_rows(self, piece: pa.RecordBatch, cell: int, watermark: int) -> Iterator[object]:
+        expired = lateness.classify_rows(self._spec, piece, watermark, self._lateness_us)
+        if expired is None:
+            yield self._windowed(piece, int(mb.event_times_us(piece).min()), cell)
+            return
+        gone, kept = (
+            mb.take(piece, np.flatnonzero(expired)),
+            mb.take(piece, np.flatnonzero(~expired)),
+        )
+        yield self._dropped(gone, int(mb.event_times_us(gone).min()), cell, watermark)
+        if kept.num_rows:
+            yield self._windowed(kept, int(mb.event_times_us(kept).min()), cell)
+
+    def _windowed(self, piece: pa.RecordBatch, lo: int, cell: int) -> object:
+        timestamp = Timestamp(micros=lo)
+        if self._window_fn is None:
+            return bw.TimestampedValue(piece, timestamp)
+        return WindowedValue(piece, timestamp, self._windows_of(cell, timestamp))
+
+    def _dropped(
+        self, piece: pa.RecordBatch, lo: int, cell: int, watermark: int | None
+    ) -> beam.pvalue.TaggedOutput:
+        record: object = lateness.dead_letter(piece, watermark, self._lateness_us)
+        if self._window_fn is not None:
+            # stamped at its earliest event, in one window of the windowing this
+            # ParDo declares (the piece's first, expired), so that every output
+            # carries what its PCollection says; EventTimeWindow then puts it into
+            # the input's windowing
+            at = Timestamp(micros=lo)
+            record = WindowedValue(record, at, self._windows_of(cell, at)[:1])
+        return beam.pvalue.TaggedOutput("dropped", record)
 
 
 class _AssigningParDo(beam.ParDo):

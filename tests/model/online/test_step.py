@@ -141,6 +141,11 @@ def test_window_grid_validation_and_offsets():
     assert grid.start_of(12 * S) == 3 * S and grid.end_of(13 * S) == 23 * S
     with pytest.raises(ValueError, match="whole number of ms"):
         WindowGrid(size_us=4_099_999)
+    framed = WindowGrid(size_us=10 * S, window_us=2 * S)
+    assert framed.framed and not grid.framed
+    assert not WindowGrid(size_us=10 * S, window_us=10 * S).framed
+    with pytest.raises(ValueError, match="whole windows"):
+        WindowGrid(size_us=10 * S, window_us=3 * S)
 
 
 def _sparse_run(config, *, restore_every_call: bool, windows: int = 12, n: int = 3):
@@ -178,6 +183,11 @@ def test_versions_follow_the_cadence_and_every_window_gets_the_newest(restore_ev
     # a version served on is the published one, weights and all
     served = [a for r in results[1:4] for a, _ in r.updates]
     assert {a.data for a in served} == {results[0].updates[0][0].data}
+    # a publication stamps the 2 windows it carries to; serving on adds only the one
+    # window its earlier stamps do not reach yet: nothing grows with the windows seen
+    assert [len(r.updates) for r in results[:5]] == [2, 1, 1, 1, 2]
+    stamps = [at for r in results for _, at in r.updates]
+    assert len(stamps) == len(set(stamps)) + sum(r.versions for r in results[1:])
 
 
 def test_a_time_cadence_publishes_after_that_much_event_time():
