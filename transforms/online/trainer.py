@@ -3,7 +3,8 @@
 :class:`OnlineTrainer` learns from labelled, fixed-windowed micro-batches in one
 stateful step (one model for the stream) and emits each new version as a
 :class:`~model.artifact.ModelArtifact`, stamped at the start of the window after the
-one it learned through and repeated for ``carry_windows`` windows, in fixed windows
+one it learned through and repeated for ``carry_windows`` windows (framed windows:
+that much event time, at least 2 frames; see :func:`carried_frames`), in fixed windows
 like its input. A scorer that reads these as a side input windowed like its main
 input (:class:`transforms.inference.StreamingInference` with ``updates=``) scores
 window k+1 with the model trained through window k: never an event older than what
@@ -14,6 +15,7 @@ windowing.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import apache_beam as beam
@@ -24,6 +26,15 @@ from model.online.config import OnlineConfig, WindowGrid
 from model.online.step import TrainingStep
 from transforms.io import coders as _coders  # noqa: F401  (registers the artifact coder)
 from transforms.online.step import OnlineStepDoFn, fixed_windows, keyed_by_model, window_grid
+
+
+def carried_frames(grid: WindowGrid, carry_windows: int) -> int:
+    """How many Beam windows a version is stamped for: ``carry_windows`` windows'
+    worth, and framed windows at least 2 frames (so one frame without data, whose
+    end sets no timer, is still covered), not ``carry_windows`` frames each."""
+    if not grid.framed:
+        return carry_windows
+    return max(2, math.ceil(carry_windows * grid.window_us / grid.size_us))
 
 
 class OnlineTrainer(beam.PTransform):
@@ -55,7 +66,9 @@ class OnlineTrainer(beam.PTransform):
 
     def expand(self, labelled: beam.PCollection) -> beam.PCollection:
         grid = self._grid or window_grid(labelled)
-        make = functools.partial(TrainingStep, self._factory, self._config, grid, self._carry)
+        make = functools.partial(
+            TrainingStep, self._factory, self._config, grid, carried_frames(grid, self._carry)
+        )
         step = OnlineStepDoFn(make, per_key=False, updates_tag=None, drain=labelled.is_bounded)
         return (
             keyed_by_model(labelled, per_key=False)
