@@ -17,6 +17,7 @@ import datetime as dt
 import html
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
@@ -29,7 +30,7 @@ import pyarrow.compute as pc  # noqa: E402
 
 from model import vocabulary as v  # noqa: E402
 from model.streams.csv_parse import anomaly_windows  # noqa: E402
-from pipelines.summary import RunSummary  # noqa: E402
+from pipelines.summary import RunSummary, WindowAccuracy  # noqa: E402
 from transforms.io.sinks import read_jsonl_dir, read_parquet_dir  # noqa: E402
 
 
@@ -44,6 +45,7 @@ def _utc_all(us: list[int]) -> np.ndarray:
 
 
 _MARKED = 200  # plots of more points than this draw lines only (markers cost per point)
+_POINTS = 500  # the accuracy plot draws at most this many points (runs of windows)
 
 
 def _json_lines(data: dict[str, Any]) -> str:
@@ -83,17 +85,42 @@ def _throughput(samples: list[dict[str, Any]], path: str) -> str | None:
 
 
 def _accuracy(summary: RunSummary, path: str) -> str | None:
-    points = [(w.start_us, w.accuracy) for w in summary.windows if w.accuracy is not None]
-    if not points:
+    starts, accuracy, run = accuracy_runs(summary.windows)
+    if not len(starts):
         return None
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    starts, accuracy = zip(*points, strict=True)
-    ax.plot(_utc_all(list(starts)), accuracy, marker="o" if len(points) <= _MARKED else None)
+    ax.plot(_utc_all(starts.tolist()), accuracy, marker="o" if len(starts) <= _MARKED else None)
     ax.xaxis_date()
     ax.set_ylim(0, 1)
     ax.set_ylabel("prequential accuracy")
-    ax.set_xlabel("event time (window start, UTC)")
+    runs = "" if run == 1 else f", runs of {run}+ windows"
+    ax.set_xlabel(f"event time (window start, UTC{runs})")
     return _save(fig, path)
+
+
+def accuracy_runs(
+    windows: Sequence[WindowAccuracy], most: int = _POINTS
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """What the accuracy plot draws: the labelled windows' starts and accuracies, or,
+    for more than ``most`` of them (a sparse stream has thousands), runs of
+    consecutive windows, each at the accuracy of its events together; and the
+    shortest run's length.
+
+    >>> w = [WindowAccuracy(t, 2, 2, c, None, None) for t, c in enumerate([2, 0, 1, 1])]
+    >>> starts, accuracy, run = accuracy_runs(w, most=2)
+    >>> starts.tolist(), accuracy.tolist(), run
+    ([0, 2], [0.5, 0.5], 2)
+    """
+    labelled = [w for w in windows if w.labelled]
+    if not labelled:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), 1
+    starts = np.array([w.start_us for w in labelled], dtype=np.int64)
+    right = np.array([w.correct for w in labelled], dtype=np.float64)
+    seen = np.array([w.labelled for w in labelled], dtype=np.float64)
+    edges = np.unique(np.linspace(0, len(labelled), min(len(labelled), most) + 1).astype(int))
+    firsts = edges[:-1]
+    accuracy = np.add.reduceat(right, firsts) / np.add.reduceat(seen, firsts)
+    return starts[firsts], accuracy, int(np.diff(edges).min())
 
 
 def _timeline(summary: RunSummary, alarms: list[int], path: str) -> str | None:

@@ -225,6 +225,9 @@ def test_a_sparse_stream_runs_in_frames_and_keeps_its_windows(tmp_path, capsys, 
     # the default put 32 windows (days) to a Beam window and said so; --frame 1 did not
     assert "note: frames: 32 windows to a Beam window of 32 days" in runs["auto"][1]
     assert "frames:" not in plain_text
+    # 300 window lines would bury the summary: the first and last 24, and a count
+    assert "  ... 252 windows more (all in metrics.json and windows/)" in plain_text
+    assert plain_text.count("  1961-") + plain_text.count("  1960-") <= 48
     # still one statistics row per day window, each of one event, as without frames
     assert {r["window_end_us"] - r["window_start_us"] for r in framed_rows} == {86_400 * 10**6}
     assert len(framed["windows"]) == len(plain["windows"]) == 300
