@@ -212,6 +212,12 @@ DETECTORS: dict[str, Any] = {
     "page-hinkley": lambda: PageHinkley(delta=0.005, threshold=50.0, min_samples=30, alpha=0.9999),
     "ddm": DDM,
 }
+# Detectors without warnings of their own warn by a more sensitive copy of themselves
+# (as adaptive random forests run a second ADWIN with a larger delta): half the
+# threshold.
+WARNING_DETECTORS: dict[str, Any] = {
+    "page-hinkley": lambda: PageHinkley(delta=0.005, threshold=25.0, min_samples=30, alpha=0.9999),
+}
 
 
 @dataclass

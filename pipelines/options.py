@@ -249,9 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument(
         "--adapt",
         default="none",
-        choices=["none", "reset", "lr-boost"],
+        choices=["none", "reset", "lr-boost", "background"],
         help="on a drift alarm of the learner's own prequential error (Page-Hinkley): "
-        "reset the model, or multiply its learning rate by 5 for the next 500 samples",
+        "reset the model, multiply its learning rate by 5 for the next 500 samples, or "
+        "(background) switch to a fresh model started at the warning before it",
     )
     learn.add_argument("--replay-size", type=int, default=0, help="reservoir replay rows")
     learn.add_argument("--ewc-lambda", type=float, default=0.0, help="online EWC strength")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from model.drift import DETECTORS
 from model.learn.learner import LearnerConfig
 
-ADAPT_POLICIES = ("none", "reset", "lr-boost")
+ADAPT_POLICIES = ("none", "reset", "lr-boost", "background")
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,14 @@ class OnlineConfig:
     publish_every_us: int | None = None
     # adaptation: a drift detector on the step's own prequential error, and what an
     # alarm does: "reset" (a fresh model), "lr-boost" (the learning rate times
-    # ``boost`` for the next ``boost_samples`` samples) or "none"
+    # ``boost`` for the next ``boost_samples`` samples), "background" (a fresh model
+    # started at a warning learns beside the serving one and replaces it at the
+    # alarm; dropped after ``background_samples`` rows without one) or "none"
     adapt: str = "none"
     adapt_detector: str = "page-hinkley"
     boost: float = 5.0
     boost_samples: int = 500
+    background_samples: int = 2000
 
     def __post_init__(self) -> None:
         if self.step_rows is not None and self.step_rows <= 0:
@@ -60,6 +63,9 @@ class OnlineConfig:
             raise ValueError(msg)
         if self.adapt_detector not in DETECTORS:
             msg = f"adapt_detector must be one of {sorted(DETECTORS)}, got {self.adapt_detector!r}"
+            raise ValueError(msg)
+        if self.background_samples <= 0:
+            msg = f"background_samples must be > 0, got {self.background_samples!r}"
             raise ValueError(msg)
         if self.boost <= 0 or self.boost_samples <= 0:
             msg = f"boost and boost_samples must be > 0, got {self.boost!r}, {self.boost_samples!r}"

@@ -38,7 +38,7 @@ from torch import nn
 
 from model import batch as mb
 from model.artifact import ModelArtifact
-from model.drift import DETECTORS
+from model.drift import DETECTORS, WARNING_DETECTORS, Alarms
 from model.learn.learner import IncrementalLearner, dumps_state, loads_state
 from model.learn.standardized import StandardizedFactory
 from model.online.book import MS, Book, entry_batch
@@ -77,6 +77,7 @@ class WindowEnd:
     samples: int = 0
     versions: int = 0
     adaptations: int = 0
+    backgrounds: int = 0  # background learners started (the background policy)
 
 
 @dataclass
@@ -96,6 +97,11 @@ class _ModelState:
     # adaptation (config.adapt): the detector's state, samples left at a boosted rate
     detector: dict[str, float] | None = None
     boost_left: int = 0
+    # the background policy: the warning detector's state, the background learner
+    # (IncrementalLearner.snapshot()) and how many rows it has learned
+    warning: dict[str, float] | None = None
+    background: dict[str, Any] | None = None
+    background_seen: int = 0
     # prequential: window start -> (version, inference state serialized: it is kept
     # over several window ends, and bytes cost nothing to serialize again)
     history: dict[int, tuple[int, bytes]] = field(default_factory=dict)
@@ -248,9 +254,11 @@ class OnlineStep:
         state: _ModelState,
         learner: IncrementalLearner,
         errors: np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
     ) -> None:
-        """Feed a batch's prequential errors (in event-time order) to the step's
-        detector; on a drift alarm, act as ``config.adapt`` says."""
+        """Feed a batch's prequential errors (in event-time order; ``x``, ``y``: its
+        rows) to the step's detector; on a drift alarm, act as ``config.adapt`` says."""
         cfg = self.config
         if cfg.adapt == "none" or not len(errors):
             return
@@ -263,15 +271,69 @@ class OnlineStep:
             detector.restore(state.detector)
         alarms = detector.update_many(errors.astype(np.float64))
         state.detector = detector.snapshot()
+        if cfg.adapt == "background":
+            self._background(run, state, learner, alarms, errors, x, y)
+            return
         if not len(alarms.drifts):
             return
         run.out.adaptations += 1
         if cfg.adapt == "reset":
-            fresh = IncrementalLearner(self.factory(), cfg.learner)
-            learner.restore(fresh.snapshot(copy_state=False), copy_state=False)
+            self._replace(learner, None)
         else:
             learner.set_lr(cfg.learner.lr * cfg.boost)
             state.boost_left = cfg.boost_samples
+
+    def _replace(self, learner: IncrementalLearner, snapshot: dict[str, Any] | None) -> None:
+        """``learner`` continues as ``snapshot`` (another learner's), or afresh."""
+        if snapshot is None:
+            snapshot = IncrementalLearner(self.factory(), self.config.learner).snapshot(
+                copy_state=False
+            )
+        learner.restore(snapshot, copy_state=False)
+
+    def _background(
+        self,
+        run: _Run,
+        state: _ModelState,
+        learner: IncrementalLearner,
+        alarms: Alarms,
+        errors: np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
+    ) -> None:
+        """The background policy, as adaptive random forests run theirs: a warning
+        starts a fresh learner beside the serving one, learning the rows after it; a
+        drift alarm makes it the serving learner (afresh when there is none yet); a
+        background learner that sees ``background_samples`` rows without an alarm was
+        a false warning and is dropped."""
+        cfg = self.config
+        warnings = alarms.warnings
+        if cfg.adapt_detector in WARNING_DETECTORS:  # no warnings of its own
+            warn = WARNING_DETECTORS[cfg.adapt_detector]()
+            if state.warning is not None:
+                warn.restore(state.warning)
+            warnings = warn.update_many(errors.astype(np.float64)).drifts
+            state.warning = warn.snapshot()
+        background: IncrementalLearner | None = None
+        learn_from = 0
+        if state.background is not None:
+            background = IncrementalLearner(self.factory(), cfg.learner)
+            background.restore(state.background, copy_state=False)
+        elif len(warnings):
+            background = IncrementalLearner(self.factory(), cfg.learner)
+            learn_from, state.background_seen = int(warnings[0]) + 1, 0
+            run.out.backgrounds += 1
+        if background is not None and learn_from < len(x):
+            self._learn(background, x[learn_from:], y[learn_from:], predict=False)
+            state.background_seen += len(x) - learn_from
+        if len(alarms.drifts):
+            run.out.adaptations += 1
+            self._replace(learner, None if background is None else background.snapshot())
+            state.background = None
+        elif background is not None and state.background_seen >= cfg.background_samples:
+            state.background = None  # a false warning: no drift followed
+        elif background is not None:
+            state.background = background.snapshot(copy_state=False)
 
     def _window_done(
         self, run: _Run, state: _ModelState, learner: IncrementalLearner, start_us: int
@@ -373,10 +435,11 @@ class TrainingStep(OnlineStep):
         late: bool,
     ) -> None:
         adapting = self.config.adapt != "none" and labels is not None
-        scored = self._learn(learner, mb.features_numpy(batch), labels, predict=adapting)
+        features = mb.features_numpy(batch)
+        scored = self._learn(learner, features, labels, predict=adapting)
         if adapting:
             assert scored is not None and labels is not None
-            self._adapt(run, state, learner, scored[0] != labels)
+            self._adapt(run, state, learner, scored[0] != labels, features, labels)
 
     def _stamps(self, artifact: ModelArtifact, start_us: int) -> list[Stamped]:
         # stamped at the start of the next window and carried forward, so a window
@@ -426,7 +489,8 @@ class PrequentialStep(OnlineStep):
         run.out.predictions.append((out, run.stamp(start, size, late)))
         correct = None if labels is None else pred == labels
         if correct is not None and not late:
-            self._adapt(run, state, learner, ~correct)
+            assert labels is not None
+            self._adapt(run, state, learner, ~correct, features, labels)
         codes, keys = mb.key_codes(batch)
         if self.grid.framed:  # one stats row per window of the frame, and key
             times = mb.event_times_us(batch)

@@ -239,3 +239,13 @@ def test_a_sparse_stream_runs_in_frames_and_keeps_its_windows(tmp_path, capsys, 
     # and the frames learn: the later windows are mostly right
     late = framed["windows"][150:]
     assert sum(w["correct"] for w in late) / sum(w["labelled"] for w in late) > 0.7
+
+
+@pytest.mark.parametrize("policy", ["reset", "lr-boost", "background"])
+def test_every_adaptation_policy_runs_from_the_command_line(tmp_path, capsys, policy):
+    data = write_daily_csv(str(tmp_path / "daily.csv"), 300)
+    argv = ["--source", "csv", "--input", data, "--label-column", "y", "--adapt", policy]
+    code, summary, _ = run_json([*argv, "--output", str(tmp_path / "out")], capsys)
+    assert code == 0 and summary["balanced"] and summary["predictions_out"] == 300
+    late = [w for w in summary["windows"][len(summary["windows"]) // 2 :] if w["labelled"]]
+    assert sum(w["correct"] for w in late) / sum(w["labelled"] for w in late) > 0.7

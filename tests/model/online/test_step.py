@@ -218,16 +218,22 @@ def _flip_stream(windows: int = 20, n: int = 100, flip_at: int = 10):
     return out
 
 
-def _accuracy_after_flip(adapt: str) -> tuple[float, int]:
+def _accuracy_after_flip(adapt: str, detector: str = "page-hinkley") -> tuple[float, int]:
     # a slow learner (lr 0.002): left alone it takes long to unlearn the old concept
     slow = LearnerConfig(lr=0.002, seed=0)
-    config = OnlineConfig(learner=slow, step_rows=1, adapt=adapt, boost=20.0)
+    config = OnlineConfig(
+        learner=slow, step_rows=1, adapt=adapt, boost=20.0, adapt_detector=detector
+    )
     step = PrequentialStep(FACTORY, config, GRID)
-    correct, total, adaptations = 0, 0, 0
+    correct, total, adaptations, backgrounds = 0, 0, 0, 0
     for w, batch in enumerate(_flip_stream()):
         entry, _ = step.on_batch(batch)
         result = step.on_window_end((w + 1) * 10 * S - MS, [entry])
         adaptations += result.adaptations
+        backgrounds += result.backgrounds
+        if adapt == "background":
+            # every learner that took over was started at a warning before the alarm
+            assert backgrounds >= adaptations, w
         if w in (10, 11, 12):  # the three windows after the flip
             for scored, _ in result.predictions:
                 pred = scored.column(mb.PREDICTION).to_numpy()
@@ -240,7 +246,16 @@ def test_adaptation_policies_act_on_an_alarm_and_recover_faster():
     plain, none_alarms = _accuracy_after_flip("none")
     reset, reset_alarms = _accuracy_after_flip("reset")
     boost, boost_alarms = _accuracy_after_flip("lr-boost")
+    background, background_alarms = _accuracy_after_flip("background")
     assert none_alarms == 0 and reset_alarms >= 1 and boost_alarms >= 1
+    assert background_alarms >= 1
     assert reset > plain + 0.05 and boost > plain + 0.05, (plain, reset, boost)
+    # the learner started at the warning had learned the new concept for a while
+    assert background > plain + 0.05 and background >= reset, (plain, reset, background)
+    # DDM warns by itself (Page-Hinkley by a copy of half its threshold)
+    ddm, ddm_alarms = _accuracy_after_flip("background", "ddm")
+    assert ddm_alarms >= 1 and ddm > plain + 0.05
+    with pytest.raises(ValueError, match="background_samples must be > 0"):
+        OnlineConfig(background_samples=0)
     with pytest.raises(ValueError, match="adapt must be one of"):
         OnlineConfig(adapt="retrain")
