@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from model import batch as mb
+from model.online.config import WindowGrid
 
 MS = 1000  # one millisecond in microseconds: the resolution of runner timestamps
 _HEADER = struct.Struct(">qq")  # window end (us), serial
@@ -111,3 +112,19 @@ class Book:
         self.serial = serial
         self.done = frozenset(values[2 : 2 + n_done])
         self.scheduled = frozenset(values[2 + n_done :])
+
+
+def split_at_windows(batch: pa.RecordBatch, grid: WindowGrid) -> list[pa.RecordBatch]:
+    """``batch`` cut into one piece per window of ``grid`` its rows fall in (row order
+    kept within a piece): the step learns window by window, so a batch that spans
+    windows (labels joined long after their events) must not be learned whole in
+    its earliest one."""
+    if not batch.num_rows:
+        return []
+    windows = (mb.event_times_us(batch) - grid.offset_us) // grid.size_us
+    if (windows == windows[0]).all():
+        return [batch]
+    order = np.argsort(windows, kind="stable")
+    ordered, cells = mb.take(batch, order), windows[order]
+    cuts = [0, *(np.flatnonzero(np.diff(cells)) + 1).tolist(), len(cells)]
+    return [ordered.slice(a, b - a) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]

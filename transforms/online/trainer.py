@@ -22,6 +22,7 @@ import apache_beam as beam
 from torch import nn
 
 from model.artifact import ModelArtifact
+from model.online.book import split_at_windows
 from model.online.config import OnlineConfig, WindowGrid
 from model.online.step import TrainingStep
 from transforms.io import coders as _coders  # noqa: F401  (registers the artifact coder)
@@ -70,6 +71,8 @@ class OnlineTrainer(beam.PTransform):
             TrainingStep, self._factory, self._config, grid, carried_frames(grid, self._carry)
         )
         step = OnlineStepDoFn(make, per_key=False, updates_tag=None, drain=labelled.is_bounded)
+        if self._grid is not None:  # not windowed: batches may span windows
+            labelled = labelled | "AtWindows" >> beam.FlatMap(split_at_windows, grid)
         return (
             keyed_by_model(labelled, per_key=False)
             | "Train" >> beam.ParDo(step).with_output_types(ModelArtifact)

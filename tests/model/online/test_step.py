@@ -259,3 +259,14 @@ def test_adaptation_policies_act_on_an_alarm_and_recover_faster():
         OnlineConfig(background_samples=0)
     with pytest.raises(ValueError, match="adapt must be one of"):
         OnlineConfig(adapt="retrain")
+
+
+def test_a_batch_spanning_windows_is_cut_at_them():
+    from model.online.book import split_at_windows
+
+    grid = WindowGrid(size_us=10 * S, offset_us=2 * S)
+    times = np.array([25, 3, 14, 5, 31, 11]) * S  # windows [2,12) [12,22) [22,32)
+    batch = mb.make_batch(["k"] * 6, times, np.zeros((6, 1)), event_ids=range(6))
+    pieces = split_at_windows(batch, grid)
+    assert [p.column(mb.EVENT_ID).to_pylist() for p in pieces] == [[1, 3, 5], [2], [0, 4]]
+    assert split_at_windows(pieces[0], grid) == [pieces[0]]
