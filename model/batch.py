@@ -399,3 +399,35 @@ def watermark_of(batch: pa.RecordBatch) -> int | None:
     meta = batch.schema.metadata or {}
     raw = meta.get(WATERMARK_KEY)
     return None if raw is None else int(raw)
+
+
+# Schema metadata: a batch of labels only (``key``, ``event_time``, ``event_id``,
+# ``label``) for events that arrived earlier without them (delayed labels).
+LABELS_ONLY_KEY = b"sml_labels_only"
+
+
+def label_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The labels of ``batch``'s rows, as a batch of labels only."""
+    names = [c for c in (KEY, EVENT_TIME, EVENT_ID, LABEL) if c in batch.schema.names]
+    labels = batch.select(names)
+    meta = dict(labels.schema.metadata or {})
+    meta[LABELS_ONLY_KEY] = b"1"
+    return labels.replace_schema_metadata(meta)
+
+
+def is_label_batch(batch: pa.RecordBatch) -> bool:
+    return LABELS_ONLY_KEY in (batch.schema.metadata or {})
+
+
+def without_labels(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` without its label column (what a scorer may see before the label)."""
+    index = batch.schema.get_field_index(LABEL)
+    return batch if index < 0 else batch.remove_column(index)
+
+
+def shift_event_times(batch: pa.RecordBatch, us: int) -> pa.RecordBatch:
+    """``batch`` with every event time ``us`` later (e.g. to when its label was known)."""
+    index = batch.schema.get_field_index(EVENT_TIME)
+    times = event_times_us(batch) + us
+    column = pa.Array.from_buffers(EVENT_TIME_TYPE, len(times), [None, pa.py_buffer(times)])
+    return batch.set_column(index, EVENT_TIME, column)

@@ -95,6 +95,8 @@ class Metric:
     DRIFT_ALARMS = "drift_alarms"
     ADAPTATIONS = "adaptations"
     FEATURE_DRIFT = "feature_drift_windows"
+    EVALUATED_PANES = "evaluated_panes"
+    LABELS_REJECTED = "labels_rejected"
 
 
 # -- panes -----------------------------------------------------------------------------
