@@ -10,9 +10,14 @@ by ``event_id`` in one stateful step per key:
   ``allowed_lateness_s``; events still unlabelled then are simply not trained on
   (counted as ``events_unlabelled``); labels still unmatched go to the dead-letter
   output ("label for an unknown event");
-- labels arriving after that horizon are set aside by the windowing gate upstream
-  with reason "late" (see :mod:`transforms.window.lateness`), so every label is either
-  joined or dead-lettered with a reason.
+- labels arriving after that horizon (judged on the source watermark they carry, as
+  :mod:`transforms.window.lateness` judges events) are set aside with reason "late",
+  so every label is either joined or dead-lettered with a reason.
+
+Labels keep the timestamps they arrive with (a label known now is on time now,
+whatever its event time): re-stamped to their event time, they would be late data,
+which holds no watermark, and the join could give up on their events before they
+came.
 """
 
 from __future__ import annotations
@@ -37,19 +42,21 @@ from apache_beam.utils.timestamp import Timestamp
 
 from model import batch as mb
 from model.batch import decode_batch, encode_batch
-from model.online.config import WindowGrid
 from model.vocabulary import NAMESPACE, DeadLetter, Metric, Stage
-from transforms.window.spec import TriggerSpec, WindowSpec
-from transforms.window.windowing import EventTimeWindow
+from transforms.window.lateness import dead_letter
 
 _EVENT, _LABEL = b"E", b"L"
 UNMATCHED_REASON = (
     "label for an unknown event (no event with this event_id arrived within the allowed lateness)"
 )
-_WAITING = BagStateSpec("waiting", BytesCoder())
+# what waits, one bag per kind: an element reads only its partners' bag, and rewrites
+# it as one batch (so each arrival costs one decode and one encode, however many wait)
+_EVENTS = BagStateSpec("events", BytesCoder())
+_LABELS = BagStateSpec("labels", BytesCoder())
 _CLEAN_AT = ReadModifyWriteStateSpec("clean_at", VarIntCoder())
 _CLEANUP = TimerSpec("cleanup", TimeDomain.WATERMARK)
-WAITING = beam.DoFn.StateParam(_WAITING)
+EVENTS = beam.DoFn.StateParam(_EVENTS)
+LABELS = beam.DoFn.StateParam(_LABELS)
 CLEAN_AT = beam.DoFn.StateParam(_CLEAN_AT)
 CLEANUP = beam.DoFn.TimerParam(_CLEANUP)
 
@@ -78,7 +85,7 @@ def attach_labels(
 
 class _JoinDoFn(beam.DoFn):
     def __init__(self, window_us: int, lateness_us: int) -> None:
-        self._grid = WindowGrid(size_us=window_us)
+        self._window_us = window_us
         self._lateness_us = lateness_us
 
     def setup(self) -> None:
@@ -88,75 +95,128 @@ class _JoinDoFn(beam.DoFn):
     def process(
         self,
         kv: tuple[str, tuple[bytes, pa.RecordBatch]],
-        waiting: Any = WAITING,
+        events: Any = EVENTS,
+        labels: Any = LABELS,
         clean_at: Any = CLEAN_AT,
         timer: Any = CLEANUP,
     ) -> Iterator[Any]:
         _, (kind, batch) = kv
-        partner_kind = _LABEL if kind == _EVENT else _EVENT
-        stored = [(d[:1], decode_batch(d[1:])) for d in waiting.read()]
-        partners = [b for k, b in stored if k == partner_kind]
+        own, partners = (events, labels) if kind == _EVENT else (labels, events)
+        stored = [decode_batch(d) for d in partners.read()]
         remaining = batch
-        if partners:
-            pool = mb.concat(partners)
-            events, labels = (batch, pool) if kind == _EVENT else (pool, batch)
-            matched, event_hit, label_hit = attach_labels(events, labels)
+        if stored:
+            pool = mb.concat(stored)
+            pair = (batch, pool) if kind == _EVENT else (pool, batch)
+            matched, event_hit, label_hit = attach_labels(*pair)
             if matched.num_rows:
                 self._joined.inc(matched.num_rows)
                 yield matched
             mine, theirs = (event_hit, label_hit) if kind == _EVENT else (label_hit, event_hit)
             remaining = mb.take(batch, np.flatnonzero(~mine))
-            left = mb.take(pool, np.flatnonzero(~theirs))
-            waiting.clear()
-            for k, b in stored:
-                if k != partner_kind:
-                    waiting.add(k + encode_batch(b))
-            if left.num_rows:
-                waiting.add(partner_kind + encode_batch(left))
+            if theirs.any() or len(stored) > 1:  # rewritten as one batch
+                partners.clear()
+                left = mb.take(pool, np.flatnonzero(~theirs))
+                if left.num_rows:
+                    partners.add(encode_batch(left))
         if remaining.num_rows:
-            waiting.add(kind + encode_batch(remaining))
-            due = self._expiry(remaining)
+            own.add(encode_batch(remaining))
+            due = int(self._expiry(remaining).min())
             current = clean_at.read()
             if current is None or due < current:
                 clean_at.write(due)
                 timer.set(Timestamp(micros=due))
 
-    def _expiry(self, batch: pa.RecordBatch) -> int:
-        """When the newest event of ``batch`` can no longer be joined."""
-        newest = int(mb.event_times_us(batch).max())
-        return self._grid.end_of(newest) + self._lateness_us
+    def _expiry(self, batch: pa.RecordBatch) -> np.ndarray:
+        return expiry_us(batch, self._window_us, self._lateness_us)
 
     @on_timer(_CLEANUP)
     def cleanup(
-        self, waiting: Any = WAITING, clean_at: Any = CLEAN_AT, timer: Any = CLEANUP
+        self,
+        events: Any = EVENTS,
+        labels: Any = LABELS,
+        clean_at: Any = CLEAN_AT,
+        timer: Any = CLEANUP,
     ) -> Iterator[Any]:
         fired = clean_at.read()
-        stored = [(d[:1], decode_batch(d[1:])) for d in waiting.read()]
-        waiting.clear()
-        keep = [(k, b) for k, b in stored if self._expiry(b) > fired]
-        for kind, batch in keep:
-            waiting.add(kind + encode_batch(batch))
-        if keep:
-            nxt = min(self._expiry(b) for _, b in keep)
+        nxt = None
+        for kind, bag in ((_EVENT, events), (_LABEL, labels)):
+            stored = [decode_batch(d) for d in bag.read()]
+            if not stored:
+                continue
+            pool = mb.concat(stored)
+            expiry = self._expiry(pool)
+            gone = expiry <= fired
+            if not gone.any():
+                nxt = min(nxt, int(expiry.min())) if nxt is not None else int(expiry.min())
+                continue
+            bag.clear()
+            if not gone.all():
+                bag.add(encode_batch(mb.take(pool, np.flatnonzero(~gone))))
+                due = int(expiry[~gone].min())
+                nxt = due if nxt is None else min(nxt, due)
+            yield self._expired(kind, mb.take(pool, np.flatnonzero(gone)))
+        if nxt is None:
+            clean_at.clear()
+        else:
             clean_at.write(nxt)
             timer.set(Timestamp(micros=nxt))
-        else:
-            clean_at.clear()
-        for kind, batch in stored:
-            if self._expiry(batch) > fired:
-                continue
-            if kind == _EVENT:
-                self._unlabelled.inc(batch.num_rows)
-                continue
-            yield beam.pvalue.TaggedOutput(
-                "unmatched",
-                DeadLetter(
-                    UNMATCHED_REASON,
-                    Stage.LABELS,
-                    rows=batch.num_rows,
-                    payload={"event_ids": batch.column(mb.EVENT_ID).to_pylist()},
-                ),
-            )
+
+    def _expired(self, kind: bytes, batch: pa.RecordBatch) -> beam.pvalue.TaggedOutput:
+        if kind == _EVENT:
+            self._unlabelled.inc(batch.num_rows)
+            return beam.pvalue.TaggedOutput("unlabelled", unlabelled_record(batch))
+        return beam.pvalue.TaggedOutput(
+            "unmatched",
+            DeadLetter(
+                UNMATCHED_REASON,
+                Stage.LABELS,
+                rows=batch.num_rows,
+                payload={"event_ids": batch.column(mb.EVENT_ID).to_pylist()},
+            ),
+        )
+
+
+def expiry_us(batch: pa.RecordBatch, window_us: int, lateness_us: int) -> np.ndarray:
+    """When each row of ``batch`` can no longer be joined: its window's end plus the
+    allowed lateness."""
+    times = mb.event_times_us(batch)
+    return (times // window_us + 1) * window_us + lateness_us
+
+
+class _LateLabelsDoFn(beam.DoFn):
+    """Labels whose events can no longer be joined (the source's watermark they
+    carry is past their expiry) to the dead letters; the rest on, timestamps kept."""
+
+    def __init__(self, window_us: int, lateness_us: int) -> None:
+        self._window_us, self._lateness_us = window_us, lateness_us
+
+    def process(self, batch: pa.RecordBatch) -> Iterator[Any]:
+        watermark = mb.watermark_of(batch)
+        if watermark is None:
+            yield batch
+            return
+        expired = watermark > expiry_us(batch, self._window_us, self._lateness_us)
+        if expired.any():
+            late = mb.take(batch, np.flatnonzero(expired))
+            record = dead_letter(late, watermark, self._lateness_us, Stage.LABELS)
+            yield beam.pvalue.TaggedOutput("late", record)
+            batch = mb.take(batch, np.flatnonzero(~expired))
+        if batch.num_rows:
+            yield batch
+
+
+def unlabelled_record(batch: pa.RecordBatch) -> dict[str, Any]:
+    """What is written of events whose label never came: how many, and which."""
+    times = mb.event_times_us(batch)
+    return {
+        "rows": batch.num_rows,
+        "event_ids": batch.column(mb.EVENT_ID).to_pylist(),
+        "min_event_time_us": int(times.min()),
+        "max_event_time_us": int(times.max()),
+    }
+
+
+_Tagged = beam.typehints.Tuple[str, beam.typehints.Any]
 
 
 def _tagged(batch: pa.RecordBatch, kind: bytes) -> Iterator[tuple[str, tuple[bytes, Any]]]:
@@ -166,10 +226,12 @@ def _tagged(batch: pa.RecordBatch, kind: bytes) -> Iterator[tuple[str, tuple[byt
 @dataclass(frozen=True)
 class JoinOut:
     """``labelled``: events with their labels; ``dead_letter``: labels that arrived too
-    late or never found their event, with the reason."""
+    late or never found their event, with the reason; ``unlabelled``: a record
+    (:func:`unlabelled_record`) for the events whose label never came."""
 
     labelled: beam.PCollection
     dead_letter: beam.PCollection
+    unlabelled: beam.PCollection
 
 
 class JoinLabels(beam.PTransform):
@@ -180,23 +242,65 @@ class JoinLabels(beam.PTransform):
     ) -> None:
         super().__init__()
         self._labels = labels
-        self._window = WindowSpec("fixed", size_s=window_s)
-        self._trigger = TriggerSpec(allowed_lateness_s=allowed_lateness_s)
         window_us = round(window_s * 1_000_000)
-        self._fn = _JoinDoFn(window_us, round(allowed_lateness_s * 1_000_000))
+        lateness_us = round(allowed_lateness_s * 1_000_000)
+        self._gate = _LateLabelsDoFn(window_us, lateness_us)
+        self._fn = _JoinDoFn(window_us, lateness_us)
 
     def expand(self, events: beam.PCollection) -> JoinOut:
-        gated = self._labels | "GateLateLabels" >> EventTimeWindow(self._window, self._trigger)
-        tagged_events = events | "TagEvents" >> beam.FlatMap(_tagged, _EVENT)
-        tagged_labels = gated.batches | "TagLabels" >> beam.FlatMap(_tagged, _LABEL)
+        gated = self._labels | "GateLateLabels" >> beam.ParDo(self._gate).with_output_types(
+            pa.RecordBatch, late=DeadLetter
+        ).with_outputs("late", main="labels")
+        global_ = bw.GlobalWindows()
+        tagged_events = (
+            events
+            | "EventsGlobal" >> beam.WindowInto(global_)
+            | "TagEvents" >> beam.FlatMap(_tagged, _EVENT).with_output_types(_Tagged)
+        )
+        tagged_labels = (
+            gated.labels
+            | "LabelsGlobal" >> beam.WindowInto(global_)
+            | "TagLabels" >> beam.FlatMap(_tagged, _LABEL).with_output_types(_Tagged)
+        )
         joined = (
             (tagged_events, tagged_labels)
             | "Both" >> beam.Flatten()
-            | "GlobalWindow" >> beam.WindowInto(bw.GlobalWindows())
             | "Join"
             >> beam.ParDo(self._fn)
-            .with_output_types(pa.RecordBatch, unmatched=DeadLetter)
-            .with_outputs("unmatched", main="labelled")
+            .with_output_types(pa.RecordBatch, unmatched=DeadLetter, unlabelled=dict)
+            .with_outputs("unmatched", "unlabelled", main="labelled")
         )
-        dead = (gated.dropped, joined.unmatched) | "LabelDeadLetters" >> beam.Flatten()
-        return JoinOut(labelled=joined.labelled, dead_letter=dead)
+        dead = (gated.late, joined.unmatched) | "LabelDeadLetters" >> beam.Flatten()
+        return JoinOut(joined.labelled, dead, joined.unlabelled)
+
+
+class _SplitLabelsDoFn(beam.DoFn):
+    def process(self, batch: pa.RecordBatch) -> Iterator[Any]:
+        if mb.is_label_batch(batch):
+            yield beam.pvalue.TaggedOutput("labels", batch)
+            return
+        if mb.labels_numpy(batch) is not None:
+            yield beam.pvalue.TaggedOutput("labels", mb.label_batch(batch))
+            batch = mb.without_labels(batch)
+        yield batch
+
+
+@dataclass(frozen=True)
+class SplitOut:
+    """``events``: the batches without labels; ``labels``: label-only batches."""
+
+    events: beam.PCollection
+    labels: beam.PCollection
+
+
+class SplitLabels(beam.PTransform):
+    """Events apart from their labels: for a pipeline that scores events before their
+    labels are known, and joins the labels later (:class:`JoinLabels`). Label-only
+    batches (delayed labels from the source, :mod:`model.streams.delayed`) go to
+    ``labels`` as they are; labelled batches are parted."""
+
+    def expand(self, batches: beam.PCollection) -> SplitOut:
+        out = batches | "Split" >> beam.ParDo(_SplitLabelsDoFn()).with_output_types(
+            pa.RecordBatch, labels=pa.RecordBatch
+        ).with_outputs("labels", main="events")
+        return SplitOut(events=out.events, labels=out.labels)

@@ -83,13 +83,15 @@ def count(verdict: Verdict, rows: int) -> None:
     _COUNTERS[verdict].inc(rows)
 
 
-def dead_letter(piece: pa.RecordBatch, watermark_us: int | None, lateness_us: int) -> DeadLetter:
+def dead_letter(
+    piece: pa.RecordBatch, watermark_us: int | None, lateness_us: int, stage: str = Stage.WINDOWING
+) -> DeadLetter:
     """The dead letter of an expired piece (one record for all its events)."""
     ids = piece.column(mb.EVENT_ID).to_pylist() if mb.EVENT_ID in piece.schema.names else []
     times = mb.event_times_us(piece)
     return DeadLetter(
         LATE_REASON,
-        Stage.WINDOWING,
+        stage,
         rows=piece.num_rows,
         payload={
             "event_ids": ids,

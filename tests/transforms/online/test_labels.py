@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -39,6 +41,15 @@ def _pairs(batch: pa.RecordBatch, a: str, b: str):
     return zip(first, batch.column(b).to_pylist(), strict=True)
 
 
+def _joined(items: list[tuple[pa.RecordBatch, int]]) -> tuple[beam.Pipeline, Any]:
+    """A streaming replay of event and label batches, joined in windows of 10 s with
+    10 s of allowed lateness."""
+    p = make_pipeline(streaming=True)
+    src = replay(p, [(b, wm, []) for b, wm in items])
+    is_label = src.batches | beam.Partition(lambda b, n: int("features" not in b.schema.names), 2)
+    return p, is_label[0] | JoinLabels(is_label[1], window_s=10.0, allowed_lateness_s=10.0)
+
+
 def test_attach_labels_matches_by_event_id():
     matched, event_hit, label_hit = attach_labels(events([1, 2, 3, 4]), labels([4, 2, 9]))
     assert matched.column(mb.EVENT_ID).to_pylist() == [2, 4]
@@ -58,10 +69,7 @@ def test_delayed_labels_join_and_too_late_or_orphan_labels_are_dead_lettered():
         (labels([3]), 26 * S),  # too late
         (labels([50]), 27 * S),  # no such event: orphan
     ]
-    p = make_pipeline(streaming=True)
-    src = replay(p, [(b, wm, []) for b, wm in items])
-    is_label = src.batches | beam.Partition(lambda b, n: int("features" not in b.schema.names), 2)
-    joined = is_label[0] | JoinLabels(is_label[1], window_s=10.0, allowed_lateness_s=10.0)
+    p, joined = _joined(items)
     _ = joined.labelled | beam.FlatMap(_pairs, "event_id", "label") | beam.ParDo(Collect("joined"))
     _ = joined.dead_letter | "Dead" >> beam.ParDo(Collect("dead"))
     p.run().wait_until_finish()
@@ -151,3 +159,21 @@ def test_online_learning_from_delayed_labels_is_leak_free():
     assert len(rows) == n and len(trained) >= 4
     for t, version in rows:
         assert version == 0 or trained[version] < t
+
+
+def test_events_whose_label_never_comes_are_counted_once_their_wait_is_over():
+    items = [
+        (events([1, 2, 3]), 3 * S),
+        (labels([1]), 4 * S),
+        (events([11]), 12 * S),
+        (events([31]), 35 * S),  # the watermark passes [0, 10) + 10 s: 2 and 3 give up
+    ]
+    p, joined = _joined(items)
+    _ = joined.labelled | beam.FlatMap(_pairs, "event_id", "label") | beam.ParDo(Collect("j2"))
+    _ = joined.unlabelled | "Never" >> beam.ParDo(Collect("never"))
+    p.run().wait_until_finish()
+    never = take("never")
+    assert sorted(take("j2")) == [(1, 1)]
+    assert sorted(i for r in never for i in r["event_ids"]) == [2, 3, 11, 31]
+    # every event is either joined or counted as never labelled: 5 = 1 + 4
+    assert 1 + sum(r["rows"] for r in never) == 5
