@@ -19,15 +19,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 
+from model import batch as mb
 from model.artifact import ModelArtifact
 from model.process_cache import LRU
 from model.vocabulary import Metric
 from pipelines.config import PipelineConfig, model_factory, read_source, write_outputs
 from pipelines.score import PipelineOutputs
 from transforms.io import ModelStore, WriteRecords
-from transforms.online import DetectDrift, LagLabels, OnlineClassifier
-from transforms.window import EventTimeWindow
+from transforms.online import DetectDrift, JoinLabels, LagLabels, OnlineClassifier
+from transforms.online.labels import SplitLabels
+from transforms.window import EventTimeWindow, TriggerSpec, WindowStats
 from transforms.window.feature_drift import FeatureDrift
 
 _REMEMBERED = 4096  # (key, version) pairs a saver remembers having saved
@@ -64,16 +67,81 @@ class _SaveVersions(beam.DoFn):
         return iter(())
 
 
+def _join(labels: beam.PCollection, cfg: PipelineConfig, horizon_s: float) -> JoinLabels:
+    # waiting rows expire frame by frame (a timer per frame, not per window)
+    frame_s = cfg.window.size_s * cfg.window.frame
+    return JoinLabels(labels, window_s=frame_s, allowed_lateness_s=horizon_s)
+
+
+def _no_watermark(batch: pa.RecordBatch) -> pa.RecordBatch:
+    # joined when its label came, long after the source's watermark passed it: to be
+    # windowed by its event time, not judged late again
+    return batch.replace_schema_metadata(None)
+
+
+def _evaluate(
+    predictions: beam.PCollection, labels: beam.PCollection, cfg: PipelineConfig
+) -> beam.PCollection:
+    """Prequential accuracy on delayed labels: each prediction joined (by ``event_id``)
+    to its label when that comes, windowed by its event time again, and counted per
+    window into ``<output>/evaluation/``; predictions whose label never came into
+    ``<output>/unlabelled/``, labels that found no prediction into
+    ``<output>/label_dead_letter/``. Returns the windowed, labelled predictions."""
+    horizon_s = cfg.label_horizon_s
+    joined = predictions | "JoinEvaluationLabels" >> _join(labels, cfg, horizon_s)
+    # the panes of labels that come late fire late: allowed for the label horizon, and
+    # two frames more for the time the join takes to hand them on
+    frame_s = cfg.window.size_s * cfg.window.frame
+    late = TriggerSpec(allowed_lateness_s=horizon_s + 2 * frame_s)
+    evaluated = (
+        joined.labelled
+        | "EvaluatedInEventTime" >> beam.Map(_no_watermark)
+        | "EvaluationWindow" >> EventTimeWindow(cfg.window, late)
+    )
+    out = cfg.output
+    stats = evaluated.batches | "EvaluationStats" >> WindowStats()
+    _ = stats | "WriteEvaluation" >> WriteRecords(
+        os.path.join(out, "evaluation"), counter=Metric.EVALUATED_PANES
+    )
+    _ = joined.unlabelled | "WriteUnlabelled" >> WriteRecords(
+        os.path.join(out, "unlabelled"), counter=Metric.EVENTS_UNLABELLED
+    )
+    _ = joined.dead_letter | "WriteLabelDeadLetters" >> WriteRecords(
+        os.path.join(out, "label_dead_letter"), counter=Metric.LABELS_REJECTED
+    )
+    return evaluated.batches
+
+
 def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     """Add the classify pipeline to ``pipeline``."""
     source = read_source(pipeline, cfg)
     batches = source.batches
+    labels = None
+    if cfg.delays_labels:  # scored without their labels; joined to them later
+        split = batches | "SplitLabels" >> SplitLabels()
+        batches, labels = split.events, split.labels
+    events = batches
     if cfg.lags_labels:
         batches = batches | "LagLabels" >> LagLabels(cfg.num_classes)
     windowed = batches | "Window" >> EventTimeWindow(cfg.window, cfg.trigger)
+    training = None
+    if labels is not None:
+        joined = windowed.batches | "JoinTrainingLabels" >> _join(labels, cfg, cfg.label_horizon_s)
+        # learned when the label is known, not before: a window's version learns the
+        # labels that came during the window (scores the next one), as live
+        delay_us = round((cfg.label_delay_s or 0.0) * 1e6)
+        training = joined.labelled | "LearnWhenKnown" >> beam.Map(mb.shift_event_times, delay_us)
     online = windowed.batches | "Online" >> OnlineClassifier(
-        model_factory(cfg), cfg.online, mode=cfg.mode, per_key=cfg.per_key, device=cfg.device
+        model_factory(cfg),
+        cfg.online,
+        mode=cfg.mode,
+        per_key=cfg.per_key,
+        device=cfg.device,
+        labelled=training,
     )
+    judged = online.predictions  # scored rows with their labels: what drift is watched on
+    if labels is not None:
+        judged = _evaluate(online.predictions, labels, cfg)
     _ = online.updates | "SaveVersions" >> beam.ParDo(
         _SaveVersions(os.path.join(cfg.output, "models"))
     )
@@ -83,14 +151,14 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
             os.path.join(cfg.output, "feature_drift"), counter=Metric.FEATURE_DRIFT
         )
     if cfg.detects_drift:
-        alarms = online.predictions | "DetectDrift" >> DetectDrift(cfg.window, cfg.drift_detector)
+        alarms = judged | "DetectDrift" >> DetectDrift(cfg.window, cfg.drift_detector)
         _ = alarms | "WriteDrift" >> WriteRecords(
             os.path.join(cfg.output, "drift"), counter=Metric.DRIFT_ALARMS
         )
     dead = (source.dead_letter, windowed.dropped) | "AllDeadLetters" >> beam.Flatten()
     write_outputs(cfg, online.predictions, online.stats, dead)
     return PipelineOutputs(
-        batches=source.batches,
+        batches=events,
         predictions=online.predictions,
         windows=online.stats,
         dead_letter=dead,

@@ -237,6 +237,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             seed=args.seed,
             num_classes=times.num_classes,
             lag_label=args.lag_label,
+            label_delay_s=args.label_delay,
             drift_detector=args.drift_detector,
             feature_drift=args.feature_drift,
             notes=times.notes,

@@ -62,12 +62,31 @@ class PipelineConfig:
     lag_label: bool = False  # classify: the key's previous label as a feature
     drift_detector: str = "page-hinkley"  # classify: on each key's error; "none": off
     feature_drift: bool = False  # classify: each window's features vs the previous window's
+    # classify (decoupled): each label arrives this much event time after its event
+    # (streaming replays; bounded runs part labels from events alike): scored without
+    # it, evaluated and learned from when it comes (joined by event_id)
+    label_delay_s: float | None = None
     notes: tuple[str, ...] = ()  # how defaults were chosen, for the summary
 
     @property
     def lags_labels(self) -> bool:
-        """The classify pipeline adds the lagged label to the features."""
-        return self.lag_label and self.pipeline == "classify"
+        """The classify pipeline adds the lagged label to the features (not with
+        delayed labels: the previous label may not be known yet)."""
+        return self.lag_label and self.pipeline == "classify" and not self.delays_labels
+
+    @property
+    def delays_labels(self) -> bool:
+        """The classify pipeline joins labels that arrive after their events."""
+        return self.label_delay_s is not None and self.pipeline == "classify"
+
+    @property
+    def label_horizon_s(self) -> float:
+        """How long after a window's end its events wait for their labels (and labels
+        for their events): the allowed lateness, the label delay, and a Beam window (a
+        replay hands labels on within one of their time, see
+        :mod:`model.streams.delayed`)."""
+        frame_s = self.window.size_s * self.window.frame
+        return self.trigger.allowed_lateness_s + (self.label_delay_s or 0.0) + frame_s
 
     @property
     def detects_drift(self) -> bool:
@@ -96,6 +115,12 @@ class PipelineConfig:
             raise ValueError(msg)
         if self.mode not in ("decoupled", "coupled"):
             msg = f"mode must be 'decoupled' or 'coupled', got {self.mode!r}"
+            raise ValueError(msg)
+        if self.label_delay_s is not None and self.label_delay_s < 0:
+            msg = f"label delay must be >= 0 seconds, got {self.label_delay_s!r}"
+            raise ValueError(msg)
+        if self.delays_labels and self.mode == "coupled":
+            msg = "delayed labels need mode='decoupled' (coupled learns each batch on arrival)"
             raise ValueError(msg)
         if self.per_key and self.mode == "decoupled":
             raise ValueError(
@@ -133,6 +158,8 @@ def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
             python_test_stream=python_test_stream,
             processing_time_per_chunk_s=cfg.processing_time_per_chunk_s,
             watermark_interval_s=cfg.watermark_interval_s,
+            label_delay_s=cfg.label_delay_s if cfg.delays_labels else None,
+            label_span_s=cfg.window.size_s * cfg.window.frame,
         )
     return pipeline | "Source" >> CsvSource(
         list(cfg.inputs),
@@ -142,6 +169,8 @@ def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
         watermark_lag_s=cfg.watermark_lag_s,
         watermark_interval_s=cfg.watermark_interval_s,
         file_format="tfrecord" if cfg.source == "tfrecord" else "csv",
+        label_delay_s=cfg.label_delay_s if cfg.delays_labels else None,
+        label_span_s=cfg.window.size_s * cfg.window.frame,
     )
 
 

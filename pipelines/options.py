@@ -233,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
         "known by then) to the features: what a no-change classifier knows",
     )
     learn.add_argument(
+        "--label-delay",
+        type=float,
+        default=None,
+        help="seconds of event time after which each event's label becomes known "
+        "(streaming; decoupled): events are scored without it, and the prediction is "
+        "evaluated (<output>/evaluation/, never-labelled events in <output>/unlabelled/) "
+        "and learned from when it comes; turns --lag-label off",
+    )
+    learn.add_argument(
         "--drift-detector",
         default="page-hinkley",
         choices=["page-hinkley", "ddm", "none"],

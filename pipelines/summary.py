@@ -99,6 +99,11 @@ class RunSummary:
     notes: tuple[str, ...] = ()  # how the run's defaults were chosen
     drift_alarms: tuple[int, ...] = ()  # event times of the pipeline's drift alarms
     feature_drift_windows: int = 0  # windows whose feature distributions moved
+    # delayed labels: predictions evaluated on their label, those whose label never
+    # came, and labels that found no prediction (None: labels came with their events)
+    labels_joined: int | None = None
+    never_labelled: int = 0
+    labels_rejected: int = 0
 
     @classmethod
     def from_outputs(
@@ -120,6 +125,12 @@ class RunSummary:
             for r in read_jsonl_dir(f"{output}/drift")
             if r.get("kind") == "drift"
         )
+        windows = window_accuracy(panes, accumulating=accumulating)
+        evaluation = read_jsonl_dir(f"{output}/evaluation")
+        unlabelled = read_jsonl_dir(f"{output}/unlabelled")
+        delayed = bool(evaluation or unlabelled)
+        if delayed:  # accuracy from the predictions joined to their late labels
+            windows = with_evaluation(windows, window_accuracy(evaluation, accumulating=False))
         return cls(
             events_in=events_in,
             predictions_out=predictions,
@@ -130,12 +141,17 @@ class RunSummary:
                 int(r.get("rows", 1)) for r in dead if r.get("stage") == Stage.WINDOWING
             ),
             seconds=seconds,
-            windows=tuple(window_accuracy(panes, accumulating=accumulating)),
+            windows=tuple(windows),
             model_versions=versions,
             notes=notes,
             drift_alarms=tuple(alarms),
             feature_drift_windows=sum(
                 1 for r in read_jsonl_dir(f"{output}/feature_drift") if r["drifted_features"]
+            ),
+            labels_joined=sum(int(r[v.EVENTS]) for r in evaluation) if delayed else None,
+            never_labelled=sum(int(r["rows"]) for r in unlabelled),
+            labels_rejected=sum(
+                int(r.get("rows", 1)) for r in read_jsonl_dir(f"{output}/label_dead_letter")
             ),
         )
 
@@ -162,8 +178,20 @@ class RunSummary:
             f"model versions   {self.model_versions:>12,}  (published by online learning)",
             f"drift alarms     {len(self.drift_alarms):>12,}  (every key's prequential error)",
             f"feature drift    {self.feature_drift_windows:>12,}  (windows unlike the one before)",
+            *self.label_lines(),
             *(f"note: {n}" for n in self.notes),
             *self.window_lines(),
+        ]
+
+    def label_lines(self) -> list[str]:
+        if self.labels_joined is None:
+            return []
+        balanced = self.predictions_out == self.labels_joined + self.never_labelled
+        check = "ok" if balanced else "MISMATCH"
+        return [
+            f"labels joined    {self.labels_joined:>12,}  (predictions evaluated on late labels)",
+            f"never labelled   {self.never_labelled:>12,}  (predictions = joined + never: {check})",
+            f"labels rejected  {self.labels_rejected:>12,}  (too late, or for no event)",
         ]
 
     def window_lines(self, most: int = SHOWN_WINDOWS) -> list[str]:
@@ -219,6 +247,30 @@ def _start_format(starts_us: list[int]) -> str:
     if all(t % 86_400_000_000 == 0 for t in starts_us):
         return "%Y-%m-%d"
     return "%Y-%m-%d %H:%M:%S"
+
+
+def with_evaluation(
+    scored: list[WindowAccuracy], evaluated: list[WindowAccuracy]
+) -> list[WindowAccuracy]:
+    """Per window: the events and versions that scored them (from the scorer's
+    statistics), the labelled and correct ones from the evaluation on late labels."""
+    labels = {w.start_us: w for w in evaluated}
+    starts = sorted({w.start_us for w in scored} | set(labels))
+    by_start = {w.start_us: w for w in scored}
+    out = []
+    for start in starts:
+        s, e = by_start.get(start), labels.get(start)
+        out.append(
+            WindowAccuracy(
+                start,
+                s.events if s else 0,
+                e.labelled if e else 0,
+                e.correct if e else 0,
+                s.min_version if s else None,
+                s.max_version if s else None,
+            )
+        )
+    return out
 
 
 def late_events(panes: list[dict[str, Any]], *, accumulating: bool) -> int:

@@ -249,3 +249,53 @@ def test_every_adaptation_policy_runs_from_the_command_line(tmp_path, capsys, po
     assert code == 0 and summary["balanced"] and summary["predictions_out"] == 300
     late = [w for w in summary["windows"][len(summary["windows"]) // 2 :] if w["labelled"]]
     assert sum(w["correct"] for w in late) / sum(w["labelled"] for w in late) > 0.7
+
+
+@pytest.mark.parametrize("streaming", ["--streaming", "--no-streaming"])
+def test_delayed_labels_are_evaluated_on_the_join_and_never_learned_early(
+    tmp_path, capsys, streaming
+):
+    from model import batch as mb
+    from transforms.io import ModelStore, read_parquet_dir
+
+    data = write_daily_csv(str(tmp_path / "daily.csv"), 300)
+    out = str(tmp_path / "out")
+    day = 86_400
+    argv = ["--source", "csv", "--input", data, "--label-column", "y", "--output", out]
+    argv += ["--label-delay", str(45 * day), streaming]  # a label comes 45 days late
+    code, summary, text = run_json(argv, capsys)
+    assert code == 0 and summary["balanced"] and summary["predictions_out"] == 300
+    # every prediction was evaluated on its label, when it came
+    assert summary["labels_joined"] == 300 and summary["never_labelled"] == 0
+    assert "never labelled              0  (predictions = joined + never: ok)" in text
+    evaluation = read_jsonl_dir(os.path.join(out, "evaluation"))
+    assert sum(r["events"] for r in evaluation) == sum(r["labelled"] for r in evaluation) == 300
+    labelled = sum(w["labelled"] for w in summary["windows"])
+    assert labelled == 300 and summary["windows"][0]["events"] > 0
+    # no prediction was made by a model that had learned a label not yet known when
+    # its window began: a version learned each label at its event time + 45 days
+    store = ModelStore(os.path.join(out, "models"))
+    known_by = {v: store.load(v).trained_until_us for v in store.versions()}
+    table = read_parquet_dir(os.path.join(out, "predictions"))
+    window_us = 28 * day * 10**6
+    for t, version in zip(
+        table.column(mb.EVENT_TIME).to_pylist(),
+        table.column("model_version").to_pylist(),
+        strict=True,
+    ):
+        t_us = int(t.timestamp() * 10**6)
+        if version:
+            assert known_by[version] < t_us // window_us * window_us, (t, version)
+    # the first windows (labels not yet known) were scored by the untrained model
+    assert summary["windows"][1]["max_version"] == 0
+    # and later the stream is learned all the same
+    late = summary["windows"][len(summary["windows"]) // 2 :]
+    assert sum(w["correct"] for w in late) / sum(w["labelled"] for w in late) > 0.7
+
+
+def test_delayed_labels_need_the_decoupled_mode(tmp_path, capsys):
+    data = write_daily_csv(str(tmp_path / "daily.csv"), 50)
+    argv = ["--source", "csv", "--input", data, "--label-column", "y", "--label-delay", "60"]
+    code = main.main([*argv, "--mode", "coupled", "--output", str(tmp_path / "o"), "--quiet"])
+    assert code == 2
+    assert "delayed labels need mode='decoupled'" in capsys.readouterr().err

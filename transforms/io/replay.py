@@ -90,7 +90,8 @@ class _DecodeDoFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput("dead_letter", record)
             return
         batch = decode_batch(body)
-        self._events.inc(batch.num_rows)
+        if not mb.is_label_batch(batch):  # labels that follow their events are no events
+            self._events.inc(batch.num_rows)
         yield batch  # keeps the element's timestamp
 
 
@@ -134,9 +135,13 @@ def replay(
     for batch, watermark_after, dead in items:
         events += sum(record.rows for record in dead)
         if batch is not None and batch.num_rows:
-            events += batch.num_rows
+            stamp = mb.min_event_time_us(batch)
+            if mb.is_label_batch(batch):  # no events; known now: on time, holds watermarks
+                stamp = max(stamp, pacer.watermark)
+            else:
+                events += batch.num_rows
             tagged = mb.with_watermark(batch, pacer.watermark)
-            arrived.append((tagged, Timestamp(micros=mb.min_event_time_us(batch))))
+            arrived.append((tagged, Timestamp(micros=stamp)))
         for record in dead:
             arrived.append((record, Timestamp(micros=max(pacer.watermark, 0))))
             dead_letters = True

@@ -14,7 +14,7 @@ runs TestStream in Python (see :mod:`transforms.io.replay`); the runner set-up
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import apache_beam as beam
@@ -26,6 +26,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from model import batch as mb
 from model.streams.csv_parse import CsvFormat, ParsedChunk, parse_lines
+from model.streams.delayed import delay_labels
 from model.streams.synthetic import SyntheticConfig, generate
 from model.streams.tfrecord import parse_records, read_records
 from model.vocabulary import NAMESPACE, DeadLetter, Metric
@@ -52,8 +53,9 @@ class SyntheticSource(beam.PTransform):
     """The synthetic drifting stream (:mod:`model.streams.synthetic`) as micro-batches.
 
     ``streaming=True`` replays it with watermarks (unbounded PCollection; the other
-    arguments are :func:`~transforms.io.replay.replay`'s); otherwise it is generated
-    on a worker as a bounded PCollection.
+    arguments are :func:`~transforms.io.replay.replay`'s, and ``label_delay_s`` is
+    :class:`CsvSource`'s); otherwise it is generated on a worker as a bounded
+    PCollection.
     """
 
     def __init__(
@@ -64,8 +66,12 @@ class SyntheticSource(beam.PTransform):
         python_test_stream: bool = False,
         processing_time_per_chunk_s: float | None = None,
         watermark_interval_s: float = 0.0,
+        label_delay_s: float | None = None,
+        label_span_s: float = 1.0,
     ) -> None:
         super().__init__()
+        self._label_delay_us = None if label_delay_s is None else round(label_delay_s * 1e6)
+        self._label_span_us = round(label_span_s * 1e6)
         self._config = config
         self._streaming = streaming
         self._python = python_test_stream
@@ -74,7 +80,11 @@ class SyntheticSource(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> SourceOut:
         if self._streaming:
-            items = ((c.batch, c.watermark_us, list[DeadLetter]()) for c in generate(self._config))
+            items: Iterable[ReplayItem] = (
+                (c.batch, c.watermark_us, list[DeadLetter]()) for c in generate(self._config)
+            )
+            if self._label_delay_us is not None:
+                items = delay_labels(items, self._label_delay_us, self._label_span_us)
             return replay(
                 pbegin.pipeline,
                 items,
@@ -146,7 +156,10 @@ class CsvSource(beam.PTransform):
     (:mod:`model.streams.tfrecord`, the same columns by feature name).
 
     Every data line (record) is either in a batch or in ``dead_letter``;
-    ``events_in`` counts both.
+    ``events_in`` counts both. ``label_delay_s`` (streaming): each label arrives that
+    much event time after its event (at most ``label_span_s`` later), as a label-only
+    batch (:mod:`model.streams.delayed`; bounded runs read every label with its
+    event, and :class:`transforms.online.labels.SplitLabels` parts them alike).
     """
 
     def __init__(
@@ -159,8 +172,12 @@ class CsvSource(beam.PTransform):
         watermark_lag_s: float = 0.0,
         watermark_interval_s: float = 0.0,
         file_format: FileFormat = "csv",
+        label_delay_s: float | None = None,
+        label_span_s: float = 1.0,
     ) -> None:
         super().__init__()
+        self._label_delay_us = None if label_delay_s is None else round(label_delay_s * 1e6)
+        self._label_span_us = round(label_span_s * 1e6)
         if not paths:
             raise ValueError("CsvSource needs at least one input path")
         if file_format not in ("csv", "tfrecord"):
@@ -177,6 +194,8 @@ class CsvSource(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> SourceOut:
         if self._streaming:
             items = _replay_items(self._paths, self._fmt, self._lag, self._file_format)
+            if self._label_delay_us is not None:
+                items = delay_labels(items, self._label_delay_us, self._label_span_us)
             return replay(
                 pbegin.pipeline,
                 items,
