@@ -123,7 +123,8 @@ def _from_data(args: argparse.Namespace, inputs: tuple[str, ...]) -> _FromData:
             if args.label_column is not None:
                 notes.append(
                     f"classes: {classes} (labels 0..{classes - 1} seen in the first rows; "
-                    "other labels are dead-lettered; --num-classes to choose)"
+                    "other labels are dead-lettered, or learned with --new-classes grow; "
+                    "--num-classes to choose)"
                 )
     frame = 1 if args.frame is None else args.frame
     if args.frame is None and head is not None and args.window == "fixed":
@@ -198,6 +199,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             emit_every_samples=args.emit_every,
             publish_min_samples=args.publish_min_samples,
             adapt=args.adapt,
+            grow_classes=args.new_classes == "grow",
             publish_every_us=(
                 None if args.publish_every is None else round(args.publish_every * 1e6)
             ),
@@ -211,8 +213,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         frozenset(k.strip() for k in args.allowed_keys.split(",")) if args.allowed_keys else None
     )
     return _section(
-        "--pipeline/--source/--input/--label-column/--num-classes/--window/--mode/--per-key"
-        "/--drift-detector",
+        "--pipeline/--source/--input/--label-column/--num-classes/--max-classes/--window"
+        "/--mode/--per-key/--drift-detector",
         lambda: PipelineConfig(
             output=args.output,
             pipeline=args.pipeline,
@@ -236,6 +238,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             device=args.device,
             seed=args.seed,
             num_classes=times.num_classes,
+            max_classes=args.max_classes,
             lag_label=args.lag_label,
             label_delay_s=args.label_delay,
             drift_detector=args.drift_detector,

@@ -59,6 +59,9 @@ class PipelineConfig:
     warmup_events: int = 2_000
     seed: int = 0
     num_classes: int = 2
+    # with online.grow_classes: labels in [num_classes, max_classes) grow the model's
+    # output layer; beyond, and without growth beyond num_classes, dead-lettered
+    max_classes: int = 100
     lag_label: bool = False  # classify: the key's previous label as a feature
     drift_detector: str = "page-hinkley"  # classify: on each key's error; "none": off
     feature_drift: bool = False  # classify: each window's features vs the previous window's
@@ -110,6 +113,9 @@ class PipelineConfig:
         if self.num_classes < 2:
             msg = f"num_classes must be >= 2, got {self.num_classes!r}"
             raise ValueError(msg)
+        if self.online.grow_classes and self.max_classes < self.num_classes:
+            msg = f"max_classes ({self.max_classes}) must be >= num_classes ({self.num_classes})"
+            raise ValueError(msg)
         if self.warmup_events < 0:
             msg = f"warmup_events must be >= 0, got {self.warmup_events!r}"
             raise ValueError(msg)
@@ -143,8 +149,13 @@ def csv_format(cfg: PipelineConfig) -> CsvFormat:
         label_column=cfg.label_column,
         time_column=cfg.time_column,
         allowed_keys=cfg.allowed_keys,
-        num_classes=cfg.num_classes if cfg.label_column is not None else None,
+        num_classes=None if cfg.label_column is None else label_classes(cfg),
     )
+
+
+def label_classes(cfg: PipelineConfig) -> int:
+    """Labels are class indices below this; a source dead-letters any other."""
+    return cfg.max_classes if cfg.online.grow_classes else cfg.num_classes
 
 
 def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
@@ -193,7 +204,7 @@ def num_features_of(cfg: PipelineConfig) -> int:
 def model_factory(cfg: PipelineConfig) -> Callable[[], nn.Module]:
     """A picklable factory for the pipeline's (seeded) MLP."""
     return functools.partial(
-        MLPClassifier, num_features_of(cfg), cfg.hidden, cfg.num_classes, seed=cfg.seed
+        MLPClassifier, num_features_of(cfg), cfg.hidden, num_classes=cfg.num_classes, seed=cfg.seed
     )
 
 

@@ -135,6 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="generic CSV: the classes are 0..N-1; a row with any other label is "
         "dead-lettered before a learner sees it (default: from the labels of the first rows)",
     )
+    src.add_argument(
+        "--new-classes",
+        default="dead-letter",
+        choices=["dead-letter", "grow"],
+        help="a label beyond the classes: dead-lettered, or (grow) learned as a new class, "
+        "the model's output layer growing to it (up to --max-classes)",
+    )
+    src.add_argument(
+        "--max-classes",
+        type=int,
+        default=100,
+        help="with --new-classes grow: labels 0..N-1 are learned, others dead-lettered",
+    )
     src.add_argument("--time-column", default="timestamp", help="generic CSV: event time column")
     src.add_argument(
         "--allowed-keys",

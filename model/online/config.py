@@ -33,6 +33,10 @@ class OnlineConfig:
     it is offered to the next window again). The default (1) publishes after every
     window that learned anything; a sparse stream (a few events per window) wants
     more, or it writes a version per event.
+
+    ``grow_classes``: a label beyond the model's classes grows its output layer
+    (:mod:`model.learn.grow`; the factory must take ``num_classes=``); off, such a
+    label is an error (keep it out upstream: the sources dead-letter it).
     """
 
     learner: LearnerConfig = field(default_factory=LearnerConfig)
@@ -50,6 +54,7 @@ class OnlineConfig:
     boost: float = 5.0
     boost_samples: int = 500
     background_samples: int = 2000
+    grow_classes: bool = False
 
     def __post_init__(self) -> None:
         if self.step_rows is not None and self.step_rows <= 0:

@@ -28,6 +28,7 @@ Two modes, two classes:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ from torch import nn
 from model import batch as mb
 from model.artifact import ModelArtifact
 from model.drift import DETECTORS, WARNING_DETECTORS, Alarms
+from model.learn.grow import grow_snapshot, output_classes
 from model.learn.learner import IncrementalLearner, dumps_state, loads_state
 from model.learn.standardized import StandardizedFactory
 from model.online.book import MS, Book, entry_batch
@@ -78,6 +80,7 @@ class WindowEnd:
     versions: int = 0
     adaptations: int = 0
     backgrounds: int = 0  # background learners started (the background policy)
+    classes_added: int = 0  # outputs the head grew by (config.grow_classes)
 
 
 @dataclass
@@ -105,6 +108,7 @@ class _ModelState:
     # prequential: window start -> (version, inference state serialized: it is kept
     # over several window ends, and bytes cost nothing to serialize again)
     history: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    num_classes: int | None = None  # the head grown to (None: the factory's own)
 
 
 @dataclass
@@ -182,6 +186,8 @@ class OnlineStep:
                     self._window_done(run, state, learner, current + size)
                 current = start
             labels = mb.labels_numpy(batch)
+            if labels is not None and self.config.grow_classes:
+                learner = self._grow(run, state, learner, labels)
             self._work(run, state, learner, batch, labels, start, late)
             if labels is None:
                 continue
@@ -218,12 +224,38 @@ class OnlineStep:
             state = _ModelState()
             if self._model_bytes is not None:
                 state = _ModelState(**loads_state(self._model_bytes))
-            learner = IncrementalLearner(self.factory(), self.config.learner)
+            learner = IncrementalLearner(self._factory(state.num_classes)(), self.config.learner)
             if state.learner is not None:
                 learner.restore(state.learner, copy_state=False)
                 state.learner = None
             self._state, self._learner = state, learner
         return self._state, self._learner
+
+    def _factory(self, num_classes: int | None) -> Callable[[], nn.Module]:
+        """What builds the module with ``num_classes`` outputs (None: the factory's)."""
+        if num_classes is None:
+            return self.factory
+        factory: Callable[..., nn.Module] = self.factory  # takes num_classes= (config)
+        return functools.partial(factory, num_classes=num_classes)
+
+    def _grow(
+        self, run: _Run, state: _ModelState, learner: IncrementalLearner, labels: np.ndarray
+    ) -> IncrementalLearner:
+        """The learner itself, or, when ``labels`` hold a class beyond its head, a
+        learner that continues it with the head grown to that class (and a background
+        learner grown alike)."""
+        needed = int(labels.max()) + 1 if len(labels) else 0
+        known = output_classes(learner.module.state_dict())
+        if needed <= known:
+            return learner
+        state.num_classes = needed
+        run.out.classes_added += needed - known
+        grown = IncrementalLearner(self._factory(state.num_classes)(), self.config.learner)
+        grown.restore(grow_snapshot(learner.snapshot(copy_state=False), needed))
+        if state.background is not None:
+            state.background = grow_snapshot(state.background, needed)
+        self._learner = grown
+        return grown
 
     def _learn(
         self, learner: IncrementalLearner, x: np.ndarray, y: np.ndarray | None, *, predict: bool
@@ -278,17 +310,19 @@ class OnlineStep:
             return
         run.out.adaptations += 1
         if cfg.adapt == "reset":
-            self._replace(learner, None)
+            self._replace(state, learner, None)
         else:
             learner.set_lr(cfg.learner.lr * cfg.boost)
             state.boost_left = cfg.boost_samples
 
-    def _replace(self, learner: IncrementalLearner, snapshot: dict[str, Any] | None) -> None:
+    def _replace(
+        self, state: _ModelState, learner: IncrementalLearner, snapshot: dict[str, Any] | None
+    ) -> None:
         """``learner`` continues as ``snapshot`` (another learner's), or afresh."""
         if snapshot is None:
-            snapshot = IncrementalLearner(self.factory(), self.config.learner).snapshot(
-                copy_state=False
-            )
+            snapshot = IncrementalLearner(
+                self._factory(state.num_classes)(), self.config.learner
+            ).snapshot(copy_state=False)
         learner.restore(snapshot, copy_state=False)
 
     def _background(
@@ -317,10 +351,10 @@ class OnlineStep:
         background: IncrementalLearner | None = None
         learn_from = 0
         if state.background is not None:
-            background = IncrementalLearner(self.factory(), cfg.learner)
+            background = IncrementalLearner(self._factory(state.num_classes)(), cfg.learner)
             background.restore(state.background, copy_state=False)
         elif len(warnings):
-            background = IncrementalLearner(self.factory(), cfg.learner)
+            background = IncrementalLearner(self._factory(state.num_classes)(), cfg.learner)
             learn_from, state.background_seen = int(warnings[0]) + 1, 0
             run.out.backgrounds += 1
         if background is not None and learn_from < len(x):
@@ -328,7 +362,7 @@ class OnlineStep:
             state.background_seen += len(x) - learn_from
         if len(alarms.drifts):
             run.out.adaptations += 1
-            self._replace(learner, None if background is None else background.snapshot())
+            self._replace(state, learner, None if background is None else background.snapshot())
             state.background = None
         elif background is not None and state.background_seen >= cfg.background_samples:
             state.background = None  # a false warning: no drift followed
@@ -358,7 +392,9 @@ class OnlineStep:
         """The last published version, rebuilt from the state."""
         assert state.published is not None
         version, data, width, until = state.published
-        factory = self.factory if width is None else StandardizedFactory(self.factory, width)
+        factory = self._factory(state.num_classes)
+        if width is not None:
+            factory = StandardizedFactory(factory, width)
         return ModelArtifact("state_dict", version, factory, data, until)
 
     def _publish(
@@ -368,7 +404,7 @@ class OnlineStep:
         state.version += 1
         state.since_publish = 0
         run.out.versions += 1
-        module, factory = learner.export(self.factory)
+        module, factory = learner.export(self._factory(state.num_classes))
         artifact = ModelArtifact.from_module(
             module, state.version, factory=factory, trained_until_us=state.trained_until
         )
@@ -528,9 +564,15 @@ class PrequentialStep(OnlineStep):
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """Prediction by the model of window ``start_us``; version 0 (the untrained
         model, which has seen nothing) when that window is no longer remembered."""
-        past = IncrementalLearner(self.factory(), self.config.learner)
         version, inference_state = state.history.get(start_us, (0, None))
-        if inference_state is not None:
-            past.load_inference_state(loads_state(inference_state))
+        remembered = None if inference_state is None else loads_state(inference_state)
+        # the model of that time, with the classes it had then (version 0: the
+        # untrained model, as the factory builds it)
+        then = None
+        if remembered is not None and state.num_classes is not None:
+            then = output_classes(remembered["module"])
+        past = IncrementalLearner(self._factory(then)(), self.config.learner)
+        if remembered is not None:
+            past.load_inference_state(remembered)
         pred, conf = past.predict(features)
         return pred, conf, version

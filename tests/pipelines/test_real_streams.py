@@ -299,3 +299,37 @@ def test_delayed_labels_need_the_decoupled_mode(tmp_path, capsys):
     code = main.main([*argv, "--mode", "coupled", "--output", str(tmp_path / "o"), "--quiet"])
     assert code == 2
     assert "delayed labels need mode='decoupled'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("streaming", ["--streaming", "--no-streaming"])
+def test_a_new_class_mid_stream_is_learned_with_grow(tmp_path, capsys, streaming):
+    from transforms.io import read_parquet_dir
+
+    data = write_daily_csv(str(tmp_path / "new.csv"), 700)
+    with open(data, encoding="utf-8") as f:
+        header, *rows = f.read().splitlines()
+    for i in range(400, 700):  # from row 400 on, strong wind is a class of its own
+        fields = rows[i].split(",")
+        if float(fields[3]) > 5:
+            rows[i] = ",".join([*fields[:4], "2"])
+    rows[500] = ",".join([*rows[500].split(",")[:4], "150"])  # beyond --max-classes
+    with open(data, "w", encoding="utf-8") as f:
+        f.write("\n".join([header, *rows]) + "\n")
+    new = sum(r.endswith(",2") for r in rows)
+    argv = ["--source", "csv", "--input", data, "--label-column", "y", streaming]
+    argv += ["--num-classes", "2"]  # the classes the stream starts with
+    code, summary, _ = run_json([*argv, "--output", str(tmp_path / "dl")], capsys)
+    assert code == 0 and summary["balanced"] and summary["dead_lettered"] == new + 1
+    out = str(tmp_path / "grow")
+    grow = ["--new-classes", "grow", "--max-classes", "10"]
+    code, summary, text = run_json([*argv, *grow, "--output", out], capsys)
+    assert code == 0, text
+    assert summary["balanced"] and summary["events_in"] == 700 == summary["predictions_out"] + 1
+    reasons = [r["reason"] for r in read_jsonl_dir(os.path.join(out, "dead_letter"))]
+    assert reasons == ["label '150' in column 'y' is not a class in [0, 10)"]
+    table = read_parquet_dir(os.path.join(out, "predictions")).sort_by("event_id")
+    predicted = np.array(table.column("prediction").to_pylist())
+    truth = np.array(table.column("label").to_pylist())
+    tail = slice(550, None)  # after the model had time to learn the new class
+    assert not (predicted[:400] == 2).any()
+    assert (predicted[tail][truth[tail] == 2] == 2).mean() > 0.5

@@ -7,6 +7,7 @@ import functools
 
 import numpy as np
 import pytest
+import torch
 
 from model import batch as mb
 from model.learn import LearnerConfig
@@ -29,11 +30,18 @@ def window_batch(window: int, first_id: int, n: int = 40, key: str = "a", seed: 
     return mb.make_batch([key] * n, t, x, labels=(x[:, 0] > 0).astype(int), event_ids=ids)
 
 
-def drive(arrivals, *, restore_every_call: bool, step_class=PrequentialStep):
+def drive(
+    arrivals,
+    *,
+    restore_every_call: bool,
+    step_class=PrequentialStep,
+    factory=FACTORY,
+    config=CONFIG,
+):
     """Feed ``arrivals`` (('batch', batch) or ('end', window)) to a step the way the
     stateful DoFn does: a buffer of entries, the two snapshots between calls. With
     ``restore_every_call`` every call gets a fresh step restored from the snapshot."""
-    make = functools.partial(step_class, FACTORY, CONFIG, GRID)
+    make = functools.partial(step_class, factory, config, GRID)
     buffer: list[bytes] = []
     snapshot = StepSnapshot()
     live = make()
@@ -270,3 +278,56 @@ def test_a_batch_spanning_windows_is_cut_at_them():
     pieces = split_at_windows(batch, grid)
     assert [p.column(mb.EVENT_ID).to_pylist() for p in pieces] == [[1, 3, 5], [2], [0, 4]]
     assert split_at_windows(pieces[0], grid) == [pieces[0]]
+
+
+def _new_class_stream(windows: int = 10, new_from: int = 4):
+    """Two classes, then from window ``new_from`` a third (rows with x1 > 0.7), and a
+    late batch of window ``new_from - 1`` (before the class) after the growth."""
+    out, first = [], 0
+    for w in range(windows):
+        b = window_batch(w, first, n=80)
+        first += 80
+        if w >= new_from:
+            x = mb.features_numpy(b)
+            y = np.where(x[:, 1] > 0.7, 2, (x[:, 0] > 0).astype(int))
+            b = mb.make_batch(
+                ["a"] * 80, mb.event_times_us(b), x, labels=y, event_ids=range(first - 80, first)
+            )
+        out.append(("batch", b))
+        out.append(("end", w))
+        if w == new_from + 1:
+            out.append(("batch", window_batch(new_from - 1, 10_000, n=5)))
+            out.append(("end", w))
+    return out
+
+
+@pytest.mark.parametrize("step_class", [PrequentialStep, TrainingStep])
+def test_a_new_class_grows_the_head_and_is_learned(step_class):
+    factory = functools.partial(MLPClassifier, 2, (8,), num_classes=2, seed=0)
+    config = OnlineConfig(learner=LearnerConfig(lr=0.05, seed=0), step_rows=8, grow_classes=True)
+    run = functools.partial(
+        drive, _new_class_stream(), step_class=step_class, factory=factory, config=config
+    )
+    live, restored = run(restore_every_call=False), run(restore_every_call=True)
+    assert [r.classes_added for r in live] == [0, 0, 0, 0, 1] + [0] * 6
+    for a, b in zip(live, restored, strict=True):  # a grown step restores exactly
+        assert [v.version for v, _ in a.updates] == [v.version for v, _ in b.updates]
+        assert [p.column(mb.PREDICTION) for p, _ in a.predictions] == [
+            p.column(mb.PREDICTION) for p, _ in b.predictions
+        ]
+    before, after = live[3].updates[0][0], live[-1].updates[0][0]
+    x = np.random.default_rng(1).standard_normal((2000, 2)).astype(np.float32)
+    y = np.where(x[:, 1] > 0.7, 2, (x[:, 0] > 0).astype(int))
+    assert before.build(torch.device("cpu"))(torch.from_numpy(x)).shape == (2000, 2)
+    logits = after.build(torch.device("cpu"))(torch.from_numpy(x))
+    assert logits.shape == (2000, 3)
+    pred = logits.argmax(1).numpy()
+    assert (pred == y).mean() > 0.85 and (pred[y == 2] == 2).mean() > 0.6
+    if step_class is PrequentialStep:  # scored: the late batch by its window's 2-class model
+        late = live[6].predictions[0][0]
+        assert set(late.column(mb.PREDICTION).to_pylist()) <= {0, 1}
+
+
+def test_without_growth_a_label_beyond_the_classes_is_an_error():
+    with pytest.raises(ValueError, match="class"):
+        drive(_new_class_stream(), restore_every_call=False)
