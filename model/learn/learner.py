@@ -57,6 +57,7 @@ from torch import nn
 from model.device import resolve_device
 from model.learn.backend import Backend, Classified, make_backend
 from model.learn.ewc import OnlineEWC
+from model.learn.optim_import import skip_dynamo_import
 from model.learn.replay import Reservoir
 from model.learn.scaler import RunningScaler
 from model.learn.standardized import Standardized, StandardizedFactory
@@ -126,6 +127,7 @@ class IncrementalLearner:
         self.device = resolve_device(self.config.device)
         self.module = module.to(self.device)
         params = list(module.parameters())
+        skip_dynamo_import()
         if self.config.optimizer == "adam":
             # The fused kernel is one call per step instead of several per parameter.
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
