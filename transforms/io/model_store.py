@@ -65,8 +65,7 @@ class ModelStore:
 
     def save(self, artifact: ModelArtifact) -> str:
         """Write ``artifact`` atomically; returns its path. Versions are immutable."""
-        if not FileSystems.exists(self.root):
-            FileSystems.mkdirs(self.root)
+        ensure_dir(self.root)
         final = self.path_of(artifact.version)
         if FileSystems.exists(final):
             msg = f"model version {artifact.version} already exists at {final!r}"
@@ -88,3 +87,16 @@ class ModelStore:
 
     def load(self, version: int) -> ModelArtifact:
         return read_path(self.path_of(version))
+
+
+def ensure_dir(directory: str) -> None:
+    """Create ``directory`` unless it exists; safe when writers on several workers
+    (or threads) set up at once: Beam's ``mkdirs`` raises for a folder that exists,
+    so one that appeared between the check and the call is fine."""
+    if FileSystems.exists(directory):
+        return
+    try:
+        FileSystems.mkdirs(directory)
+    except OSError:
+        if not FileSystems.exists(directory):
+            raise

@@ -26,6 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from model import batch as mb
 from model.vocabulary import NAMESPACE, DeadLetter
+from transforms.io.model_store import ensure_dir
 
 FORMATS = ("parquet", "jsonl")
 _JSON_SLICE_ROWS = 65_536
@@ -132,11 +133,6 @@ def _write_atomically(directory: str, name: str, data: bytes) -> None:
     FileSystems.rename([tmp], [final])
 
 
-def _ensure_dir(directory: str) -> None:
-    if not FileSystems.exists(directory):
-        FileSystems.mkdirs(directory)
-
-
 class _BundleWriter(beam.DoFn):
     """Buffers a bundle's elements and writes them when the bundle finishes."""
 
@@ -149,7 +145,7 @@ class _BundleWriter(beam.DoFn):
 
     def setup(self) -> None:
         self._rows = beam.metrics.Metrics.counter(NAMESPACE, self._counter_name)
-        _ensure_dir(self._dir)
+        ensure_dir(self._dir)
 
     def start_bundle(self) -> None:
         self._buffer = []
