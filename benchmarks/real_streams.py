@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label-column", default="target")
     ap.add_argument("--time-column", default="timestamp")
     args = ap.parse_args(argv)
+    river_models()  # River missing: say so now, not after our runs
     patches.apply()  # as the command line does (runners/patches)
     stream = os.path.basename(args.file)
     xs, ys, keys = read_rows(args.file, args.label_column, args.time_column)
