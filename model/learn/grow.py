@@ -58,8 +58,10 @@ def grow_snapshot(snapshot: dict[str, Any], num_classes: int) -> dict[str, Any]:
     grown = dict(snapshot, module=grow_weights(module, num_classes))
     if num_classes == known:
         return grown
-    count = len(module)
-    head = (count - 2, count - 1)  # parameter indices: the state dict has no buffers
+    # the head's parameter indices: the last two of the optimizer's parameters (the
+    # state dict may hold buffers too)
+    count = sum(len(group["params"]) for group in snapshot["optimizer"]["param_groups"])
+    head = (count - 2, count - 1)
 
     def per_parameter(tensors: list[torch.Tensor] | None, anchor: bool = False):
         if tensors is None:

@@ -25,9 +25,10 @@ _MARK = "__dynamo_disable"  # where torch._compile._disable_dynamo caches its wr
 
 
 def skip_dynamo_import() -> None:
-    """Let the optimizer methods above run without importing ``torch._dynamo``; a
-    no-op once it is imported (its own wrappers are used then) or where torch's
-    wrappers are not the ones this knows."""
+    """Let the optimizer methods above run without importing ``torch._dynamo``. A
+    no-op once it is imported, or where torch's wrappers are not the ones this
+    knows; marks set before dynamo was imported stay for the process (those four
+    methods are then not stepped around by a later ``torch.compile``)."""
     if "torch._dynamo" in sys.modules:
         return
     for name in _METHODS:

@@ -29,6 +29,7 @@ Two modes, two classes:
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +110,7 @@ class _ModelState:
     # over several window ends, and bytes cost nothing to serialize again)
     history: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     num_classes: int | None = None  # the head grown to (None: the factory's own)
+    published_classes: int | None = None  # the head of the last published version
 
 
 @dataclass
@@ -142,6 +144,12 @@ class OnlineStep:
     def __init__(
         self, factory: Callable[[], nn.Module], config: OnlineConfig, grid: WindowGrid
     ) -> None:
+        if config.grow_classes:
+            try:
+                inspect.signature(factory).bind(num_classes=2)
+            except TypeError:
+                msg = "grow_classes needs a factory that takes num_classes= (a keyword)"
+                raise ValueError(msg) from None
         self.factory = factory
         self.config = config
         self.grid = grid
@@ -392,7 +400,7 @@ class OnlineStep:
         """The last published version, rebuilt from the state."""
         assert state.published is not None
         version, data, width, until = state.published
-        factory = self._factory(state.num_classes)
+        factory = self._factory(state.published_classes)  # the head it was published with
         if width is not None:
             factory = StandardizedFactory(factory, width)
         return ModelArtifact("state_dict", version, factory, data, until)
@@ -411,6 +419,7 @@ class OnlineStep:
         width = factory.num_features if isinstance(factory, StandardizedFactory) else None
         assert artifact.data is not None
         state.published = (state.version, artifact.data, width, state.trained_until)
+        state.published_classes = state.num_classes
         state.published_at = start_us
         run.out.updates.extend(self._stamps(artifact, start_us))
         state.carried_to = None

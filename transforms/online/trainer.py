@@ -71,7 +71,8 @@ class OnlineTrainer(beam.PTransform):
             TrainingStep, self._factory, self._config, grid, carried_frames(grid, self._carry)
         )
         step = OnlineStepDoFn(make, per_key=False, updates_tag=None, drain=labelled.is_bounded)
-        if self._grid is not None:  # not windowed: batches may span windows
+        if self._grid is not None:  # given a grid, not read off Beam windows: batches
+            # (labels joined long after their events) may span its windows
             labelled = labelled | "AtWindows" >> beam.FlatMap(split_at_windows, grid)
         return (
             keyed_by_model(labelled, per_key=False)

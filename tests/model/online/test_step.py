@@ -328,6 +328,28 @@ def test_a_new_class_grows_the_head_and_is_learned(step_class):
         assert set(late.column(mb.PREDICTION).to_pylist()) <= {0, 1}
 
 
+def test_a_grown_step_serves_its_last_version_on_with_that_versions_head():
+    # publish only every 500 samples: windows in between serve the last version on,
+    # which was published with two classes before the head grew
+    factory = functools.partial(MLPClassifier, 2, (8,), num_classes=2, seed=0)
+    config = OnlineConfig(
+        learner=LearnerConfig(lr=0.05, seed=0), grow_classes=True, publish_min_samples=500
+    )
+    results = drive(
+        _new_class_stream(), restore_every_call=True, step_class=TrainingStep,
+        factory=factory, config=config,
+    )  # fmt: skip
+    served = [a for r in results for a, _ in r.updates]
+    assert len({a.version for a in served}) > 1
+    for artifact in served:  # every version builds, with the head it was learned with
+        artifact.build(torch.device("cpu"))
+
+
+def test_growth_needs_a_factory_that_takes_num_classes():
+    with pytest.raises(ValueError, match="num_classes="):
+        TrainingStep(FACTORY, OnlineConfig(grow_classes=True), GRID)
+
+
 def test_without_growth_a_label_beyond_the_classes_is_an_error():
     with pytest.raises(ValueError, match="class"):
         drive(_new_class_stream(), restore_every_call=False)
