@@ -63,21 +63,36 @@ def delay_labels(chunks: Iterable[Chunk], delay_us: int, span_us: int) -> Iterat
         msg = f"need a label delay >= 0 and a span > 0, got {delay_us!r}, {span_us!r} us"
         raise ValueError(msg)
     waiting: list[pa.RecordBatch] = []
+    first_due: int | None = None  # the earliest time a held label is due (None: none)
     watermark = None
+
+    def release(now: int) -> Iterator[Chunk]:
+        """The held labels due at watermark ``now`` (the held ones are concatenated
+        only when one is due, not at every piece)."""
+        nonlocal waiting, first_due
+        if first_due is None or first_due > now:
+            return
+        held = mb.concat(waiting)
+        due_at = mb.event_times_us(held) + delay_us
+        due = due_at <= now
+        waiting = [] if due.all() else [mb.take(held, np.flatnonzero(~due))]
+        first_due = None if due.all() else int(due_at[~due].min())
+        yield mb.take(held, np.flatnonzero(due)), now, []
+
     for batch, chunk_watermark, dead in chunks:
         if batch is None or not batch.num_rows or mb.labels_numpy(batch) is None:
-            watermark = chunk_watermark
+            watermark = chunk_watermark if watermark is None else max(watermark, chunk_watermark)
             yield batch, chunk_watermark, dead
+            yield from release(watermark)  # labels come due on any chunk's watermark
             continue
         for i, (piece, piece_watermark) in enumerate(_pieces(batch, chunk_watermark, span_us)):
             watermark = piece_watermark if watermark is None else max(watermark, piece_watermark)
-            waiting.append(mb.label_batch(piece))
+            labels = mb.label_batch(piece)
+            waiting.append(labels)
+            piece_due = int(mb.event_times_us(labels).min()) + delay_us
+            first_due = piece_due if first_due is None else min(first_due, piece_due)
             yield mb.without_labels(piece), watermark, dead if i == 0 else []
-            held = mb.concat(waiting)
-            due = mb.event_times_us(held) + delay_us <= watermark
-            waiting = [] if due.all() else [mb.take(held, np.flatnonzero(~due))]
-            if due.any():
-                yield mb.take(held, np.flatnonzero(due)), watermark, []
+            yield from release(watermark)
     for held in waiting:
         assert watermark is not None
         yield held, watermark, []
