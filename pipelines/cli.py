@@ -11,7 +11,7 @@ import argparse
 import glob
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import yaml
 
@@ -25,10 +25,17 @@ from model.streams.csv_parse import (
     head_num_classes,
 )
 from model.streams.synthetic import SyntheticConfig
-from model.streams.time_scale import EVENTS_PER_WINDOW, duration, fit_frame, fit_window
+from model.streams.time_scale import (
+    EVENTS_PER_FRAME,
+    EVENTS_PER_WINDOW,
+    duration,
+    fit_frame,
+    fit_window,
+)
 from pipelines.config import PipelineConfig
 from pipelines.options import build_parser
 from runners.flink import FlinkSettings
+from transforms.online.classifier import Mode
 from transforms.window.spec import TriggerSpec, WindowSpec
 
 T = TypeVar("T")
@@ -95,6 +102,14 @@ def _head(args: argparse.Namespace, inputs: tuple[str, ...]) -> list[Any] | None
         raise BadInputError(f"{inputs[0]}: {err}") from None
 
 
+def mode_of(args: argparse.Namespace) -> Mode:
+    """``--mode`` as given, else coupled (exact prequential), or decoupled when labels
+    come later than their events (``--label-delay``: a coupled step learns on arrival)."""
+    if args.mode is not None:
+        return cast(Mode, args.mode)
+    return "decoupled" if args.label_delay is not None else "coupled"
+
+
 def _from_data(args: argparse.Namespace, inputs: tuple[str, ...]) -> _FromData:
     """Window size, allowed lateness, watermark lag and classes: as given, else from
     the data's first rows (file sources) or the synthetic stream's known scale."""
@@ -128,12 +143,16 @@ def _from_data(args: argparse.Namespace, inputs: tuple[str, ...]) -> _FromData:
                 )
     frame = 1 if args.frame is None else args.frame
     if args.frame is None and head is not None and args.window == "fixed":
-        frame = fit_frame(size, head_event_times_us(head))
+        # a decoupled scorer waits a frame for the frame's model: small frames keep it
+        # fresh; otherwise frames only spread Beam's per-window costs
+        waits = args.pipeline == "classify" and mode_of(args) == "decoupled"
+        events = EVENTS_PER_WINDOW if waits else EVENTS_PER_FRAME
+        frame = fit_frame(size, head_event_times_us(head), events)
         if frame > 1:
             notes.append(
                 f"frames: {frame} windows to a Beam window of {duration(size * frame)} (about "
-                f"{EVENTS_PER_WINDOW} events: sparse windows cost no more than dense ones; "
-                "statistics stay per window); --frame 1 for one Beam window per window"
+                f"{events} events: Beam's per-window costs are paid per frame; statistics "
+                "and learning stay per window); --frame 1 for one Beam window per window"
             )
     if lateness is None:
         lateness = LATENESS_WINDOWS * size
@@ -227,7 +246,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             window=window,
             trigger=trigger,
             online=online,
-            mode=args.mode,
+            mode=mode_of(args),
             per_key=args.per_key,
             streaming=args.streaming,
             watermark_lag_s=times.watermark_lag_s,

@@ -48,7 +48,7 @@ class PipelineConfig:
     window: WindowSpec = field(default_factory=WindowSpec)
     trigger: TriggerSpec = field(default_factory=TriggerSpec)
     online: OnlineConfig = field(default_factory=OnlineConfig)
-    mode: Mode = "decoupled"
+    mode: Mode = "coupled"
     per_key: bool = False
     streaming: bool = False
     watermark_lag_s: float = 0.0

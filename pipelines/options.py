@@ -15,10 +15,10 @@ DOC = """Run a streaming ML pipeline end to end and print a summary.
     python pipelines/main.py --runner DirectRunner
 
 runs the default: the synthetic drifting stream, replayed in streaming mode with
-out-of-order and late events, 10 s event-time windows with early, on-time and late
-panes, and the classify pipeline: a PyTorch MLP that learns from the stream while it
-scores it, its new versions reaching the scorer in the same run. Outputs land under
-``--output``."""
+out-of-order and late events, 10 s event-time windows, and the classify pipeline: a
+PyTorch MLP that predicts each event and then learns from it, in event-time order
+(``--mode decoupled``: a trainer whose new versions reach a separate scorer in the
+same run, with early, on-time and late panes). Outputs land under ``--output``."""
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -222,11 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     learn = p.add_argument_group("online learning (classify)")
     learn.add_argument(
         "--mode",
-        default="decoupled",
+        default=None,
         choices=["decoupled", "coupled"],
-        help="decoupled: a trainer publishes a version per window and the scorer reads "
-        "them as a side input (window k+1 scored by the model trained through k); "
-        "coupled: one step per model predicts each batch, then learns from it",
+        help="coupled (the default): one step per model predicts each event, then learns "
+        "from it, in event-time order (exact prequential: every event scored by a model "
+        "that has seen every earlier one); decoupled (the default with --label-delay): a "
+        "trainer publishes a version per window and a scorer that scales out reads them "
+        "as a side input (window k+1 scored by the model trained through k)",
     )
     learn.add_argument("--per-key", action="store_true", help="one model per key (coupled)")
     learn.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])

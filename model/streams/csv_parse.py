@@ -31,6 +31,7 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from model import batch as mb
 from model.vocabulary import EVENT_ID, KEY, DeadLetter, Stage
@@ -272,11 +273,36 @@ def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[P
         msg = f"{source}: empty file (no header)"
         raise ValueError(msg)
     cols = _resolve_columns(next(csv.reader([header_line])), fmt)
-    nab_windows = anomaly_windows(source) if fmt.kind == "nab" else None
-    with_label = cols.label is not None or nab_windows is not None
-    default_key = nab_key(source) if fmt.kind == "nab" else os.path.basename(source)
-    builder, dead = _Builder(with_label), []
-    for line_no, line in enumerate(it, start=2):
+    file = _File(
+        source,
+        fmt,
+        cols,
+        nab_key(source) if fmt.kind == "nab" else os.path.basename(source),
+        anomaly_windows(source) if fmt.kind == "nab" else None,
+    )
+    line_no = 1
+    while chunk := list(itertools.islice(it, fmt.chunk_rows)):
+        first, line_no = line_no + 1, line_no + len(chunk)
+        yield _by_columns(file, chunk, first) or _by_rows(file, chunk, first)
+
+
+@dataclass(frozen=True)
+class _File:
+    """What reading one file's rows needs besides the rows."""
+
+    source: str
+    fmt: CsvFormat
+    cols: _Columns
+    default_key: str
+    nab_windows: list[tuple[int, int]] | None
+
+
+def _by_rows(file: _File, lines: list[str], first_line_no: int) -> ParsedChunk:
+    """One chunk of data lines, row by row: each bad row a dead letter with its reason."""
+    cols, fmt, nab_windows = file.cols, file.fmt, file.nab_windows
+    builder = _Builder(cols.label is not None or nab_windows is not None)
+    dead: list[DeadLetter] = []
+    for line_no, line in enumerate(lines, start=first_line_no):
         try:
             row = next(csv.reader([line]), [])
             if not row:
@@ -286,7 +312,7 @@ def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[P
                 raise ValueError(msg)
             t_us = parse_timestamp_us(row[cols.time])
             feats = [_float(row[i], cols.names[i]) for i in cols.features]
-            key = row[cols.key].strip() if cols.key is not None else default_key
+            key = row[cols.key].strip() if cols.key is not None else file.default_key
             if not key:
                 raise ValueError("empty key")
             if fmt.allowed_keys is not None and key not in fmt.allowed_keys:
@@ -301,15 +327,88 @@ def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[P
                 label = int(any(a <= t_us <= b for a, b in nab_windows))
         except (ValueError, csv.Error) as err:
             raw = line.rstrip("\r\n")
-            payload = {"source": source, "line": line_no, "raw": raw}
+            payload = {"source": file.source, "line": line_no, "raw": raw}
             dead.append(DeadLetter(str(err), Stage.PARSE, rows=1, payload=payload))
         else:
             builder.add(key, t_us, feats, event_id, label)
-        if len(builder) + len(dead) >= fmt.chunk_rows:
-            yield ParsedChunk(builder.build(), dead)
-            builder, dead = _Builder(with_label), []
-    if len(builder) or dead:
-        yield ParsedChunk(builder.build(), dead)
+    return ParsedChunk(builder.build(), dead)
+
+
+# ISO 8601 date-times without a zone (naive: UTC), as numpy parses them
+_NAIVE_ISO = r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
+_US = np.timedelta64(1, "us")
+
+
+def _by_columns(file: _File, lines: list[str], first_line_no: int) -> ParsedChunk | None:
+    """One chunk of data lines parsed column by column (Arrow, numpy), or None when any
+    row would not parse or needs a rule only the row-by-row path applies: then
+    :func:`_by_rows` reads the chunk and gives each bad row its reason. It accepts no
+    row that path would reject, and reads every value as it does (Arrow's number parser
+    takes a subset of what Python's ``float``/``int`` take, rounding alike)."""
+    cols, fmt = file.cols, file.fmt
+    if any('"' in line for line in lines):
+        return None  # quoting: the row-by-row reader's rules
+    rows = list(csv.reader(lines))
+    if len(rows) != len(lines) or any(len(row) != cols.width for row in rows):
+        return None
+    columns = [pc.utf8_trim_whitespace(pa.array(c, pa.string())) for c in zip(*rows, strict=True)]
+    try:
+        times = _times_us(columns[cols.time])
+        feats = np.column_stack([_numbers(columns[i], pa.float64()) for i in cols.features])
+        ids = (
+            _numbers(columns[cols.event_id], pa.int64())
+            if cols.event_id is not None
+            else np.arange(first_line_no, first_line_no + len(rows), dtype=np.int64)
+        )
+        labels = None if cols.label is None else _numbers(columns[cols.label], pa.int64())
+    except pa.ArrowInvalid:
+        return None
+    if times is None or not np.all(np.isfinite(feats)) or np.any(np.abs(feats) > MAX_ABS_VALUE):
+        return None
+    keys: pa.Array = pa.repeat(file.default_key, len(rows)).cast(pa.string())
+    if cols.key is not None:
+        keys = columns[cols.key]
+        if pc.any(pc.equal(pc.utf8_length(keys), 0)).as_py():
+            return None
+    if (
+        fmt.allowed_keys is not None
+        and not pc.all(pc.is_in(keys, pa.array(sorted(fmt.allowed_keys), pa.string()))).as_py()
+    ):
+        return None
+    if labels is not None:
+        if np.any(labels < 0) or (
+            fmt.num_classes is not None and np.any(labels >= fmt.num_classes)
+        ):
+            return None
+    elif file.nab_windows is not None:
+        labels = np.zeros(len(rows), dtype=np.int64)
+        for a, b in file.nab_windows:
+            labels |= (times >= a) & (times <= b)
+    return ParsedChunk(mb.make_batch(keys, times, feats, labels=labels, event_ids=ids))
+
+
+def _numbers(texts: pa.Array, kind: pa.DataType) -> np.ndarray:
+    return texts.cast(kind).to_numpy()  # ArrowInvalid: not all numbers
+
+
+def _times_us(texts: pa.Array) -> np.ndarray | None:
+    """Microseconds since the epoch of naive ISO 8601 times (UTC) or whole epoch
+    seconds, when every one is such and in range; else None."""
+    if pc.all(pc.match_substring_regex(texts, _NAIVE_ISO)).as_py():
+        parsed = np.array(texts.to_pylist(), dtype="datetime64[us]")
+        whole_us = (parsed - np.datetime64(0, "us")) // _US
+        years = parsed.astype("datetime64[Y]").astype(np.int64) + 1970
+    else:
+        seconds = _numbers(texts, pa.float64())
+        if not np.all(np.isfinite(seconds)) or np.any(np.abs(seconds) >= 1e11):
+            return None
+        if np.any(seconds != np.floor(seconds)):
+            return None  # fractions of a second: rounded as the row-by-row path rounds them
+        whole_us = seconds.astype(np.int64) * mb.US_PER_SECOND
+        years = whole_us.astype("datetime64[us]").astype("datetime64[Y]").astype(np.int64) + 1970
+    if np.any(years < MIN_YEAR) or np.any(years >= MAX_YEAR):
+        return None
+    return whole_us
 
 
 HEAD_ROWS = 2_048  # the rows a file's time scale and classes are told from

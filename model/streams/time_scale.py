@@ -24,6 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 EVENTS_PER_WINDOW = 32  # what a window should hold: enough to learn from, few enough to be fresh
+# what a frame (one Beam window) should hold where no scorer waits for the frame's
+# model (coupled learning, scoring alone): Beam's per-window costs spread thin
+EVENTS_PER_FRAME = 1_024
 
 _MINUTE, _HOUR, _DAY = 60.0, 3_600.0, 86_400.0
 ROUND_DURATIONS_S: tuple[float, ...] = (

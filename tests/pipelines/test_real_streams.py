@@ -222,8 +222,11 @@ def test_a_sparse_stream_runs_in_frames_and_keeps_its_windows(tmp_path, capsys, 
         runs[frame] = summary, text, read_jsonl_dir(os.path.join(out, "windows"))
     framed, _, framed_rows = runs["auto"]
     plain, plain_text, plain_rows = runs["1"]
-    # the default put 32 windows (days) to a Beam window and said so; --frame 1 did not
-    assert "note: frames: 32 windows to a Beam window of 32 days" in runs["auto"][1]
+    # the default put 32 windows (days) to a Beam window, where a decoupled scorer waits
+    # for each frame's model, and 1,024 where none waits (coupled), and said so; --frame 1
+    # did not
+    frame = 32 if mode == "decoupled" else 1024
+    assert f"note: frames: {frame} windows to a Beam window of {frame} days" in runs["auto"][1]
     assert "frames:" not in plain_text
     # 300 window lines would bury the summary: the first and last 24, and a count
     assert "  ... 252 windows more (all in metrics.json and windows/)" in plain_text
@@ -235,7 +238,7 @@ def test_a_sparse_stream_runs_in_frames_and_keeps_its_windows(tmp_path, capsys, 
         (w["start_us"], w["events"], w["labelled"]) for w in plain["windows"]
     ]
     # a version per frame at most, not one per window
-    assert framed["model_versions"] <= 300 / 32 + 2 < plain["model_versions"]
+    assert framed["model_versions"] <= 300 / frame + 2 < plain["model_versions"]
     # and the frames learn: the later windows are mostly right
     late = framed["windows"][150:]
     assert sum(w["correct"] for w in late) / sum(w["labelled"] for w in late) > 0.7
