@@ -84,6 +84,15 @@ class Backend(ABC, Generic[A]):
     def step(self) -> None:
         """One optimizer step on the accumulated gradient, which it then clears."""
 
+    def learn_steps(
+        self, x: np.ndarray, y: np.ndarray, step: int, scaler: RunningScaler | None
+    ) -> Classified | None:
+        """:meth:`forward_backward` (scale 1, no replayed rows) then :meth:`step` on
+        every ``step`` rows in turn, at once, where the backend can: each row's class
+        and probability before its step. None (nothing done) where it cannot: the
+        caller loops. ``scaler``: a ready one."""
+        return None
+
     @abstractmethod
     def predict(self, x: np.ndarray, scaler: RunningScaler | None) -> Classified:
         """Class and probability per row of ``x`` (scaled by ``scaler``'s moments, if
@@ -229,6 +238,11 @@ class FusedBackend(Backend[np.ndarray]):
 
     def step(self) -> None:
         self.kernel.step()
+
+    def learn_steps(
+        self, x: np.ndarray, y: np.ndarray, step: int, scaler: RunningScaler | None
+    ) -> Classified | None:
+        return self.kernel.learn_steps(x, y, step, scaler)
 
     def predict(self, x: np.ndarray, scaler: RunningScaler | None) -> Classified:
         return self.kernel.classify(x, _ready(scaler))  # scales by the moments itself

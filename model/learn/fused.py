@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from model.learn import native
-from model.learn.native import NativeMLP, check_width, label_error
+from model.learn.native import NativeMLP, StepRule, check_width, label_error
 from model.learn.scaler import RunningScaler
 from model.mlp import MLPClassifier
 
@@ -229,6 +229,40 @@ class FusedMLP:
                 g = g @ self.weights[i]
                 g *= a > 0
         return classes, conf, loss
+
+    def learn_steps(
+        self, x: np.ndarray, y: np.ndarray, step: int, scaler: RunningScaler | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`forward_backward` (scale 1, the scaler folding each step's rows) and
+        :meth:`step` on every ``step`` rows of ``x`` in turn, in one call of the C
+        kernels: the same bits as that loop. Every row's class and probability before
+        its step; None, with nothing done, where the loop must run from Python (no C
+        kernels, or an optimizer whose buffers its first step starts)."""
+        if self.io is None or len(x) == 0:
+            return None
+        if len(y) != len(x):
+            msg = f"{len(x)} rows but {len(y)} labels"
+            raise ValueError(msg)
+        _check_scaler(scaler, int(self.sizes[0]))
+        group = self.optimizer.param_groups[0]
+        lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
+        if self._opt_ptrs is None:
+            self._opt_ptrs = tuple(b.ctypes.data for b in self.buffers.values())
+        if self.kind == "adam":
+            if not self.buffers:
+                return None
+            beta1, beta2 = group["betas"]
+            m, v = self._opt_ptrs
+            rule = StepRule(0, lr, wd, m, v, beta1, beta2, float(group["eps"]), t0=self.t)
+        else:
+            momentum = float(group.get("momentum", 0.0))
+            if momentum and not self.buffers:
+                return None
+            buf = self._opt_ptrs[0] if self._opt_ptrs else None
+            rule = StepRule(1, lr, wd, buf, momentum=momentum)
+        cls, conf, steps = self.io.steps(x, y, step, scaler, rule)
+        self.t += steps
+        return cls, conf
 
     def step(self) -> None:
         """One optimizer step from the gradient buffer, then clear it."""

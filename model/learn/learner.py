@@ -170,6 +170,64 @@ class IncrementalLearner:
         n = len(x_np)
         return classified[0][:n], classified[1][:n], loss
 
+    def learn_steps(
+        self,
+        x: torch.Tensor | np.ndarray,
+        y: torch.Tensor | np.ndarray,
+        step_rows: int,
+        *,
+        predict: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`learn` (``predict``: :meth:`predict_learn`) on every ``step_rows`` rows
+        in turn; with ``predict``, each row's class and probability by the model as it
+        was before its step. Where the backend can run the loop itself (the fused kernel
+        in C, without replay, EWC or accumulation) it does, in one call: the same
+        results as the loop."""
+        x_np, y_np = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
+        if step_rows <= 0:
+            msg = f"step_rows must be > 0, got {step_rows!r}"
+            raise ValueError(msg)
+        preds, confs = [], []
+        start = 0
+        while start < len(x_np):
+            if self._loops_alone():
+                rest = len(x_np) - start
+                done = self.backend.learn_steps(x_np[start:], y_np[start:], step_rows, self.scaler)
+                if done is not None:
+                    steps = -(-rest // step_rows)
+                    self.batches, self.steps = self.batches + steps, self.steps + steps
+                    self.samples += rest
+                    preds.append(done[0])
+                    confs.append(done[1])
+                    break
+            rows = slice(start, start + step_rows)
+            if predict:
+                pred, conf, _ = self.predict_learn(x_np[rows], y_np[rows])
+                preds.append(pred)
+                confs.append(conf)
+            else:
+                self.learn(x_np[rows], y_np[rows])
+            start += step_rows
+        if not predict:
+            return None
+        if not preds:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        return (
+            (preds[0], confs[0])
+            if len(preds) == 1
+            else (np.concatenate(preds), np.concatenate(confs))
+        )
+
+    def _loops_alone(self) -> bool:
+        """Whether a step is forward-backward and the optimizer alone (no replayed
+        rows, no EWC, no accumulation), with the scaling's moments ready."""
+        return (
+            self.replay.capacity == 0
+            and not self.ewc.active
+            and self.config.accumulate == 1
+            and (self.scaler is None or self.scaler.ready)
+        )
+
     def _learn(self, x: np.ndarray, y: np.ndarray) -> tuple[Classified | None, float]:
         """The backend's classes of the (scaled) rows before the step, if it gives
         them, and the loss."""

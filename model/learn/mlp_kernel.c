@@ -285,3 +285,50 @@ void sgd_step(float *flat, float *grad, float *buf, int64_t count, float lr, flo
         grad[i] = 0.0f;
     }
 }
+
+/* Prequential learning of n rows in steps of `step` rows, each followed by an optimizer
+ * step: the loop FusedMLP.step runs from Python (forward_backward, then adam_step or
+ * sgd_step), in one call, with the same arithmetic, so it gives the same bits. cls and
+ * conf: every row's class and probability before its step; *loss_sum: the steps' mean
+ * losses summed. With mean != NULL every step's rows are scaled by the moments of the
+ * count rows before them and then folded in (as mlp_forward_backward with fold = the
+ * step's rows). kind 0: Adam, whose step counter was t0 before the first step (t0 >= 1:
+ * its moments m, v exist); kind 1: SGD, with momentum into m (NULL without, else a
+ * started buffer). lr, betas, eps, weight decay and momentum come as Python's floats
+ * (doubles): the bias corrections are computed in double, then rounded to float, as
+ * Python computes and ctypes passes them. x is overwritten (scaled). Returns the
+ * number of steps; -1 when a label is out of range, -2 with too many layers (then
+ * nothing is changed). */
+int64_t mlp_prequential_steps(float *x, const int64_t *y, int64_t n, int64_t step,
+                              const int32_t *sizes, int32_t layers, float *flat, float *grad,
+                              float *scratch, int64_t *cls, float *conf, double *loss_sum,
+                              double *mean, double *m2, int64_t count, double *stats,
+                              int32_t kind, double lr, double beta1, double beta2, double eps,
+                              double wd, double momentum, int64_t t0, float *m, float *v,
+                              int64_t params) {
+    const int32_t classes = sizes[layers], d = sizes[0];
+    if (layers > MAX_LAYERS) return -2;
+    for (int64_t r = 0; r < n; r++)
+        if (y[r] < 0 || y[r] >= classes) return -1;
+    double total = 0.0;
+    int64_t steps = 0;
+    for (int64_t r = 0; r < n; r += step) {
+        const int64_t k = n - r < step ? n - r : step;
+        double loss;
+        mlp_forward_backward(x + r * d, y + r, k, sizes, layers, flat, grad, 1.0f, scratch,
+                             cls + r, conf + r, &loss, mean, m2, count, k, stats);
+        if (mean) count += k;
+        total += loss;
+        steps++;
+        if (kind == 0) {
+            const double t = (double)(t0 + steps);
+            adam_step(flat, grad, m, v, params, (float)(lr / (1.0 - pow(beta1, t))),
+                      (float)beta1, (float)beta2, (float)sqrt(1.0 - pow(beta2, t)),
+                      (float)eps, (float)wd);
+        } else {
+            sgd_step(flat, grad, m, params, (float)lr, (float)momentum, (float)wd, 0);
+        }
+    }
+    *loss_sum = total;
+    return steps;
+}

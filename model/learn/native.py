@@ -25,6 +25,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,7 @@ _p = ctypes.c_void_p
 _i64 = ctypes.c_int64
 _i32 = ctypes.c_int32
 _f32 = ctypes.c_float
+_f64 = ctypes.c_double
 _SIGNATURES = {
     "mlp_scratch_floats": (_i64, [_p, _i32, _i64]),
     "mlp_predict": (_i32, [_p, _i64, _p, _i32, _p, _p, _p, _p, _p, _p, _i64, _p]),
@@ -67,6 +69,12 @@ _SIGNATURES = {
     ),
     "adam_step": (None, [_p, _p, _p, _p, _i64, _f32, _f32, _f32, _f32, _f32, _f32]),
     "sgd_step": (None, [_p, _p, _p, _i64, _f32, _f32, _f32, _i32]),
+    "mlp_prequential_steps": (
+        _i64,
+        [_p, _p, _i64, _i64, _p, _i32, _p, _p, _p, _p, _p, _p, _p, _p, _i64, _p, _i32]
+        + [_f64] * 6
+        + [_i64, _p, _p, _i64],
+    ),
 }
 
 
@@ -238,6 +246,36 @@ class NativeMLP:
             scaler.folded(fold)
         return self.cls[:n].copy(), self.conf[:n].copy(), float(self.loss[0])
 
+    def steps(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        step: int,
+        scaler: RunningScaler | None,
+        optimizer: StepRule,
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Prequential learning of ``x`` in steps of ``step`` rows, each followed by an
+        optimizer step (``optimizer``: the rule and the buffers it updates): every row's
+        class and probability before its step, and the number of steps. The rows are
+        scaled by, and folded into, ``scaler`` step by step."""
+        n = self._load(x)
+        self.y[:n] = y
+        px, py, pc, pp, ps = self.ptrs
+        sizes, flat, grad = self.static
+        mean, m2, count = self._moments(scaler)
+        o = optimizer
+        steps = self.lib.mlp_prequential_steps(
+            px, py, n, step, sizes, self.layers, flat, grad, ps, pc, pp, self.loss_ptr,
+            mean, m2, count, self.stats, o.kind, o.lr, o.beta1, o.beta2, o.eps, o.wd,
+            o.momentum, o.t0, o.m, o.v, self.count,
+        )  # fmt: skip
+        if steps == -1:
+            raise ValueError(label_error(np.asarray(y), self.classes))
+        assert steps >= 0, steps  # -2 (too many layers) is refused in __init__
+        if scaler is not None:
+            scaler.folded(n)
+        return self.cls[:n].copy(), self.conf[:n].copy(), int(steps)
+
     def adam(self, buffers: tuple[int, ...], lr_bias1: float, beta1: float, beta2: float,
              sqrt_bias2: float, eps: float, wd: float) -> None:  # fmt: skip
         _, flat, grad = self.static
@@ -249,6 +287,24 @@ class NativeMLP:
     def sgd(self, buf: int | None, lr: float, momentum: float, wd: float, first: bool) -> None:
         _, flat, grad = self.static
         self.lib.sgd_step(flat, grad, buf, self.count, lr, momentum, wd, int(first))
+
+
+@dataclass(frozen=True)
+class StepRule:
+    """An optimizer step as :func:`NativeMLP.steps` takes it: ``kind`` 0 Adam (step
+    counter ``t0`` before the first, moments at addresses ``m`` and ``v``), 1 SGD
+    (momentum buffer at ``m``, or None without momentum)."""
+
+    kind: int
+    lr: float
+    wd: float
+    m: int | None
+    v: int | None = None
+    beta1: float = 0.0
+    beta2: float = 0.0
+    eps: float = 0.0
+    momentum: float = 0.0
+    t0: int = 0
 
 
 def _ptr(a: np.ndarray) -> int:

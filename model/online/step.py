@@ -273,20 +273,7 @@ class OnlineStep:
         predictions are returned. Unlabelled rows are only predicted."""
         if y is None:
             return learner.predict(x) if predict else None
-        size = self.config.step_rows or len(x)
-        preds, confs = [], []
-        for i in range(0, len(x), size):
-            if predict:
-                pred, conf, _ = learner.predict_learn(x[i : i + size], y[i : i + size])
-                preds.append(pred)
-                confs.append(conf)
-            else:
-                learner.learn(x[i : i + size], y[i : i + size])
-        if not predict:
-            return None
-        if len(preds) == 1:
-            return preds[0], confs[0]
-        return np.concatenate(preds), np.concatenate(confs)
+        return learner.learn_steps(x, y, self.config.step_rows or max(len(x), 1), predict=predict)
 
     def _adapt(
         self,

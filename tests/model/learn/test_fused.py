@@ -215,3 +215,54 @@ def test_optimizers_the_kernel_cannot_reproduce_fall_back_to_autograd():
     frozen = MLPClassifier(3, (4,), 2)
     frozen.net[0].weight.requires_grad_(False)
     assert mlp_linears(frozen) is None
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(optimizer="adam", standardize=True),
+        dict(optimizer="adam", standardize=False, lr=0.003),
+        dict(optimizer="sgd", momentum=0.9, standardize=True),
+        dict(optimizer="sgd", standardize=False),
+    ],
+    ids=["adam-scaled", "adam", "sgd-momentum-scaled", "sgd"],
+)
+@pytest.mark.parametrize("step_rows", [1, 3])
+def test_the_c_step_loop_gives_the_python_loops_bits(monkeypatch, cfg, step_rows):
+    # learn_steps runs the per-step loop in one C call where it can: the same
+    # predictions, weights, optimizer state and scaling as the loop from Python
+    from model.learn.learner import dumps_state
+
+    def learner():
+        return IncrementalLearner(MLPClassifier(5, (7,), num_classes=3, seed=3), LearnerConfig(seed=0, **cfg))
+
+    rng = np.random.default_rng(4)
+    batches = [rng.standard_normal((n, 5)).astype(np.float32) * 3 + 1 for n in (1, 2, 9, 40, 17)]
+    labels = [(x[:, 0] > x[:, 1]).astype(np.int64) + (x[:, 2] > 2) for x in batches]
+    fast, slow = learner(), learner()
+    assert isinstance(fast.backend, FusedBackend) and fast.backend.kernel.io is not None
+    calls = []
+    original = FusedBackend.learn_steps
+    monkeypatch.setattr(FusedBackend, "learn_steps", lambda *a: calls.append(1) or original(*a))
+    for x, y in zip(batches, labels, strict=True):
+        got = fast.learn_steps(x, y, step_rows)
+        want = [slow.predict_learn(x[i : i + step_rows], y[i : i + step_rows]) for i in
+                range(0, len(x), step_rows)]  # fmt: skip
+        assert got is not None
+        np.testing.assert_array_equal(got[0], np.concatenate([w[0] for w in want]))
+        np.testing.assert_array_equal(got[1], np.concatenate([w[1] for w in want]))
+    assert calls  # the C loop ran (after the first steps that start the optimizer)
+    assert (fast.samples, fast.steps, fast.batches) == (slow.samples, slow.steps, slow.batches)
+    assert dumps_state(fast.snapshot()) == dumps_state(slow.snapshot())
+
+
+def test_the_c_step_loop_refuses_bad_labels_and_changes_nothing():
+    from model.learn.learner import dumps_state
+
+    learner = IncrementalLearner(MLPClassifier(2, (4,), seed=0), LearnerConfig(standardize=True))
+    x = np.ones((8, 2), np.float32) * np.arange(8, dtype=np.float32)[:, None]
+    learner.learn_steps(x, np.zeros(8, np.int64), 1)
+    before = dumps_state(learner.snapshot())
+    with pytest.raises(ValueError, match="class indices"):
+        learner.learn_steps(x, np.array([0, 1, 0, 5, 0, 1, 0, 1]), 1)
+    assert dumps_state(learner.snapshot()) == before
