@@ -57,10 +57,17 @@ def _json_lines(data: dict[str, Any]) -> str:
 
 def _save(fig: Any, path: str) -> str:
     for ax in fig.axes:
-        if ax.xaxis.get_label().get_text().startswith("event time"):
-            ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M:%S"))
-            fig.autofmt_xdate()
-    fig.tight_layout()
+        if ax.xaxis.get_label().get_text().startswith("event time") or ax.get_title():
+            # dates as the span needs them: years for decades, seconds for minutes
+            locator = mdates.AutoDateLocator()
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    # fixed margins (tight_layout measured every label: a third of the report's time)
+    inches = fig.get_size_inches()
+    fig.subplots_adjust(
+        left=0.9 / inches[0], right=1 - 0.2 / inches[0], bottom=0.75 / inches[1],
+        top=1 - 0.3 / inches[1], hspace=0.45,
+    )  # fmt: skip
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return os.path.basename(path)
