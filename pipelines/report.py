@@ -55,13 +55,14 @@ def _json_lines(data: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(items) + "\n}\n"
 
 
+def _date_axis(ax: Any) -> None:
+    """Event-time ticks as the span needs them: years for decades, seconds for minutes."""
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
 def _save(fig: Any, path: str) -> str:
-    for ax in fig.axes:
-        if ax.xaxis.get_label().get_text().startswith("event time") or ax.get_title():
-            # dates as the span needs them: years for decades, seconds for minutes
-            locator = mdates.AutoDateLocator()
-            ax.xaxis.set_major_locator(locator)
-            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     # fixed margins (tight_layout measured every label: a third of the report's time)
     inches = fig.get_size_inches()
     fig.subplots_adjust(
@@ -79,15 +80,22 @@ def _throughput(samples: list[dict[str, Any]], path: str) -> str | None:
     t = np.array([s["t_s"] for s in samples])
     events = np.array([s["events_in"] for s in samples])
     scored = np.array([s["scored"] for s in samples])
-    fig, (a, b) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    rate = np.diff(events) / np.maximum(np.diff(t), 1e-9)
+    # a run shorter than two progress ticks has one rate: said in the title, not drawn
+    fig, axes = plt.subplots(1 + (len(rate) > 1), 1, figsize=(8, 2.5 + 2.5 * (len(rate) > 1)),
+                             sharex=True, squeeze=False)  # fmt: skip
+    a = axes[0, 0]
     a.plot(t, events, label="events read")
     a.plot(t, scored, label="events scored")
     a.set_ylabel("events")
     a.legend()
-    rate = np.diff(events) / np.maximum(np.diff(t), 1e-9)
-    b.step(t[1:], rate, where="post")
-    b.set_ylabel("events/s")
-    b.set_xlabel("wall-clock seconds")
+    if len(rate) > 1:
+        b = axes[1, 0]
+        b.step(t[1:], rate, where="post")
+        b.set_ylabel("events/s")
+    else:
+        a.set_title(f"{rate[0]:,.0f} events/s", fontsize=9)
+    axes[-1, 0].set_xlabel("wall-clock seconds")
     return _save(fig, path)
 
 
@@ -97,7 +105,7 @@ def _accuracy(summary: RunSummary, path: str) -> str | None:
         return None
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ax.plot(_utc_all(starts.tolist()), accuracy, marker="o" if len(starts) <= _MARKED else None)
-    ax.xaxis_date()
+    _date_axis(ax)
     ax.set_ylim(0, 1)
     ax.set_ylabel("prequential accuracy")
     runs = "" if run == 1 else f", runs of {run}+ windows"
@@ -141,6 +149,7 @@ def _timeline(summary: RunSummary, alarms: list[int], path: str) -> str | None:
         ax.axvline(_utc(a), color="red", linestyle="--", label="drift alarm" if i == 0 else None)
     ax.set_ylabel("newest model version")
     ax.set_xlabel("event time (UTC)")
+    _date_axis(ax)
     ax.legend()
     return _save(fig, path)
 
@@ -172,7 +181,7 @@ def _anomaly_scores(output: str, inputs: tuple[str, ...], path: str) -> str | No
                 alpha=0.3,
                 label="labelled window" if i == 0 else None,
             )
-        ax.xaxis_date()
+        _date_axis(ax)
         ax.set_title(key, fontsize=9)
         ax.set_ylim(0, 1)
         ax.legend(fontsize=7, loc="upper left")
