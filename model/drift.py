@@ -1,5 +1,7 @@
 """Drift detection on a stream of values (e.g. per-event prequential errors).
 
+(ADWIN, in C over whole micro-batches, has a module of its own: :mod:`model.adwin`.)
+
 :class:`PageHinkley` raises an alarm when the running mean of the values rises by more
 than ``threshold`` above its minimum (Page's CUSUM test for an increase in mean);
 after an alarm it starts afresh. :class:`DDM` (Gama et al., 2004) watches an error
@@ -207,16 +209,24 @@ class DDM:
         self.p_min, self.s_min = state["p_min"], state["s_min"]
 
 
+def _adwin(delta: float) -> Any:
+    from model.adwin import ADWIN  # not at the top: model.adwin imports Alarms from here
+
+    return ADWIN(delta=delta)
+
+
 DETECTORS: dict[str, Any] = {
-    # River's defaults for Page-Hinkley (benchmarks/drift.py: the same alarms)
+    # River's defaults for Page-Hinkley and ADWIN (benchmarks/drift.py: the same alarms)
     "page-hinkley": lambda: PageHinkley(delta=0.005, threshold=50.0, min_samples=30, alpha=0.9999),
+    "adwin": lambda: _adwin(0.002),
     "ddm": DDM,
 }
 # Detectors without warnings of their own warn by a more sensitive copy of themselves
 # (as adaptive random forests run a second ADWIN with a larger delta): half the
-# threshold.
+# threshold; five times the delta.
 WARNING_DETECTORS: dict[str, Any] = {
     "page-hinkley": lambda: PageHinkley(delta=0.005, threshold=25.0, min_samples=30, alpha=0.9999),
+    "adwin": lambda: _adwin(0.01),
 }
 
 

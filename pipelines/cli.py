@@ -218,6 +218,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             emit_every_samples=args.emit_every,
             publish_min_samples=args.publish_min_samples,
             adapt=args.adapt,
+            adapt_detector="page-hinkley" if args.drift_detector == "none" else args.drift_detector,
             grow_classes=args.new_classes == "grow",
             publish_every_us=(
                 None if args.publish_every is None else round(args.publish_every * 1e6)

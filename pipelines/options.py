@@ -259,9 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument(
         "--drift-detector",
         default="page-hinkley",
-        choices=["page-hinkley", "ddm", "none"],
-        help="watch every key's prequential error; alarms go to <output>/drift/ and the "
-        "report's timeline",
+        choices=["page-hinkley", "adwin", "ddm", "none"],
+        help="watch every key's prequential error (Page-Hinkley and ADWIN with River's "
+        "settings, or DDM); alarms go to <output>/drift/ and the report's timeline; "
+        "--adapt acts on this detector's alarms (Page-Hinkley's with none)",
     )
     learn.add_argument(
         "--feature-drift",
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--adapt",
         default="none",
         choices=["none", "reset", "lr-boost", "background"],
-        help="on a drift alarm of the learner's own prequential error (Page-Hinkley): "
+        help="on a drift alarm of the learner's own prequential error (--drift-detector): "
         "reset the model, multiply its learning rate by 5 for the next 500 samples, or "
         "(background) switch to a fresh model started at the warning before it",
     )

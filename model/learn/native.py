@@ -17,7 +17,6 @@ uses it when the library is there).
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import logging
 import os
@@ -25,9 +24,10 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -135,27 +135,43 @@ def build(
     return target
 
 
-def load(path: Path) -> ctypes.CDLL:
-    """A built kernel library, its functions typed."""
+Signatures = Mapping[str, tuple[Any, Sequence[Any]]]  # name: (restype, argtypes)
+
+
+def load(path: Path, signatures: Signatures | None = None) -> ctypes.CDLL:
+    """A built kernel library, its functions typed (default: the MLP kernels')."""
     lib = ctypes.CDLL(str(path))
-    for name, (restype, argtypes) in _SIGNATURES.items():
+    for name, (restype, argtypes) in (signatures or _SIGNATURES).items():
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes
     return lib
 
 
-@functools.cache
-def mlp_library() -> ctypes.CDLL | None:
-    """The compiled MLP kernels, or None (no compiler, a failed build, or
-    ``SML_NATIVE=0``: the reason is logged once)."""
+def compiled(source: Path, signatures: Signatures) -> ctypes.CDLL | None:
+    """The C kernels of ``source``, built and loaded once per process, or None (no
+    compiler, a failed build, or ``SML_NATIVE=0``: the reason is logged once)."""
+    if source not in _LOADED:
+        _LOADED[source] = _build_and_load(source, signatures)
+    return _LOADED[source]
+
+
+_LOADED: dict[Path, ctypes.CDLL | None] = {}
+
+
+def _build_and_load(source: Path, signatures: Signatures) -> ctypes.CDLL | None:
     if os.environ.get("SML_NATIVE", "1") == "0":
         return None
     try:
-        return load(build())
+        return load(build(source), signatures)
     except (OSError, RuntimeError) as err:
-        log.warning("C kernels unavailable, using numpy: %s", err)
+        log.warning("C kernels of %s unavailable, using numpy: %s", source.name, err)
         return None
+
+
+def mlp_library() -> ctypes.CDLL | None:
+    """The compiled MLP kernels, or None (see :func:`compiled`)."""
+    return compiled(SOURCE, _SIGNATURES)
 
 
 class NativeMLP:

@@ -234,7 +234,9 @@ def test_the_c_step_loop_gives_the_python_loops_bits(monkeypatch, cfg, step_rows
     from model.learn.learner import dumps_state
 
     def learner():
-        return IncrementalLearner(MLPClassifier(5, (7,), num_classes=3, seed=3), LearnerConfig(seed=0, **cfg))
+        return IncrementalLearner(
+            MLPClassifier(5, (7,), num_classes=3, seed=3), LearnerConfig(seed=0, **cfg)
+        )
 
     rng = np.random.default_rng(4)
     batches = [rng.standard_normal((n, 5)).astype(np.float32) * 3 + 1 for n in (1, 2, 9, 40, 17)]
