@@ -24,7 +24,7 @@ import pyarrow as pa
 from model import batch as mb
 from model.artifact import ModelArtifact
 from model.process_cache import LRU
-from model.vocabulary import Metric
+from model.vocabulary import DeadLetter, Metric, Stage
 from pipelines.config import PipelineConfig, model_factory, read_source, write_outputs
 from pipelines.score import PipelineOutputs
 from transforms.io import ModelStore, WriteRecords
@@ -67,10 +67,24 @@ class _SaveVersions(beam.DoFn):
         return iter(())
 
 
-def _join(labels: beam.PCollection, cfg: PipelineConfig, horizon_s: float) -> JoinLabels:
+def _join(
+    labels: beam.PCollection, cfg: PipelineConfig, horizon_s: float, *, counts: bool
+) -> JoinLabels:
     # waiting rows expire frame by frame (a timer per frame, not per window)
     frame_s = cfg.window.size_s * cfg.window.frame
-    return JoinLabels(labels, window_s=frame_s, allowed_lateness_s=horizon_s)
+    return JoinLabels(
+        labels,
+        window_s=frame_s,
+        allowed_lateness_s=horizon_s,
+        offset_s=cfg.window.offset_s,
+        counts=counts,
+    )
+
+
+def _too_late_to_evaluate(record: DeadLetter) -> DeadLetter:
+    """A joined prediction whose evaluation window had closed when it came."""
+    payload = {k: v for k, v in record.items() if k not in ("reason", "stage", "rows")}
+    return DeadLetter(record["reason"], Stage.EVALUATION, rows=record["rows"], payload=payload)
 
 
 def _no_watermark(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -88,7 +102,7 @@ def _evaluate(
     ``<output>/unlabelled/``, labels that found no prediction into
     ``<output>/label_dead_letter/``. Returns the windowed, labelled predictions."""
     horizon_s = cfg.label_horizon_s
-    joined = predictions | "JoinEvaluationLabels" >> _join(labels, cfg, horizon_s)
+    joined = predictions | "JoinEvaluationLabels" >> _join(labels, cfg, horizon_s, counts=True)
     # the panes of labels that come late fire late: allowed for the label horizon, and
     # two frames more for the time the join takes to hand them on
     frame_s = cfg.window.size_s * cfg.window.frame
@@ -106,7 +120,11 @@ def _evaluate(
     _ = joined.unlabelled | "WriteUnlabelled" >> WriteRecords(
         os.path.join(out, "unlabelled"), counter=Metric.EVENTS_UNLABELLED
     )
-    _ = joined.dead_letter | "WriteLabelDeadLetters" >> WriteRecords(
+    # a joined prediction the evaluation could no longer count: set aside, as a label
+    # that came too late is, with its own stage (the summary balances on it)
+    too_late = evaluated.dropped | "TooLateToEvaluate" >> beam.Map(_too_late_to_evaluate)
+    rejected = (joined.dead_letter, too_late) | "LabelStageDeadLetters" >> beam.Flatten()
+    _ = rejected | "WriteLabelDeadLetters" >> WriteRecords(
         os.path.join(out, "label_dead_letter"), counter=Metric.LABELS_REJECTED
     )
     return evaluated.batches
@@ -126,7 +144,9 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     windowed = batches | "Window" >> EventTimeWindow(cfg.window, cfg.trigger)
     training = None
     if labels is not None:
-        joined = windowed.batches | "JoinTrainingLabels" >> _join(labels, cfg, cfg.label_horizon_s)
+        joined = windowed.batches | "JoinTrainingLabels" >> _join(
+            labels, cfg, cfg.label_horizon_s, counts=False
+        )
         # learned when the label is known, not before: a window's version learns the
         # labels that came during the window (scores the next one), as live
         delay_us = round((cfg.label_delay_s or 0.0) * 1e6)

@@ -252,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="seconds of event time after which each event's label becomes known "
-        "(streaming; decoupled): events are scored without it, and the prediction is "
+        "(decoupled mode, the default with it; streaming and bounded runs): events are "
+        "scored without it, and the prediction is "
         "evaluated (<output>/evaluation/, never-labelled events in <output>/unlabelled/) "
         "and learned from when it comes; turns --lag-label off",
     )

@@ -25,6 +25,8 @@ arrive live.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -62,22 +64,27 @@ def delay_labels(chunks: Iterable[Chunk], delay_us: int, span_us: int) -> Iterat
     if delay_us < 0 or span_us <= 0:
         msg = f"need a label delay >= 0 and a span > 0, got {delay_us!r}, {span_us!r} us"
         raise ValueError(msg)
-    waiting: list[pa.RecordBatch] = []
-    first_due: int | None = None  # the earliest time a held label is due (None: none)
+    # held labels, a heap of (earliest time due, arrival order, labels): a release
+    # takes the pieces that have come due, not every held label
+    waiting: list[tuple[int, int, pa.RecordBatch]] = []
+    arrivals = itertools.count()
     watermark = None
 
+    def hold(labels: pa.RecordBatch) -> None:
+        due = int(mb.event_times_us(labels).min()) + delay_us
+        heapq.heappush(waiting, (due, next(arrivals), labels))
+
     def release(now: int) -> Iterator[Chunk]:
-        """The held labels due at watermark ``now`` (the held ones are concatenated
-        only when one is due, not at every piece)."""
-        nonlocal waiting, first_due
-        if first_due is None or first_due > now:
-            return
-        held = mb.concat(waiting)
-        due_at = mb.event_times_us(held) + delay_us
-        due = due_at <= now
-        waiting = [] if due.all() else [mb.take(held, np.flatnonzero(~due))]
-        first_due = None if due.all() else int(due_at[~due].min())
-        yield mb.take(held, np.flatnonzero(due)), now, []
+        """The held labels due at watermark ``now``, as one batch."""
+        out = []
+        while waiting and waiting[0][0] <= now:
+            _, _, held = heapq.heappop(waiting)
+            due = mb.event_times_us(held) + delay_us <= now
+            out.append(held if due.all() else mb.take(held, np.flatnonzero(due)))
+            if not due.all():
+                hold(mb.take(held, np.flatnonzero(~due)))
+        if out:
+            yield mb.concat(out), now, []
 
     for batch, chunk_watermark, dead in chunks:
         if batch is None or not batch.num_rows or mb.labels_numpy(batch) is None:
@@ -87,12 +94,9 @@ def delay_labels(chunks: Iterable[Chunk], delay_us: int, span_us: int) -> Iterat
             continue
         for i, (piece, piece_watermark) in enumerate(_pieces(batch, chunk_watermark, span_us)):
             watermark = piece_watermark if watermark is None else max(watermark, piece_watermark)
-            labels = mb.label_batch(piece)
-            waiting.append(labels)
-            piece_due = int(mb.event_times_us(labels).min()) + delay_us
-            first_due = piece_due if first_due is None else min(first_due, piece_due)
+            hold(mb.label_batch(piece))
             yield mb.without_labels(piece), watermark, dead if i == 0 else []
             yield from release(watermark)
-    for held in waiting:
+    for _, _, held in sorted(waiting, key=lambda item: item[1]):  # in arrival order
         assert watermark is not None
         yield held, watermark, []

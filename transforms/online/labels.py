@@ -49,6 +49,7 @@ _EVENT, _LABEL = b"E", b"L"
 UNMATCHED_REASON = (
     "label for an unknown event (no event with this event_id arrived within the allowed lateness)"
 )
+DUPLICATE_REASON = "duplicate label (the event took the first label given for its event_id)"
 # what waits, one bag per kind: an element reads only its partners' bag, and rewrites
 # it as one batch (so each arrival costs one decode and one encode, however many wait)
 _EVENTS = BagStateSpec("events", BytesCoder())
@@ -63,9 +64,10 @@ CLEANUP = beam.DoFn.TimerParam(_CLEANUP)
 
 def attach_labels(
     events: pa.RecordBatch, labels: pa.RecordBatch
-) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
-    """Events that have a label (with the label column set), and the masks of matched
-    events and matched labels."""
+) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray, np.ndarray]:
+    """Events that have a label (with the label column set), the masks of matched
+    events and of the labels they took, and the mask of the other labels for those
+    events (duplicates: an event takes the first of its labels)."""
     event_ids = events.column(mb.EVENT_ID).to_numpy(zero_copy_only=False)
     label_ids = labels.column(mb.EVENT_ID).to_numpy(zero_copy_only=False)
     order = np.argsort(label_ids, kind="stable")
@@ -74,23 +76,42 @@ def attach_labels(
     event_hit = (
         label_ids[order][pos] == event_ids if len(label_ids) else np.zeros(len(event_ids), bool)
     )
-    label_hit = np.isin(label_ids, event_ids[event_hit])
+    label_hit = np.zeros(len(label_ids), bool)
+    label_hit[order[pos[event_hit]]] = True
+    duplicate = np.isin(label_ids, event_ids[event_hit]) & ~label_hit
     matched = mb.take(events, np.flatnonzero(event_hit))
     values = labels.column(mb.LABEL).to_numpy(zero_copy_only=False)[order][pos[event_hit]]
     if mb.LABEL in matched.schema.names:
         matched = matched.drop_columns([mb.LABEL])
     matched = matched.append_column(mb.LABEL, pa.array(values, type=pa.int64()))
-    return matched, event_hit, label_hit
+    return matched, event_hit, label_hit, duplicate
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """When a row can no longer be joined: the end of its window (``window_us`` long,
+    starting at ``offset_us`` modulo the size) plus ``lateness_us``."""
+
+    window_us: int
+    lateness_us: int
+    offset_us: int = 0
+
+    def of(self, batch: pa.RecordBatch) -> np.ndarray:
+        return expiry_us(batch, self.window_us, self.lateness_us, self.offset_us)
 
 
 class _JoinDoFn(beam.DoFn):
-    def __init__(self, window_us: int, lateness_us: int) -> None:
-        self._window_us = window_us
-        self._lateness_us = lateness_us
+    def __init__(self, expiry: Expiry, counts: bool) -> None:
+        self._expiry_of = expiry
+        self._counts = counts
 
     def setup(self) -> None:
         self._unlabelled = beam.metrics.Metrics.counter(NAMESPACE, Metric.EVENTS_UNLABELLED)
         self._joined = beam.metrics.Metrics.counter(NAMESPACE, Metric.LABELS_JOINED)
+
+    def _count(self, counter: Any, rows: int) -> None:
+        if self._counts:  # one of several joins of the same rows counts them
+            counter.inc(rows)
 
     def process(
         self,
@@ -107,10 +128,14 @@ class _JoinDoFn(beam.DoFn):
         if stored:
             pool = mb.concat(stored)
             pair = (batch, pool) if kind == _EVENT else (pool, batch)
-            matched, event_hit, label_hit = attach_labels(*pair)
+            matched, event_hit, label_hit, duplicate = attach_labels(*pair)
             if matched.num_rows:
-                self._joined.inc(matched.num_rows)
+                self._count(self._joined, matched.num_rows)
                 yield matched
+            if duplicate.any():
+                labels_in = batch if kind == _LABEL else pool
+                yield _duplicates(mb.take(labels_in, np.flatnonzero(duplicate)))
+                label_hit = label_hit | duplicate  # set aside: neither kept nor joined
             mine, theirs = (event_hit, label_hit) if kind == _EVENT else (label_hit, event_hit)
             remaining = mb.take(batch, np.flatnonzero(~mine))
             if theirs.any() or len(stored) > 1:  # rewritten as one batch
@@ -127,7 +152,7 @@ class _JoinDoFn(beam.DoFn):
                 timer.set(Timestamp(micros=due))
 
     def _expiry(self, batch: pa.RecordBatch) -> np.ndarray:
-        return expiry_us(batch, self._window_us, self._lateness_us)
+        return self._expiry_of.of(batch)
 
     @on_timer(_CLEANUP)
     def cleanup(
@@ -163,7 +188,7 @@ class _JoinDoFn(beam.DoFn):
 
     def _expired(self, kind: bytes, batch: pa.RecordBatch) -> beam.pvalue.TaggedOutput:
         if kind == _EVENT:
-            self._unlabelled.inc(batch.num_rows)
+            self._count(self._unlabelled, batch.num_rows)
             return beam.pvalue.TaggedOutput("unlabelled", unlabelled_record(batch))
         return beam.pvalue.TaggedOutput(
             "unmatched",
@@ -176,29 +201,45 @@ class _JoinDoFn(beam.DoFn):
         )
 
 
-def expiry_us(batch: pa.RecordBatch, window_us: int, lateness_us: int) -> np.ndarray:
-    """When each row of ``batch`` can no longer be joined: its window's end plus the
-    allowed lateness."""
-    times = mb.event_times_us(batch)
-    return (times // window_us + 1) * window_us + lateness_us
+def _duplicates(labels: pa.RecordBatch) -> beam.pvalue.TaggedOutput:
+    return beam.pvalue.TaggedOutput(
+        "unmatched",
+        DeadLetter(
+            DUPLICATE_REASON,
+            Stage.LABELS,
+            rows=labels.num_rows,
+            payload={"event_ids": labels.column(mb.EVENT_ID).to_pylist()},
+        ),
+    )
+
+
+def expiry_us(
+    batch: pa.RecordBatch, window_us: int, lateness_us: int, offset_us: int = 0
+) -> np.ndarray:
+    """When each row of ``batch`` can no longer be joined: the end of its window (of
+    ``window_us``, starting at ``offset_us`` modulo the size) plus the allowed
+    lateness."""
+    times = mb.event_times_us(batch) - offset_us
+    return (times // window_us + 1) * window_us + offset_us + lateness_us
 
 
 class _LateLabelsDoFn(beam.DoFn):
     """Labels whose events can no longer be joined (the source's watermark they
     carry is past their expiry) to the dead letters; the rest on, timestamps kept."""
 
-    def __init__(self, window_us: int, lateness_us: int) -> None:
-        self._window_us, self._lateness_us = window_us, lateness_us
+    def __init__(self, expiry: Expiry) -> None:
+        self._expiry = expiry
 
     def process(self, batch: pa.RecordBatch) -> Iterator[Any]:
         watermark = mb.watermark_of(batch)
         if watermark is None:
             yield batch
             return
-        expired = watermark > expiry_us(batch, self._window_us, self._lateness_us)
+        # at its expiry the join may have let the event go already: late from there on
+        expired = watermark >= self._expiry.of(batch)
         if expired.any():
             late = mb.take(batch, np.flatnonzero(expired))
-            record = dead_letter(late, watermark, self._lateness_us, Stage.LABELS)
+            record = dead_letter(late, watermark, self._expiry.lateness_us, Stage.LABELS)
             yield beam.pvalue.TaggedOutput("late", record)
             batch = mb.take(batch, np.flatnonzero(~expired))
         if batch.num_rows:
@@ -235,17 +276,30 @@ class JoinOut:
 
 
 class JoinLabels(beam.PTransform):
-    """Join a stream of label batches to the event batches, by ``event_id``."""
+    """Join a stream of label batches to the event batches, by ``event_id``.
+
+    ``window_s`` (and ``offset_s``): the windows rows wait by, ``allowed_lateness_s``
+    after their end; ``counts``: whether this join counts joined and unlabelled rows
+    in the pipeline's metrics (one of two joins of the same rows does)."""
 
     def __init__(
-        self, labels: beam.PCollection, *, window_s: float, allowed_lateness_s: float
+        self,
+        labels: beam.PCollection,
+        *,
+        window_s: float,
+        allowed_lateness_s: float,
+        offset_s: float = 0.0,
+        counts: bool = True,
     ) -> None:
         super().__init__()
         self._labels = labels
-        window_us = round(window_s * 1_000_000)
-        lateness_us = round(allowed_lateness_s * 1_000_000)
-        self._gate = _LateLabelsDoFn(window_us, lateness_us)
-        self._fn = _JoinDoFn(window_us, lateness_us)
+        expiry = Expiry(
+            round(window_s * 1_000_000),
+            round(allowed_lateness_s * 1_000_000),
+            round(offset_s * 1_000_000),
+        )
+        self._gate = _LateLabelsDoFn(expiry)
+        self._fn = _JoinDoFn(expiry, counts)
 
     def expand(self, events: beam.PCollection) -> JoinOut:
         gated = self._labels | "GateLateLabels" >> beam.ParDo(self._gate).with_output_types(

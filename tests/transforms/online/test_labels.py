@@ -51,11 +51,50 @@ def _joined(items: list[tuple[pa.RecordBatch, int]]) -> tuple[beam.Pipeline, Any
 
 
 def test_attach_labels_matches_by_event_id():
-    matched, event_hit, label_hit = attach_labels(events([1, 2, 3, 4]), labels([4, 2, 9]))
+    matched, event_hit, label_hit, duplicate = attach_labels(
+        events([1, 2, 3, 4]), labels([4, 2, 9])
+    )
     assert matched.column(mb.EVENT_ID).to_pylist() == [2, 4]
     assert matched.column(mb.LABEL).to_pylist() == [0, 0]
     assert event_hit.tolist() == [False, True, False, True]
     assert label_hit.tolist() == [True, True, False]
+    assert not duplicate.any()
+
+
+def test_an_event_takes_the_first_of_its_labels_and_the_others_are_duplicates():
+    matched, _, label_hit, duplicate = attach_labels(events([1, 2]), labels([2, 5, 2, 2]))
+    assert matched.column(mb.EVENT_ID).to_pylist() == [2]
+    assert label_hit.tolist() == [True, False, False, False]
+    assert duplicate.tolist() == [False, False, True, True]
+
+
+def test_duplicate_labels_are_dead_lettered_and_every_label_is_accounted_for():
+    items = [
+        (labels([1, 1]), 1 * S),  # two labels wait for event 1
+        (events([1, 2, 3]), 3 * S),  # event 1 takes the first; the other is a duplicate
+        (labels([2, 2, 3]), 4 * S),  # 2 twice in one batch: one joins, one is a duplicate
+        (events([21]), 35 * S),
+    ]
+    p, joined = _joined(items)
+    _ = joined.labelled | beam.FlatMap(_pairs, "event_id", "label") | beam.ParDo(Collect("j2"))
+    _ = joined.dead_letter | "Dead" >> beam.ParDo(Collect("d2"))
+    p.run().wait_until_finish()
+    assert sorted(take("j2")) == [(1, 1), (2, 0), (3, 1)]
+    dead = take("d2")
+    assert sorted(i for d in dead for i in d["event_ids"]) == [1, 2]
+    assert all(d["reason"].startswith("duplicate label") for d in dead)
+    assert 3 + sum(d["rows"] for d in dead) == 5  # 5 labels in = 3 joined + 2 set aside
+
+
+def test_a_label_that_comes_at_its_expiry_is_late():
+    # window [0, 10) with 10 s lateness expires at 20 s: a label that comes when the
+    # source's watermark is at 20 s may find its event gone, so it is late, never an
+    # "unknown event" (a batch carries the watermark in force when it comes)
+    items = [(events([1]), 1 * S), (events([15]), 20 * S), (labels([1]), 21 * S)]
+    p, joined = _joined(items)
+    _ = joined.dead_letter | "Dead" >> beam.ParDo(Collect("d3"))
+    p.run().wait_until_finish()
+    assert [d["reason"].split(":")[0] for d in take("d3")] == ["late"]
 
 
 def test_delayed_labels_join_and_too_late_or_orphan_labels_are_dead_lettered():
