@@ -134,7 +134,7 @@ class _JoinDoFn(beam.DoFn):
                 yield matched
             if duplicate.any():
                 labels_in = batch if kind == _LABEL else pool
-                yield _duplicates(mb.take(labels_in, np.flatnonzero(duplicate)))
+                yield _set_aside(DUPLICATE_REASON, mb.take(labels_in, np.flatnonzero(duplicate)))
                 label_hit = label_hit | duplicate  # set aside: neither kept nor joined
             mine, theirs = (event_hit, label_hit) if kind == _EVENT else (label_hit, event_hit)
             remaining = mb.take(batch, np.flatnonzero(~mine))
@@ -190,27 +190,16 @@ class _JoinDoFn(beam.DoFn):
         if kind == _EVENT:
             self._count(self._unlabelled, batch.num_rows)
             return beam.pvalue.TaggedOutput("unlabelled", unlabelled_record(batch))
-        return beam.pvalue.TaggedOutput(
-            "unmatched",
-            DeadLetter(
-                UNMATCHED_REASON,
-                Stage.LABELS,
-                rows=batch.num_rows,
-                payload={"event_ids": batch.column(mb.EVENT_ID).to_pylist()},
-            ),
-        )
+        return _set_aside(UNMATCHED_REASON, batch)
 
 
-def _duplicates(labels: pa.RecordBatch) -> beam.pvalue.TaggedOutput:
-    return beam.pvalue.TaggedOutput(
-        "unmatched",
-        DeadLetter(
-            DUPLICATE_REASON,
-            Stage.LABELS,
-            rows=labels.num_rows,
-            payload={"event_ids": labels.column(mb.EVENT_ID).to_pylist()},
-        ),
+def _set_aside(reason: str, labels: pa.RecordBatch) -> beam.pvalue.TaggedOutput:
+    """Labels that will never be joined, as one dead letter naming their events."""
+    event_ids = labels.column(mb.EVENT_ID).to_pylist()
+    record = DeadLetter(
+        reason, Stage.LABELS, rows=labels.num_rows, payload={"event_ids": event_ids}
     )
+    return beam.pvalue.TaggedOutput("unmatched", record)
 
 
 def expiry_us(
