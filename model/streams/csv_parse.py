@@ -51,7 +51,7 @@ class CsvFormat:
     key_column: str = KEY
     label_column: str | None = None
     event_id_column: str = EVENT_ID
-    chunk_rows: int = 1_024
+    chunk_rows: int = 4_096
     allowed_keys: frozenset[str] | None = None
     num_classes: int | None = None  # labels outside [0, num_classes) are dead-lettered
 
