@@ -80,3 +80,30 @@ def batch_pipeline() -> beam.Pipeline:
 @pytest.fixture
 def stream_pipeline() -> beam.Pipeline:
     return make_pipeline(streaming=True)
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A Kafka broker of this test session on 127.0.0.1 (stopped by PID at the end);
+    the tests that need one skip where Kafka cannot be assembled here."""
+    from runners.kafka import KafkaUnavailable, LocalBroker, install
+
+    try:
+        install()
+    except KafkaUnavailable as err:
+        pytest.skip(f"no Kafka broker here: {err}")
+    broker = LocalBroker(tmp_path_factory.mktemp("kafka"), free_port(), free_port())
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

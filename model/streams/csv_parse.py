@@ -353,7 +353,7 @@ def _by_columns(file: _File, lines: list[str], first_line_no: int) -> ParsedChun
         return None
     columns = [pc.utf8_trim_whitespace(pa.array(c, pa.string())) for c in zip(*rows, strict=True)]
     try:
-        times = _times_us(columns[cols.time])
+        times = parse_times_us(columns[cols.time])
         feats = np.column_stack([_numbers(columns[i], pa.float64()) for i in cols.features])
         ids = (
             _numbers(columns[cols.event_id], pa.int64())
@@ -391,21 +391,30 @@ def _numbers(texts: pa.Array, kind: pa.DataType) -> np.ndarray:
     return texts.cast(kind).to_numpy()  # ArrowInvalid: not all numbers
 
 
-def _times_us(texts: pa.Array) -> np.ndarray | None:
+def parse_times_us(texts: pa.Array) -> np.ndarray | None:
     """Microseconds since the epoch of naive ISO 8601 times (UTC) or whole epoch
-    seconds, when every one is such and in range; else None."""
+    seconds (strings), when every one is such and in range; else None."""
     if pc.all(pc.match_substring_regex(texts, _NAIVE_ISO)).as_py():
         parsed = np.array(texts.to_pylist(), dtype="datetime64[us]")
         whole_us = (parsed - np.datetime64(0, "us")) // _US
         years = parsed.astype("datetime64[Y]").astype(np.int64) + 1970
-    else:
-        seconds = _numbers(texts, pa.float64())
-        if not np.all(np.isfinite(seconds)) or np.any(np.abs(seconds) >= 1e11):
+        if np.any(years < MIN_YEAR) or np.any(years >= MAX_YEAR):
             return None
-        if np.any(seconds != np.floor(seconds)):
-            return None  # fractions of a second: rounded as the row-by-row path rounds them
-        whole_us = seconds.astype(np.int64) * mb.US_PER_SECOND
-        years = whole_us.astype("datetime64[us]").astype("datetime64[Y]").astype(np.int64) + 1970
+        return whole_us
+    return epoch_seconds_us(_numbers(texts, pa.float64()))
+
+
+def epoch_seconds_us(seconds: np.ndarray) -> np.ndarray | None:
+    """Microseconds since the epoch of whole epoch seconds, when every one is such and
+    in range; else None (fractions are rounded as :func:`parse_timestamp_us` rounds
+    them, one by one)."""
+    seconds = np.asarray(seconds, dtype=np.float64)
+    if not np.all(np.isfinite(seconds)) or np.any(np.abs(seconds) >= 1e11):
+        return None
+    if np.any(seconds != np.floor(seconds)):
+        return None
+    whole_us = seconds.astype(np.int64) * mb.US_PER_SECOND
+    years = whole_us.astype("datetime64[us]").astype("datetime64[Y]").astype(np.int64) + 1970
     if np.any(years < MIN_YEAR) or np.any(years >= MAX_YEAR):
         return None
     return whole_us

@@ -35,7 +35,6 @@ from runners.flink.jars import (
     job_server_artifact,
     job_server_jar,
 )
-from runners.flink.processes import HOST
 from runners.flink.settings import (
     IDLE_SOURCE_SHUTDOWN_MS,
     JAVA17_OPENS,
@@ -44,6 +43,7 @@ from runners.flink.settings import (
     job_args,
 )
 from runners.flink.workers import WorkerPool
+from runners.processes import HOST
 
 __all__ = [
     "FLINK_MINOR",

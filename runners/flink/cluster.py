@@ -31,7 +31,7 @@ from typing import Any
 from model.cache_dir import cache_dir
 from runners.flink import jars
 from runners.flink.jars import FlinkUnavailable
-from runners.flink.processes import HOST, pid_alive, port_free, send_signal
+from runners.processes import HOST, pid_alive, port_free, send_signal
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from runners.flink.jars import FlinkUnavailable
-from runners.flink.processes import HOST, accepts, port_free
+from runners.processes import HOST, accepts, port_free
 
 # Where ``python -m runners.flink`` resolves: the directory holding the runners package.
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import pytest
 from pipelines import main
 from runners import flink
 from runners.flink import FlinkSettings, FlinkUnavailable, LocalCluster, flink_args, jars
-from runners.flink.processes import accepts, pid_alive
+from runners.processes import accepts, pid_alive
 from tests.outputs import run_and_read
 
 ARTIFACT = "org.apache.beam:beam-runners-flink-2.2-job-server:"

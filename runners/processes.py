@@ -1,4 +1,4 @@
-"""The processes we start for Flink (cluster daemons, a worker pool): on 127.0.0.1,
+"""The processes we start (Flink's daemons, a worker pool, the Kafka broker): on 127.0.0.1,
 watched and stopped by PID."""
 
 from __future__ import annotations
