@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 
 
 def run_tool(
@@ -24,3 +26,24 @@ def run_tool(
     if done.returncode != 0:
         msg = f"{what} failed: {(done.stdout + done.stderr).strip()[-1500:]}"
         raise error(msg)
+
+
+def maven_dependencies(
+    pom: Path, output: Path, what: str, timeout_s: float, error: type[Exception]
+) -> None:
+    """Copy the runtime dependencies of the Maven project ``pom`` into ``output``,
+    resolved into the local repository ``m2`` beside the project's folder (the cache),
+    from Maven Central or the mirror ``$SML_MAVEN_REPO``."""
+    home = pom.parent
+    cmd = ["mvn", "-q", "-B", "-f", str(pom), f"-Dmaven.repo.local={home.parent / 'm2'}",
+           "dependency:copy-dependencies", f"-DoutputDirectory={output}",
+           "-DincludeScope=runtime"]  # fmt: skip
+    mirror = os.environ.get("SML_MAVEN_REPO")
+    if mirror:
+        settings = home / "settings.xml"
+        settings.write_text(
+            "<settings><mirrors><mirror><id>sml</id><mirrorOf>*</mirrorOf>"
+            f"<url>{mirror}</url></mirror></mirrors></settings>\n"
+        )
+        cmd[3:3] = ["-s", str(settings)]
+    run_tool(cmd, f"{what} from {mirror or 'Maven Central'}", timeout_s, error)

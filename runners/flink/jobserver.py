@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model.cache_dir import cache_dir
-from runners.tools import run_tool
+from runners.tools import maven_dependencies, run_tool
 
 ASSEMBLED_FLINK_MINOR = "1.19"
 ASSEMBLED_BEAM_VERSION = "2.70.0"
@@ -117,29 +117,10 @@ def assemble(cache: Path | None = None, timeout_s: float = 1200.0) -> Path:
     lib = home / "lib"
     partial = home / f"lib.part{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
-    cmd = [
-        "mvn",
-        "-q",
-        "-B",
-        "-f",
-        str(home / "pom.xml"),
-        f"-Dmaven.repo.local={home.parent / 'm2'}",
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={partial}",
-        "-DincludeScope=runtime",
-    ]
-    mirror = os.environ.get("SML_MAVEN_REPO")
-    if mirror:  # the same repository override as for the published jar
-        settings = home / "settings.xml"
-        settings.write_text(
-            "<settings><mirrors><mirror><id>sml</id><mirrorOf>*</mirrorOf>"
-            f"<url>{mirror}</url></mirror></mirrors></settings>\n"
-        )
-        cmd[3:3] = ["-s", str(settings)]
-    source = mirror or "Maven Central"
-    run_tool(
-        cmd, f"resolving the job server's artifacts from {source}", timeout_s, JobServerUnavailable
-    )
+    maven_dependencies(
+        home / "pom.xml", partial, "resolving the job server's artifacts", timeout_s,
+        JobServerUnavailable,
+    )  # fmt: skip
     shutil.rmtree(lib, ignore_errors=True)
     os.replace(partial, lib)
     classes = home / "shim"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from model.cache_dir import cache_dir
 from runners.processes import HOST, accepts, pid_alive, port_free, send_signal
-from runners.tools import run_tool
+from runners.tools import maven_dependencies, run_tool
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
@@ -76,18 +76,9 @@ def install(version: str = KAFKA_VERSION, timeout_s: float = 900.0) -> Path:
     (home / "pom.xml").write_text(pom(version))
     partial = home / f"lib.part{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
-    cmd = [
-        "mvn",
-        "-q",
-        "-B",
-        "-f",
-        str(home / "pom.xml"),
-        f"-Dmaven.repo.local={home.parent / 'm2'}",
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={partial}",
-        "-DincludeScope=runtime",
-    ]
-    run_tool(cmd, f"resolving Kafka {version} from Maven Central", timeout_s, KafkaUnavailable)
+    maven_dependencies(
+        home / "pom.xml", partial, f"resolving Kafka {version}", timeout_s, KafkaUnavailable
+    )
     shutil.rmtree(lib, ignore_errors=True)
     os.replace(partial, lib)
     (home / ".assembled").write_text(version)
