@@ -17,13 +17,14 @@ import yaml
 
 from model.learn.learner import LearnerConfig
 from model.online.config import OnlineConfig
-from model.streams import tfrecord
+from model.streams import tfrecord, topics
 from model.streams.csv_parse import (
     CsvFormat,
     head_batches,
     head_event_times_us,
     head_num_classes,
 )
+from model.streams.records import RecordFormat, decode_records, infer_format
 from model.streams.synthetic import SyntheticConfig
 from model.streams.time_scale import (
     EVENTS_PER_FRAME,
@@ -83,6 +84,24 @@ class _FromData:
     num_classes: int
     frame: int = 1
     notes: tuple[str, ...] = ()
+    record_features: tuple[str, ...] = ()  # a Kafka topic's, in its records' order
+
+
+def _topic_head(args: argparse.Namespace) -> tuple[RecordFormat, list[Any]]:
+    """A Kafka topic's record format, told from its first records, and those records
+    as micro-batches."""
+    if not args.topic:
+        raise UsageError("--source kafka needs --topic")
+    try:
+        values = topics.head(args.bootstrap, args.topic)
+        if not values:
+            raise BadInputError(f"topic {args.topic!r} on {args.bootstrap} holds no records")
+        fmt = infer_format(values, time_field=args.time_column, label_column=args.label_column)
+    except (topics.TopicError, ValueError) as err:
+        raise BadInputError(f"{args.topic} on {args.bootstrap}: {err}") from None
+    chunk = decode_records(values, partition=0, offsets=range(len(values)), fmt=fmt,
+                           source=args.topic)  # fmt: skip
+    return fmt, [] if chunk.batch is None else [chunk.batch]
 
 
 def _head(args: argparse.Namespace, inputs: tuple[str, ...]) -> list[Any] | None:
@@ -117,7 +136,13 @@ def _from_data(args: argparse.Namespace, inputs: tuple[str, ...]) -> _FromData:
     classes = args.num_classes
     notes: list[str] = []
     spacing_s = 0.0
-    head = _head(args, inputs)
+    features: tuple[str, ...] = ()
+    head: list[Any] | None
+    if args.source == "kafka":
+        fmt, head = _topic_head(args)
+        features = fmt.features
+    else:
+        head = _head(args, inputs)
     if head is None:
         size = SYNTHETIC_WINDOW_S if size is None else size
         classes = 2 if classes is None else classes
@@ -158,7 +183,7 @@ def _from_data(args: argparse.Namespace, inputs: tuple[str, ...]) -> _FromData:
         lateness = LATENESS_WINDOWS * size
     if lag is None:
         lag = spacing_s
-    return _FromData(size, lateness, lag, classes, frame, tuple(notes))
+    return _FromData(size, lateness, lag, classes, frame, tuple(notes), features)
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
@@ -249,7 +274,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             online=online,
             mode=mode_of(args),
             per_key=args.per_key,
-            streaming=args.streaming,
+            streaming=_streaming(args),
             watermark_lag_s=times.watermark_lag_s,
             watermark_interval_s=args.watermark_interval,
             processing_time_per_chunk_s=(
@@ -263,8 +288,35 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             label_delay_s=args.label_delay,
             drift_detector=args.drift_detector,
             feature_drift=args.feature_drift,
-            notes=times.notes,
+            notes=times.notes + _kafka_notes(args),
+            kafka_bootstrap=args.bootstrap,
+            kafka_topic=args.topic,
+            record_features=times.record_features,
+            kafka_until=args.kafka_until,
         ),
+    )
+
+
+def _streaming(args: argparse.Namespace) -> bool:
+    """Whether the run streams. A Kafka read on the DirectRunner does not: Beam's
+    streaming DirectRunner cannot run a splittable DoFn, so there it is a bounded read
+    (to the end offsets at the start) on the FnApiRunner."""
+    if args.source == "kafka" and args.runner == "DirectRunner":
+        if args.kafka_until == "never":
+            raise UsageError(
+                "--kafka-until never: a live read needs --runner PrismRunner or FlinkRunner "
+                "(Beam's streaming DirectRunner cannot run a splittable DoFn)"
+            )
+        return False
+    return bool(args.streaming)
+
+
+def _kafka_notes(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.source != "kafka" or args.runner != "DirectRunner":
+        return ()
+    return (
+        f"kafka: {args.topic} read to its end offsets at the start, as a bounded run on the "
+        "DirectRunner (a live read: --kafka-until never on Prism or Flink)",
     )
 
 

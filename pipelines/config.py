@@ -16,15 +16,17 @@ from model.mlp import MLPClassifier
 from model.online.config import OnlineConfig
 from model.streams import tfrecord
 from model.streams.csv_parse import CsvFormat, check_header
+from model.streams.records import RecordFormat
 from model.streams.synthetic import SyntheticConfig
 from model.vocabulary import Metric
 from runners.direct import executes_test_stream_in_python
+from transforms.io.kafka import KafkaRead, KafkaSource
 from transforms.io.sinks import WriteBatches, WriteRecords
 from transforms.io.sources import CsvSource, SourceOut, SyntheticSource
 from transforms.online.classifier import Mode
 from transforms.window.spec import TriggerSpec, WindowSpec
 
-SourceKind = Literal["synthetic", "csv", "nab", "tfrecord"]
+SourceKind = Literal["synthetic", "csv", "nab", "tfrecord", "kafka"]
 PipelineKind = Literal["classify", "score"]
 PIPELINES: dict[str, str] = {
     "classify": "predict-then-learn: online PyTorch learning whose new model versions "
@@ -70,6 +72,11 @@ class PipelineConfig:
     # it, evaluated and learned from when it comes (joined by event_id)
     label_delay_s: float | None = None
     notes: tuple[str, ...] = ()  # how defaults were chosen, for the summary
+    # source kafka: where, which topic, its records' feature fields, and how far to read
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_topic: str | None = None
+    record_features: tuple[str, ...] = ()
+    kafka_until: Literal["end", "never"] = "end"
 
     @property
     def lags_labels(self) -> bool:
@@ -100,10 +107,13 @@ class PipelineConfig:
         if self.pipeline not in PIPELINES:
             msg = f"pipeline must be one of {sorted(PIPELINES)}, got {self.pipeline!r}"
             raise ValueError(msg)
-        if self.source not in ("synthetic", "csv", "nab", "tfrecord"):
-            msg = f"source must be synthetic, csv, nab or tfrecord, got {self.source!r}"
+        if self.source not in ("synthetic", "csv", "nab", "tfrecord", "kafka"):
+            msg = f"source must be synthetic, csv, nab, tfrecord or kafka, got {self.source!r}"
             raise ValueError(msg)
-        if self.source != "synthetic" and not self.inputs:
+        if self.source == "kafka" and (not self.kafka_topic or not self.record_features):
+            msg = "source 'kafka' needs a topic and its records' feature fields"
+            raise ValueError(msg)
+        if self.source not in ("synthetic", "kafka") and not self.inputs:
             msg = f"source {self.source!r} needs at least one input file"
             raise ValueError(msg)
         if self.drift_detector not in ("none", *DETECTORS):
@@ -139,7 +149,7 @@ class PipelineConfig:
                     f"got {self.window.kind} windows"
                 )
                 raise ValueError(msg)
-            if self.source == "csv" and self.label_column is None:
+            if self.source in ("csv", "kafka") and self.label_column is None:
                 raise ValueError("the classify pipeline needs labels: pass --label-column")
 
 
@@ -172,6 +182,23 @@ def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
             label_delay_s=cfg.label_delay_s if cfg.delays_labels else None,
             label_span_s=cfg.window.size_s * cfg.window.frame,
         )
+    if cfg.source == "kafka":
+        assert cfg.kafka_topic is not None
+        fmt = RecordFormat(
+            cfg.record_features,
+            time_field=cfg.time_column,
+            label_column=cfg.label_column,
+            num_classes=None if cfg.label_column is None else label_classes(cfg),
+            default_key=cfg.kafka_topic,
+        )
+        read = KafkaRead(
+            cfg.kafka_bootstrap,
+            cfg.kafka_topic,
+            fmt,
+            until=cfg.kafka_until,
+            max_out_of_order_s=cfg.watermark_lag_s,
+        )
+        return pipeline | "Source" >> KafkaSource(read)
     return pipeline | "Source" >> CsvSource(
         list(cfg.inputs),
         csv_format(cfg),
@@ -196,6 +223,8 @@ def num_features_of(cfg: PipelineConfig) -> int:
     """The model's input width: the source's features, and the lagged label's one-hot."""
     if cfg.source == "synthetic":
         width = cfg.synthetic.num_features
+    elif cfg.source == "kafka":
+        width = len(cfg.record_features)
     else:
         width = input_features(cfg.source, cfg.inputs[0], csv_format(cfg))
     return width + (cfg.num_classes if cfg.lags_labels else 0)

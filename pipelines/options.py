@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--source",
         default="synthetic",
-        choices=["synthetic", "csv", "nab", "tfrecord"],
+        choices=["synthetic", "csv", "nab", "tfrecord", "kafka"],
         help="synthetic drifting stream, a generic CSV file, NAB 'timestamp,value' files, "
+        "a Kafka topic of JSON records (--topic, --bootstrap), "
         "or TFRecord files of tf.Example records (decoded by tfx-bsl; the same column "
         "options name the features)",
     )
@@ -126,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="input file or glob (repeatable) for --source csv/nab/tfrecord",
+    )
+    src.add_argument("--topic", default=None, help="--source kafka: the topic to read")
+    src.add_argument(
+        "--bootstrap", default="127.0.0.1:9092", help="--source kafka: a broker's address"
+    )
+    src.add_argument(
+        "--kafka-until",
+        default="end",
+        choices=["end", "never"],
+        help="--source kafka: read to the end offsets the topic has when the run starts "
+        "(a bounded read), or on and on (a live read: Prism or Flink; Beam's streaming "
+        "DirectRunner cannot run a splittable DoFn)",
     )
     src.add_argument("--label-column", default=None, help="generic CSV: integer class label column")
     src.add_argument(

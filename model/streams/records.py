@@ -16,7 +16,7 @@ gets its reason.
 >>> fmt = RecordFormat(features=("x", "y"), label_column="label")
 >>> values = [encode_record({"timestamp": "2024-01-01 00:00:0%d" % i, "x": i, "y": 1.5,
 ...                          "label": i % 2}) for i in range(3)] + [b"{oops"]
->>> chunk = decode_records(values, partition=0, first_offset=10, fmt=fmt, source="t")
+>>> chunk = decode_records(values, partition=0, offsets=range(10, 14), fmt=fmt, source="t")
 >>> chunk.batch.num_rows, chunk.batch.column("event_id").to_pylist()
 (3, [10, 11, 12])
 >>> [(d["offset"], d.reason[:12]) for d in chunk.dead]
@@ -78,12 +78,20 @@ def encode_record(fields: dict[str, Any]) -> bytes:
 
 
 def decode_records(
-    values: Sequence[bytes], *, partition: int, first_offset: int, fmt: RecordFormat, source: str
+    values: Sequence[bytes],
+    *,
+    partition: int,
+    offsets: Sequence[int] | np.ndarray,
+    fmt: RecordFormat,
+    source: str,
 ) -> ParsedChunk:
-    """Records read at consecutive offsets from ``first_offset`` of ``partition``: the
-    good ones as a micro-batch, the others as dead letters (stage ``parse``) naming
-    ``source``, the partition, the offset and the raw record."""
-    offsets = np.arange(first_offset, first_offset + len(values), dtype=np.int64)
+    """Records read at ``offsets`` of ``partition``: the good ones as a micro-batch,
+    the others as dead letters (stage ``parse``) naming ``source``, the partition, the
+    offset and the raw record."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if len(offsets) != len(values):
+        msg = f"{len(values)} records but {len(offsets)} offsets"
+        raise ValueError(msg)
     whole = _by_columns(values, offsets, partition, fmt)
     if whole is not None:
         return ParsedChunk(whole)
@@ -236,3 +244,26 @@ def _number(row: dict[str, Any], name: str) -> float:
     if not math.isfinite(value) or abs(value) > MAX_ABS_VALUE:
         raise ValueError(f"field {name!r} holds {value!r} (not finite, or |x| > {MAX_ABS_VALUE:g})")
     return float(value)
+
+
+def infer_format(
+    values: Sequence[bytes], *, time_field: str = "timestamp", label_column: str | None = None
+) -> RecordFormat:
+    """The format of a topic whose first records are ``values``: every numeric field of
+    the first record that is a JSON object (but the time, key, event id and label),
+    in that record's order; ``ValueError`` when none is."""
+    special = {time_field, KEY, EVENT_ID, label_column}
+    for value in values:
+        try:
+            row = json.loads(value)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(row, dict):
+            features = tuple(
+                name
+                for name, v in row.items()
+                if name not in special and isinstance(v, int | float) and not isinstance(v, bool)
+            )
+            return RecordFormat(features, time_field=time_field, label_column=label_column)
+    msg = f"none of the first {len(values)} records is a JSON object"
+    raise ValueError(msg)

@@ -8,17 +8,9 @@ stopped by PID; :mod:`runners.kafka.client` creates topics and feeds them.
 
 from __future__ import annotations
 
+from model.streams.topics import TopicError, end_offsets, head, partitions_of
 from runners.kafka.broker import KAFKA_VERSION, KafkaUnavailable, LocalBroker, install
-from runners.kafka.client import (
-    Produced,
-    TopicError,
-    create_topic,
-    end_offsets,
-    head,
-    partitions_of,
-    produce,
-    rows_of_batches,
-)
+from runners.kafka.client import Produced, create_topic, produce, rows_of_batches
 
 __all__ = [
     "KAFKA_VERSION",

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from model.cache_dir import cache_dir
+from model.streams.topics import TopicError
 from runners import kafka
 from runners.kafka.broker import KafkaUnavailable, LocalBroker, install
-from runners.kafka.client import TopicError, create_topic, produce, rows_of_batches
+from runners.kafka.client import create_topic, produce, rows_of_batches
 
 
 def events_of(args: argparse.Namespace) -> Iterator[dict[str, Any]]:

@@ -244,7 +244,7 @@ def _topics(bootstrap: str) -> dict[str, int] | None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from runners.kafka.client import QUIET
+    from model.streams.topics import QUIET
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, **QUIET})
     try:

@@ -3,8 +3,8 @@
 
 :func:`produce` is a load generator: events from the synthetic stream or a CSV file
 (:mod:`model.streams`) as JSON records (:mod:`model.streams.records`), keyed by the
-event's key (a key's events stay in order in one partition), stamped with their event
-time, at ``rate`` events per second, stopping after ``count`` events or ``duration_s``
+event's key (a key's events stay in order in one partition; their event time is in the
+record), at ``rate`` events per second, stopping after ``count`` events or ``duration_s``
 seconds, whichever comes first; the producer is idempotent (no duplicates on retry).
 """
 
@@ -19,14 +19,7 @@ import numpy as np
 
 from model import batch as mb
 from model.streams.records import encode_record
-
-# librdkafka logs every failed connection attempt to stderr; what goes wrong reaches
-# the caller as an exception instead
-QUIET = {"log_level": 2}
-
-
-class TopicError(RuntimeError):
-    """A topic could not be created or read (the broker's answer says why)."""
+from model.streams.topics import QUIET, TopicError, partitions_of
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 1, timeout_s: float = 30.0) -> bool:
@@ -44,62 +37,6 @@ def create_topic(bootstrap: str, topic: str, partitions: int = 1, timeout_s: flo
             return False
         raise TopicError(f"cannot create topic {topic!r}: {err}") from None
     return True
-
-
-def partitions_of(bootstrap: str, topic: str | None, timeout_s: float = 10.0) -> list[int]:
-    """The partition numbers of ``topic``; :class:`TopicError` when it does not exist
-    or no broker answers (``topic`` None: only that check)."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
-    try:
-        meta = admin.list_topics(topic, timeout=timeout_s)
-    except KafkaException as err:
-        raise TopicError(f"no Kafka broker answers at {bootstrap}: {err}") from None
-    if topic is None:
-        return []
-    found = meta.topics.get(topic)
-    if found is None or found.error is not None or not found.partitions:
-        raise TopicError(f"no topic {topic!r} on {bootstrap}")
-    return sorted(found.partitions)
-
-
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """Each partition's next offset to be written (its high watermark) now."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "sml-offsets", **QUIET})
-    try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions_of(bootstrap, topic)
-        }
-    finally:
-        consumer.close()
-
-
-def head(bootstrap: str, topic: str, records: int = 2_048, timeout_s: float = 10.0) -> list[bytes]:
-    """Up to ``records`` values from the start of the topic's partitions (what the
-    command line tells a stream's schema and time scale from)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "sml-head", "enable.auto.commit": False}
-        | QUIET
-    )
-    try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions_of(bootstrap, topic)])
-        values: list[bytes] = []
-        deadline = time.monotonic() + timeout_s
-        while len(values) < records and time.monotonic() < deadline:
-            got = consumer.consume(records - len(values), timeout=0.5)
-            values += [v for m in got if m.error() is None and (v := m.value()) is not None]
-            if not got and values:
-                break  # caught up
-        return values
-    finally:
-        consumer.close()
 
 
 @dataclass(frozen=True)
@@ -151,10 +88,11 @@ def produce(
                 time.sleep(ahead)
         value = encode_record(_json_fields(fields))
         key = str(fields.get("key", "")).encode()
-        timestamp_ms = int(fields["timestamp"]) // 1000
         while True:
-            try:
-                producer.produce(topic, value=value, key=key, timestamp=timestamp_ms)
+            try:  # Kafka's own timestamp stays the time of sending: a replay of old
+                # events stamped with their event times would be past the topic's
+                # retention, and deleted as it is written
+                producer.produce(topic, value=value, key=key)
                 break
             except BufferError:  # the local queue is full: let it drain
                 producer.poll(0.05)
