@@ -293,6 +293,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             kafka_topic=args.topic,
             record_features=times.record_features,
             kafka_until=args.kafka_until,
+            kafka_stop_idle_s=args.kafka_stop_idle,
         ),
     )
 

@@ -77,6 +77,7 @@ class PipelineConfig:
     kafka_topic: str | None = None
     record_features: tuple[str, ...] = ()
     kafka_until: Literal["end", "never"] = "end"
+    kafka_stop_idle_s: float | None = None
 
     @property
     def lags_labels(self) -> bool:
@@ -197,6 +198,7 @@ def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
             fmt,
             until=cfg.kafka_until,
             max_out_of_order_s=cfg.watermark_lag_s,
+            stop_idle_s=cfg.kafka_stop_idle_s,
         )
         return pipeline | "Source" >> KafkaSource(read)
     return pipeline | "Source" >> CsvSource(

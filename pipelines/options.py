@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(a bounded read), or on and on (a live read: Prism or Flink; Beam's streaming "
         "DirectRunner cannot run a splittable DoFn)",
     )
+    src.add_argument(
+        "--kafka-stop-idle",
+        type=float,
+        default=None,
+        help="--source kafka with --kafka-until never: end the read once a partition has "
+        "had no new record for this many seconds (a live run that finishes)",
+    )
     src.add_argument("--label-column", default=None, help="generic CSV: integer class label column")
     src.add_argument(
         "--num-classes",

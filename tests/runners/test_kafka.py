@@ -99,3 +99,27 @@ def test_stop_ends_the_process_by_pid_and_frees_its_ports(tmp_path):
     pid = broker.start()  # restarts on the same data
     broker.stop()
     assert not pid_alive(pid)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["PrismRunner", "FlinkRunner"])
+def test_a_live_read_gives_the_bounded_reads_predictions(kafka_broker, tmp_path, runner):
+    # Prism and the embedded Flink read the topic live, until it has been idle for two
+    # seconds; the DirectRunner reads it to its end offsets: the same predictions
+    from runners import flink, prism
+    from tests.outputs import run_and_read
+
+    try:
+        prism.prism_binary() if runner == "PrismRunner" else flink.job_server()
+    except (prism.PrismUnavailable, flink.FlinkUnavailable) as err:
+        pytest.skip(str(err))
+    csv = Path(__file__).parents[2] / "benchmarks" / "data" / "weather" / "weather.csv"
+    topic = f"live-{runner.lower()}"
+    args = ["--bootstrap", kafka_broker.bootstrap, "--topic", topic]
+    assert cli(["produce", *args, "--partitions", "2", "--input", str(csv),
+                "--label-column", "target", "--events", "1500"]) == 0  # fmt: skip
+    base = ["--source", "kafka", *args, "--label-column", "target"]
+    bounded = run_and_read("DirectRunner", base, tmp_path / "direct")
+    live = ["--runner", runner, "--kafka-until", "never", "--kafka-stop-idle", "2"]
+    assert run_and_read(runner, [*base, *live], tmp_path / "live") == bounded
+    assert len(bounded) == 1500

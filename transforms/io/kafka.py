@@ -68,6 +68,8 @@ class KafkaRead:
     idle_s: float = 2.0
     max_records: int = 4_096
     poll_s: float = 1.0
+    # a live read that ends once its partition has had nothing new for this long
+    stop_idle_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.until not in ("end", "never"):
@@ -78,6 +80,9 @@ class KafkaRead:
                 "need max_out_of_order_s >= 0, idle_s > 0 and poll_s > 0, got "
                 f"{self.max_out_of_order_s!r}, {self.idle_s!r}, {self.poll_s!r}"
             )
+            raise ValueError(msg)
+        if self.stop_idle_s is not None and self.stop_idle_s <= 0:
+            msg = f"stop_idle_s must be > 0 (or None), got {self.stop_idle_s!r}"
             raise ValueError(msg)
         if self.max_records <= 0:
             msg = f"max_records must be > 0, got {self.max_records!r}"
@@ -204,8 +209,9 @@ class _ReadPartitionDoFn(beam.DoFn):
                 outputs, position = claimed
                 yield from outputs
                 self._active[(topic, partition)] = time.monotonic()
-            else:
-                self._idle(estimator, topic, partition)
+            elif self._idle(estimator, topic, partition):
+                tracker.try_claim(stop)  # idle long enough: the read ends here
+                return
             if time.monotonic() >= deadline:
                 tracker.defer_remainder(Duration(seconds=0.05 if records else 0.5))
                 return
@@ -248,18 +254,17 @@ class _ReadPartitionDoFn(beam.DoFn):
         self._events.inc(rows)
         return outputs, records[-1].offset() + 1
 
-    def _idle(self, estimator: Any, topic: str, partition: int) -> None:
-        """A partition with nothing new for ``idle_s`` stops holding the watermark back."""
-        since = self._active.setdefault((topic, partition), time.monotonic())
-        if time.monotonic() - since < self._read.idle_s:
-            return
+    def _idle(self, estimator: Any, topic: str, partition: int) -> bool:
+        """A partition with nothing new for ``idle_s`` stops holding the watermark back;
+        True when it has had nothing new for ``stop_idle_s`` (the read is to end)."""
+        quiet = time.monotonic() - self._active.setdefault((topic, partition), time.monotonic())
+        if quiet < self._read.idle_s:
+            return False
         with _NEWEST_LOCK:
             newest = _NEWEST.get(topic)
-        if newest is None:
-            return
-        moved = newest - self._read.lag_us
-        if moved > _current(estimator):
-            estimator.set_watermark(Timestamp(micros=moved))
+        if newest is not None and newest - self._read.lag_us > _current(estimator):
+            estimator.set_watermark(Timestamp(micros=newest - self._read.lag_us))
+        return self._read.stop_idle_s is not None and quiet >= self._read.stop_idle_s
 
 
 class _LiveReadPartitionDoFn(_ReadPartitionDoFn):
