@@ -19,8 +19,8 @@ T = TypeVar("T")
 
 def take_turns(runs: Mapping[str, Callable[[], T]], repeat: int) -> dict[str, list[T]]:
     """Each run ``repeat`` times, the sides taking turns (a, b, a, b, ...), so that a
-    slow spell of this shared machine slows every side alike; the caller keeps the
-    fastest of each (noise only ever slows a run down)."""
+    slow spell of this shared machine slows every side alike; the caller picks the
+    fastest (noise only ever slows a run down) or the median of each."""
     results: dict[str, list[T]] = {label: [] for label in runs}
     for _ in range(repeat):
         for label, run in runs.items():

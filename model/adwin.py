@@ -74,10 +74,14 @@ class ADWIN:
         if not 0 < self.delta < 1:
             msg = f"delta must be in (0, 1), got {self.delta!r}"
             raise ValueError(msg)
-        if not (self.clock >= 1 and 2 <= self.max_buckets <= 16 and self.min_window >= 1
-                and self.grace >= 0):  # fmt: skip
+        if not (
+            self.clock >= 1
+            and 2 <= self.max_buckets <= 16
+            and self.min_window >= 1
+            and self.grace >= 1
+        ):  # fmt: skip (the bound needs ln(width) > 0)
             msg = (
-                "need clock >= 1, 2 <= max_buckets <= 16, min_window >= 1, grace >= 0, got "
+                "need clock >= 1, 2 <= max_buckets <= 16, min_window >= 1, grace >= 1, got "
                 f"{self.clock!r}, {self.max_buckets!r}, {self.min_window!r}, {self.grace!r}"
             )
             raise ValueError(msg)

@@ -116,7 +116,6 @@ class Stage(StrEnum):
     PARSE = "parse"  # a source row that could not be read
     WINDOWING = "windowing"  # events whose window had expired when they arrived
     LABELS = "labels"  # a label that never found its event
-    EVALUATION = "evaluation"  # a prediction joined to its label after its window closed
 
 
 _CORE = ("reason", "stage", "rows")

@@ -24,7 +24,7 @@ import pyarrow as pa
 from model import batch as mb
 from model.artifact import ModelArtifact
 from model.process_cache import LRU
-from model.vocabulary import DeadLetter, Metric, Stage
+from model.vocabulary import Metric
 from pipelines.config import PipelineConfig, model_factory, read_source, write_outputs
 from pipelines.score import PipelineOutputs
 from transforms.io import ModelStore, WriteRecords
@@ -81,12 +81,6 @@ def _join(
     )
 
 
-def _too_late_to_evaluate(record: DeadLetter) -> DeadLetter:
-    """A joined prediction whose evaluation window had closed when it came."""
-    payload = {k: v for k, v in record.items() if k not in ("reason", "stage", "rows")}
-    return DeadLetter(record["reason"], Stage.EVALUATION, rows=record["rows"], payload=payload)
-
-
 def _no_watermark(batch: pa.RecordBatch) -> pa.RecordBatch:
     # joined when its label came, long after the source's watermark passed it: to be
     # windowed by its event time, not judged late again
@@ -120,11 +114,7 @@ def _evaluate(
     _ = joined.unlabelled | "WriteUnlabelled" >> WriteRecords(
         os.path.join(out, "unlabelled"), counter=Metric.EVENTS_UNLABELLED
     )
-    # a joined prediction the evaluation could no longer count: set aside, as a label
-    # that came too late is, with its own stage (the summary balances on it)
-    too_late = evaluated.dropped | "TooLateToEvaluate" >> beam.Map(_too_late_to_evaluate)
-    rejected = (joined.dead_letter, too_late) | "LabelStageDeadLetters" >> beam.Flatten()
-    _ = rejected | "WriteLabelDeadLetters" >> WriteRecords(
+    _ = joined.dead_letter | "WriteLabelDeadLetters" >> WriteRecords(
         os.path.join(out, "label_dead_letter"), counter=Metric.LABELS_REJECTED
     )
     return evaluated.batches

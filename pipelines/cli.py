@@ -97,10 +97,10 @@ def _topic_head(args: argparse.Namespace) -> tuple[RecordFormat, list[Any]]:
         if not values:
             raise BadInputError(f"topic {args.topic!r} on {args.bootstrap} holds no records")
         fmt = infer_format(values, time_field=args.time_column, label_column=args.label_column)
+        chunk = decode_records(values, partition=0, offsets=range(len(values)), fmt=fmt,
+                               source=args.topic)  # fmt: skip
     except (topics.TopicError, ValueError) as err:
         raise BadInputError(f"{args.topic} on {args.bootstrap}: {err}") from None
-    chunk = decode_records(values, partition=0, offsets=range(len(values)), fmt=fmt,
-                           source=args.topic)  # fmt: skip
     return fmt, [] if chunk.batch is None else [chunk.batch]
 
 
@@ -167,7 +167,8 @@ def _from_data(args: argparse.Namespace, inputs: tuple[str, ...]) -> _FromData:
                     "--num-classes to choose)"
                 )
     frame = 1 if args.frame is None else args.frame
-    if args.frame is None and head is not None and args.window == "fixed":
+    live = args.source == "kafka" and args.kafka_until == "never"  # a frame's end is a delay
+    if args.frame is None and head is not None and args.window == "fixed" and not live:
         # a decoupled scorer waits a frame for the frame's model: small frames keep it
         # fresh; otherwise frames only spread Beam's per-window costs
         waits = args.pipeline == "classify" and mode_of(args) == "decoupled"
@@ -191,6 +192,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     fault, or :class:`BadInputError` for input files that cannot be used."""
     from model.device import resolve_device
 
+    streaming = _streaming(args)  # a usage error before any input is read
     inputs = _expand_inputs(args.input)
     times = _from_data(args, inputs)
 
@@ -274,7 +276,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             online=online,
             mode=mode_of(args),
             per_key=args.per_key,
-            streaming=_streaming(args),
+            streaming=streaming,
             watermark_lag_s=times.watermark_lag_s,
             watermark_interval_s=args.watermark_interval,
             processing_time_per_chunk_s=(

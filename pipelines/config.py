@@ -114,6 +114,9 @@ class PipelineConfig:
         if self.source == "kafka" and (not self.kafka_topic or not self.record_features):
             msg = "source 'kafka' needs a topic and its records' feature fields"
             raise ValueError(msg)
+        if self.kafka_stop_idle_s is not None and self.kafka_until != "never":
+            msg = "--kafka-stop-idle ends a live read: it needs --kafka-until never"
+            raise ValueError(msg)
         if self.source not in ("synthetic", "kafka") and not self.inputs:
             msg = f"source {self.source!r} needs at least one input file"
             raise ValueError(msg)

@@ -104,7 +104,6 @@ class RunSummary:
     labels_joined: int | None = None
     never_labelled: int = 0
     labels_rejected: int = 0
-    evaluated_too_late: int = 0  # joined after their evaluation window had closed
 
     @classmethod
     def from_outputs(
@@ -129,7 +128,6 @@ class RunSummary:
         windows = window_accuracy(panes, accumulating=accumulating)
         evaluation = read_jsonl_dir(f"{output}/evaluation")
         unlabelled = read_jsonl_dir(f"{output}/unlabelled")
-        label_dead = read_jsonl_dir(f"{output}/label_dead_letter")
         delayed = bool(evaluation or unlabelled)
         if delayed:  # accuracy from the predictions joined to their late labels
             windows = with_evaluation(windows, window_accuracy(evaluation, accumulating=False))
@@ -153,10 +151,7 @@ class RunSummary:
             labels_joined=sum(int(r[v.EVENTS]) for r in evaluation) if delayed else None,
             never_labelled=sum(int(r["rows"]) for r in unlabelled),
             labels_rejected=sum(
-                int(r.get("rows", 1)) for r in label_dead if r.get("stage") != Stage.EVALUATION
-            ),
-            evaluated_too_late=sum(
-                int(r.get("rows", 1)) for r in label_dead if r.get("stage") == Stage.EVALUATION
+                int(r.get("rows", 1)) for r in read_jsonl_dir(f"{output}/label_dead_letter")
             ),
         )
 
@@ -191,14 +186,11 @@ class RunSummary:
     def label_lines(self) -> list[str]:
         if self.labels_joined is None:
             return []
-        late = self.evaluated_too_late
-        balanced = self.predictions_out == self.labels_joined + self.never_labelled + late
+        balanced = self.predictions_out == self.labels_joined + self.never_labelled
         check = "ok" if balanced else "MISMATCH"
         return [
             f"labels joined    {self.labels_joined:>12,}  (predictions evaluated on late labels)",
-            f"never labelled   {self.never_labelled:>12,}  (predictions = joined + never"
-            + (f" + {late:,} joined after their window closed" if late else "")
-            + f": {check})",
+            f"never labelled   {self.never_labelled:>12,}  (predictions = joined + never: {check})",
             f"labels rejected  {self.labels_rejected:>12,}  (too late, or for no event)",
         ]
 

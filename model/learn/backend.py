@@ -84,6 +84,10 @@ class Backend(ABC, Generic[A]):
     def step(self) -> None:
         """One optimizer step on the accumulated gradient, which it then clears."""
 
+    def classes(self) -> int | None:
+        """How many classes the module tells apart, where the backend knows it."""
+        return None
+
     def learn_steps(
         self, x: np.ndarray, y: np.ndarray, step: int, scaler: RunningScaler | None
     ) -> Classified | None:
@@ -243,6 +247,9 @@ class FusedBackend(Backend[np.ndarray]):
         self, x: np.ndarray, y: np.ndarray, step: int, scaler: RunningScaler | None
     ) -> Classified | None:
         return self.kernel.learn_steps(x, y, step, scaler)
+
+    def classes(self) -> int | None:
+        return int(self.kernel.sizes[-1])
 
     def predict(self, x: np.ndarray, scaler: RunningScaler | None) -> Classified:
         return self.kernel.classify(x, _ready(scaler))  # scales by the moments itself

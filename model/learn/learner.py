@@ -57,6 +57,7 @@ from torch import nn
 from model.device import resolve_device
 from model.learn.backend import Backend, Classified, make_backend
 from model.learn.ewc import OnlineEWC
+from model.learn.native import label_error
 from model.learn.optim_import import skip_dynamo_import
 from model.learn.replay import Reservoir
 from model.learn.scaler import RunningScaler
@@ -187,6 +188,9 @@ class IncrementalLearner:
         if step_rows <= 0:
             msg = f"step_rows must be > 0, got {step_rows!r}"
             raise ValueError(msg)
+        classes = self.backend.classes()
+        if classes is not None and len(y_np) and (y_np.min() < 0 or y_np.max() >= classes):
+            raise ValueError(label_error(y_np, classes))  # before any step: nothing learned
         preds, confs = [], []
         start = 0
         while start < len(x_np):

@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -337,6 +338,9 @@ def _by_rows(file: _File, lines: list[str], first_line_no: int) -> ParsedChunk:
 # ISO 8601 date-times without a zone (naive: UTC), as numpy parses them
 _NAIVE_ISO = r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
 _US = np.timedelta64(1, "us")
+_ODD = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x85\xa0]"
+)
 
 
 def _by_columns(file: _File, lines: list[str], first_line_no: int) -> ParsedChunk | None:
@@ -350,6 +354,10 @@ def _by_columns(file: _File, lines: list[str], first_line_no: int) -> ParsedChun
         return None  # quoting: the row-by-row reader's rules
     rows = list(csv.reader(lines))
     if len(rows) != len(lines) or any(len(row) != cols.width for row in rows):
+        return None
+    # Arrow trims more than Python's float() and int() accept (\x1c-\x1f): such a
+    # chunk is read row by row
+    if _ODD.search("".join(lines)):
         return None
     columns = [pc.utf8_trim_whitespace(pa.array(c, pa.string())) for c in zip(*rows, strict=True)]
     try:
@@ -393,15 +401,20 @@ def _numbers(texts: pa.Array, kind: pa.DataType) -> np.ndarray:
 
 def parse_times_us(texts: pa.Array) -> np.ndarray | None:
     """Microseconds since the epoch of naive ISO 8601 times (UTC) or whole epoch
-    seconds (strings), when every one is such and in range; else None."""
-    if pc.all(pc.match_substring_regex(texts, _NAIVE_ISO)).as_py():
-        parsed = np.array(texts.to_pylist(), dtype="datetime64[us]")
-        whole_us = (parsed - np.datetime64(0, "us")) // _US
-        years = parsed.astype("datetime64[Y]").astype(np.int64) + 1970
-        if np.any(years < MIN_YEAR) or np.any(years >= MAX_YEAR):
-            return None
-        return whole_us
-    return epoch_seconds_us(_numbers(texts, pa.float64()))
+    seconds (strings), when every one is such and in range; else None (never an
+    exception: the row-by-row path then gives each bad one its reason)."""
+    try:
+        if pc.all(pc.match_substring_regex(texts, _NAIVE_ISO)).as_py():
+            # ValueError: a date that is not one (February 30, 24:00, a 60th second)
+            parsed = np.array(texts.to_pylist(), dtype="datetime64[us]")
+            whole_us = (parsed - np.datetime64(0, "us")) // _US
+            years = parsed.astype("datetime64[Y]").astype(np.int64) + 1970
+            if np.any(years < MIN_YEAR) or np.any(years >= MAX_YEAR):
+                return None
+            return whole_us
+        return epoch_seconds_us(_numbers(texts, pa.float64()))
+    except (pa.ArrowInvalid, ValueError):
+        return None
 
 
 def epoch_seconds_us(seconds: np.ndarray) -> np.ndarray | None:

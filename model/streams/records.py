@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from model import batch as mb
@@ -92,7 +93,10 @@ def decode_records(
     if len(offsets) != len(values):
         msg = f"{len(values)} records but {len(offsets)} offsets"
         raise ValueError(msg)
-    whole = _by_columns(values, offsets, partition, fmt)
+    try:
+        whole = _by_columns(values, offsets, partition, fmt)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, KeyError):
+        whole = None  # record by record: each bad one gets its reason
     if whole is not None:
         return ParsedChunk(whole)
     return _by_records(values, offsets, partition, fmt, source)
@@ -106,7 +110,9 @@ def _by_columns(
     values: Sequence[bytes], offsets: np.ndarray, partition: int, fmt: RecordFormat
 ) -> pa.RecordBatch | None:
     """All records at once (Arrow's JSON reader), or None when any would be set aside."""
-    if not values:
+    # records joined by newlines must stay one a line; and every one an object (Arrow
+    # 25's JSON reader crashes the process on a record that is a bare null)
+    if not values or any(v.lstrip()[:1] != b"{" or b"\n" in v or b"\r" in v for v in values):
         return None
     fields = [pa.field(name, pa.float64()) for name in fmt.features]
     if fmt.label_column is not None:
@@ -143,7 +149,7 @@ def _by_columns(
         keys = (
             table.column(fmt.key_field).chunk(0) if table.column(fmt.key_field).num_chunks else keys
         )
-        if keys.type != pa.string() or keys.null_count:
+        if keys.type != pa.string() or keys.null_count or pc.any(pc.equal(keys, "")).as_py():
             return None
     ids = _default_ids(partition, offsets)
     if fmt.event_id_field in table.column_names:

@@ -33,18 +33,26 @@ def partitions_of(bootstrap: str, topic: str | None, timeout_s: float = 10.0) ->
     return sorted(found.partitions)
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """Each partition's next offset to be written (its high watermark) now."""
-    from confluent_kafka import Consumer, TopicPartition
+def offset_ranges(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
+    """Each partition's oldest offset still held and next offset to be written (its low
+    and high watermarks) now."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "sml-offsets", **QUIET})
     try:
         return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             for p in partitions_of(bootstrap, topic)
         }
+    except KafkaException as err:
+        raise TopicError(f"cannot read the offsets of {topic!r} on {bootstrap}: {err}") from None
     finally:
         consumer.close()
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition's next offset to be written (its high watermark) now."""
+    return {p: high for p, (_, high) in offset_ranges(bootstrap, topic).items()}
 
 
 def head(bootstrap: str, topic: str, records: int = 2_048, timeout_s: float = 10.0) -> list[bytes]:
@@ -53,7 +61,12 @@ def head(bootstrap: str, topic: str, records: int = 2_048, timeout_s: float = 10
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "sml-head", "enable.auto.commit": False}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "sml-head",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }  # from the oldest still held
         | QUIET
     )
     try:

@@ -11,6 +11,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
@@ -33,7 +34,7 @@ def events_of(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         fmt = CsvFormat(label_column=args.label_column, time_column=args.time_column)
         check_header(args.input, fmt)
         with open(args.input, encoding="utf-8", errors="replace", newline="") as f:
-            header = f.readline().strip().split(",")
+            header = next(csv.reader([f.readline()]))
             f.seek(0)
             special = {fmt.time_column, fmt.key_column, fmt.event_id_column, fmt.label_column}
             names = [h.strip() for h in header if h.strip() not in special]

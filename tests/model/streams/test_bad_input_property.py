@@ -19,7 +19,25 @@ GOOD = st.builds(
 )
 FIELD = st.one_of(
     st.text(max_size=12),
-    st.sampled_from(["nan", "inf", "-inf", "1e999", "", "1900-01-01", "NaT", '"', "1,2"]),
+    st.sampled_from(
+        [
+            "nan",
+            "inf",
+            "-inf",
+            "1e999",
+            "",
+            "1900-01-01",
+            "NaT",
+            '"',
+            "1,2",
+            "2024-02-30 00:00:00",
+            "2024-01-01 24:00",
+            "2024-01-01 23:59:60",
+            "1\x1f",
+            " 1\xa0",
+            "1\x85",
+        ]
+    ),  # fmt: skip
     st.floats(allow_nan=True, allow_infinity=True).map(str),
     st.integers().map(str),
 )

@@ -153,3 +153,43 @@ def test_a_live_read_needs_a_runner_that_can_run_it(kafka_broker, tmp_path, caps
             "--kafka-until", "never"]  # fmt: skip
     assert main.main(argv) == main.EXIT_USAGE
     assert "PrismRunner or FlinkRunner" in capsys.readouterr().err
+
+
+class _Message:
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return json.dumps({"timestamp": self._offset, "a": 1.0, "b": 2.0, "y": 0}).encode()
+
+
+def test_a_checkpoint_between_the_claims_leaves_the_rest_to_the_residual():
+    from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+
+    from transforms.io.kafka import _ReadPartitionDoFn
+
+    fn = _ReadPartitionDoFn(KafkaRead("127.0.0.1:9", "t", FMT))
+    fn.setup()
+    tracker = _PartitionTracker(OffsetRange(0, 100))
+    original = tracker.try_claim
+    calls = []
+
+    def claim(position):  # a runner's checkpoint lands right after the first claim
+        calls.append(position)
+        ok = original(position)
+        if len(calls) == 1:
+            tracker.try_split(0)
+        return ok
+
+    tracker.try_claim = claim
+    claimed = fn._claimed(tracker, ManualWatermarkEstimator(None), "t", 0,
+                          [_Message(o) for o in range(10)])  # fmt: skip
+    assert claimed is not None
+    outputs, position, whole = claimed
+    assert not whole and position == 1 and calls == [0, 9]  # nothing claimed after
+    (batch,) = [o.value for o in outputs]
+    assert batch.column(mb.EVENT_ID).to_pylist() == [0]  # the rest is the residual's
+    assert tracker.current_restriction() == OffsetRange(0, 1)
