@@ -100,7 +100,7 @@ def test_clean_chunks_take_the_column_path(monkeypatch):
     from model.streams import csv_parse
 
     lines = [f"2026-01-01 00:00:{s:02d},{'ab'[s % 2]},{s / 3},{-s},{s % 2}" for s in range(60)]
-    lines += [f"{1_700_000_000 + s},a,1,2,0" for s in range(40)]
+    lines += [f"{1_700_000_000 + s},a,1,2,0\r\n" for s in range(40)]  # a Windows file's ends
     seen = []
     original = csv_parse._by_columns
     monkeypatch.setattr(
