@@ -302,13 +302,13 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
 
 def _streaming(args: argparse.Namespace) -> bool:
     """Whether the run streams. A Kafka read on the DirectRunner does not: Beam's
-    streaming DirectRunner cannot run a splittable DoFn, so there it is a bounded read
+    streaming DirectRunner fails on this splittable DoFn, so there it is a bounded read
     (to the end offsets at the start) on the FnApiRunner."""
     if args.source == "kafka" and args.runner == "DirectRunner":
         if args.kafka_until == "never":
             raise UsageError(
                 "--kafka-until never: a live read needs --runner PrismRunner or FlinkRunner "
-                "(Beam's streaming DirectRunner cannot run a splittable DoFn)"
+                "(Beam's streaming DirectRunner fails on this splittable DoFn)"
             )
         return False
     return bool(args.streaming)

@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["end", "never"],
         help="--source kafka: read to the end offsets the topic has when the run starts "
         "(a bounded read), or on and on (a live read: Prism or Flink; Beam's streaming "
-        "DirectRunner cannot run a splittable DoFn)",
+        "DirectRunner fails on this splittable DoFn)",
     )
     src.add_argument(
         "--kafka-stop-idle",

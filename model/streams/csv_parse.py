@@ -350,14 +350,13 @@ def _by_columns(file: _File, lines: list[str], first_line_no: int) -> ParsedChun
     row that path would reject, and reads every value as it does (Arrow's number parser
     takes a subset of what Python's ``float``/``int`` take, rounding alike)."""
     cols, fmt = file.cols, file.fmt
-    if any('"' in line for line in lines):
-        return None  # quoting: the row-by-row reader's rules
+    text = "".join(lines)
+    # quoting: the row-by-row reader's rules; odd characters: Arrow trims some that
+    # Python's float() and int() refuse (\x1c-\x1f)
+    if '"' in text or _ODD.search(text):
+        return None
     rows = list(csv.reader(lines))
     if len(rows) != len(lines) or any(len(row) != cols.width for row in rows):
-        return None
-    # Arrow trims more than Python's float() and int() accept (\x1c-\x1f): such a
-    # chunk is read row by row
-    if _ODD.search("".join(lines)):
         return None
     columns = [pc.utf8_trim_whitespace(pa.array(c, pa.string())) for c in zip(*rows, strict=True)]
     try:

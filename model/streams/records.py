@@ -40,6 +40,8 @@ import pyarrow.json as pj
 from model import batch as mb
 from model.streams.csv_parse import (
     MAX_ABS_VALUE,
+    MAX_YEAR,
+    MIN_YEAR,
     ParsedChunk,
     epoch_seconds_us,
     parse_times_us,
@@ -168,6 +170,14 @@ def _record_times_us(column: pa.ChunkedArray) -> np.ndarray | None:
         return parse_times_us(array)
     if pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
         return epoch_seconds_us(array.to_numpy())  # epoch seconds, as the CSV reads them
+    if pa.types.is_timestamp(array.type) and array.type.tz is None:
+        # Arrow's reader takes "YYYY-MM-DD HH:MM:SS" (whole seconds) as a timestamp:
+        # naive, so UTC, as the record-by-record path reads it
+        whole_us = array.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
+        years = whole_us.astype("datetime64[us]").astype("datetime64[Y]").astype(np.int64)
+        if np.any(years + 1970 < MIN_YEAR) or np.any(years + 1970 >= MAX_YEAR):
+            return None
+        return whole_us
     return None
 
 

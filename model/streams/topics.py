@@ -4,6 +4,7 @@ first records (Kafka's client, ``confluent-kafka``; no Beam)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 # librdkafka logs every failed connection attempt to stderr; what goes wrong reaches
 # the caller as an exception instead
@@ -14,20 +15,28 @@ class TopicError(RuntimeError):
     """A topic could not be created or read (the broker's answer says why)."""
 
 
-def partitions_of(bootstrap: str, topic: str | None, timeout_s: float = 10.0) -> list[int]:
-    """The partition numbers of ``topic``; :class:`TopicError` when it does not exist
-    or no broker answers (``topic`` None: only that check)."""
+def _metadata(bootstrap: str, topic: str | None, timeout_s: float) -> Any:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
     try:
-        meta = admin.list_topics(topic, timeout=timeout_s)
+        return admin.list_topics(topic, timeout=timeout_s)
     except KafkaException as err:
         raise TopicError(f"no Kafka broker answers at {bootstrap}: {err}") from None
-    if topic is None:
-        return []
-    found = meta.topics.get(topic)
+
+
+def topics_of(bootstrap: str, timeout_s: float = 10.0) -> dict[str, int]:
+    """The broker's topics (not its internal ones) and their partition counts;
+    :class:`TopicError` when no broker answers."""
+    meta = _metadata(bootstrap, None, timeout_s)
+    return {name: len(t.partitions) for name, t in meta.topics.items() if not name.startswith("__")}
+
+
+def partitions_of(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[int]:
+    """The partition numbers of ``topic``; :class:`TopicError` when it does not exist
+    or no broker answers."""
+    found = _metadata(bootstrap, topic, timeout_s).topics.get(topic)
     if found is None or found.error is not None or not found.partitions:
         raise TopicError(f"no topic {topic!r} on {bootstrap}")
     return sorted(found.partitions)

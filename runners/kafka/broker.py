@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.cache_dir import cache_dir
+from model.streams.topics import TopicError, topics_of
 from runners.processes import HOST, accepts, pid_alive, port_free, send_signal
 from runners.tools import maven_dependencies, run_tool
 
@@ -200,7 +201,7 @@ class LocalBroker:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 break
-            if accepts(self.port) and _answers(self.bootstrap):
+            if accepts(self.port) and _topics(self.bootstrap) is not None:
                 return process.pid
             time.sleep(0.2)
         self.stop()
@@ -234,24 +235,13 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _answers(bootstrap: str) -> bool:
-    return _topics(bootstrap) is not None
-
-
 def _topics(bootstrap: str) -> dict[str, int] | None:
     """Topic names and their partition counts, or None when the broker does not
     answer within two seconds."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    from model.streams.topics import QUIET
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, **QUIET})
     try:
-        meta = admin.list_topics(timeout=2)
-    except KafkaException:
+        return topics_of(bootstrap, timeout_s=2)
+    except TopicError:
         return None
-    return {name: len(t.partitions) for name, t in meta.topics.items() if not name.startswith("__")}
 
 
 def _tail(path: Path, size: int = 800) -> str:

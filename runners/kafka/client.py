@@ -19,7 +19,7 @@ import numpy as np
 
 from model import batch as mb
 from model.streams.records import encode_record
-from model.streams.topics import QUIET, TopicError, partitions_of
+from model.streams.topics import QUIET, TopicError, topics_of
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 1, timeout_s: float = 30.0) -> bool:
@@ -28,7 +28,7 @@ def create_topic(bootstrap: str, topic: str, partitions: int = 1, timeout_s: flo
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
-    partitions_of(bootstrap, None)  # a clear error at once when no broker answers
+    topics_of(bootstrap)  # a clear error at once when no broker answers
     future = admin.create_topics([NewTopic(topic, partitions, 1)], request_timeout=timeout_s)[topic]
     try:
         future.result(timeout_s)

@@ -219,7 +219,7 @@ class _ReadPartitionDoFn(beam.DoFn):
         deadline = time.monotonic() + read.poll_s
         while True:
             stop = tracker.current_restriction().stop
-            polled, end = self._poll(consumer, topic, partition)
+            polled, end = self._poll(consumer)
             if polled:  # where the consumer is now, whatever of it is ours
                 self._consumers[(topic, partition)] = (consumer, polled[-1].offset() + 1)
             records = [m for m in polled if m.offset() < stop]
@@ -244,7 +244,7 @@ class _ReadPartitionDoFn(beam.DoFn):
                 tracker.defer_remainder(Duration(seconds=0.05 if records else 0.5))
                 return
 
-    def _poll(self, consumer: Any, topic: str, partition: int) -> tuple[list[Any], int | None]:
+    def _poll(self, consumer: Any) -> tuple[list[Any], int | None]:
         """The records of one poll, and the partition's end offset if the poll reached
         it; an error the client cannot get past is raised."""
         from confluent_kafka import KafkaError, KafkaException

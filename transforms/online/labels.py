@@ -97,12 +97,14 @@ class Expiry:
     offset_us: int = 0
 
     def of(self, batch: pa.RecordBatch) -> np.ndarray:
-        return expiry_us(batch, self.window_us, self.lateness_us, self.offset_us)
+        """Each row's expiry (microseconds)."""
+        times = mb.event_times_us(batch) - self.offset_us
+        return (times // self.window_us + 1) * self.window_us + self.offset_us + self.lateness_us
 
 
 class _JoinDoFn(beam.DoFn):
     def __init__(self, expiry: Expiry, counts: bool) -> None:
-        self._expiry_of = expiry
+        self._expiry = expiry
         self._counts = counts
 
     def setup(self) -> None:
@@ -145,14 +147,11 @@ class _JoinDoFn(beam.DoFn):
                     partners.add(encode_batch(left))
         if remaining.num_rows:
             own.add(encode_batch(remaining))
-            due = int(self._expiry(remaining).min())
+            due = int(self._expiry.of(remaining).min())
             current = clean_at.read()
             if current is None or due < current:
                 clean_at.write(due)
                 timer.set(Timestamp(micros=due))
-
-    def _expiry(self, batch: pa.RecordBatch) -> np.ndarray:
-        return self._expiry_of.of(batch)
 
     @on_timer(_CLEANUP)
     def cleanup(
@@ -169,7 +168,7 @@ class _JoinDoFn(beam.DoFn):
             if not stored:
                 continue
             pool = mb.concat(stored)
-            expiry = self._expiry(pool)
+            expiry = self._expiry.of(pool)
             gone = expiry <= fired
             if not gone.any():
                 nxt = min(nxt, int(expiry.min())) if nxt is not None else int(expiry.min())
@@ -200,16 +199,6 @@ def _set_aside(reason: str, labels: pa.RecordBatch) -> beam.pvalue.TaggedOutput:
         reason, Stage.LABELS, rows=labels.num_rows, payload={"event_ids": event_ids}
     )
     return beam.pvalue.TaggedOutput("unmatched", record)
-
-
-def expiry_us(
-    batch: pa.RecordBatch, window_us: int, lateness_us: int, offset_us: int = 0
-) -> np.ndarray:
-    """When each row of ``batch`` can no longer be joined: the end of its window (of
-    ``window_us``, starting at ``offset_us`` modulo the size) plus the allowed
-    lateness."""
-    times = mb.event_times_us(batch) - offset_us
-    return (times // window_us + 1) * window_us + offset_us + lateness_us
 
 
 class _LateLabelsDoFn(beam.DoFn):
