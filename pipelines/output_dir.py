@@ -26,9 +26,10 @@ RUN_OUTPUTS = (
     "label_dead_letter",
     "metrics.json",
     "report.html",
-    "accuracy.png",
-    "throughput.png",
-    "timeline.png",
+    "accuracy.svg",
+    "throughput.svg",
+    "timeline.svg",
+    "anomaly_scores.svg",
 )
 
 

@@ -1,48 +1,32 @@
-"""The run report: ``metrics.json`` and ``report.html`` with PNG plots, in the output.
+"""The run report: ``metrics.json`` and ``report.html`` with SVG plots, in the output.
 
 Every number in ``metrics.json`` is counted from the sinks (see
 :mod:`pipelines.summary`), so it matches the files next to it. Plots:
 
-- ``throughput.png``: events read and scored over wall-clock time, and events/s;
-- ``accuracy.png``: prequential accuracy per event-time window;
-- ``timeline.png``: the newest model version scoring each window, and drift alarms;
-- ``anomaly_scores.png`` (NAB input): each series' anomaly score (probability of the
+- ``throughput.svg``: events read and scored over wall-clock time, and events/s;
+- ``accuracy.svg``: prequential accuracy per event-time window;
+- ``timeline.svg``: the newest model version scoring each window, and drift alarms;
+- ``anomaly_scores.svg`` (NAB input): each series' anomaly score (probability of the
   anomalous class), flagged points, and the labelled anomaly windows.
 """
 
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import html
 import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pyarrow.compute as pc
 
-matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from model import vocabulary as v  # noqa: E402
-from model.streams.csv_parse import anomaly_windows  # noqa: E402
-from pipelines.summary import RunSummary, WindowAccuracy  # noqa: E402
-from transforms.io.sinks import read_jsonl_dir, read_parquet_dir  # noqa: E402
-
-
-def _utc(us: float) -> float:
-    """A matplotlib date number for an event time in microseconds (UTC)."""
-    return float(mdates.date2num(dt.datetime.fromtimestamp(us / 1e6, tz=dt.UTC)))
-
-
-def _utc_all(us: list[int]) -> np.ndarray:
-    """:func:`_utc` for many times at once (a sparse stream has a window per event)."""
-    return np.asarray(mdates.date2num(np.asarray(us, dtype=np.int64).astype("datetime64[us]")))
-
+from model import vocabulary as v
+from model.streams.csv_parse import anomaly_windows
+from pipelines import svg
+from pipelines.summary import RunSummary, WindowAccuracy
+from transforms.io.sinks import read_jsonl_dir, read_parquet_dir
 
 _MARKED = 200  # plots of more points than this draw lines only (markers cost per point)
 _POINTS = 500  # the accuracy plot draws at most this many points (runs of windows)
@@ -55,30 +39,6 @@ def _json_lines(data: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(items) + "\n}\n"
 
 
-def _date_axis(ax: Any) -> None:
-    """Event-time ticks as the span needs them: years for decades, seconds for minutes."""
-    locator = mdates.AutoDateLocator()
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-
-
-def _subplots(rows: int = 1, cols: int = 1, **kwargs: Any) -> tuple[Figure, Any]:
-    """A figure outside pyplot's registry (nothing to close, nothing kept)."""
-    fig = Figure(figsize=kwargs.pop("figsize"))
-    return fig, fig.subplots(rows, cols, **kwargs)
-
-
-def _save(fig: Any, path: str) -> str:
-    # fixed margins (tight_layout measured every label: a third of the report's time)
-    inches = fig.get_size_inches()
-    fig.subplots_adjust(
-        left=0.9 / inches[0], right=1 - 0.2 / inches[0], bottom=0.75 / inches[1],
-        top=1 - 0.3 / inches[1], hspace=0.45,
-    )  # fmt: skip
-    fig.savefig(path, dpi=90, pil_kwargs={"compress_level": 1})  # zlib's fastest
-    return os.path.basename(path)
-
-
 def _throughput(samples: list[dict[str, Any]], path: str) -> str | None:
     if len(samples) < 2:
         return None
@@ -86,36 +46,29 @@ def _throughput(samples: list[dict[str, Any]], path: str) -> str | None:
     events = np.array([s["events_in"] for s in samples])
     scored = np.array([s["scored"] for s in samples])
     rate = np.diff(events) / np.maximum(np.diff(t), 1e-9)
-    # a run shorter than two progress ticks has one rate: said in the title, not drawn
-    fig, axes = _subplots(1 + (len(rate) > 1), 1, figsize=(8, 2.5 + 2.5 * (len(rate) > 1)),
-                             sharex=True, squeeze=False)  # fmt: skip
-    a = axes[0, 0]
-    a.plot(t, events, label="events read")
-    a.plot(t, scored, label="events scored")
-    a.set_ylabel("events")
-    a.legend()
+    counts = svg.Panel(ylabel="events")
+    counts.line(t, events, label="events read")
+    counts.line(t, scored, label="events scored")
+    panels = [counts]
     if len(rate) > 1:
-        b = axes[1, 0]
-        b.step(t[1:], rate, where="post")
-        b.set_ylabel("events/s")
-    else:
-        a.set_title(f"{rate[0]:,.0f} events/s", fontsize=9)
-    axes[-1, 0].set_xlabel("wall-clock seconds")
-    return _save(fig, path)
+        rates = svg.Panel(ylabel="events/s")
+        rates.step(t[1:], rate)
+        panels.append(rates)
+    else:  # a run shorter than two progress ticks has one rate: said in the title
+        counts.title = f"{rate[0]:,.0f} events/s"
+    panels[-1].xlabel = "wall-clock seconds"
+    return svg.write(path, panels)
 
 
 def _accuracy(summary: RunSummary, path: str) -> str | None:
     starts, accuracy, run = accuracy_runs(summary.windows)
     if not len(starts):
         return None
-    fig, ax = _subplots(figsize=(8, 3.5))
-    ax.plot(_utc_all(starts.tolist()), accuracy, marker="o" if len(starts) <= _MARKED else None)
-    _date_axis(ax)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("prequential accuracy")
     runs = "" if run == 1 else f", runs of {run}+ windows"
-    ax.set_xlabel(f"event time (window start, UTC{runs})")
-    return _save(fig, path)
+    panel = svg.Panel(ylabel="prequential accuracy", ylim=(0, 1), dates=True,
+                      xlabel=f"event time (window start, UTC{runs})")  # fmt: skip
+    panel.line(starts, accuracy, markers=len(starts) <= _MARKED)
+    return svg.write(path, [panel])
 
 
 def accuracy_runs(
@@ -147,16 +100,12 @@ def _timeline(summary: RunSummary, alarms: list[int], path: str) -> str | None:
     points = [(w.start_us, w.max_version) for w in summary.windows if w.max_version is not None]
     if not points:
         return None
-    fig, ax = _subplots(figsize=(8, 3.5))
     starts, versions = zip(*points, strict=True)
-    ax.step(_utc_all(list(starts)), versions, where="post", label="model version")
+    panel = svg.Panel(ylabel="newest model version", xlabel="event time (UTC)", dates=True)
+    panel.step(starts, versions, label="model version")
     for i, a in enumerate(alarms):
-        ax.axvline(_utc(a), color="red", linestyle="--", label="drift alarm" if i == 0 else None)
-    ax.set_ylabel("newest model version")
-    ax.set_xlabel("event time (UTC)")
-    _date_axis(ax)
-    ax.legend()
-    return _save(fig, path)
+        panel.vline(a, label="drift alarm" if i == 0 else None)
+    return svg.write(path, [panel])
 
 
 def _anomaly_scores(output: str, inputs: tuple[str, ...], path: str) -> str | None:
@@ -164,33 +113,25 @@ def _anomaly_scores(output: str, inputs: tuple[str, ...], path: str) -> str | No
     if table is None or not inputs:
         return None
     series = sorted(set(table.column(v.KEY).to_pylist()))[:4]
-    fig, axes = _subplots(len(series), 1, figsize=(9, 2.6 * len(series)), squeeze=False)
     by_key = {os.path.basename(p): p for p in inputs}
-    for ax, key in zip(axes[:, 0], series, strict=True):
+    panels = []
+    for key in series:
         rows = table.filter(pc.equal(table.column(v.KEY), key))
-        stamps = rows.column(v.EVENT_TIME).to_numpy().astype("datetime64[us]")
+        stamps = rows.column(v.EVENT_TIME).cast("int64").to_numpy()
         order = np.argsort(stamps)
-        times = mdates.date2num(stamps[order])
+        times = stamps[order]
         pred = rows.column(v.PREDICTION).to_numpy()[order]
         conf = rows.column(v.SCORE).to_numpy()[order]
         anomaly = np.where(pred == 1, conf, 1 - conf)
-        ax.plot(times, anomaly, linewidth=0.7, label="anomaly score")
+        panel = svg.Panel(title=key, ylim=(0, 1), dates=True)
+        panel.line(times, anomaly, label="anomaly score")
         flagged = pred == 1
-        ax.scatter(times[flagged], anomaly[flagged], color="red", s=6, label="flagged")
+        panel.points(times[flagged], anomaly[flagged], label="flagged", color="#d62728")
         path_in = by_key.get(key.split("/")[-1])
         for i, (a, b) in enumerate(anomaly_windows(path_in) or [] if path_in else []):
-            ax.axvspan(
-                _utc(a),
-                _utc(b),
-                color="orange",
-                alpha=0.3,
-                label="labelled window" if i == 0 else None,
-            )
-        _date_axis(ax)
-        ax.set_title(key, fontsize=9)
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=7, loc="upper left")
-    return _save(fig, path)
+            panel.span(a, b, label="labelled window" if i == 0 else None)
+        panels.append(panel)
+    return svg.write(path, panels)
 
 
 def write(
@@ -202,7 +143,7 @@ def write(
     source: str,
     inputs: tuple[str, ...] = (),
 ) -> dict[str, str]:
-    """Write metrics.json, the PNGs and report.html; returns their paths."""
+    """Write metrics.json, the SVG plots and report.html; returns their paths."""
     dead = read_jsonl_dir(os.path.join(output, "dead_letter"))
     reasons: collections.Counter[str] = collections.Counter()
     for d in dead:
@@ -215,15 +156,15 @@ def write(
     with open(paths["metrics"], "w", encoding="utf-8") as f:
         f.write(_json_lines(metrics))
     plots = {
-        "Throughput": _throughput(samples, os.path.join(output, "throughput.png")),
-        "Prequential accuracy per window": _accuracy(summary, os.path.join(output, "accuracy.png")),
+        "Throughput": _throughput(samples, os.path.join(output, "throughput.svg")),
+        "Prequential accuracy per window": _accuracy(summary, os.path.join(output, "accuracy.svg")),
         "Model versions and drift alarms": _timeline(
-            summary, drift_alarms, os.path.join(output, "timeline.png")
+            summary, drift_alarms, os.path.join(output, "timeline.svg")
         ),
     }
     if source == "nab":
         plots["Anomaly scores (NAB)"] = _anomaly_scores(
-            output, inputs, os.path.join(output, "anomaly_scores.png")
+            output, inputs, os.path.join(output, "anomaly_scores.svg")
         )
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+from xml.etree import ElementTree
 
 import pyarrow as pa
 import pytest
 
 from pipelines import main
 from transforms.io import read_jsonl_dir, read_parquet_dir
+
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def test_help_explains_every_option(capsys):
@@ -89,18 +92,19 @@ def test_default_streaming_run_writes_all_outputs(tmp_path, capsys, mode):
         assert windows[0]["accuracy"] < 0.7
     else:
         assert windows[0]["accuracy"] > 0.75
-    # The report: metrics.json agrees with the sinks, plots are real images.
+    # The report: metrics.json agrees with the sinks, plots are SVG drawings of the run.
     metrics = json.loads(open(os.path.join(out, "metrics.json")).read())
     assert metrics["predictions_out"] == len(ids) and metrics["events_in"] == 6000
     assert metrics["dead_letter_reasons"] == {"late": summary["dead_lettered"]}
     assert metrics["model_versions"] == len(saved)
     assert metrics["progress"] and metrics["progress"][-1]["events_in"] == 6000
     page = open(os.path.join(out, "report.html")).read()
-    for png in ("throughput.png", "accuracy.png", "timeline.png"):
-        assert f"src='{png}'" in page
-        with open(os.path.join(out, png), "rb") as f:
-            data = f.read()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+    for plot, legend in (("throughput", "events scored"), ("accuracy", None),
+                         ("timeline", "model version")):  # fmt: skip
+        assert f"src='{plot}.svg'" in page
+        drawing = ElementTree.parse(os.path.join(out, f"{plot}.svg")).getroot()
+        assert drawing.tag.endswith("svg") and drawing.find(f".//{SVG}polyline") is not None
+        assert legend is None or legend in "".join(drawing.itertext())
 
 
 @pytest.mark.slow
@@ -149,9 +153,10 @@ def test_nab_report_plots_scores_flags_and_labelled_windows(tmp_path):
     out = str(tmp_path / "out")
     args = ["--pipeline", "score", "--source", "nab", "--input", path, "--window-size", "86400"]
     assert main.main([*args, "--no-streaming", "--output", out, "--quiet"]) == 0
-    with open(os.path.join(out, "anomaly_scores.png"), "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert "anomaly_scores.png" in open(os.path.join(out, "report.html")).read()
+    drawing = ElementTree.parse(os.path.join(out, "anomaly_scores.svg")).getroot()
+    text = "".join(drawing.itertext())
+    assert "anomaly score" in text and "labelled window" in text and "flagged" in text
+    assert "anomaly_scores.svg" in open(os.path.join(out, "report.html")).read()
 
 
 @pytest.mark.parametrize(
