@@ -111,14 +111,14 @@ def batch_to_json_lines(batch: pa.RecordBatch) -> bytes:
     """
     if batch.num_rows == 0:
         return b""
-    fields = []
+    parts: list[Any] = []  # '{"name": ', value, ', "name": ', value, ..., '}\n': one join
     for name, column in zip(batch.schema.names, batch.columns, strict=True):
         values = _json_values(column)
         if values is None:
             lines = _rows_one_by_one(batch)
             return ("\n".join(lines) + "\n").encode()
-        fields.append(pc.binary_join_element_wise(json.dumps(name) + ": ", values, ""))
-    lines = pc.binary_join_element_wise("{", pc.binary_join_element_wise(*fields, ", "), "}\n", "")
+        parts += [pa.scalar((", " if parts else "{") + json.dumps(name) + ": "), values]
+    lines = pc.binary_join_element_wise(*parts, pa.scalar("}\n"), "")
     # The lines are contiguous in the array's data buffer: take its bytes as they are.
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
     first, last = offsets[lines.offset], offsets[lines.offset + len(lines)]
