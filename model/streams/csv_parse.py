@@ -33,6 +33,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 from model import batch as mb
 from model.vocabulary import EVENT_ID, KEY, DeadLetter, Stage
@@ -343,6 +344,17 @@ _ODD = re.compile(  # control characters but tab and line ends, and non-ASCII sp
 )
 
 
+_PLAIN = bytes(c for c in range(128) if c in (9, 10) or 32 <= c < 127 and c != ord('"'))
+
+
+def _plain_bytes(text: str) -> bytes | None:
+    """``text`` as UTF-8 when it holds no quote and no character of :data:`_ODD`."""
+    if text.isascii():
+        data = text.encode("ascii")
+        return None if data.translate(None, _PLAIN) else data
+    return None if '"' in text or _ODD.search(text) else text.encode()
+
+
 def _by_columns(file: _File, lines: list[str], first_line_no: int) -> ParsedChunk | None:
     """One chunk of data lines parsed column by column (Arrow, numpy), or None when any
     row would not parse or needs a rule only the row-by-row path applies: then
@@ -350,29 +362,31 @@ def _by_columns(file: _File, lines: list[str], first_line_no: int) -> ParsedChun
     row that path would reject, and reads every value as it does (Arrow's number parser
     takes a subset of what Python's ``float``/``int`` take, rounding alike)."""
     cols, fmt = file.cols, file.fmt
-    text = "".join(lines)
+    # each line a row, whether or not it ends in a line break (as csv.reader reads them);
     # quoting: the row-by-row reader's rules; odd characters: Arrow trims some that
     # Python's float() and int() refuse (\x1c-\x1f)
-    if '"' in text or _ODD.search(text):
+    data = _plain_bytes("\n".join(line.rstrip("\r\n") for line in lines))
+    if data is None:
         return None
-    rows = list(csv.reader(lines))
-    if len(rows) != len(lines) or any(len(row) != cols.width for row in rows):
-        return None
-    columns = [pc.utf8_trim_whitespace(pa.array(c, pa.string())) for c in zip(*rows, strict=True)]
     try:
+        table = _split(data, cols.width)
+        if table.num_rows != len(lines):
+            return None
+        columns = [pc.utf8_trim_whitespace(c.combine_chunks()) for c in table.columns]
         times = parse_times_us(columns[cols.time])
         feats = np.column_stack([_numbers(columns[i], pa.float64()) for i in cols.features])
         ids = (
             _numbers(columns[cols.event_id], pa.int64())
             if cols.event_id is not None
-            else np.arange(first_line_no, first_line_no + len(rows), dtype=np.int64)
+            else np.arange(first_line_no, first_line_no + len(lines), dtype=np.int64)
         )
         labels = None if cols.label is None else _numbers(columns[cols.label], pa.int64())
     except pa.ArrowInvalid:
         return None
     if times is None or not np.all(np.isfinite(feats)) or np.any(np.abs(feats) > MAX_ABS_VALUE):
         return None
-    keys: pa.Array = pa.repeat(file.default_key, len(rows)).cast(pa.string())
+    rows = table.num_rows
+    keys: pa.Array = pa.repeat(file.default_key, rows).cast(pa.string())
     if cols.key is not None:
         keys = columns[cols.key]
         if pc.any(pc.equal(pc.utf8_length(keys), 0)).as_py():
@@ -388,10 +402,27 @@ def _by_columns(file: _File, lines: list[str], first_line_no: int) -> ParsedChun
         ):
             return None
     elif file.nab_windows is not None:
-        labels = np.zeros(len(rows), dtype=np.int64)
+        labels = np.zeros(rows, dtype=np.int64)
         for a, b in file.nab_windows:
             labels |= (times >= a) & (times <= b)
     return ParsedChunk(mb.make_batch(keys, times, feats, labels=labels, event_ids=ids))
+
+
+def _split(data: bytes, width: int) -> pa.Table:
+    """Lines without quotes split at commas into ``width`` string columns, as
+    :mod:`csv` splits them (``ArrowInvalid``: a row of another width, or an empty
+    line)."""
+    names = [f"c{i}" for i in range(width)]
+    return pa_csv.read_csv(
+        pa.py_buffer(data),
+        read_options=pa_csv.ReadOptions(column_names=names, use_threads=False,
+                                        block_size=max(1 << 20, 2 * len(data))),
+        parse_options=pa_csv.ParseOptions(quote_char=False, ignore_empty_lines=False),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )  # fmt: skip
 
 
 def _numbers(texts: pa.Array, kind: pa.DataType) -> np.ndarray:
