@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,19 +193,18 @@ class OnlineStep:
                     # one call taking several windows: each still ends on its own
                     self._window_done(run, state, learner, current + size)
                 current = start
-            labels = mb.labels_numpy(batch)
-            if labels is not None and self.config.grow_classes:
-                learner = self._grow(run, state, learner, labels)
-            self._work(run, state, learner, batch, labels, start, late)
-            if labels is None:
-                continue
-            newest = int(mb.event_times_us(batch).max())
-            if state.trained_until is None or newest > state.trained_until:
-                state.trained_until = newest
-            run.out.samples += batch.num_rows
-            state.since_publish += batch.num_rows
-            if every is not None and state.since_publish >= every:
-                self._publish(run, state, learner, publish_at if late else start + size)
+            for grown, piece, labels in self._class_pieces(run, state, learner, batch):
+                learner = grown  # the head grown at a new class serves what follows
+                self._work(run, state, learner, piece, labels, start, late)
+                if labels is None:
+                    continue
+                newest = int(mb.event_times_us(piece).max())
+                if state.trained_until is None or newest > state.trained_until:
+                    state.trained_until = newest
+                run.out.samples += piece.num_rows
+                state.since_publish += piece.num_rows
+                if every is not None and state.since_publish >= every:
+                    self._publish(run, state, learner, publish_at if late else start + size)
         self._window_done(run, state, learner, publish_at)
         state.done_until = publish_at - MS
         state.learner = learner.snapshot(copy_state=False)  # serialized just below
@@ -245,6 +244,33 @@ class OnlineStep:
             return self.factory
         factory: Callable[..., nn.Module] = self.factory  # takes num_classes= (config)
         return functools.partial(factory, num_classes=num_classes)
+
+    def _class_pieces(
+        self, run: _Run, state: _ModelState, learner: IncrementalLearner, batch: pa.RecordBatch
+    ) -> Iterator[tuple[IncrementalLearner, pa.RecordBatch, np.ndarray | None]]:
+        """The batch with its labels and the learner for it; with ``grow_classes``, cut
+        in event-time order before each row of a class beyond the head, which grows
+        there: no row is scored by a head that knows a class not seen before it."""
+        labels = mb.labels_numpy(batch)
+        if (
+            labels is None
+            or not self.config.grow_classes
+            or not np.any(labels >= output_classes(learner.module.state_dict()))
+        ):
+            yield learner, batch, labels
+            return
+        batch = mb.sort_by_time(batch)
+        labels = mb.labels_numpy(batch)
+        assert labels is not None
+        while True:
+            beyond = np.flatnonzero(labels >= output_classes(learner.module.state_dict()))
+            cut = int(beyond[0]) if len(beyond) else len(labels)
+            if cut:
+                yield learner, batch.slice(0, cut), labels[:cut]
+            if cut == len(labels):
+                return
+            learner = self._grow(run, state, learner, labels[cut : cut + 1])
+            batch, labels = batch.slice(cut), labels[cut:]
 
     def _grow(
         self, run: _Run, state: _ModelState, learner: IncrementalLearner, labels: np.ndarray
