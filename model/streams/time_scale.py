@@ -26,7 +26,7 @@ import numpy as np
 EVENTS_PER_WINDOW = 32  # what a window should hold: enough to learn from, few enough to be fresh
 # what a frame (one Beam window) should hold where no scorer waits for the frame's
 # model (coupled learning, scoring alone): Beam's per-window costs spread thin
-EVENTS_PER_FRAME = 1_024
+EVENTS_PER_FRAME = 4_096
 
 _MINUTE, _HOUR, _DAY = 60.0, 3_600.0, 86_400.0
 ROUND_DURATIONS_S: tuple[float, ...] = (

@@ -223,9 +223,9 @@ def test_a_sparse_stream_runs_in_frames_and_keeps_its_windows(tmp_path, capsys, 
     framed, _, framed_rows = runs["auto"]
     plain, plain_text, plain_rows = runs["1"]
     # the default put 32 windows (days) to a Beam window, where a decoupled scorer waits
-    # for each frame's model, and 1,024 where none waits (coupled), and said so; --frame 1
+    # for each frame's model, and 4,096 where none waits (coupled), and said so; --frame 1
     # did not
-    frame = 32 if mode == "decoupled" else 1024
+    frame = 32 if mode == "decoupled" else 4096
     assert f"note: frames: {frame} windows to a Beam window of {frame} days" in runs["auto"][1]
     assert "frames:" not in plain_text
     # 300 window lines would bury the summary: the first and last 24, and a count
