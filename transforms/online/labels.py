@@ -8,8 +8,8 @@ by ``event_id`` in one stateful step per key:
 - a label (or event) that finds its partner is emitted at once as a labelled event;
 - unmatched ones wait in Beam state until the watermark passes their window end plus
   ``allowed_lateness_s``; events still unlabelled then are simply not trained on
-  (counted as ``events_unlabelled``); labels still unmatched go to the dead-letter
-  output ("label for an unknown event");
+  (the ``unlabelled`` output; whoever writes it counts them); labels still unmatched
+  go to the dead-letter output ("label for an unknown event");
 - labels arriving after that horizon (judged on the source watermark they carry, as
   :mod:`transforms.window.lateness` judges events) are set aside with reason "late",
   so every label is either joined or dead-lettered with a reason.
@@ -108,7 +108,6 @@ class _JoinDoFn(beam.DoFn):
         self._counts = counts
 
     def setup(self) -> None:
-        self._unlabelled = beam.metrics.Metrics.counter(NAMESPACE, Metric.EVENTS_UNLABELLED)
         self._joined = beam.metrics.Metrics.counter(NAMESPACE, Metric.LABELS_JOINED)
 
     def _count(self, counter: Any, rows: int) -> None:
@@ -186,8 +185,7 @@ class _JoinDoFn(beam.DoFn):
             timer.set(Timestamp(micros=nxt))
 
     def _expired(self, kind: bytes, batch: pa.RecordBatch) -> beam.pvalue.TaggedOutput:
-        if kind == _EVENT:
-            self._count(self._unlabelled, batch.num_rows)
+        if kind == _EVENT:  # counted where written (pipelines.classify: events_unlabelled)
             return beam.pvalue.TaggedOutput("unlabelled", unlabelled_record(batch))
         return _set_aside(UNMATCHED_REASON, batch)
 
