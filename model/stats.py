@@ -3,20 +3,20 @@
 A batch reduces to a :class:`Partial` (its keys, and per key the events, the sum of
 scores, the labelled and correctly predicted events, the lowest and highest model
 version); partials of one window add up in a :class:`StatsTable`; :func:`stats_rows`
-turns a window's totals into the rows the sinks write. Pure numpy and Arrow, shared
-by the windowed aggregation (:mod:`transforms.window.stats`) and the online step.
+turns a window's totals into the rows the sinks write (one Arrow batch). Pure numpy
+and Arrow, shared by the windowed aggregation (:mod:`transforms.window.stats`) and
+the online step.
 
 >>> import numpy as np
 >>> part = stats_of(np.array([0, 1, 1]), ["a", "b"], score=np.array([0.5, 1.0, 0.0]),
 ...                 correct=np.array([True, True, False]), versions=3)
->>> row = next(stats_rows(StatsTable().add(part).stats(), 0, 10, Pane.ON_TIME))
+>>> row = stats_rows(StatsTable().add(part).stats(), 0, 10, Pane.ON_TIME).to_pylist()[0]
 >>> row["key"], row["events"], row["accuracy"], row["max_version"]
 ('a', 1, 1.0, 3)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,13 +163,35 @@ class StatsTable:
         return {key: self.rows[i].copy() for key, i in self.index.items()}
 
 
+STATS_SCHEMA = pa.schema(
+    [
+        (v.KEY, pa.string()),
+        (v.WINDOW_START_US, pa.int64()),
+        (v.WINDOW_END_US, pa.int64()),
+        (v.PANE, pa.string()),
+        (v.PANE_INDEX, pa.int64()),
+        (v.IS_LAST, pa.bool_()),
+        (v.EVENTS, pa.int64()),
+        (v.MEAN_SCORE, pa.float64()),
+        (v.LABELLED, pa.int64()),
+        (v.ACCURACY, pa.float64()),
+        (v.MIN_VERSION, pa.int64()),
+        (v.MAX_VERSION, pa.int64()),
+    ]
+)
+
+
 def window_stats_rows(
     stats: Stats, window_us: int, pane: Pane, pane_index: int = 0, is_last: bool = False
-) -> Iterator[dict[str, Any]]:
+) -> pa.RecordBatch:
     """:func:`stats_rows` for stats keyed by ``(window start, key)`` (:func:`by_window`):
     one row per window and key, in window order."""
-    for (start, key), s in sorted(stats.items()):
-        yield from stats_rows({key: s}, start, start + window_us, pane, pane_index, is_last)
+    order = sorted(stats)
+    starts = np.array([start for start, _ in order], dtype=np.int64)
+    return _rows(
+        [key for _, key in order], [stats[k] for k in order], starts, starts + window_us,
+        pane, pane_index, is_last,
+    )  # fmt: skip
 
 
 def stats_rows(
@@ -179,20 +201,45 @@ def stats_rows(
     pane: Pane,
     pane_index: int = 0,
     is_last: bool = False,
-) -> Iterator[dict[str, Any]]:
-    """The output rows, one per key, of a window's merged stats."""
-    for key, s in sorted(stats.items()):
-        yield {
-            v.KEY: key,
-            v.WINDOW_START_US: start_us,
-            v.WINDOW_END_US: end_us,
-            v.PANE: str(pane),
-            v.PANE_INDEX: pane_index,
-            v.IS_LAST: is_last,
-            v.EVENTS: int(s[0]),
-            v.MEAN_SCORE: float(s[1] / s[0]) if s[0] else None,
-            v.LABELLED: int(s[2]),
-            v.ACCURACY: float(s[3] / s[2]) if s[2] else None,
-            v.MIN_VERSION: int(s[4]) if np.isfinite(s[4]) else None,
-            v.MAX_VERSION: int(s[5]) if np.isfinite(s[5]) else None,
-        }
+) -> pa.RecordBatch:
+    """The output rows (:data:`STATS_SCHEMA`), one per key, of a window's merged stats."""
+    keys = sorted(stats)
+    n = len(keys)
+    return _rows(
+        keys, [stats[k] for k in keys], [start_us] * n, [end_us] * n, pane, pane_index, is_last
+    )
+
+
+def _rows(
+    keys: list[Any],
+    stats: list[np.ndarray],
+    starts: Any,
+    ends: Any,
+    pane: Pane,
+    pane_index: int,
+    is_last: bool,
+) -> pa.RecordBatch:
+    """Output rows from stats rows, column by column (a sparse stream has a row per
+    event): one batch however many windows and keys."""
+    m = np.stack(stats) if stats else np.zeros((0, _WIDTH))
+    events, labelled = m[:, 0], m[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean, accuracy = m[:, 1] / events, m[:, 3] / labelled
+    n = len(keys)
+    columns = [
+        pa.array([str(k) for k in keys], pa.string()),
+        pa.array(starts, pa.int64()),
+        pa.array(ends, pa.int64()),
+        pa.repeat(pa.scalar(str(pane)), n).cast(pa.string()),
+        pa.repeat(pa.scalar(pane_index, pa.int64()), n),
+        pa.repeat(pa.scalar(is_last), n).cast(pa.bool_()),
+        pa.array(events.astype(np.int64)),
+        pa.array(mean, mask=events <= 0),
+        pa.array(labelled.astype(np.int64)),
+        pa.array(accuracy, mask=labelled <= 0),
+        pa.array(np.where(np.isfinite(m[:, 4]), m[:, 4], 0).astype(np.int64),
+                 mask=~np.isfinite(m[:, 4])),
+        pa.array(np.where(np.isfinite(m[:, 5]), m[:, 5], 0).astype(np.int64),
+                 mask=~np.isfinite(m[:, 5])),
+    ]  # fmt: skip
+    return pa.RecordBatch.from_arrays(columns, schema=STATS_SCHEMA)

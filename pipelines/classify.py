@@ -27,7 +27,7 @@ from model.process_cache import LRU
 from model.vocabulary import Metric
 from pipelines.config import PipelineConfig, model_factory, read_source, write_outputs
 from pipelines.score import PipelineOutputs
-from transforms.io import ModelStore, WriteRecords
+from transforms.io import ModelStore, WriteBatches, WriteRecords
 from transforms.online import DetectDrift, JoinLabels, LagLabels, OnlineClassifier
 from transforms.online.labels import SplitLabels
 from transforms.window import EventTimeWindow, TriggerSpec, WindowStats
@@ -108,8 +108,8 @@ def _evaluate(
     )
     out = cfg.output
     stats = evaluated.batches | "EvaluationStats" >> WindowStats()
-    _ = stats | "WriteEvaluation" >> WriteRecords(
-        os.path.join(out, "evaluation"), counter=Metric.EVALUATED_PANES
+    _ = stats | "WriteEvaluation" >> WriteBatches(
+        os.path.join(out, "evaluation"), counter=Metric.EVALUATED_PANES, formats=("jsonl",)
     )
     _ = joined.unlabelled | "WriteUnlabelled" >> WriteRecords(
         os.path.join(out, "unlabelled"), counter=Metric.EVENTS_UNLABELLED

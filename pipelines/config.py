@@ -253,8 +253,8 @@ def write_outputs(
     _ = predictions | "WritePredictions" >> WriteBatches(
         os.path.join(out, "predictions"), counter=Metric.PREDICTIONS_OUT
     )
-    _ = windows | "WriteWindows" >> WriteRecords(
-        os.path.join(out, "windows"), counter=Metric.PANES_OUT
+    _ = windows | "WriteWindows" >> WriteBatches(
+        os.path.join(out, "windows"), counter=Metric.PANES_OUT, formats=("jsonl",)
     )
     _ = dead_letter | "WriteDeadLetters" >> WriteRecords(
         os.path.join(out, "dead_letter"), counter=Metric.DEAD_LETTERED

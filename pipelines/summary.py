@@ -14,13 +14,21 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
 from model import vocabulary as v
 from model.vocabulary import NAMESPACE, Metric, Pane, Stage
-from transforms.io.sinks import count_parquet_rows, read_jsonl_dir, read_parquet_dir
+from transforms.io.sinks import (
+    count_parquet_rows,
+    read_jsonl_dir,
+    read_jsonl_table,
+    read_parquet_dir,
+)
 
 COUNTERS = (
     Metric.EVENTS_IN,
@@ -65,6 +73,8 @@ class WindowAccuracy:
 def window_accuracy(panes: list[dict[str, Any]], *, accumulating: bool) -> list[WindowAccuracy]:
     """Per window totals from the pane rows (discarding: sum of panes; accumulating:
     the last pane of each key)."""
+    if not accumulating:
+        return _summed(pa.Table.from_pylist(panes)) if panes else []
     chosen: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
     for p in panes:
         if p[v.WINDOW_START_US] is None:
@@ -83,6 +93,57 @@ def window_accuracy(panes: list[dict[str, Any]], *, accumulating: bool) -> list[
                 t[3] = r[v.MIN_VERSION] if t[3] is None else min(t[3], r[v.MIN_VERSION])
                 t[4] = r[v.MAX_VERSION] if t[4] is None else max(t[4], r[v.MAX_VERSION])
     return [WindowAccuracy(s, *totals[s]) for s in sorted(totals)]
+
+
+def _summed(panes: pa.Table) -> list[WindowAccuracy]:
+    """:func:`window_accuracy` of discarding panes: sums per window start, column by
+    column (a sparse stream has a row per event)."""
+    panes = panes.filter(pc.is_valid(panes.column(v.WINDOW_START_US)))
+    if not panes.num_rows:
+        return []
+
+    def column(name: str, missing: float) -> np.ndarray:
+        if name not in panes.column_names:
+            return np.full(panes.num_rows, missing)
+        values = panes.column(name).cast(pa.float64())
+        return pc.fill_null(values, missing).to_numpy()
+
+    starts = panes.column(v.WINDOW_START_US).cast(pa.int64()).to_numpy()
+    events, labelled = column(v.EVENTS, 0.0), column(v.LABELLED, 0.0)
+    accuracy = column(v.ACCURACY, 0.0)
+    unique, at = np.unique(starts, return_inverse=True)
+    n = len(unique)
+    correct = np.bincount(at, np.round(accuracy * labelled), n)
+    lows, highs = np.full(n, np.inf), np.full(n, -np.inf)
+    np.minimum.at(lows, at, column(v.MIN_VERSION, np.inf))
+    np.maximum.at(highs, at, column(v.MAX_VERSION, -np.inf))
+    inf = float("inf")
+    return [
+        WindowAccuracy(s, int(e), int(lab), int(c), None if lo == inf else int(lo),
+                       None if hi == -inf else int(hi))
+        for s, e, lab, c, lo, hi in zip(
+            unique.tolist(), np.bincount(at, events, n).tolist(),
+            np.bincount(at, labelled, n).tolist(), correct.tolist(),
+            lows.tolist(), highs.tolist(), strict=True,
+        )
+    ]  # fmt: skip
+
+
+def _pane_figures(
+    panes: pa.Table | None, accumulating: bool
+) -> tuple[list[WindowAccuracy], int, int]:
+    """The windows' accuracy, the late events and the panes, from the pane rows."""
+    if panes is None:
+        return [], 0, 0
+    if accumulating:
+        rows = panes.to_pylist()
+        return (
+            window_accuracy(rows, accumulating=True),
+            late_events(rows, accumulating=True),
+            len(rows),
+        )
+    late = pc.sum(panes.filter(pc.equal(panes.column(v.PANE), str(Pane.LATE))).column(v.EVENTS))
+    return _summed(panes), int(late.as_py() or 0), panes.num_rows
 
 
 @dataclass(frozen=True)
@@ -118,14 +179,13 @@ class RunSummary:
         """Count predictions, dead letters and panes in the files under ``output``."""
         predictions = count_parquet_rows(f"{output}/predictions")
         dead = read_jsonl_dir(f"{output}/dead_letter")
-        panes = read_jsonl_dir(f"{output}/windows")
+        windows, late, fired = _pane_figures(read_jsonl_table(f"{output}/windows"), accumulating)
         versions = len(FileSystems.match([f"{output}/models/**model-*.pt"])[0].metadata_list)
         alarms = sorted(
             int(r["event_time_us"])
             for r in read_jsonl_dir(f"{output}/drift")
             if r.get("kind") == "drift"
         )
-        windows = window_accuracy(panes, accumulating=accumulating)
         evaluation = read_jsonl_dir(f"{output}/evaluation")
         unlabelled = read_jsonl_dir(f"{output}/unlabelled")
         delayed = bool(evaluation or unlabelled)
@@ -135,8 +195,8 @@ class RunSummary:
             events_in=events_in,
             predictions_out=predictions,
             dead_lettered=sum(int(r.get("rows", 1)) for r in dead),
-            windows_fired=len(panes),
-            late_accepted=late_events(panes, accumulating=accumulating),
+            windows_fired=fired,
+            late_accepted=late,
             late_dropped=sum(
                 int(r.get("rows", 1)) for r in dead if r.get("stage") == Stage.WINDOWING
             ),

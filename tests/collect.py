@@ -34,3 +34,8 @@ class Collect(beam.DoFn):
 def take(name: str) -> list[Any]:
     with _LOCK:
         return _RESULTS.pop(name, [])
+
+
+def rows_of(batch: Any) -> list[dict[str, Any]]:
+    """The rows of an Arrow batch as dicts (window statistics come as batches)."""
+    return batch.to_pylist()

@@ -68,8 +68,9 @@ class WindowEnd:
     ``keep``: what the buffer must be rewritten to (None: leave it as it is);
     ``learned``: whether batches were worked through (the model state changed);
     ``predictions`` (prequential mode: scored batches), ``updates`` (new versions)
-    and ``stats`` (prequential mode: one row per key and window), each value with the
-    event time to stamp it at; ``samples``: rows learned; ``versions``: versions made.
+    and ``stats`` (prequential mode: a batch of rows, one per key and window, per
+    window or frame), each value with the event time to stamp it at; ``samples``:
+    rows learned; ``versions``: versions made.
     """
 
     keep: list[bytes] | None
@@ -571,7 +572,7 @@ class PrequentialStep(OnlineStep):
                 rows = window_stats_rows(table.stats(), self.grid.window_us, pane, int(late))
             else:
                 rows = stats_rows(table.stats(), start, start + size, pane, int(late))
-            run.out.stats.extend((row, at) for row in rows)
+            run.out.stats.append((rows, at))
 
     def _remember(self, state: _ModelState, start_us: int, learner: IncrementalLearner) -> None:
         """The model (weights and scaling) as it was when window ``start_us`` began,

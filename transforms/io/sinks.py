@@ -21,6 +21,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -190,12 +191,17 @@ class _BatchWriter(_BundleWriter):
         return payloads, table.num_rows
 
 
+# one encoder for every record (json.dumps with options builds one per call)
+_RECORD_JSON = json.JSONEncoder(sort_keys=True, default=str)
+
+
 class _RecordWriter(_BundleWriter):
     suffixes = ("jsonl",)
 
     def encode(self, elements: list[Mapping[str, Any]]) -> tuple[list[bytes], int]:
         records = [e.to_record() if isinstance(e, DeadLetter) else e for e in elements]
-        lines = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records)
+        encode = _RECORD_JSON.encode
+        lines = "".join([encode(r) + "\n" for r in records])
         rows = sum(int(r.get("rows", 1)) for r in records)
         return [lines.encode()], rows
 
@@ -251,11 +257,25 @@ def count_parquet_rows(directory: str) -> int:
     return total
 
 
+def read_jsonl_table(directory: str) -> pa.Table | None:
+    """The JSONL part files under ``directory`` as one table (Arrow's JSON reader;
+    None if there are none), for record files of one shape (window statistics)."""
+    matches = FileSystems.match([FileSystems.join(directory, "part-*.jsonl")])[0]
+    tables = []
+    for m in sorted(matches.metadata_list, key=lambda m: m.path):
+        with FileSystems.open(m.path) as f:
+            data = f.read()
+        if data.strip():
+            tables.append(pa_json.read_json(pa.py_buffer(data)))
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
 def read_jsonl_dir(directory: str) -> list[dict[str, Any]]:
     """All records of the JSONL part files under ``directory``."""
     matches = FileSystems.match([FileSystems.join(directory, "part-*.jsonl")])[0]
     rows: list[dict[str, Any]] = []
     for m in sorted(matches.metadata_list, key=lambda m: m.path):
         with FileSystems.open(m.path) as f:
-            rows.extend(json.loads(line) for line in f.read().decode().splitlines() if line)
+            lines = [line for line in f.read().decode().splitlines() if line]
+        rows.extend(json.loads("[" + ",".join(lines) + "]"))  # one parse per file
     return rows

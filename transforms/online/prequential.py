@@ -39,7 +39,7 @@ from transforms.online.step import OnlineStepDoFn, fixed_windows, keyed_by_model
 class PrequentialOut:
     """``predictions``: scored batches in their fixed windows; ``updates``: model
     versions (``ModelArtifact``, or ``(key, ModelArtifact)`` per key), in the global
-    window; ``stats``: one dict per key, window and pane."""
+    window; ``stats``: batches of rows, one per key, window and pane."""
 
     predictions: beam.PCollection
     updates: beam.PCollection
@@ -75,7 +75,7 @@ class PrequentialLearner(beam.PTransform):
         update_type: Any = tuple[str, ModelArtifact] if self._per_key else ModelArtifact
         out = keyed_by_model(batches, self._per_key) | "PredictThenLearn" >> beam.ParDo(
             step
-        ).with_output_types(pa.RecordBatch, updates=update_type, stats=dict).with_outputs(
+        ).with_output_types(pa.RecordBatch, updates=update_type, stats=pa.RecordBatch).with_outputs(
             "updates", "stats", main="predictions"
         )
         predictions = out.predictions | "PredictionWindows" >> beam.WindowInto(fixed_windows(grid))

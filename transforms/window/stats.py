@@ -67,21 +67,16 @@ class _FormatPaneDoFn(beam.DoFn):
         kv: tuple[str, Stats],
         window: Any = beam.DoFn.WindowParam,
         pane: Any = beam.DoFn.PaneInfoParam,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[pa.RecordBatch]:
         timing = _TIMING.get(pane.timing, Pane.UNKNOWN)
         if self._window_us:
-            rows = list(
-                window_stats_rows(
-                    kv[1], self._window_us, timing, int(pane.index), bool(pane.is_last)
-                )
+            rows = window_stats_rows(
+                kv[1], self._window_us, timing, int(pane.index), bool(pane.is_last)
             )
-            self._panes.inc(len(rows))
-            yield from rows
-            return
-        start = getattr(window, "start", None)
-        end = getattr(window, "end", None)
-        rows = list(
-            stats_rows(
+        else:
+            start = getattr(window, "start", None)
+            end = getattr(window, "end", None)
+            rows = stats_rows(
                 kv[1],
                 None if start is None else int(start.micros),
                 None if end is None else int(end.micros),
@@ -89,9 +84,9 @@ class _FormatPaneDoFn(beam.DoFn):
                 int(pane.index),
                 bool(pane.is_last),
             )
-        )
-        self._panes.inc(len(rows))
-        yield from rows
+        self._panes.inc(rows.num_rows)
+        if rows.num_rows:
+            yield rows
 
 
 def _for_all_keys(batch: pa.RecordBatch) -> tuple[str, Partial]:
@@ -111,7 +106,8 @@ def _by_key(batch: pa.RecordBatch) -> Iterator[tuple[str, Partial]]:
 
 
 class WindowStats(beam.PTransform):
-    """Windowed (scored) batches in, one dict per (key, window, pane) out.
+    """Windowed (scored) batches in; out, per fired pane, one Arrow batch of rows
+    (:data:`model.stats.STATS_SCHEMA`), a row per key and window.
 
     Framed windows (:class:`~transforms.window.spec.FramedWindows`) give one row per
     window inside the frame (and key), from the frame's pane. Each batch is reduced to

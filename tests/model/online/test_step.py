@@ -83,7 +83,8 @@ def test_each_window_learned_after_its_end_with_one_version_each():
         assert versions == {w}
         ((artifact, at),) = r.updates
         assert artifact.version == w + 1 and at == (w + 1) * 10 * S  # valid from the next window
-        ((row, stamp),) = r.stats
+        ((rows, stamp),) = r.stats
+        (row,) = rows.to_pylist()
         assert (
             row["pane"] == Pane.ON_TIME and row["events"] == 80 and stamp == (w + 1) * 10 * S - MS
         )
@@ -95,7 +96,7 @@ def test_a_step_restored_from_its_snapshot_continues_exactly():
     for a, b in zip(kept, restored, strict=True):
         assert all(x.equals(y) for (x, _), (y, _) in zip(a.predictions, b.predictions, strict=True))
         assert [(u.version, t) for u, t in a.updates] == [(u.version, t) for u, t in b.updates]
-        assert [r for r, _ in a.stats] == [r for r, _ in b.stats]
+        assert [r.to_pylist() for r, _ in a.stats] == [r.to_pylist() for r, _ in b.stats]
 
 
 def test_a_late_batch_is_scored_by_its_own_windows_model_and_learned():
@@ -109,7 +110,11 @@ def test_a_late_batch_is_scored_by_its_own_windows_model_and_learned():
     }
     assert by_window[1] == {1}  # the model as window 1 began: trained through window 0
     assert by_window[3] == {3}
-    panes = {row["window_start_us"] // (10 * S): row["pane"] for row, _ in last.stats}
+    panes = {
+        row["window_start_us"] // (10 * S): row["pane"]
+        for rows, _ in last.stats
+        for row in rows.to_pylist()
+    }
     assert panes == {1: Pane.LATE, 3: Pane.ON_TIME}
     assert last.samples == 80  # the late batch was learned too
 

@@ -13,7 +13,7 @@ from model import batch as mb
 from model.batch import split_by_key
 from model.learn.learner import LearnerConfig
 from model.mlp import MLPClassifier
-from tests.collect import Collect, take
+from tests.collect import Collect, rows_of, take
 from tests.conftest import make_pipeline
 from transforms import (
     EventTimeWindow,
@@ -81,7 +81,8 @@ def run(mode: str, streaming: bool, chunks, per_key: bool = False, step_rows=Non
     out = windowed | OnlineClassifier(factory(), cfg, mode=mode, per_key=per_key)
     name = f"online-{mode}-{streaming}-{per_key}-{step_rows}-{runner}"
     _ = out.predictions | beam.FlatMap(_rows) | beam.ParDo(Collect(name))
-    _ = out.stats | "CollectStats" >> beam.ParDo(Collect(name + "-stats"))
+    stats = out.stats | "StatsRows" >> beam.FlatMap(rows_of)
+    _ = stats | "CollectStats" >> beam.ParDo(Collect(name + "-stats"))
     p.run().wait_until_finish()
     rows = take(name)
     STATS[(mode, streaming, per_key)] = take(name + "-stats")

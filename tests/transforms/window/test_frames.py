@@ -13,6 +13,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from model import batch as mb
 from model.batch import scored_batch
+from tests.collect import rows_of
 from tests.conftest import make_pipeline
 from tests.transforms.window.test_windowing import random_stream
 from transforms.window import EventTimeWindow, TriggerSpec, WindowSpec, cell_ids
@@ -151,6 +152,6 @@ def test_window_statistics_are_per_window_framed_or_not(spec):
     assert len(expected) > 100
     p = make_pipeline(streaming=False)
     windowed = p | beam.Create(batches) | EventTimeWindow(spec)
-    rows = windowed.batches | WindowStats() | beam.Map(_row)
+    rows = windowed.batches | WindowStats() | beam.FlatMap(rows_of) | beam.Map(_row)
     assert_that(rows, equal_to(expected))
     p.run().wait_until_finish()

@@ -11,6 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from model import batch as mb
 from model.artifact import ModelArtifact
 from model.mlp import MLPClassifier
+from tests.collect import rows_of
 from tests.conftest import make_pipeline
 from transforms import EventTimeWindow, StreamingInference, TriggerSpec, WindowSpec, WindowStats
 from transforms.io import replay
@@ -36,7 +37,12 @@ def run_panes(chunks, trigger: TriggerSpec, size_s: float = 10.0):
     p = make_pipeline(streaming=True)
     src = replay(p, items)
     win = src.batches | EventTimeWindow(WindowSpec("fixed", size_s=size_s), trigger)
-    panes = win.batches | StreamingInference(ARTIFACT, device="cpu") | WindowStats()
+    panes = (
+        win.batches
+        | StreamingInference(ARTIFACT, device="cpu")
+        | WindowStats()
+        | beam.FlatMap(rows_of)
+    )
     return p, panes, win.dropped
 
 
@@ -148,7 +154,12 @@ def test_early_pane_after_processing_time():
     src = replay(p, items, processing_time_per_chunk_s=2.0)
     trigger = TriggerSpec(early_after_s=5.0)
     win = src.batches | EventTimeWindow(WindowSpec("fixed", size_s=10.0), trigger)
-    panes = win.batches | StreamingInference(ARTIFACT, device="cpu") | WindowStats()
+    panes = (
+        win.batches
+        | StreamingInference(ARTIFACT, device="cpu")
+        | WindowStats()
+        | beam.FlatMap(rows_of)
+    )
     rows = pane_tuples(panes)
     # The first element arrives at processing time 0; the pane fires once processing time
     # passes 5 s (after the third chunk), the rest comes on time.
@@ -187,7 +198,12 @@ def test_periodic_watermarks_bundle_chunks_without_changing_results(interval_s):
     src = replay(p, items, watermark_interval_s=interval_s)
     _ = src.batches | beam.ParDo(_BundleSizes())
     win = src.batches | EventTimeWindow(WindowSpec("fixed", size_s=10.0), TriggerSpec())
-    panes = win.batches | StreamingInference(ARTIFACT, device="cpu") | WindowStats()
+    panes = (
+        win.batches
+        | StreamingInference(ARTIFACT, device="cpu")
+        | WindowStats()
+        | beam.FlatMap(rows_of)
+    )
     # The same panes either way; the late chunk is dead-lettered either way (the
     # emitted watermark had passed its window's end, 10 s, by the time it arrived).
     assert_that(
