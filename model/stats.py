@@ -163,21 +163,14 @@ class StatsTable:
         return {key: self.rows[i].copy() for key, i in self.index.items()}
 
 
+_INT, _FLOAT, _TEXT = pa.int64(), pa.float64(), pa.string()
+# the rows the sinks write: v.STATS_FIELDS, typed
 STATS_SCHEMA = pa.schema(
-    [
-        (v.KEY, pa.string()),
-        (v.WINDOW_START_US, pa.int64()),
-        (v.WINDOW_END_US, pa.int64()),
-        (v.PANE, pa.string()),
-        (v.PANE_INDEX, pa.int64()),
-        (v.IS_LAST, pa.bool_()),
-        (v.EVENTS, pa.int64()),
-        (v.MEAN_SCORE, pa.float64()),
-        (v.LABELLED, pa.int64()),
-        (v.ACCURACY, pa.float64()),
-        (v.MIN_VERSION, pa.int64()),
-        (v.MAX_VERSION, pa.int64()),
-    ]
+    zip(
+        v.STATS_FIELDS,
+        (_TEXT, _INT, _INT, _TEXT, _INT, pa.bool_(), _INT, _FLOAT, _INT, _FLOAT, _INT, _INT),
+        strict=True,
+    )
 )
 
 
