@@ -39,6 +39,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from apache_beam.transforms import window as bw
 from apache_beam.utils.timestamp import Timestamp
@@ -127,7 +128,9 @@ class _Total(beam.DoFn):
     """
 
     def process(self, row: Any) -> Iterator[None]:
-        if isinstance(row, dict):
+        if isinstance(row, pa.RecordBatch):  # window statistics: a batch of rows
+            count = pc.sum(row.column("events")).as_py() or 0
+        elif isinstance(row, dict):
             count = row["events"]
         else:
             value = row[1]

@@ -30,6 +30,10 @@ RUN_OUTPUTS = (
     "throughput.svg",
     "timeline.svg",
     "anomaly_scores.svg",
+    "accuracy.png",  # the report's plots before it drew SVG
+    "throughput.png",
+    "timeline.png",
+    "anomaly_scores.png",
 )
 
 

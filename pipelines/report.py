@@ -131,7 +131,7 @@ def _anomaly_scores(output: str, inputs: tuple[str, ...], path: str) -> str | No
         for i, (a, b) in enumerate(anomaly_windows(path_in) or [] if path_in else []):
             panel.span(a, b, label="labelled window" if i == 0 else None)
         panels.append(panel)
-    return svg.write(path, panels)
+    return svg.write(path, panels, share_x=False)  # series of their own times
 
 
 def write(

@@ -22,6 +22,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
 from model import vocabulary as v
+from model.stats import STATS_SCHEMA
 from model.vocabulary import NAMESPACE, Metric, Pane, Stage
 from transforms.io.sinks import (
     count_parquet_rows,
@@ -82,7 +83,7 @@ def window_accuracy(panes: list[dict[str, Any]], *, accumulating: bool) -> list[
         chosen.setdefault((p[v.WINDOW_START_US], p[v.KEY]), []).append(p)
     totals: dict[int, list[Any]] = {}
     for (start, _), rows in chosen.items():
-        use = [max(rows, key=lambda r: r[v.PANE_INDEX])] if accumulating else rows
+        use = [max(rows, key=lambda r: r[v.PANE_INDEX])]  # accumulating: the last pane
         t = totals.setdefault(start, [0, 0, 0, None, None])
         for r in use:
             t[0] += r[v.EVENTS]
@@ -179,7 +180,8 @@ class RunSummary:
         """Count predictions, dead letters and panes in the files under ``output``."""
         predictions = count_parquet_rows(f"{output}/predictions")
         dead = read_jsonl_dir(f"{output}/dead_letter")
-        windows, late, fired = _pane_figures(read_jsonl_table(f"{output}/windows"), accumulating)
+        panes = read_jsonl_table(f"{output}/windows", schema=STATS_SCHEMA)
+        windows, late, fired = _pane_figures(panes, accumulating)
         versions = len(FileSystems.match([f"{output}/models/**model-*.pt"])[0].metadata_list)
         alarms = sorted(
             int(r["event_time_us"])

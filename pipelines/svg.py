@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -221,8 +222,30 @@ def _steps(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cx, cy
 
 
-def figure(panels: Sequence[Panel], *, width: int = _WIDTH, height: int = _PANEL_HEIGHT) -> str:
-    """The panels stacked, sharing the x range of everything drawn: SVG text."""
+def figure(
+    panels: Sequence[Panel],
+    *,
+    width: int = _WIDTH,
+    height: int = _PANEL_HEIGHT,
+    share_x: bool = True,
+) -> str:
+    """The panels stacked, sharing the x range of everything drawn (``share_x``) or
+    each on its own: SVG text."""
+    total = height * len(panels)
+    out = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' "
+        f"height='{total}' viewBox='0 0 {width} {total}'>",
+        f"<rect width='{width}' height='{total}' fill='white'/>",
+    ]
+    shared = _x_range(panels)
+    for i, panel in enumerate(panels):
+        x_lo, x_hi = shared if share_x else _x_range([panel])
+        out.append(_panel(panel, x_lo, x_hi, 0, i * height, width, height))
+    out.append("</svg>\n")
+    return "\n".join(out)
+
+
+def _x_range(panels: Sequence[Panel]) -> tuple[float, float]:
     xs = [s.x for p in panels for s in p.series if len(s.x)]
     xs += [np.array([v[0] for v in p.vlines]) for p in panels if p.vlines]
     xs += [np.array([v for s in p.spans for v in s[:2]]) for p in panels if p.spans]
@@ -230,22 +253,14 @@ def figure(panels: Sequence[Panel], *, width: int = _WIDTH, height: int = _PANEL
     x_lo, x_hi = float(np.nanmin(x_all)), float(np.nanmax(x_all))
     if x_hi <= x_lo:
         x_lo, x_hi = x_lo - 1, x_hi + 1
-    out = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' "
-        f"height='{height * len(panels)}' viewBox='0 0 {width} {height * len(panels)}'>",
-        f"<rect width='{width}' height='{height * len(panels)}' fill='white'/>",
-    ]
-    for i, panel in enumerate(panels):
-        out.append(_panel(panel, x_lo, x_hi, 0, i * height, width, height))
-    out.append("</svg>\n")
-    return "\n".join(out)
+    return x_lo, x_hi
 
 
-def write(path: str, panels: Sequence[Panel], **kwargs: int) -> str:
+def write(path: str, panels: Sequence[Panel], **kwargs: Any) -> str:
     """Write :func:`figure` to ``path``; its file name."""
     with open(path, "w", encoding="utf-8") as f:
         f.write(figure(panels, **kwargs))
-    return path.rsplit("/", 1)[-1]
+    return os.path.basename(path)
 
 
 def _panel(p: Panel, x_lo: float, x_hi: float, left: int, top: int, w: int, h: int) -> str:

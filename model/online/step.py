@@ -271,6 +271,9 @@ class OnlineStep:
             if cut == len(labels):
                 return
             learner = self._grow(run, state, learner, labels[cut : cut + 1])
+            if output_classes(learner.module.state_dict()) <= labels[cut]:
+                msg = "grow_classes: the factory ignored num_classes= (the head did not grow)"
+                raise ValueError(msg)
             batch, labels = batch.slice(cut), labels[cut:]
 
     def _grow(

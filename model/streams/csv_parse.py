@@ -340,7 +340,7 @@ def _by_rows(file: _File, lines: list[str], first_line_no: int) -> ParsedChunk:
 _NAIVE_ISO = r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
 _US = np.timedelta64(1, "us")
 _ODD = re.compile(  # control characters but tab and line ends, and non-ASCII spaces
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
 )
 
 

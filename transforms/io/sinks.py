@@ -257,17 +257,18 @@ def count_parquet_rows(directory: str) -> int:
     return total
 
 
-def read_jsonl_table(directory: str) -> pa.Table | None:
-    """The JSONL part files under ``directory`` as one table (Arrow's JSON reader;
-    None if there are none), for record files of one shape (window statistics)."""
+def read_jsonl_table(directory: str, schema: pa.Schema) -> pa.Table | None:
+    """The JSONL part files under ``directory``, records of ``schema`` (window
+    statistics), as one table (Arrow's JSON reader; None if there are none)."""
     matches = FileSystems.match([FileSystems.join(directory, "part-*.jsonl")])[0]
     tables = []
     for m in sorted(matches.metadata_list, key=lambda m: m.path):
         with FileSystems.open(m.path) as f:
             data = f.read()
         if data.strip():
-            tables.append(pa_json.read_json(pa.py_buffer(data)))
-    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+            options = pa_json.ParseOptions(explicit_schema=schema)
+            tables.append(pa_json.read_json(pa.py_buffer(data), parse_options=options))
+    return pa.concat_tables(tables) if tables else None
 
 
 def read_jsonl_dir(directory: str) -> list[dict[str, Any]]:

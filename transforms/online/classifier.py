@@ -32,7 +32,7 @@ Mode = Literal["decoupled", "coupled"]
 @dataclass(frozen=True)
 class OnlineOut:
     """``predictions``: scored batches (windowed); ``updates``: published model versions;
-    ``stats``: prequential statistics, one row per key, window and pane."""
+    ``stats``: prequential statistics, Arrow batches of a row per key, window and pane."""
 
     predictions: beam.PCollection
     updates: beam.PCollection

@@ -255,8 +255,9 @@ class JoinLabels(beam.PTransform):
     """Join a stream of label batches to the event batches, by ``event_id``.
 
     ``window_s`` (and ``offset_s``): the windows rows wait by, ``allowed_lateness_s``
-    after their end; ``counts``: whether this join counts joined and unlabelled rows
-    in the pipeline's metrics (one of two joins of the same rows does)."""
+    after their end; ``counts``: whether this join counts the joined rows in the
+    pipeline's metrics (one of two joins of the same rows does; the unlabelled rows
+    are counted by whoever writes the ``unlabelled`` output)."""
 
     def __init__(
         self,

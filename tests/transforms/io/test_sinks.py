@@ -105,3 +105,23 @@ def test_part_files_hold_plain_string_keys_whatever_the_batches_carried():
     assert rows == 3 and table.schema.field("key").type == pa.string()
     assert table.column("key").to_pylist() == ["a", "b", "c"]
     assert [r["key"] for r in decoded(jsonl)] == ["a", "b", "c"]
+
+
+def test_window_rows_read_back_with_their_schema_whatever_the_keys_look_like(tmp_path):
+    from model.stats import STATS_SCHEMA
+    from transforms.io.sinks import batch_to_json_lines, read_jsonl_table
+
+    def rows(key: str, start: int) -> pa.RecordBatch:
+        values = [key, start, start + 10, "ON_TIME", 0, False, 3, None, 0, None, None, None]
+        return pa.RecordBatch.from_pylist([dict(zip(STATS_SCHEMA.names, values, strict=True))],
+                                          schema=STATS_SCHEMA)  # fmt: skip
+
+    # a key that looks like a date, and one that does not, in two part files;
+    # all-null columns in both
+    (tmp_path / "part-a.jsonl").write_bytes(batch_to_json_lines(rows("2024-01-01", 0)))
+    (tmp_path / "part-b.jsonl").write_bytes(batch_to_json_lines(rows("sensor", 10)))
+    table = read_jsonl_table(str(tmp_path), schema=STATS_SCHEMA)
+    assert table is not None and table.schema == STATS_SCHEMA
+    assert table.column("key").to_pylist() == ["2024-01-01", "sensor"]
+    assert table.column("accuracy").null_count == 2
+    assert read_jsonl_table(str(tmp_path / "none"), schema=STATS_SCHEMA) is None
