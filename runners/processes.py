@@ -4,7 +4,9 @@ watched and stopped by PID."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import time
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -23,6 +25,31 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def runs_with(pid: int, *args: str) -> bool:
+    """True while ``pid`` runs with each of ``args`` among its command-line arguments:
+    a PID file can outlive its process, and the PID can since belong to someone else."""
+    if not pid_alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return all(a.encode() in argv for a in args)
+
+
+def terminate(pids: list[int], timeout_s: float = 30.0) -> None:
+    """Stop processes by PID: SIGTERM (a clean shutdown), then SIGKILL for those still
+    running after ``timeout_s``."""
+    for pid in pids:
+        send_signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        if pid_alive(pid):
+            send_signal(pid, signal.SIGKILL)
 
 
 def send_signal(pid: int, sig: int) -> None:

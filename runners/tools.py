@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -26,6 +27,32 @@ def run_tool(
     if done.returncode != 0:
         msg = f"{what} failed: {(done.stdout + done.stderr).strip()[-1500:]}"
         raise error(msg)
+
+
+def maven_dependency(group: str, artifact: str, version: str, extra: str = "") -> str:
+    """One ``<dependency>`` of a POM (``extra``: e.g. its exclusions)."""
+    return (
+        f"<dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
+        f"<version>{version}</version>{extra}</dependency>"
+    )
+
+
+def maven_project(artifact: str, dependencies: Sequence[str], managed: Sequence[str] = ()) -> str:
+    """A POM whose runtime dependencies are ``dependencies`` (``managed``: versions
+    pinned for the transitive ones), for :func:`maven_dependencies`."""
+    management = (
+        f"<dependencyManagement><dependencies>{''.join(managed)}</dependencies>"
+        "</dependencyManagement>"
+        if managed
+        else ""
+    )
+    return (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0">'
+        "<modelVersion>4.0.0</modelVersion>"
+        f"<groupId>streaming-ml</groupId><artifactId>{artifact}</artifactId>"
+        f"<version>1</version><packaging>pom</packaging>{management}"
+        f"<dependencies>{''.join(dependencies)}</dependencies></project>\n"
+    )
 
 
 def maven_dependencies(

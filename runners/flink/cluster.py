@@ -31,7 +31,7 @@ from typing import Any
 from model.cache_dir import cache_dir
 from runners.flink import jars
 from runners.flink.jars import FlinkUnavailable
-from runners.processes import HOST, pid_alive, port_free, send_signal
+from runners.processes import HOST, pid_alive, port_free, runs_with, terminate
 
 
 @dataclass
@@ -154,15 +154,7 @@ class LocalCluster:
         """``pid`` runs, and is this cluster's Flink ``daemon`` (its entry point with
         this run's conf directory): a PID file can outlive its process, and the PID
         can since belong to someone else."""
-        if not pid_alive(pid):
-            return False
-        try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        entry = _ENTRY_POINTS[daemon].encode()
-        conf = str(self.run_dir / "conf").encode()
-        return entry in args and conf in args
+        return runs_with(pid, _ENTRY_POINTS[daemon], str(self.run_dir / "conf"))
 
     def start(self, timeout_s: float = 120.0) -> dict[str, Any]:
         """Start the JobManager and one TaskManager; wait until the TaskManager has
@@ -275,14 +267,7 @@ class LocalCluster:
             for p in self._all_pids(d)
             if self._ours(p, d)
         ]
-        for pid in pids:
-            send_signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for pid in pids:
-            if pid_alive(pid):
-                send_signal(pid, signal.SIGKILL)
+        terminate(pids, timeout_s)
         for pid_file in (self.run_dir / "pids").glob("flink-*.pid"):
             pid_file.unlink()
 

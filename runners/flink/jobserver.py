@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model.cache_dir import cache_dir
-from runners.tools import maven_dependencies, run_tool
+from runners.tools import maven_dependencies, maven_dependency, maven_project, run_tool
 
 ASSEMBLED_FLINK_MINOR = "1.19"
 ASSEMBLED_BEAM_VERSION = "2.70.0"
@@ -66,15 +66,12 @@ class JobServer:
 
 
 def _dependency(artifact: str, version: str, extra: str = "") -> str:
-    return (
-        "<dependency><groupId>org.apache.beam</groupId>"
-        f"<artifactId>{artifact}</artifactId><version>{version}</version>{extra}</dependency>"
-    )
+    return maven_dependency("org.apache.beam", artifact, version, extra)
 
 
 def pom() -> str:
     """The Maven project whose runtime dependencies are the job server."""
-    managed = "".join(_dependency(a, ASSEMBLED_BEAM_VERSION) for a in _PINNED)
+    managed = [_dependency(a, ASSEMBLED_BEAM_VERSION) for a in _PINNED]
     exclusion = (
         "<exclusions><exclusion><groupId>org.apache.beam</groupId>"
         "<artifactId>beam-runners-java-job-service</artifactId></exclusion></exclusions>"
@@ -83,18 +80,8 @@ def pom() -> str:
         f"beam-runners-flink-{ASSEMBLED_FLINK_MINOR}", ASSEMBLED_BEAM_VERSION, exclusion
     )
     service = _dependency("beam-runners-java-job-service", ASSEMBLED_JOB_SERVICE_VERSION)
-    logging = (
-        "<dependency><groupId>org.slf4j</groupId><artifactId>slf4j-simple</artifactId>"
-        "<version>2.0.16</version></dependency>"
-    )
-    return (
-        '<project xmlns="http://maven.apache.org/POM/4.0.0">'
-        "<modelVersion>4.0.0</modelVersion>"
-        "<groupId>streaming-ml</groupId><artifactId>flink-job-server</artifactId>"
-        "<version>1</version><packaging>pom</packaging>"
-        f"<dependencyManagement><dependencies>{managed}</dependencies></dependencyManagement>"
-        f"<dependencies>{runner}{service}{logging}</dependencies></project>\n"
-    )
+    logging = maven_dependency("org.slf4j", "slf4j-simple", "2.0.16")
+    return maven_project("flink-job-server", [runner, service, logging], managed)
 
 
 def assembled_dir(cache: Path | None = None) -> Path:

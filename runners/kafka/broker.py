@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -22,8 +21,8 @@ from pathlib import Path
 
 from model.cache_dir import cache_dir
 from model.streams.topics import TopicError, topics_of
-from runners.processes import HOST, accepts, pid_alive, port_free, send_signal
-from runners.tools import maven_dependencies, run_tool
+from runners.processes import HOST, accepts, port_free, runs_with, terminate
+from runners.tools import maven_dependencies, maven_dependency, maven_project, run_tool
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
@@ -39,26 +38,14 @@ def pom(version: str = KAFKA_VERSION) -> str:
     """The Maven project whose runtime dependencies are the broker (and a log4j2
     binding for its logs)."""
 
-    def dep(group: str, artifact: str, v: str) -> str:
-        return (
-            f"<dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
-            f"<version>{v}</version></dependency>"
-        )
-
-    deps = "".join(
+    return maven_project(
+        "kafka-broker",
         [
-            dep("org.apache.kafka", "kafka_2.13", version),
-            dep("org.apache.logging.log4j", "log4j-core", LOG4J_VERSION),
-            dep("org.apache.logging.log4j", "log4j-slf4j2-impl", LOG4J_VERSION),
-            dep("org.slf4j", "slf4j-api", SLF4J_VERSION),
-        ]
-    )
-    return (
-        '<project xmlns="http://maven.apache.org/POM/4.0.0">'
-        "<modelVersion>4.0.0</modelVersion>"
-        "<groupId>streaming-ml</groupId><artifactId>kafka-broker</artifactId>"
-        "<version>1</version><packaging>pom</packaging>"
-        f"<dependencies>{deps}</dependencies></project>\n"
+            maven_dependency("org.apache.kafka", "kafka_2.13", version),
+            maven_dependency("org.apache.logging.log4j", "log4j-core", LOG4J_VERSION),
+            maven_dependency("org.apache.logging.log4j", "log4j-slf4j2-impl", LOG4J_VERSION),
+            maven_dependency("org.slf4j", "slf4j-api", SLF4J_VERSION),
+        ],
     )
 
 
@@ -160,14 +147,7 @@ class LocalBroker:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        if not pid_alive(pid):
-            return None
-        try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return None
-        config = str(self.run_dir / "server.properties").encode()
-        return pid if MAIN.encode() in args and config in args else None
+        return pid if runs_with(pid, MAIN, str(self.run_dir / "server.properties")) else None
 
     def start(self, timeout_s: float = 90.0) -> int:
         """Start the broker (its storage formatted the first time) and wait until it
@@ -215,12 +195,7 @@ class LocalBroker:
         """Stop the broker by PID: SIGTERM (a clean shutdown), then SIGKILL."""
         pid = self.pid()
         if pid is not None:
-            send_signal(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if pid_alive(pid):
-                send_signal(pid, signal.SIGKILL)
+            terminate([pid], timeout_s)
         self.pid_file.unlink(missing_ok=True)
 
     def status(self) -> dict[str, object]:
