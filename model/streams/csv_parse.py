@@ -157,15 +157,20 @@ def _float(text: str, column: str) -> float:
     return _usable(value, text, column)
 
 
-def _usable(value: float, raw: object, column: str) -> float:
+def _usable(value: float, raw: object, column: str, kind: str = "column") -> float:
     """``value`` (read from ``raw``) if a feature can hold it: finite, not absurd."""
     if not math.isfinite(value):
-        msg = f"non-finite value {raw!r} in column {column!r}"
+        msg = f"non-finite value {raw!r} in {kind} {column!r}"
         raise ValueError(msg)
     if abs(value) > MAX_ABS_VALUE:
-        msg = f"oversized value {raw!r} in column {column!r} (|x| > {MAX_ABS_VALUE:g})"
+        msg = f"oversized value {raw!r} in {kind} {column!r} (|x| > {MAX_ABS_VALUE:g})"
         raise ValueError(msg)
     return value
+
+
+def usable_features(feats: np.ndarray) -> bool:
+    """:func:`_usable` for every value at once."""
+    return bool(np.all(np.isfinite(feats)) and not np.any(np.abs(feats) > MAX_ABS_VALUE))
 
 
 def _int(text: str, column: str) -> int:
@@ -184,12 +189,27 @@ def _int(text: str, column: str) -> int:
 
 
 def _label(text: str, column: str, num_classes: int | None) -> int:
-    label = _int(text, column)
+    return check_class(_int(text, column), text.strip(), f"column {column!r}", num_classes)
+
+
+def check_class(label: int, raw: object, where: str, num_classes: int | None) -> int:
+    """``label`` if it is a class (``raw``: as given, ``where``: the column or field)."""
     if label < 0 or (num_classes is not None and label >= num_classes):
         known = "" if num_classes is None else f" in [0, {num_classes})"
-        msg = f"label {text.strip()!r} in column {column!r} is not a class{known}"
-        raise ValueError(msg)
+        raise ValueError(f"label {raw!r} in {where} is not a class{known}")
     return label
+
+
+def known_classes(labels: np.ndarray, num_classes: int | None) -> bool:
+    """:func:`check_class` for every label at once."""
+    return not (np.any(labels < 0) or (num_classes is not None and np.any(labels >= num_classes)))
+
+
+def in_years(whole_us: np.ndarray) -> bool:
+    """Whether every time (microseconds since the epoch) falls in the years a
+    timestamp may have (as :func:`parse_timestamp_us` checks one)."""
+    years = whole_us.astype("datetime64[us]").astype("datetime64[Y]").astype(np.int64) + 1970
+    return not (np.any(years < MIN_YEAR) or np.any(years >= MAX_YEAR))
 
 
 def anomaly_windows(path: str) -> list[tuple[int, int]] | None:
@@ -212,7 +232,7 @@ def nab_key(path: str) -> str:
     return f"{folder}/{os.path.basename(path)}"
 
 
-class _Builder:
+class RowBuilder:
     """Accumulates good rows of one chunk."""
 
     def __init__(self, with_label: bool) -> None:
@@ -250,6 +270,12 @@ class _Builder:
 def check_header(path: str, fmt: CsvFormat) -> int:
     """The number of feature columns of ``path``; ``ValueError`` if it cannot be read
     or its header cannot be used."""
+    return len(feature_names(path, fmt))
+
+
+def feature_names(path: str, fmt: CsvFormat) -> list[str]:
+    """The feature columns of ``path``, in the order the model sees them;
+    ``ValueError`` as :func:`check_header`."""
     try:
         with open(path, encoding="utf-8", errors="replace", newline="") as f:
             header = f.readline()
@@ -259,7 +285,8 @@ def check_header(path: str, fmt: CsvFormat) -> int:
     if not header.strip():
         msg = f"{path}: empty file (no header)"
         raise ValueError(msg)
-    return len(_resolve_columns(next(csv.reader([header])), fmt).features)
+    cols = _resolve_columns(next(csv.reader([header])), fmt)
+    return [cols.names[i] for i in cols.features]
 
 
 def parse_lines(lines: Iterable[str], fmt: CsvFormat, source: str) -> Iterator[ParsedChunk]:
@@ -302,7 +329,7 @@ class _File:
 def _by_rows(file: _File, lines: list[str], first_line_no: int) -> ParsedChunk:
     """One chunk of data lines, row by row: each bad row a dead letter with its reason."""
     cols, fmt, nab_windows = file.cols, file.fmt, file.nab_windows
-    builder = _Builder(cols.label is not None or nab_windows is not None)
+    builder = RowBuilder(cols.label is not None or nab_windows is not None)
     dead: list[DeadLetter] = []
     for line_no, line in enumerate(lines, start=first_line_no):
         try:
@@ -338,7 +365,6 @@ def _by_rows(file: _File, lines: list[str], first_line_no: int) -> ParsedChunk:
 
 # ISO 8601 date-times without a zone (naive: UTC), as numpy parses them
 _NAIVE_ISO = r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
-_US = np.timedelta64(1, "us")
 _ODD = re.compile(  # control characters but tab and line ends, and non-ASCII spaces
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
 )
@@ -383,7 +409,7 @@ def _by_columns(file: _File, lines: list[str], first_line_no: int) -> ParsedChun
         labels = None if cols.label is None else _numbers(columns[cols.label], pa.int64())
     except pa.ArrowInvalid:
         return None
-    if times is None or not np.all(np.isfinite(feats)) or np.any(np.abs(feats) > MAX_ABS_VALUE):
+    if times is None or not usable_features(feats):
         return None
     rows = table.num_rows
     keys: pa.Array = pa.repeat(file.default_key, rows).cast(pa.string())
@@ -397,9 +423,7 @@ def _by_columns(file: _File, lines: list[str], first_line_no: int) -> ParsedChun
     ):
         return None
     if labels is not None:
-        if np.any(labels < 0) or (
-            fmt.num_classes is not None and np.any(labels >= fmt.num_classes)
-        ):
+        if not known_classes(labels, fmt.num_classes):
             return None
     elif file.nab_windows is not None:
         labels = np.zeros(rows, dtype=np.int64)
@@ -435,13 +459,9 @@ def parse_times_us(texts: pa.Array) -> np.ndarray | None:
     exception: the row-by-row path then gives each bad one its reason)."""
     try:
         if pc.all(pc.match_substring_regex(texts, _NAIVE_ISO)).as_py():
-            # ValueError: a date that is not one (February 30, 24:00, a 60th second)
-            parsed = np.array(texts.to_pylist(), dtype="datetime64[us]")
-            whole_us = (parsed - np.datetime64(0, "us")) // _US
-            years = parsed.astype("datetime64[Y]").astype(np.int64) + 1970
-            if np.any(years < MIN_YEAR) or np.any(years >= MAX_YEAR):
-                return None
-            return whole_us
+            # ArrowInvalid: a date that is not one (February 30, 24:00, a 60th second)
+            whole_us = texts.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
+            return whole_us if in_years(whole_us) else None
         return epoch_seconds_us(_numbers(texts, pa.float64()))
     except (pa.ArrowInvalid, ValueError):
         return None
@@ -457,10 +477,7 @@ def epoch_seconds_us(seconds: np.ndarray) -> np.ndarray | None:
     if np.any(seconds != np.floor(seconds)):
         return None
     whole_us = seconds.astype(np.int64) * mb.US_PER_SECOND
-    years = whole_us.astype("datetime64[us]").astype("datetime64[Y]").astype(np.int64) + 1970
-    if np.any(years < MIN_YEAR) or np.any(years >= MAX_YEAR):
-        return None
-    return whole_us
+    return whole_us if in_years(whole_us) else None
 
 
 HEAD_ROWS = 2_048  # the rows a file's time scale and classes are told from

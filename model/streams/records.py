@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,13 +38,16 @@ import pyarrow.json as pj
 
 from model import batch as mb
 from model.streams.csv_parse import (
-    MAX_ABS_VALUE,
-    MAX_YEAR,
-    MIN_YEAR,
     ParsedChunk,
+    RowBuilder,
+    _usable,
+    check_class,
     epoch_seconds_us,
+    in_years,
+    known_classes,
     parse_times_us,
     parse_timestamp_us,
+    usable_features,
 )
 from model.vocabulary import EVENT_ID, KEY, DeadLetter, Stage
 
@@ -97,8 +99,10 @@ def decode_records(
         raise ValueError(msg)
     try:
         whole = _by_columns(values, offsets, partition, fmt)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, KeyError):
-        whole = None  # record by record: each bad one gets its reason
+    except (ValueError, TypeError, NotImplementedError, KeyError):
+        # Arrow's errors among them (ArrowInvalid: a value of another type, or a
+        # missing feature: a null), record by record: each bad one gets its reason
+        whole = None
     if whole is not None:
         return ParsedChunk(whole)
     return _by_records(values, offsets, partition, fmt, source)
@@ -120,18 +124,12 @@ def _by_columns(
     if fmt.label_column is not None:
         fields.append(pa.field(fmt.label_column, pa.int64()))
     options = pj.ParseOptions(explicit_schema=pa.schema(fields), unexpected_field_behavior="infer")
-    try:
-        table = pj.read_json(io.BytesIO(b"\n".join(values)), parse_options=options)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
+    table = pj.read_json(io.BytesIO(b"\n".join(values)), parse_options=options)
     if table.num_rows != len(values) or fmt.time_field not in table.column_names:
         return None
     table = table.combine_chunks()
-    try:
-        feats = np.column_stack([table.column(n).to_numpy() for n in fmt.features])
-    except (pa.ArrowInvalid, KeyError):
-        return None  # a missing feature (a null): said record by record
-    if not np.all(np.isfinite(feats)) or np.any(np.abs(feats) > MAX_ABS_VALUE):
+    feats = np.column_stack([table.column(n).to_numpy() for n in fmt.features])
+    if not usable_features(feats):
         return None
     times = _record_times_us(table.column(fmt.time_field))
     if times is None:
@@ -142,15 +140,11 @@ def _by_columns(
         if column.null_count:
             return None
         labels = column.to_numpy()
-        if np.any(labels < 0) or (
-            fmt.num_classes is not None and np.any(labels >= fmt.num_classes)
-        ):
+        if not known_classes(labels, fmt.num_classes):
             return None
     keys: pa.Array = pa.repeat(fmt.default_key, len(values)).cast(pa.string())
     if fmt.key_field in table.column_names:
-        keys = (
-            table.column(fmt.key_field).chunk(0) if table.column(fmt.key_field).num_chunks else keys
-        )
+        keys = table.column(fmt.key_field).chunk(0)  # one chunk: combined above
         if keys.type != pa.string() or keys.null_count or pc.any(pc.equal(keys, "")).as_py():
             return None
     ids = _default_ids(partition, offsets)
@@ -174,21 +168,14 @@ def _record_times_us(column: pa.ChunkedArray) -> np.ndarray | None:
         # Arrow's reader takes "YYYY-MM-DD HH:MM:SS" (whole seconds) as a timestamp:
         # naive, so UTC, as the record-by-record path reads it
         whole_us = array.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
-        years = whole_us.astype("datetime64[us]").astype("datetime64[Y]").astype(np.int64)
-        if np.any(years + 1970 < MIN_YEAR) or np.any(years + 1970 >= MAX_YEAR):
-            return None
-        return whole_us
+        return whole_us if in_years(whole_us) else None
     return None
 
 
 def _by_records(
     values: Sequence[bytes], offsets: np.ndarray, partition: int, fmt: RecordFormat, source: str
 ) -> ParsedChunk:
-    keys: list[str] = []
-    times: list[int] = []
-    feats: list[list[float]] = []
-    labels: list[int] = []
-    ids: list[int] = []
+    builder = RowBuilder(fmt.label_column is not None)
     dead: list[DeadLetter] = []
     defaults = _default_ids(partition, offsets)
     for value, offset, default_id in zip(values, offsets.tolist(), defaults.tolist(), strict=True):
@@ -199,26 +186,14 @@ def _by_records(
             payload = {"source": source, "partition": partition, "offset": offset, "raw": raw}
             dead.append(DeadLetter(str(err), Stage.PARSE, rows=1, payload=payload))
             continue
-        keys.append(row[0])
-        times.append(row[1])
-        feats.append(row[2])
-        labels.append(row[3])
-        ids.append(row[4])
-    if not keys:
-        return ParsedChunk(None, dead)
-    batch = mb.make_batch(
-        keys,
-        np.array(times, dtype=np.int64),
-        np.array(feats, dtype=np.float64).reshape(len(keys), len(fmt.features)),
-        labels=labels if fmt.label_column is not None else None,
-        event_ids=ids,
-    )
-    return ParsedChunk(batch, dead)
+        builder.add(*row)
+    return ParsedChunk(builder.build(), dead)
 
 
 def _record(
     value: bytes, fmt: RecordFormat, default_id: int
-) -> tuple[str, int, list[float], int, int]:
+) -> tuple[str, int, list[float], int, int | None]:
+    """A record's key, time, features, event id and label (None: no label field)."""
     try:
         row = json.loads(value)
     except (ValueError, UnicodeDecodeError):
@@ -235,31 +210,22 @@ def _record(
     event_id = row.get(fmt.event_id_field, default_id)
     if not isinstance(event_id, int) or isinstance(event_id, bool):
         raise ValueError(f"event_id {event_id!r} is not an integer")
-    label = 0
+    label = None
     if fmt.label_column is not None:
         given: Any = row.get(fmt.label_column)
         if isinstance(given, float) and given.is_integer():
             given = int(given)  # 1.0 is a class, as in a CSV file
-        if (
-            not isinstance(given, int)
-            or isinstance(given, bool)
-            or given < 0
-            or (fmt.num_classes is not None and given >= fmt.num_classes)
-        ):
-            known = "" if fmt.num_classes is None else f" in [0, {fmt.num_classes})"
-            msg = f"label {given!r} in field {fmt.label_column!r} is not a class{known}"
-            raise ValueError(msg)
-        label = given
-    return key, t_us, feats, label, event_id
+        where = f"field {fmt.label_column!r}"
+        label = given if isinstance(given, int) and not isinstance(given, bool) else -1
+        label = check_class(label, given, where, fmt.num_classes)
+    return key, t_us, feats, event_id, label
 
 
 def _number(row: dict[str, Any], name: str) -> float:
     value = row.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"field {name!r} is not a number: {value!r}")
-    if not math.isfinite(value) or abs(value) > MAX_ABS_VALUE:
-        raise ValueError(f"field {name!r} holds {value!r} (not finite, or |x| > {MAX_ABS_VALUE:g})")
-    return float(value)
+    return _usable(float(value), value, name, kind="field")
 
 
 def infer_format(

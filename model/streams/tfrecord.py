@@ -42,7 +42,7 @@ from model import batch as mb
 from model.streams.csv_parse import (
     CsvFormat,
     ParsedChunk,
-    _Builder,
+    RowBuilder,
     _float,
     _label,
     _usable,
@@ -179,7 +179,7 @@ class _Decoder:
                 msg = f"{self.source}: no feature besides {sorted(self.special() - {''})}"
                 raise ValueError(msg)
         with_label = self.fmt.label_column is not None
-        builder, dead = _Builder(with_label), []
+        builder, dead = RowBuilder(with_label), []
         row = -1
         for index, record in enumerate(records, start=first_index):
             payload = {"source": self.source, "record": index}

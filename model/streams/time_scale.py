@@ -18,6 +18,7 @@ stream one event per window.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ EVENTS_PER_WINDOW = 32  # what a window should hold: enough to learn from, few e
 EVENTS_PER_FRAME = 4_096
 
 _MINUTE, _HOUR, _DAY = 60.0, 3_600.0, 86_400.0
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 ROUND_DURATIONS_S: tuple[float, ...] = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
     1, 2, 5, 10, 15, 30,
@@ -96,6 +98,16 @@ def fit_frame(window_s: float, times_us: np.ndarray, frame_events: int = EVENTS_
     gap_s, per_time = spacing
     per_window = window_s / gap_s * per_time
     return max(1, math.floor(frame_events / per_window))
+
+
+def utc(us: float) -> dt.datetime:
+    """The UTC date-time of an event time in microseconds since the epoch (exact, and
+    for times before 1970 too).
+
+    >>> utc(86_400_000_001).isoformat()
+    '1970-01-02T00:00:00.000001+00:00'
+    """
+    return _EPOCH + dt.timedelta(microseconds=int(us))
 
 
 def duration(seconds: float) -> str:

@@ -11,7 +11,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -29,21 +28,14 @@ from runners.kafka.client import create_topic, produce, rows_of_batches
 def events_of(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     """The events to produce: the CSV file's good rows, or the synthetic stream."""
     if args.input:
-        from model.streams.csv_parse import CsvFormat, check_header, parse_lines
+        from model.streams.csv_parse import CsvFormat, feature_names, parse_lines
 
         fmt = CsvFormat(label_column=args.label_column, time_column=args.time_column)
-        check_header(args.input, fmt)
+        names = feature_names(args.input, fmt)
         with open(args.input, encoding="utf-8", errors="replace", newline="") as f:
-            header = next(csv.reader([f.readline()]))
-            f.seek(0)
-            special = {fmt.time_column, fmt.key_column, fmt.event_id_column, fmt.label_column}
-            names = [h.strip() for h in header if h.strip() not in special]
             chunks = parse_lines(f, fmt, os.path.basename(args.input))
             batches = (c.batch for c in chunks if c.batch is not None)
-            for row in rows_of_batches(batches, names):
-                if args.label_column and "label" in row:
-                    row[args.label_column] = row.pop("label")
-                yield row
+            yield from rows_of_batches(batches, names, label_field=args.label_column or "label")
         return
     from model.streams.synthetic import SyntheticConfig, generate
 

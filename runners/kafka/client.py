@@ -111,9 +111,11 @@ def _json_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def rows_of_batches(batches: Iterator[Any], feature_names: list[str]) -> Iterator[dict[str, Any]]:
+def rows_of_batches(
+    batches: Iterator[Any], feature_names: list[str], *, label_field: str = "label"
+) -> Iterator[dict[str, Any]]:
     """Events (dicts) of micro-batches: key, timestamp (us), event_id, features by
-    name, and the label when the batch has one."""
+    name, and the label (as ``label_field``) when the batch has one."""
     for batch in batches:
         keys = batch.column(mb.KEY).to_pylist()
         times = mb.event_times_us(batch).tolist()
@@ -125,5 +127,5 @@ def rows_of_batches(batches: Iterator[Any], feature_names: list[str]) -> Iterato
             row: dict[str, Any] = {"timestamp": times[i], "key": key, "event_id": ids[i]}
             row.update(zip(feature_names, feats[i], strict=True))
             if label_list is not None:
-                row["label"] = label_list[i]
+                row[label_field] = label_list[i]
             yield row
