@@ -56,7 +56,7 @@ from model import batch as mb
 from model.streams.records import RecordFormat, decode_records
 from model.streams.topics import QUIET, offset_ranges
 from model.vocabulary import NAMESPACE, DeadLetter, Metric
-from transforms.io.sources import SourceOut
+from transforms.io.sources import SourceOut, stamped
 
 NEVER = sys.maxsize  # the end of a live read's offset range
 Until = Literal["end", "never"]
@@ -116,6 +116,8 @@ class _PartitionTracker(OffsetRestrictionTracker):
         return super().try_split(0)
 
     def is_bounded(self) -> bool:
+        # what Beam's default truncate() asks when draining: a bounded read finishes,
+        # a live one stops where it is
         return self.current_restriction().stop < NEVER
 
 
@@ -129,12 +131,8 @@ class _Offsets(RestrictionProvider):
     def restriction_size(self, element: Partition, restriction: OffsetRange) -> int:
         return min(restriction.size(), 1 << 40)
 
-    def split(self, element: Partition, restriction: OffsetRange) -> Iterator[OffsetRange]:
-        yield restriction  # one reader a partition: its order is the key's order
-
-    def truncate(self, element: Partition, restriction: OffsetRange) -> OffsetRange | None:
-        # draining: a bounded read finishes, a live one stops where it is
-        return restriction if restriction.stop < NEVER else None
+    # Beam's default split() leaves a restriction whole: one reader a partition, so
+    # its order is the key's order
 
 
 # Beam's parameter defaults (module-level)
@@ -291,10 +289,10 @@ class _ReadPartitionDoFn(beam.DoFn):
         if chunk.batch is not None and chunk.batch.num_rows:
             batch = mb.with_watermark(chunk.batch, watermark)
             rows += batch.num_rows
-            times = mb.event_times_us(batch)
-            outputs.append(bw.TimestampedValue(batch, Timestamp(micros=int(times.min()))))
-            _seen(self._read.read_id, int(times.max()))
-            own = int(times.max()) - self._read.lag_us
+            outputs.append(stamped(batch))
+            newest = int(mb.event_times_us(batch).max())
+            _seen(self._read.read_id, newest)
+            own = newest - self._read.lag_us
             if own > watermark:
                 estimator.set_watermark(Timestamp(micros=own))
         self._events.inc(rows)
@@ -326,7 +324,7 @@ class _LiveReadPartitionDoFn(_ReadPartitionDoFn):
         tracker: Any = OFFSETS,
         estimator: Any = WATERMARK,
     ) -> Iterator[Any]:
-        yield from super().process(element, tracker, estimator)
+        yield from self._read_partition(element, tracker, estimator)
 
 
 def _current(estimator: Any) -> int:

@@ -34,7 +34,7 @@ from transforms.io.replay import NO_WATERMARK, ReplayItem, SourceOut, replay
 
 
 def stamped(batch: pa.RecordBatch) -> bw.TimestampedValue:
-    """A bounded source's batch: stamped, no watermark (nothing is late in batch)."""
+    """``batch`` stamped at its smallest event time (Beam's timestamp of a batch)."""
     return bw.TimestampedValue(batch, Timestamp(micros=mb.min_event_time_us(batch)))
 
 
