@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from model.drift import Alarms
+from model.alarms import Alarms
 from model.learn import native
 
 SOURCE = Path(__file__).with_name("drift_kernel.c")

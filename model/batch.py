@@ -195,6 +195,16 @@ def num_features(batch: pa.RecordBatch) -> int:
     return int(batch.schema.field(FEATURES).type.list_size)
 
 
+def window_start_us(times_us: Any, size_us: int, offset_us: int = 0) -> Any:
+    """The start of the fixed window (``size_us`` long, starting at ``offset_us``
+    modulo the size) holding each time: an int for an int, an array for an array.
+
+    >>> window_start_us(25, 10), window_start_us(np.array([-1, 3, 14]), 10, 4).tolist()
+    (20, [-6, -6, 14])
+    """
+    return offset_us + (times_us - offset_us) // size_us * size_us
+
+
 def event_times_us(batch: pa.RecordBatch) -> np.ndarray:
     """Event times as int64 microseconds since the epoch (a view, no copy)."""
     return batch.column(EVENT_TIME).to_numpy(zero_copy_only=True).view(np.int64)

@@ -31,6 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from model.adwin import ADWIN
+from model.alarms import Alarms
+
 
 @dataclass
 class PageHinkley:
@@ -86,16 +89,6 @@ class PageHinkley:
         """Continue from a :meth:`snapshot`."""
         self.n, self.mean = int(state["n"]), state["mean"]
         self.cumulative, self.minimum = state["cumulative"], state["minimum"]
-
-
-@dataclass(frozen=True)
-class Alarms:
-    """What :meth:`update_many` found: the positions (in the values given) of the
-    drift alarms and of the warnings, and the detector's statistic at each alarm."""
-
-    drifts: np.ndarray
-    warnings: np.ndarray
-    statistics: np.ndarray
 
 
 _PH_PIECE = 4096  # values per vectorized piece (0.9^-4096 is about 1e187)
@@ -209,16 +202,10 @@ class DDM:
         self.p_min, self.s_min = state["p_min"], state["s_min"]
 
 
-def _adwin(delta: float) -> Any:
-    from model.adwin import ADWIN  # not at the top: model.adwin imports Alarms from here
-
-    return ADWIN(delta=delta)
-
-
 DETECTORS: dict[str, Any] = {
     # River's defaults for Page-Hinkley and ADWIN (benchmarks/drift.py: the same alarms)
     "page-hinkley": lambda: PageHinkley(delta=0.005, threshold=50.0, min_samples=30, alpha=0.9999),
-    "adwin": lambda: _adwin(0.002),
+    "adwin": lambda: ADWIN(delta=0.002),
     "ddm": DDM,
 }
 # Detectors without warnings of their own warn by a more sensitive copy of themselves
@@ -226,7 +213,7 @@ DETECTORS: dict[str, Any] = {
 # threshold; five times the delta.
 WARNING_DETECTORS: dict[str, Any] = {
     "page-hinkley": lambda: PageHinkley(delta=0.005, threshold=25.0, min_samples=30, alpha=0.9999),
-    "adwin": lambda: _adwin(0.01),
+    "adwin": lambda: ADWIN(delta=0.01),
 }
 
 

@@ -3,8 +3,7 @@
  * same algorithm in Python (the reference, and the fallback without a compiler).
  *
  * The window is a histogram of buckets: row r holds up to max_buckets buckets of 2^r
- * values each (their sum and the sum of squared deviations from their mean), oldest
- * first; the newest values are in row 0. A row that overflows passes its two oldest
+ * values each (their sum), oldest first; the newest values are in row 0. A row that overflows passes its two oldest
  * buckets, merged, to the next row. Every `clock` values (once the window holds more
  * than `grace` values) every boundary between buckets splits the window into an older
  * part W0 and a newer W1, and the split is a change when both hold at least

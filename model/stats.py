@@ -122,7 +122,7 @@ def by_window(
     >>> by_window(np.array([0, 1, 0]), ["a", "b"], np.array([1, 2, 12]), 10)
     (array([0, 1, 2]), [(0, 'a'), (0, 'b'), (10, 'a')])
     """
-    starts = offset_us + (times_us - offset_us) // window_us * window_us
+    starts = mb.window_start_us(times_us, window_us, offset_us)
     k = len(keys)
     pairs = starts * k + codes  # one number per (start, key): codes are < k
     present, compact = np.unique(pairs, return_inverse=True)
@@ -223,16 +223,20 @@ def _rows(
         pa.array([str(k) for k in keys], pa.string()),
         pa.array(starts, pa.int64()),
         pa.array(ends, pa.int64()),
-        pa.repeat(pa.scalar(str(pane)), n).cast(pa.string()),
+        pa.repeat(pa.scalar(str(pane)), n),
         pa.repeat(pa.scalar(pane_index, pa.int64()), n),
-        pa.repeat(pa.scalar(is_last), n).cast(pa.bool_()),
+        pa.repeat(pa.scalar(is_last), n),
         pa.array(events.astype(np.int64)),
         pa.array(mean, mask=events <= 0),
         pa.array(labelled.astype(np.int64)),
         pa.array(accuracy, mask=labelled <= 0),
-        pa.array(np.where(np.isfinite(m[:, 4]), m[:, 4], 0).astype(np.int64),
-                 mask=~np.isfinite(m[:, 4])),
-        pa.array(np.where(np.isfinite(m[:, 5]), m[:, 5], 0).astype(np.int64),
-                 mask=~np.isfinite(m[:, 5])),
+        _versions(m[:, 4]),
+        _versions(m[:, 5]),
     ]  # fmt: skip
     return pa.RecordBatch.from_arrays(columns, schema=STATS_SCHEMA)
+
+
+def _versions(values: np.ndarray) -> pa.Array:
+    """Model versions (the stats' floats; none: not finite) as nullable integers."""
+    known = np.isfinite(values)
+    return pa.array(np.where(known, values, 0).astype(np.int64), mask=~known)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from model.batch import window_start_us
 from model.drift import DETECTORS
 from model.learn.learner import LearnerConfig
 
@@ -114,7 +115,7 @@ class WindowGrid:
 
     def start_of(self, t_us: int) -> int:
         """The start of the window holding an event at ``t_us``."""
-        return self.offset_us + (t_us - self.offset_us) // self.size_us * self.size_us
+        return int(window_start_us(t_us, self.size_us, self.offset_us))
 
     def end_of(self, t_us: int) -> int:
         """The end of the window holding an event at ``t_us``."""

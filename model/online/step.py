@@ -39,8 +39,9 @@ import pyarrow as pa
 from torch import nn
 
 from model import batch as mb
+from model.alarms import Alarms
 from model.artifact import ModelArtifact
-from model.drift import DETECTORS, WARNING_DETECTORS, Alarms
+from model.drift import DETECTORS, WARNING_DETECTORS
 from model.learn.grow import grow_snapshot, output_classes
 from model.learn.learner import IncrementalLearner, dumps_state, loads_state
 from model.learn.standardized import StandardizedFactory
@@ -253,42 +254,39 @@ class OnlineStep:
         in event-time order before each row of a class beyond the head, which grows
         there: no row is scored by a head that knows a class not seen before it."""
         labels = mb.labels_numpy(batch)
-        if (
-            labels is None
-            or not self.config.grow_classes
-            or not np.any(labels >= output_classes(learner.module.state_dict()))
-        ):
+        if labels is None or not self.config.grow_classes:
             yield learner, batch, labels
             return
-        batch = mb.sort_by_time(batch)
+        known = output_classes(learner.module.state_dict())
+        if not np.any(labels >= known):
+            yield learner, batch, labels
+            return
+        batch = mb.sort_by_time(batch)  # a new class: cut where it first comes
         labels = mb.labels_numpy(batch)
         assert labels is not None
         while True:
-            beyond = np.flatnonzero(labels >= output_classes(learner.module.state_dict()))
+            beyond = np.flatnonzero(labels >= known)
             cut = int(beyond[0]) if len(beyond) else len(labels)
             if cut:
                 yield learner, batch.slice(0, cut), labels[:cut]
             if cut == len(labels):
                 return
-            learner = self._grow(run, state, learner, labels[cut : cut + 1])
-            if output_classes(learner.module.state_dict()) <= labels[cut]:
-                msg = "grow_classes: the factory ignored num_classes= (the head did not grow)"
-                raise ValueError(msg)
+            known = int(labels[cut]) + 1
+            learner = self._grow(run, state, learner, known)
             batch, labels = batch.slice(cut), labels[cut:]
 
     def _grow(
-        self, run: _Run, state: _ModelState, learner: IncrementalLearner, labels: np.ndarray
+        self, run: _Run, state: _ModelState, learner: IncrementalLearner, needed: int
     ) -> IncrementalLearner:
-        """The learner itself, or, when ``labels`` hold a class beyond its head, a
-        learner that continues it with the head grown to that class (and a background
-        learner grown alike)."""
-        needed = int(labels.max()) + 1 if len(labels) else 0
+        """A learner that continues ``learner`` with its head grown to ``needed``
+        classes (and a background learner grown alike)."""
         known = output_classes(learner.module.state_dict())
-        if needed <= known:
-            return learner
         state.num_classes = needed
         run.out.classes_added += needed - known
-        grown = IncrementalLearner(self._factory(state.num_classes)(), self.config.learner)
+        grown = IncrementalLearner(self._factory(needed)(), self.config.learner)
+        if output_classes(grown.module.state_dict()) != needed:
+            msg = "grow_classes: the factory ignored num_classes= (the head did not grow)"
+            raise ValueError(msg)
         grown.restore(grow_snapshot(learner.snapshot(copy_state=False), needed))
         if state.background is not None:
             state.background = grow_snapshot(state.background, needed)
