@@ -130,9 +130,7 @@ class _Total(beam.DoFn):
     def process(self, row: Any) -> Iterator[None]:
         if isinstance(row, pa.RecordBatch):  # window statistics: a batch of rows
             count = pc.sum(row.column("events")).as_py() or 0
-        elif isinstance(row, dict):
-            count = row["events"]
-        else:
+        else:  # (key, count) or (key, (count, sum)) per event-level aggregation
             value = row[1]
             count = value[0] if isinstance(value, tuple) else value
         tally.add("events", int(count))

@@ -91,7 +91,6 @@ class Metric:
     SAMPLES_LEARNED = "samples_learned"
     MODEL_VERSIONS = "model_versions"
     EVENTS_UNLABELLED = "events_unlabelled"
-    LABELS_JOINED = "labels_joined"
     DRIFT_ALARMS = "drift_alarms"
     ADAPTATIONS = "adaptations"
     FEATURE_DRIFT = "feature_drift_windows"

@@ -67,9 +67,7 @@ class _SaveVersions(beam.DoFn):
         return iter(())
 
 
-def _join(
-    labels: beam.PCollection, cfg: PipelineConfig, horizon_s: float, *, counts: bool
-) -> JoinLabels:
+def _join(labels: beam.PCollection, cfg: PipelineConfig, horizon_s: float) -> JoinLabels:
     # waiting rows expire frame by frame (a timer per frame, not per window)
     frame_s = cfg.window.size_s * cfg.window.frame
     return JoinLabels(
@@ -77,7 +75,6 @@ def _join(
         window_s=frame_s,
         allowed_lateness_s=horizon_s,
         offset_s=cfg.window.offset_s,
-        counts=counts,
     )
 
 
@@ -96,7 +93,7 @@ def _evaluate(
     ``<output>/unlabelled/``, labels that found no prediction into
     ``<output>/label_dead_letter/``. Returns the windowed, labelled predictions."""
     horizon_s = cfg.label_horizon_s
-    joined = predictions | "JoinEvaluationLabels" >> _join(labels, cfg, horizon_s, counts=True)
+    joined = predictions | "JoinEvaluationLabels" >> _join(labels, cfg, horizon_s)
     # the panes of labels that come late fire late: allowed for the label horizon, and
     # two frames more for the time the join takes to hand them on
     frame_s = cfg.window.size_s * cfg.window.frame
@@ -134,9 +131,7 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     windowed = batches | "Window" >> EventTimeWindow(cfg.window, cfg.trigger)
     training = None
     if labels is not None:
-        joined = windowed.batches | "JoinTrainingLabels" >> _join(
-            labels, cfg, cfg.label_horizon_s, counts=False
-        )
+        joined = windowed.batches | "JoinTrainingLabels" >> _join(labels, cfg, cfg.label_horizon_s)
         # learned when the label is known, not before: a window's version learns the
         # labels that came during the window (scores the next one), as live
         delay_us = round((cfg.label_delay_s or 0.0) * 1e6)

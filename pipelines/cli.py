@@ -192,7 +192,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     fault, or :class:`BadInputError` for input files that cannot be used."""
     from model.device import resolve_device
 
-    streaming = _streaming(args)  # a usage error before any input is read
+    streaming, streaming_notes = _streaming(args)  # a usage error before any input is read
     inputs = _expand_inputs(args.input)
     times = _from_data(args, inputs)
 
@@ -290,7 +290,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             label_delay_s=args.label_delay,
             drift_detector=args.drift_detector,
             feature_drift=args.feature_drift,
-            notes=times.notes + _kafka_notes(args),
+            notes=times.notes + streaming_notes,
             kafka_bootstrap=args.bootstrap,
             kafka_topic=args.topic,
             record_features=times.record_features,
@@ -300,27 +300,23 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     )
 
 
-def _streaming(args: argparse.Namespace) -> bool:
-    """Whether the run streams. A Kafka read on the DirectRunner does not: Beam's
-    streaming DirectRunner fails on this splittable DoFn, so there it is a bounded read
-    (to the end offsets at the start) on the FnApiRunner."""
-    if args.source == "kafka" and args.runner == "DirectRunner":
-        if args.kafka_until == "never":
-            raise UsageError(
-                "--kafka-until never: a live read needs --runner PrismRunner or FlinkRunner "
-                "(Beam's streaming DirectRunner fails on this splittable DoFn)"
-            )
-        return False
-    return bool(args.streaming)
-
-
-def _kafka_notes(args: argparse.Namespace) -> tuple[str, ...]:
+def _streaming(args: argparse.Namespace) -> tuple[bool, tuple[str, ...]]:
+    """Whether the run streams, and the summary's note when not as asked. A Kafka read
+    on the DirectRunner does not: Beam's streaming DirectRunner fails on this
+    splittable DoFn, so there it is a bounded read (to the end offsets at the start)
+    on the FnApiRunner."""
     if args.source != "kafka" or args.runner != "DirectRunner":
-        return ()
-    return (
+        return bool(args.streaming), ()
+    if args.kafka_until == "never":
+        raise UsageError(
+            "--kafka-until never: a live read needs --runner PrismRunner or FlinkRunner "
+            "(Beam's streaming DirectRunner fails on this splittable DoFn)"
+        )
+    note = (
         f"kafka: {args.topic} read to its end offsets at the start, as a bounded run on the "
-        "DirectRunner (a live read: --kafka-until never on Prism or Flink)",
+        "DirectRunner (a live read: --kafka-until never on Prism or Flink)"
     )
+    return False, (note,)
 
 
 def _at_least_zero(seconds: float) -> float:

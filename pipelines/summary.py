@@ -9,7 +9,6 @@ DirectRunner credits every bundle of a step to the first bundle's metrics contai
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass, fields
 from typing import Any
@@ -23,6 +22,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from model import vocabulary as v
 from model.stats import STATS_SCHEMA
+from model.streams.time_scale import utc
 from model.vocabulary import NAMESPACE, Metric, Pane, Stage
 from transforms.io.sinks import (
     count_parquet_rows,
@@ -71,11 +71,9 @@ class WindowAccuracy:
         return self.correct / self.labelled if self.labelled else None
 
 
-def window_accuracy(panes: list[dict[str, Any]], *, accumulating: bool) -> list[WindowAccuracy]:
-    """Per window totals from the pane rows (discarding: sum of panes; accumulating:
-    the last pane of each key)."""
-    if not accumulating:
-        return _summed(pa.Table.from_pylist(panes)) if panes else []
+def _last_panes(panes: list[dict[str, Any]]) -> list[WindowAccuracy]:
+    """Per window totals from accumulating pane rows: the last pane of each key (each
+    pane holds all the window's events so far); versions over every pane."""
     chosen: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
     for p in panes:
         if p[v.WINDOW_START_US] is None:
@@ -83,12 +81,11 @@ def window_accuracy(panes: list[dict[str, Any]], *, accumulating: bool) -> list[
         chosen.setdefault((p[v.WINDOW_START_US], p[v.KEY]), []).append(p)
     totals: dict[int, list[Any]] = {}
     for (start, _), rows in chosen.items():
-        use = [max(rows, key=lambda r: r[v.PANE_INDEX])]  # accumulating: the last pane
+        last = max(rows, key=lambda r: r[v.PANE_INDEX])
         t = totals.setdefault(start, [0, 0, 0, None, None])
-        for r in use:
-            t[0] += r[v.EVENTS]
-            t[1] += r[v.LABELLED]
-            t[2] += round((r[v.ACCURACY] or 0.0) * r[v.LABELLED])
+        t[0] += last[v.EVENTS]
+        t[1] += last[v.LABELLED]
+        t[2] += round((last[v.ACCURACY] or 0.0) * last[v.LABELLED])
         for r in rows:
             if r.get(v.MIN_VERSION) is not None:
                 t[3] = r[v.MIN_VERSION] if t[3] is None else min(t[3], r[v.MIN_VERSION])
@@ -97,17 +94,14 @@ def window_accuracy(panes: list[dict[str, Any]], *, accumulating: bool) -> list[
 
 
 def _summed(panes: pa.Table) -> list[WindowAccuracy]:
-    """:func:`window_accuracy` of discarding panes: sums per window start, column by
+    """Per window totals from discarding pane rows: sums per window start, column by
     column (a sparse stream has a row per event)."""
     panes = panes.filter(pc.is_valid(panes.column(v.WINDOW_START_US)))
     if not panes.num_rows:
         return []
 
-    def column(name: str, missing: float) -> np.ndarray:
-        if name not in panes.column_names:
-            return np.full(panes.num_rows, missing)
-        values = panes.column(name).cast(pa.float64())
-        return pc.fill_null(values, missing).to_numpy()
+    def column(name: str, missing: float) -> np.ndarray:  # STATS_SCHEMA's: all there
+        return pc.fill_null(panes.column(name).cast(pa.float64()), missing).to_numpy()
 
     starts = panes.column(v.WINDOW_START_US).cast(pa.int64()).to_numpy()
     events, labelled = column(v.EVENTS, 0.0), column(v.LABELLED, 0.0)
@@ -138,13 +132,14 @@ def _pane_figures(
         return [], 0, 0
     if accumulating:
         rows = panes.to_pylist()
-        return (
-            window_accuracy(rows, accumulating=True),
-            late_events(rows, accumulating=True),
-            len(rows),
-        )
-    late = pc.sum(panes.filter(pc.equal(panes.column(v.PANE), str(Pane.LATE))).column(v.EVENTS))
-    return _summed(panes), int(late.as_py() or 0), panes.num_rows
+        return _last_panes(rows), _late_accumulated(rows), len(rows)
+    late = panes.filter(pc.equal(panes.column(v.PANE), str(Pane.LATE)))
+    return _summed(panes), _events(late), panes.num_rows
+
+
+def _events(panes: pa.Table | None) -> int:
+    """The events the pane rows count."""
+    return 0 if panes is None else int(pc.sum(panes.column(v.EVENTS)).as_py() or 0)
 
 
 @dataclass(frozen=True)
@@ -188,11 +183,12 @@ class RunSummary:
             for r in read_jsonl_dir(f"{output}/drift")
             if r.get("kind") == "drift"
         )
-        evaluation = read_jsonl_dir(f"{output}/evaluation")
+        evaluation = read_jsonl_table(f"{output}/evaluation", schema=STATS_SCHEMA)
         unlabelled = read_jsonl_dir(f"{output}/unlabelled")
-        delayed = bool(evaluation or unlabelled)
+        delayed = evaluation is not None or bool(unlabelled)
         if delayed:  # accuracy from the predictions joined to their late labels
-            windows = with_evaluation(windows, window_accuracy(evaluation, accumulating=False))
+            joined = [] if evaluation is None else _summed(evaluation)
+            windows = with_evaluation(windows, joined)
         return cls(
             events_in=events_in,
             predictions_out=predictions,
@@ -210,7 +206,7 @@ class RunSummary:
             feature_drift_windows=sum(
                 1 for r in read_jsonl_dir(f"{output}/feature_drift") if r["drifted_features"]
             ),
-            labels_joined=sum(int(r[v.EVENTS]) for r in evaluation) if delayed else None,
+            labels_joined=_events(evaluation) if delayed else None,
             never_labelled=sum(int(r["rows"]) for r in unlabelled),
             labels_rejected=sum(
                 int(r.get("rows", 1)) for r in read_jsonl_dir(f"{output}/label_dead_letter")
@@ -271,7 +267,7 @@ class RunSummary:
                 more = len(self.windows) - 2 * (most // 2)
                 lines.append(f"  ... {more:,} windows more (all in metrics.json and windows/)")
                 continue
-            start = _utc(w.start_us).strftime(shown)
+            start = utc(w.start_us).strftime(shown)
             acc = "   -  " if w.accuracy is None else f"{w.accuracy:6.3f}"
             versions = "" if w.min_version is None else f"v{w.min_version}"
             if w.max_version is not None and w.max_version != w.min_version:
@@ -295,10 +291,6 @@ class RunSummary:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
-
-
-def _utc(t_us: int) -> dt.datetime:
-    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=t_us)
 
 
 def _start_format(starts_us: list[int]) -> str:
@@ -335,10 +327,9 @@ def with_evaluation(
     return out
 
 
-def late_events(panes: list[dict[str, Any]], *, accumulating: bool) -> int:
-    """Events that arrived after their window's on-time pane (from the pane rows)."""
-    if not accumulating:
-        return sum(p[v.EVENTS] for p in panes if p[v.PANE] == Pane.LATE)
+def _late_accumulated(panes: list[dict[str, Any]]) -> int:
+    """Events that arrived after their window's on-time pane, from accumulating pane
+    rows (each pane counts the window's events so far)."""
     before_late: dict[tuple[Any, ...], int] = {}
     final: dict[tuple[Any, ...], int] = {}
     for p in panes:

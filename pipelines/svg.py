@@ -15,7 +15,6 @@ True
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import math
 import os
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from model.streams.time_scale import utc
 
 Values = Sequence[float] | Sequence[int] | np.ndarray
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
@@ -125,28 +126,12 @@ def _number(v: float) -> str:
     return f"{v:.6g}" if abs(v) >= 1e-4 or v == 0 else f"{v:.1e}"
 
 
-_SECOND_STEPS = (
-    1,
-    2,
-    5,
-    10,
-    15,
-    30,
-    60,
-    120,
-    300,
-    600,
-    900,
-    1800,
-    3600,
-    7200,
-    10800,
-    21600,
-    43200,
-    86400,
-    2 * 86400,
-    7 * 86400,
-    14 * 86400,
+_MINUTE, _HOUR, _DAY = 60, 3_600, 86_400
+_SECOND_STEPS = (  # time steps of date ticks, seconds to weeks
+    *(1, 2, 5, 10, 15, 30),
+    *(m * _MINUTE for m in (1, 2, 5, 10, 15, 30)),
+    *(h * _HOUR for h in (1, 2, 3, 6, 12)),
+    *(d * _DAY for d in (1, 2, 7, 14)),
 )
 _MONTH_STEPS = (1, 2, 3, 6, 12, 24, 60, 120, 240, 600, 1200)
 
@@ -167,10 +152,10 @@ def date_ticks(lo_us: float, hi_us: float, most: int = 8) -> tuple[list[float], 
         if span_s / step <= most - 1:
             first = math.ceil(lo_us / US_PER_S / step) * step
             ticks = [float(t) * US_PER_S for t in range(first, int(hi_us // US_PER_S) + 1, step)]
-            fmt = "%Y-%m-%d" if step >= 86400 else "%H:%M" if step >= 60 else "%H:%M:%S"
-            if step < 86400 and span_s > 86400:
+            fmt = "%Y-%m-%d" if step >= _DAY else "%H:%M" if step >= _MINUTE else "%H:%M:%S"
+            if step < _DAY and span_s > _DAY:
                 fmt = "%m-%d %H:%M"
-            return ticks, [_utc(t).strftime(fmt) for t in ticks]
+            return ticks, [utc(t).strftime(fmt) for t in ticks]
     lo_m = np.datetime64(int(lo_us), "us").astype("datetime64[M]").astype(np.int64)
     hi_m = np.datetime64(int(hi_us), "us").astype("datetime64[M]").astype(np.int64)
     step = next((m for m in _MONTH_STEPS if (hi_m - lo_m) / m <= most - 1), _MONTH_STEPS[-1])
@@ -178,11 +163,7 @@ def date_ticks(lo_us: float, hi_us: float, most: int = 8) -> tuple[list[float], 
     ticks = [float(np.datetime64(m, "M").astype("datetime64[us]").astype(np.int64)) for m in months]
     ticks = [t for t in ticks if t >= lo_us]
     fmt = "%Y" if step % 12 == 0 else "%Y-%m"
-    return ticks, [_utc(t).strftime(fmt) for t in ticks]
-
-
-def _utc(us: float) -> dt.datetime:
-    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(us))
+    return ticks, [utc(t).strftime(fmt) for t in ticks]
 
 
 def reduce_points(x: np.ndarray, y: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
@@ -200,15 +181,8 @@ def reduce_points(x: np.ndarray, y: np.ndarray, columns: int) -> tuple[np.ndarra
     bins = np.minimum(((x - x[0]) / span * columns).astype(np.int64), columns - 1)
     starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
     ends = np.r_[starts[1:], len(x)] - 1
-    keep = [starts, ends]
-    for reduce in (np.minimum, np.maximum):
-        best = reduce.reduceat(y, starts)
-        # the first index in each column where y reaches the column's extreme
-        hit = np.flatnonzero(y == np.repeat(best, ends - starts + 1))
-        cols = bins[hit]
-        first_hit = hit[np.r_[True, cols[1:] != cols[:-1]]]
-        keep.append(first_hit)
-    idx = np.unique(np.concatenate(keep))
+    by_y = np.lexsort((y, bins))  # by column, then by y: each column's lowest, highest
+    idx = np.unique(np.concatenate([starts, ends, by_y[starts], by_y[ends]]))
     return x[idx], y[idx]
 
 
@@ -237,10 +211,10 @@ def figure(
         f"height='{total}' viewBox='0 0 {width} {total}'>",
         f"<rect width='{width}' height='{total}' fill='white'/>",
     ]
-    shared = _x_range(panels)
+    shared = _x_range(panels) if share_x else None
     for i, panel in enumerate(panels):
-        x_lo, x_hi = shared if share_x else _x_range([panel])
-        out.append(_panel(panel, x_lo, x_hi, 0, i * height, width, height))
+        x_lo, x_hi = shared or _x_range([panel])
+        out.append(_panel(panel, x_lo, x_hi, i * height, width, height))
     out.append("</svg>\n")
     return "\n".join(out)
 
@@ -263,8 +237,8 @@ def write(path: str, panels: Sequence[Panel], **kwargs: Any) -> str:
     return os.path.basename(path)
 
 
-def _panel(p: Panel, x_lo: float, x_hi: float, left: int, top: int, w: int, h: int) -> str:
-    x0, x1 = left + _LEFT, left + w - _RIGHT
+def _panel(p: Panel, x_lo: float, x_hi: float, top: int, w: int, h: int) -> str:
+    x0, x1 = _LEFT, w - _RIGHT
     y0, y1 = top + h - _BOTTOM, top + _TOP  # y grows down: y0 is the axis
     ys = [s.y[np.isfinite(s.y)] for s in p.series]
     ys = [y for y in ys if len(y)]
@@ -348,8 +322,8 @@ def _panel(p: Panel, x_lo: float, x_hi: float, left: int, top: int, w: int, h: i
     if p.ylabel:
         mid = (y0 + y1) / 2
         out.append(
-            f"<text x='{left + 14}' y='{mid}' text-anchor='middle' "
-            f"transform='rotate(-90 {left + 14} {mid})'>{html.escape(p.ylabel)}</text>"
+            f"<text x='14' y='{mid}' text-anchor='middle' "
+            f"transform='rotate(-90 14 {mid})'>{html.escape(p.ylabel)}</text>"
         )
     out.append("</g>")
     return "".join(out)

@@ -260,23 +260,26 @@ def count_parquet_rows(directory: str) -> int:
 def read_jsonl_table(directory: str, schema: pa.Schema) -> pa.Table | None:
     """The JSONL part files under ``directory``, records of ``schema`` (window
     statistics), as one table (Arrow's JSON reader; None if there are none)."""
-    matches = FileSystems.match([FileSystems.join(directory, "part-*.jsonl")])[0]
-    tables = []
-    for m in sorted(matches.metadata_list, key=lambda m: m.path):
-        with FileSystems.open(m.path) as f:
-            data = f.read()
-        if data.strip():
-            options = pa_json.ParseOptions(explicit_schema=schema)
-            tables.append(pa_json.read_json(pa.py_buffer(data), parse_options=options))
-    return pa.concat_tables(tables) if tables else None
+    data = b"".join(_jsonl_parts(directory))
+    if not data.strip():
+        return None
+    options = pa_json.ParseOptions(explicit_schema=schema)
+    return pa_json.read_json(pa.py_buffer(data), parse_options=options)
 
 
 def read_jsonl_dir(directory: str) -> list[dict[str, Any]]:
     """All records of the JSONL part files under ``directory``."""
-    matches = FileSystems.match([FileSystems.join(directory, "part-*.jsonl")])[0]
     rows: list[dict[str, Any]] = []
-    for m in sorted(matches.metadata_list, key=lambda m: m.path):
-        with FileSystems.open(m.path) as f:
-            lines = [line for line in f.read().decode().splitlines() if line]
+    for data in _jsonl_parts(directory):
+        lines = [line for line in data.decode().splitlines() if line]
         rows.extend(json.loads("[" + ",".join(lines) + "]"))  # one parse per file
     return rows
+
+
+def _jsonl_parts(directory: str) -> Iterator[bytes]:
+    """The bytes of each JSONL part file under ``directory``, in name order (each
+    ends with a line end: the writers end every record with one)."""
+    matches = FileSystems.match([FileSystems.join(directory, "part-*.jsonl")])[0]
+    for m in sorted(matches.metadata_list, key=lambda m: m.path):
+        with FileSystems.open(m.path) as f:
+            yield f.read()

@@ -42,7 +42,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from model import batch as mb
 from model.batch import decode_batch, encode_batch
-from model.vocabulary import NAMESPACE, DeadLetter, Metric, Stage
+from model.vocabulary import DeadLetter, Stage
 from transforms.window.lateness import dead_letter
 
 _EVENT, _LABEL = b"E", b"L"
@@ -98,21 +98,13 @@ class Expiry:
 
     def of(self, batch: pa.RecordBatch) -> np.ndarray:
         """Each row's expiry (microseconds)."""
-        times = mb.event_times_us(batch) - self.offset_us
-        return (times // self.window_us + 1) * self.window_us + self.offset_us + self.lateness_us
+        starts = mb.window_start_us(mb.event_times_us(batch), self.window_us, self.offset_us)
+        return starts + self.window_us + self.lateness_us
 
 
 class _JoinDoFn(beam.DoFn):
-    def __init__(self, expiry: Expiry, counts: bool) -> None:
+    def __init__(self, expiry: Expiry) -> None:
         self._expiry = expiry
-        self._counts = counts
-
-    def setup(self) -> None:
-        self._joined = beam.metrics.Metrics.counter(NAMESPACE, Metric.LABELS_JOINED)
-
-    def _count(self, counter: Any, rows: int) -> None:
-        if self._counts:  # one of several joins of the same rows counts them
-            counter.inc(rows)
 
     def process(
         self,
@@ -131,7 +123,6 @@ class _JoinDoFn(beam.DoFn):
             pair = (batch, pool) if kind == _EVENT else (pool, batch)
             matched, event_hit, label_hit, duplicate = attach_labels(*pair)
             if matched.num_rows:
-                self._count(self._joined, matched.num_rows)
                 yield matched
             if duplicate.any():
                 labels_in = batch if kind == _LABEL else pool
@@ -255,9 +246,8 @@ class JoinLabels(beam.PTransform):
     """Join a stream of label batches to the event batches, by ``event_id``.
 
     ``window_s`` (and ``offset_s``): the windows rows wait by, ``allowed_lateness_s``
-    after their end; ``counts``: whether this join counts the joined rows in the
-    pipeline's metrics (one of two joins of the same rows does; the unlabelled rows
-    are counted by whoever writes the ``unlabelled`` output)."""
+    after their end. Whoever writes its outputs counts their rows (a pipeline may join
+    the same rows twice: to learn from them, and to evaluate them)."""
 
     def __init__(
         self,
@@ -266,7 +256,6 @@ class JoinLabels(beam.PTransform):
         window_s: float,
         allowed_lateness_s: float,
         offset_s: float = 0.0,
-        counts: bool = True,
     ) -> None:
         super().__init__()
         self._labels = labels
@@ -276,7 +265,7 @@ class JoinLabels(beam.PTransform):
             round(offset_s * 1_000_000),
         )
         self._gate = _LateLabelsDoFn(expiry)
-        self._fn = _JoinDoFn(expiry, counts)
+        self._fn = _JoinDoFn(expiry)
 
     def expand(self, events: beam.PCollection) -> JoinOut:
         gated = self._labels | "GateLateLabels" >> beam.ParDo(self._gate).with_output_types(
