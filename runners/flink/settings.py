@@ -105,6 +105,12 @@ def job_args(settings: FlinkSettings, flink_minor: str = FLINK_MINOR) -> list[st
         # sources end) alive for ever, so the job would never end; they shut down
         # after this long idle instead (no checkpoints are taken after that).
         args.append(f"--shutdown_sources_after_idle_ms={IDLE_SOURCE_SHUTDOWN_MS}")
+        # Finish the bundle (and send the watermark on) at each checkpoint: otherwise a
+        # splittable read that resumes at once (Flink keeps whole seconds of its
+        # resume delay: none) starts its next bundle before the runner's scheduled
+        # watermark update, the read's watermark never moves and no window fires;
+        # and outputs of the bundle a checkpoint cut would wait in operator state.
+        args.append("--finish_bundle_before_checkpointing")
     if settings.state_backend is not None:
         backend = _BACKEND_NAMES.get(flink_minor, {}).get(settings.state_backend)
         args += [

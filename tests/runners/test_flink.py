@@ -72,6 +72,8 @@ def test_runner_arguments(tmp_path):
     assert any("--add-opens=java.base/java.lang" in a for a in args)
     # Finite sources must shut down for a checkpointed job to end.
     assert f"--shutdown_sources_after_idle_ms={flink.IDLE_SOURCE_SHUTDOWN_MS}" in args
+    # A checkpoint finishes the bundle: a splittable read's watermark moves on.
+    assert "--finish_bundle_before_checkpointing" in args
 
 
 def test_runner_arguments_for_the_assembled_flink_1_19_job_server(tmp_path, monkeypatch):

@@ -102,11 +102,19 @@ def test_stop_ends_the_process_by_pid_and_frees_its_ports(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("runner", ["PrismRunner", "FlinkRunner"])
-def test_a_live_read_gives_the_bounded_reads_predictions(kafka_broker, tmp_path, runner):
-    # Prism and the embedded Flink read the topic live, until it has been idle for two
-    # seconds; the DirectRunner reads it to its end offsets: the same predictions, by the
-    # same model versions (a Beam window a window in both: a live read is not framed)
+@pytest.mark.parametrize(
+    ("runner", "checkpoint_ms"),
+    [("PrismRunner", None), ("FlinkRunner", None), ("FlinkRunner", 1000)],
+    ids=["prism", "flink", "flink-checkpointed"],
+)
+def test_a_live_read_gives_the_bounded_reads_predictions(
+    kafka_broker, tmp_path, runner, checkpoint_ms
+):
+    # Prism and the embedded Flink (with checkpoints every second, too) read the topic
+    # live, until it has been idle for two seconds (checkpointed: eight, past Flink's
+    # shutdown of idle sources); the DirectRunner reads it to its end
+    # offsets: the same predictions, by the same model versions (a Beam window a window
+    # in both: a live read is not framed)
     from runners import flink, prism
     from tests.outputs import run_and_read
 
@@ -115,12 +123,18 @@ def test_a_live_read_gives_the_bounded_reads_predictions(kafka_broker, tmp_path,
     except (prism.PrismUnavailable, flink.FlinkUnavailable) as err:
         pytest.skip(str(err))
     csv = Path(__file__).parents[2] / "benchmarks" / "data" / "weather" / "weather.csv"
-    topic = f"live-{runner.lower()}"
+    topic = f"live-{runner.lower()}-{checkpoint_ms}"
     args = ["--bootstrap", kafka_broker.bootstrap, "--topic", topic]
     assert cli(["produce", *args, "--partitions", "2", "--input", str(csv),
                 "--label-column", "target", "--events", "1500"]) == 0  # fmt: skip
     base = ["--source", "kafka", *args, "--label-column", "target", "--frame", "1"]
     bounded = run_and_read("DirectRunner", base, tmp_path / "direct")
-    live = ["--runner", runner, "--kafka-until", "never", "--kafka-stop-idle", "2"]
-    assert run_and_read(runner, [*base, *live], tmp_path / "live") == bounded
+    idle = "2" if checkpoint_ms is None else str(2 + flink.IDLE_SOURCE_SHUTDOWN_MS // 1000)
+    live = ["--runner", runner, "--kafka-until", "never", "--kafka-stop-idle", idle]
+    settings = (
+        {}
+        if checkpoint_ms is None
+        else {"flink": flink.FlinkSettings(checkpointing_interval_ms=checkpoint_ms)}
+    )
+    assert run_and_read(runner, [*base, *live], tmp_path / "live", **settings) == bounded
     assert len(bounded) == 1500

@@ -30,8 +30,9 @@ Runners: Prism and Flink run ``until="never"`` live (the tests compare a live re
 each with a bounded one). Beam's streaming DirectRunner (the BundleBasedDirectRunner)
 fails on this splittable DoFn in our runs ("... was not replaced as expected"), so the
 command line reads to the end offsets there, on the FnApiRunner (a bounded run). On
-Flink with checkpointing on, this read's windows did not fire in our runs (Beam 2.70's
-job server, Flink 1.19): checkpointed restores of its offsets are not tested yet.
+Flink with checkpointing on, :mod:`runners.flink` has each checkpoint finish the bundle
+(without it this read's watermark never moved: a test compares a checkpointed live read
+with a bounded one); restores of its offsets after a failure are not tested yet.
 """
 
 from __future__ import annotations
