@@ -165,13 +165,15 @@ class StatsTable:
 
 _INT, _FLOAT, _TEXT = pa.int64(), pa.float64(), pa.string()
 # the rows the sinks write: v.STATS_FIELDS, typed
-STATS_SCHEMA = pa.schema(
+_TYPES = dict(
     zip(
         v.STATS_FIELDS,
         (_TEXT, _INT, _INT, _TEXT, _INT, pa.bool_(), _INT, _FLOAT, _INT, _FLOAT, _INT, _INT),
         strict=True,
     )
 )
+# in name order: the JSON lines of windows/ keep their keys sorted, as they always had
+STATS_SCHEMA = pa.schema(sorted(_TYPES.items()))
 
 
 def window_stats_rows(
@@ -233,7 +235,8 @@ def _rows(
         _versions(m[:, 4]),
         _versions(m[:, 5]),
     ]  # fmt: skip
-    return pa.RecordBatch.from_arrays(columns, schema=STATS_SCHEMA)
+    named = dict(zip(v.STATS_FIELDS, columns, strict=True))
+    return pa.RecordBatch.from_arrays([named[n] for n in STATS_SCHEMA.names], schema=STATS_SCHEMA)
 
 
 def _versions(values: np.ndarray) -> pa.Array:

@@ -109,11 +109,12 @@ def test_part_files_hold_plain_string_keys_whatever_the_batches_carried():
 
 def test_window_rows_read_back_with_their_schema_whatever_the_keys_look_like(tmp_path):
     from model.stats import STATS_SCHEMA
+    from model.vocabulary import STATS_FIELDS
     from transforms.io.sinks import batch_to_json_lines, read_jsonl_table
 
     def rows(key: str, start: int) -> pa.RecordBatch:
         values = [key, start, start + 10, "ON_TIME", 0, False, 3, None, 0, None, None, None]
-        return pa.RecordBatch.from_pylist([dict(zip(STATS_SCHEMA.names, values, strict=True))],
+        return pa.RecordBatch.from_pylist([dict(zip(STATS_FIELDS, values, strict=True))],
                                           schema=STATS_SCHEMA)  # fmt: skip
 
     # a key that looks like a date, and one that does not, in two part files;
