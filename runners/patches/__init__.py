@@ -15,6 +15,8 @@ sampler's sleep). Each module here removes one such cost without changing any re
   scheduled on its consumers (streaming);
 - :mod:`~runners.patches.known_windows`: a trigger's known-window test a lookup
   (both);
+- :mod:`~runners.patches.finished_windows`: a grouping step's finished windows
+  forgotten once past their allowed lateness (streaming);
 - :mod:`~runners.patches.side_inputs`: a windowed side input looked up by window,
   not scanned (streaming);
 - :mod:`~runners.patches.state_weight`: plain state weighed cheaply (bounded);
@@ -44,6 +46,7 @@ from contextlib import contextmanager
 from runners.patches import (
     dofn_specs,
     empty_bundles,
+    finished_windows,
     immutable_copies,
     known_windows,
     method_arguments,
@@ -62,6 +65,7 @@ PATCHES: tuple[Patch, ...] = (
     pickle_once.PATCH,
     immutable_copies.PATCH,
     empty_bundles.PATCH,
+    finished_windows.PATCH,
     side_inputs.PATCH,
     known_windows.PATCH,
     state_weight.PATCH,

@@ -46,6 +46,9 @@ def _patched_attributes() -> dict[str, object]:
         "StateSampler.__init__": vars(statesampler.StateSampler)["__init__"],
         "_pvalue_to_value": vars(evaluation_context._SideInputsContainer)["_pvalue_to_value"],
         "known_windows": vars(trigger.MergeableStateAdapter)["known_windows"],
+        "GroupAlsoByWindow.process_element": vars(
+            transform_evaluator._StreamingGroupAlsoByWindowEvaluator
+        )["process_element"],
     }
 
 
@@ -160,6 +163,67 @@ def test_a_trigger_tests_known_windows_by_lookup():
     adapter.add_state("w2", trigger._ListStateTag("x"), 2)
     known = adapter.known_windows()
     assert "w2" in known and "w3" not in known and list(known) == ["w1", "w2"]
+
+
+class _Pane(beam.DoFn):
+    def process(self, kv, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        yield (int(window.start), pane.timing, pane.index, sorted(kv[1]))
+
+
+def _windowed_panes(patched: bool, windows: int) -> tuple[list, int]:
+    """The panes of ``windows`` fixed windows of one key, with late data inside and
+    past the allowed lateness, and the most windows a key's grouping state held."""
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms import trigger, window
+    from apache_beam.utils.timestamp import Timestamp
+
+    from tests.collect import Collect, take
+
+    stream = TestStream()
+    for w in range(windows):
+        stream = stream.add_elements([window.TimestampedValue(("k", w), w * 10 + 1)])
+        if w >= 4:  # late: one within the lateness (20 s), one past it (dropped)
+            stream = stream.add_elements([window.TimestampedValue(("k", -w), (w - 2) * 10 + 5)])
+            stream = stream.add_elements([window.TimestampedValue(("k", 1000 + w), (w - 4) * 10)])
+        stream = stream.advance_watermark_to(Timestamp(w * 10 + 10))
+    held: list[int] = []
+    copy = trigger.InMemoryUnmergedState.copy
+
+    def counting(state):
+        held.append(len(state.state))
+        return copy(state)
+
+    p = beam.Pipeline(runner=direct_runner(streaming=True), options=direct_options(streaming=True))
+    _ = (
+        p
+        | stream.advance_watermark_to_infinity()
+        | beam.WindowInto(
+            window.FixedWindows(10),
+            trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+            accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+            allowed_lateness=20,
+        )
+        | beam.GroupByKey()
+        | beam.ParDo(_Pane())
+        | beam.ParDo(Collect("panes"))
+    )
+    trigger.InMemoryUnmergedState.copy = counting
+    try:
+        with patches.applied(streaming=True) if patched else _nothing():
+            p.run().wait_until_finish()
+    finally:
+        trigger.InMemoryUnmergedState.copy = copy
+    return sorted(take("panes")), max(held)
+
+
+def test_finished_windows_are_forgotten_and_no_pane_changes():
+    plain, plain_held = _windowed_panes(False, 60)
+    patched, patched_held = _windowed_panes(True, 60)
+    assert patched == plain
+    assert len({p[0] for p in plain}) == 60 and any(p[2] > 0 for p in plain)  # late panes
+    assert all(v < 1000 for p in plain for v in p[3])  # too late: dropped by Beam
+    assert plain_held >= 60  # Beam: every window ever seen, to the end
+    assert patched_held <= 6  # patched: those within their allowed lateness
 
 
 def test_timestamps_and_windows_are_shared_by_deep_copies_only_while_patched():
