@@ -49,6 +49,7 @@ from model.vocabulary import (
     FEATURES,
     KEY,
     LABEL,
+    LABEL_TIME,
     MODEL_VERSION,
     PREDICTION,
     SCORE,
@@ -416,10 +417,16 @@ def watermark_of(batch: pa.RecordBatch) -> int | None:
 LABELS_ONLY_KEY = b"sml_labels_only"
 
 
-def label_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """The labels of ``batch``'s rows, as a batch of labels only."""
-    names = [c for c in (KEY, EVENT_TIME, EVENT_ID, LABEL) if c in batch.schema.names]
+def label_batch(batch: pa.RecordBatch, delay_us: int | None = None) -> pa.RecordBatch:
+    """The labels of ``batch``'s rows, as a batch of labels only; with ``delay_us``,
+    each known that long after its event (the ``label_time`` column)."""
+    names = [c for c in (KEY, EVENT_TIME, EVENT_ID, LABEL, LABEL_TIME) if c in batch.schema.names]
     labels = batch.select(names)
+    if delay_us is not None:
+        if LABEL_TIME in names:
+            labels = labels.drop_columns([LABEL_TIME])
+        known = times_array(event_times_us(labels) + delay_us)
+        labels = labels.append_column(pa.field(LABEL_TIME, EVENT_TIME_TYPE), known)
     meta = dict(labels.schema.metadata or {})
     meta[LABELS_ONLY_KEY] = b"1"
     return labels.replace_schema_metadata(meta)
@@ -435,9 +442,20 @@ def without_labels(batch: pa.RecordBatch) -> pa.RecordBatch:
     return batch if index < 0 else batch.remove_column(index)
 
 
-def shift_event_times(batch: pa.RecordBatch, us: int) -> pa.RecordBatch:
-    """``batch`` with every event time ``us`` later (e.g. to when its label was known)."""
+def label_times_us(batch: pa.RecordBatch) -> np.ndarray:
+    """When each row's label became known (``label_time``), as int64 microseconds."""
+    return batch.column(LABEL_TIME).to_numpy(zero_copy_only=False).view(np.int64)
+
+
+def at_label_time(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` (labelled events that carry ``label_time``) with each event time moved
+    to when its label became known, and no ``label_time``: what a learner may learn
+    at a time, and no earlier."""
     index = batch.schema.get_field_index(EVENT_TIME)
-    times = event_times_us(batch) + us
-    column = pa.Array.from_buffers(EVENT_TIME_TYPE, len(times), [None, pa.py_buffer(times)])
-    return batch.set_column(index, EVENT_TIME, column)
+    moved = batch.set_column(index, EVENT_TIME, times_array(label_times_us(batch)))
+    return moved.drop_columns([LABEL_TIME])
+
+
+def times_array(times_us: np.ndarray) -> pa.Array:
+    times = np.ascontiguousarray(times_us, dtype=np.int64)
+    return pa.Array.from_buffers(EVENT_TIME_TYPE, len(times), [None, pa.py_buffer(times)])

@@ -27,6 +27,7 @@ EVENT_TIME = "event_time"
 FEATURES = "features"
 LABEL = "label"
 EVENT_ID = "event_id"
+LABEL_TIME = "label_time"  # a label-only batch: when each label became known
 
 # -- columns a scorer adds (prediction rows) -------------------------------------------
 PREDICTION = "prediction"

@@ -75,23 +75,30 @@ def _join(labels: beam.PCollection, cfg: PipelineConfig, horizon_s: float) -> Jo
         window_s=frame_s,
         allowed_lateness_s=horizon_s,
         offset_s=cfg.window.offset_s,
+        timely=cfg.streaming,
     )
 
 
-def _no_watermark(batch: pa.RecordBatch) -> pa.RecordBatch:
+def _evaluated(batch: pa.RecordBatch) -> pa.RecordBatch:
     # joined when its label came, long after the source's watermark passed it: to be
-    # windowed by its event time, not judged late again
+    # windowed by its event time, not judged late again (and counted as a prediction)
+    if mb.LABEL_TIME in batch.schema.names:
+        batch = batch.drop_columns([mb.LABEL_TIME])
     return batch.replace_schema_metadata(None)
 
 
 def _evaluate(
-    predictions: beam.PCollection, labels: beam.PCollection, cfg: PipelineConfig
+    predictions: beam.PCollection,
+    labels: beam.PCollection,
+    rejected: beam.PCollection | None,
+    cfg: PipelineConfig,
 ) -> beam.PCollection:
     """Prequential accuracy on delayed labels: each prediction joined (by ``event_id``)
     to its label when that comes, windowed by its event time again, and counted per
     window into ``<output>/evaluation/``; predictions whose label never came into
-    ``<output>/unlabelled/``, labels that found no prediction into
-    ``<output>/label_dead_letter/``. Returns the windowed, labelled predictions."""
+    ``<output>/unlabelled/``, labels that found no prediction (or, ``rejected``, that
+    could not be read) into ``<output>/label_dead_letter/``. Returns the windowed,
+    labelled predictions."""
     horizon_s = cfg.label_horizon_s
     joined = predictions | "JoinEvaluationLabels" >> _join(labels, cfg, horizon_s)
     # the panes of labels that come late fire late: allowed for the label horizon, and
@@ -100,7 +107,7 @@ def _evaluate(
     late = TriggerSpec(allowed_lateness_s=horizon_s + 2 * frame_s)
     evaluated = (
         joined.labelled
-        | "EvaluatedInEventTime" >> beam.Map(_no_watermark)
+        | "EvaluatedInEventTime" >> beam.Map(_evaluated)
         | "EvaluationWindow" >> EventTimeWindow(cfg.window, late)
     )
     out = cfg.output
@@ -111,7 +118,10 @@ def _evaluate(
     _ = joined.unlabelled | "WriteUnlabelled" >> WriteRecords(
         os.path.join(out, "unlabelled"), counter=Metric.EVENTS_UNLABELLED
     )
-    _ = joined.dead_letter | "WriteLabelDeadLetters" >> WriteRecords(
+    dead = joined.dead_letter
+    if rejected is not None:
+        dead = (dead, rejected) | "AllLabelDeadLetters" >> beam.Flatten()
+    _ = dead | "WriteLabelDeadLetters" >> WriteRecords(
         os.path.join(out, "label_dead_letter"), counter=Metric.LABELS_REJECTED
     )
     return evaluated.batches
@@ -123,7 +133,7 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     batches = source.batches
     labels = None
     if cfg.delays_labels:  # scored without their labels; joined to them later
-        split = batches | "SplitLabels" >> SplitLabels()
+        split = batches | "SplitLabels" >> SplitLabels(cfg.label_delay_s)
         batches, labels = split.events, split.labels
     events = batches
     if cfg.lags_labels:
@@ -134,8 +144,7 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
         joined = windowed.batches | "JoinTrainingLabels" >> _join(labels, cfg, cfg.label_horizon_s)
         # learned when the label is known, not before: a window's version learns the
         # labels that came during the window (scores the next one), as live
-        delay_us = round((cfg.label_delay_s or 0.0) * 1e6)
-        training = joined.labelled | "LearnWhenKnown" >> beam.Map(mb.shift_event_times, delay_us)
+        training = joined.labelled | "LearnWhenKnown" >> beam.Map(mb.at_label_time)
     online = windowed.batches | "Online" >> OnlineClassifier(
         model_factory(cfg),
         cfg.online,
@@ -146,7 +155,7 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     )
     judged = online.predictions  # scored rows with their labels: what drift is watched on
     if labels is not None:
-        judged = _evaluate(online.predictions, labels, cfg)
+        judged = _evaluate(online.predictions, labels, source.label_dead_letter, cfg)
     _ = online.updates | "SaveVersions" >> beam.ParDo(
         _SaveVersions(os.path.join(cfg.output, "models"))
     )

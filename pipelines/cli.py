@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import yaml
 
+from model import batch as mb
 from model.learn.learner import LearnerConfig
 from model.online.config import OnlineConfig
 from model.streams import tfrecord, topics
 from model.streams.csv_parse import (
     CsvFormat,
+    feature_names,
     head_batches,
     head_event_times_us,
     head_num_classes,
 )
+from model.streams.label_file import LabelFormat, parse_label_lines
 from model.streams.records import RecordFormat, decode_records, infer_format
 from model.streams.synthetic import SyntheticConfig
 from model.streams.time_scale import (
@@ -85,6 +89,7 @@ class _FromData:
     frame: int = 1
     notes: tuple[str, ...] = ()
     record_features: tuple[str, ...] = ()  # a Kafka topic's, in its records' order
+    label_wait_s: float = 0.0  # --labels: how long an event waits for its label
 
 
 def _topic_head(args: argparse.Namespace) -> tuple[RecordFormat, list[Any]]:
@@ -110,23 +115,68 @@ def _head(args: argparse.Namespace, inputs: tuple[str, ...]) -> list[Any] | None
         return None
     fmt = CsvFormat(
         kind="nab" if args.source == "nab" else "generic",
-        label_column=args.label_column,
+        label_column=None if args.labels else args.label_column,
         time_column=args.time_column,
     )
     try:
         if args.source == "tfrecord":
-            return tfrecord.head_batches(inputs[0], fmt)
-        return head_batches(inputs[0], fmt)
+            head = tfrecord.head_batches(inputs[0], fmt)
+        else:
+            head = head_batches(inputs[0], fmt)
+            if args.labels and args.label_column in feature_names(inputs[0], fmt):
+                msg = f"has the label column {args.label_column!r}, and --labels gives the labels"
+                raise ValueError(msg)
     except (OSError, ValueError) as err:
         raise BadInputError(f"{inputs[0]}: {err}") from None
+    return head
+
+
+@dataclass(frozen=True)
+class _LabelFile:
+    """What the defaults take from a labels file: its first labels (for the classes)
+    and the longest time from an event to its label."""
+
+    head: list[Any]
+    longest_wait_s: float
+
+
+def _label_file(args: argparse.Namespace, inputs: tuple[str, ...]) -> _LabelFile:
+    if args.source not in ("csv", "tfrecord"):
+        raise UsageError(
+            f"--labels: a labels file goes with --source csv or tfrecord, not {args.source}"
+        )
+    if not args.label_column:
+        raise UsageError("--labels needs --label-column: the labels file's label column")
+    fmt = LabelFormat(
+        args.label_column,
+        time_column=args.time_column,
+        label_time_column=args.label_time_column,
+        default_key=os.path.basename(inputs[0]) if len(inputs) == 1 else None,
+    )
+    head: list[Any] = []
+    longest = 0
+    try:
+        with open(args.labels, encoding="utf-8", errors="replace", newline="") as f:
+            for chunk in parse_label_lines(f, fmt, args.labels):
+                if chunk.batch is None:
+                    continue
+                if not head:
+                    head.append(chunk.batch)
+                waits = mb.label_times_us(chunk.batch) - mb.event_times_us(chunk.batch)
+                longest = max(longest, int(waits.max()))
+    except (OSError, ValueError) as err:
+        raise BadInputError(f"--labels: {err}") from None
+    return _LabelFile(head, longest / mb.US_PER_SECOND)
 
 
 def mode_of(args: argparse.Namespace) -> Mode:
     """``--mode`` as given, else coupled (exact prequential), or decoupled when labels
-    come later than their events (``--label-delay``: a coupled step learns on arrival)."""
+    come later than their events (``--label-delay``, ``--labels``: a coupled step learns
+    on arrival)."""
     if args.mode is not None:
         return cast(Mode, args.mode)
-    return "decoupled" if args.label_delay is not None else "coupled"
+    late = args.label_delay is not None or args.labels is not None
+    return "decoupled" if late else "coupled"
 
 
 def _from_data(args: argparse.Namespace, inputs: tuple[str, ...]) -> _FromData:
@@ -138,11 +188,14 @@ def _from_data(args: argparse.Namespace, inputs: tuple[str, ...]) -> _FromData:
     spacing_s = 0.0
     features: tuple[str, ...] = ()
     head: list[Any] | None
+    labels = None
     if args.source == "kafka":
         fmt, head = _topic_head(args)
         features = fmt.features
     else:
         head = _head(args, inputs)
+        if args.labels is not None:
+            labels = _label_file(args, inputs)
     if head is None:
         size = SYNTHETIC_WINDOW_S if size is None else size
         classes = 2 if classes is None else classes
@@ -159,7 +212,7 @@ def _from_data(args: argparse.Namespace, inputs: tuple[str, ...]) -> _FromData:
                 size = scale.window_s
                 notes.append(f"window size: {scale.describe()}; --window-size to choose")
         if classes is None:
-            classes = head_num_classes(head) or 2
+            classes = head_num_classes(labels.head if labels is not None else head) or 2
             if args.label_column is not None:
                 notes.append(
                     f"classes: {classes} (labels 0..{classes - 1} seen in the first rows; "
@@ -184,7 +237,14 @@ def _from_data(args: argparse.Namespace, inputs: tuple[str, ...]) -> _FromData:
         lateness = LATENESS_WINDOWS * size
     if lag is None:
         lag = spacing_s
-    return _FromData(size, lateness, lag, classes, frame, tuple(notes), features)
+    wait = args.label_wait
+    if wait is None and labels is not None:
+        wait = labels.longest_wait_s
+        notes.append(
+            f"label wait: {duration(wait)} (the longest an event waits for its label in "
+            f"{args.labels}); --label-wait to choose"
+        )
+    return _FromData(size, lateness, lag, classes, frame, tuple(notes), features, wait or 0.0)
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
@@ -260,7 +320,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         frozenset(k.strip() for k in args.allowed_keys.split(",")) if args.allowed_keys else None
     )
     return _section(
-        "--pipeline/--source/--input/--label-column/--num-classes/--max-classes/--window"
+        "--pipeline/--source/--input/--label-column/--labels/--label-wait/--num-classes"
+        "/--max-classes/--window"
         "/--mode/--per-key/--drift-detector",
         lambda: PipelineConfig(
             output=args.output,
@@ -288,6 +349,9 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             max_classes=args.max_classes,
             lag_label=args.lag_label,
             label_delay_s=args.label_delay,
+            labels_path=args.labels,
+            label_time_column=args.label_time_column,
+            label_wait_s=times.label_wait_s,
             drift_detector=args.drift_detector,
             feature_drift=args.feature_drift,
             notes=times.notes + streaming_notes,

@@ -16,9 +16,10 @@ from model.mlp import MLPClassifier
 from model.online.config import OnlineConfig
 from model.streams import tfrecord
 from model.streams.csv_parse import CsvFormat, check_header
+from model.streams.label_file import LabelFormat
 from model.streams.records import RecordFormat
 from model.streams.synthetic import SyntheticConfig
-from model.vocabulary import Metric
+from model.vocabulary import LABEL_TIME, Metric
 from runners.direct import executes_test_stream_in_python
 from transforms.io.kafka import KafkaRead, KafkaSource
 from transforms.io.sinks import WriteBatches, WriteRecords
@@ -71,6 +72,12 @@ class PipelineConfig:
     # (streaming replays; bounded runs part labels from events alike): scored without
     # it, evaluated and learned from when it comes (joined by event_id)
     label_delay_s: float | None = None
+    # classify (decoupled): labels from this file instead (model.streams.label_file),
+    # each learned from when the source's watermark passes its label time; an event
+    # waits label_wait_s (event time) past its window's end for its label
+    labels_path: str | None = None
+    label_time_column: str = LABEL_TIME
+    label_wait_s: float = 0.0
     notes: tuple[str, ...] = ()  # how defaults were chosen, for the summary
     # source kafka: where, which topic, its records' feature fields, and how far to read
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -88,16 +95,18 @@ class PipelineConfig:
     @property
     def delays_labels(self) -> bool:
         """The classify pipeline joins labels that arrive after their events."""
-        return self.label_delay_s is not None and self.pipeline == "classify"
+        late = self.label_delay_s is not None or self.labels_path is not None
+        return late and self.pipeline == "classify"
 
     @property
     def label_horizon_s(self) -> float:
         """How long after a window's end its events wait for their labels (and labels
-        for their events): the allowed lateness, the label delay, and a Beam window (a
-        replay hands labels on within one of their time, see
-        :mod:`model.streams.delayed`)."""
+        for their events): the allowed lateness, the label delay (or a labels file's
+        wait), and a Beam window (a replay hands labels on within one of their time,
+        see :mod:`model.streams.delayed`)."""
         frame_s = self.window.size_s * self.window.frame
-        return self.trigger.allowed_lateness_s + (self.label_delay_s or 0.0) + frame_s
+        wait_s = self.label_wait_s if self.labels_path is not None else self.label_delay_s
+        return self.trigger.allowed_lateness_s + (wait_s or 0.0) + frame_s
 
     @property
     def detects_drift(self) -> bool:
@@ -139,6 +148,17 @@ class PipelineConfig:
         if self.label_delay_s is not None and self.label_delay_s < 0:
             msg = f"label delay must be >= 0 seconds, got {self.label_delay_s!r}"
             raise ValueError(msg)
+        if self.labels_path is not None:
+            if self.label_delay_s is not None:
+                raise ValueError("labels come from a labels file or after a delay, not both")
+            if self.source not in ("csv", "tfrecord"):
+                msg = f"a labels file goes with a csv or tfrecord source, got {self.source!r}"
+                raise ValueError(msg)
+            if self.label_column is None:
+                raise ValueError("a labels file needs --label-column: its label column")
+            if self.label_wait_s < 0:
+                msg = f"label wait must be >= 0 seconds, got {self.label_wait_s!r}"
+                raise ValueError(msg)
         if self.delays_labels and self.mode == "coupled":
             msg = "delayed labels need mode='decoupled' (coupled learns each batch on arrival)"
             raise ValueError(msg)
@@ -158,12 +178,27 @@ class PipelineConfig:
 
 
 def csv_format(cfg: PipelineConfig) -> CsvFormat:
+    """The events' format (with a labels file, the events carry no labels)."""
+    labels = None if cfg.labels_path is not None else cfg.label_column
     return CsvFormat(
         kind="nab" if cfg.source == "nab" else "generic",
-        label_column=cfg.label_column,
+        label_column=labels,
         time_column=cfg.time_column,
         allowed_keys=cfg.allowed_keys,
-        num_classes=None if cfg.label_column is None else label_classes(cfg),
+        num_classes=None if labels is None else label_classes(cfg),
+    )
+
+
+def label_format(cfg: PipelineConfig) -> LabelFormat:
+    """A labels file's format: its labels are for the events' key when it has no key
+    column and there is one input file (whose name is the key)."""
+    assert cfg.label_column is not None
+    return LabelFormat(
+        cfg.label_column,
+        time_column=cfg.time_column,
+        label_time_column=cfg.label_time_column,
+        default_key=os.path.basename(cfg.inputs[0]) if len(cfg.inputs) == 1 else None,
+        num_classes=label_classes(cfg),
     )
 
 
@@ -214,6 +249,7 @@ def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
         file_format="tfrecord" if cfg.source == "tfrecord" else "csv",
         label_delay_s=cfg.label_delay_s if cfg.delays_labels else None,
         label_span_s=cfg.window.size_s * cfg.window.frame,
+        labels=None if cfg.labels_path is None else (cfg.labels_path, label_format(cfg)),
     )
 
 

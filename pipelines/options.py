@@ -278,6 +278,29 @@ def build_parser() -> argparse.ArgumentParser:
         "and learned from when it comes; turns --lag-label off",
     )
     learn.add_argument(
+        "--labels",
+        default=None,
+        metavar="FILE",
+        help="labels from a CSV file instead of the input (decoupled mode, the default "
+        "with it): columns event_id, the events' time column, the label column, "
+        "label_time (when the label became known) and key (unless the one input's name "
+        "is the key); each prediction is evaluated and learned from once the stream's "
+        "watermark passes its label_time, as with --label-delay; bad rows go to "
+        "<output>/label_dead_letter/",
+    )
+    learn.add_argument(
+        "--label-time-column",
+        default="label_time",
+        help="--labels: the column saying when each label became known",
+    )
+    learn.add_argument(
+        "--label-wait",
+        type=float,
+        default=None,
+        help="--labels: seconds of event time an event waits for its label past its "
+        "window's end and the allowed lateness (default: the longest wait in the file)",
+    )
+    learn.add_argument(
         "--drift-detector",
         default="page-hinkley",
         choices=["page-hinkley", "adwin", "ddm", "none"],

@@ -249,7 +249,7 @@ class RunSummary:
         return [
             f"labels joined    {self.labels_joined:>12,}  (predictions evaluated on late labels)",
             f"never labelled   {self.never_labelled:>12,}  (predictions = joined + never: {check})",
-            f"labels rejected  {self.labels_rejected:>12,}  (too late, or for no event)",
+            f"labels rejected  {self.labels_rejected:>12,}  (late, for no event, or unreadable)",
         ]
 
     def window_lines(self, most: int = SHOWN_WINDOWS) -> list[str]:

@@ -173,7 +173,7 @@ def usable_features(feats: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(feats)) and not np.any(np.abs(feats) > MAX_ABS_VALUE))
 
 
-def _int(text: str, column: str) -> int:
+def int_value(text: str, column: str) -> int:
     try:
         return int(text.strip())
     except ValueError:
@@ -189,7 +189,7 @@ def _int(text: str, column: str) -> int:
 
 
 def _label(text: str, column: str, num_classes: int | None) -> int:
-    return check_class(_int(text, column), text.strip(), f"column {column!r}", num_classes)
+    return check_class(int_value(text, column), text.strip(), f"column {column!r}", num_classes)
 
 
 def check_class(label: int, raw: object, where: str, num_classes: int | None) -> int:
@@ -347,7 +347,7 @@ def _by_rows(file: _File, lines: list[str], first_line_no: int) -> ParsedChunk:
             if fmt.allowed_keys is not None and key not in fmt.allowed_keys:
                 raise ValueError(f"unknown key {key!r}")
             event_id = (
-                _int(row[cols.event_id], "event_id") if cols.event_id is not None else line_no
+                int_value(row[cols.event_id], "event_id") if cols.event_id is not None else line_no
             )
             label = None
             if cols.label is not None:

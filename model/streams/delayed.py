@@ -1,15 +1,16 @@
 """Labels that become known some event time after their events (verification latency).
 
-A labelled stream replayed as it would arrive when each label is known ``delay``
-after its event: :func:`delay_labels` turns a stream of ``(batch, watermark after,
-dead letters)`` chunks into one whose batches carry no labels, and whose labels
-follow as label-only batches (:func:`model.batch.label_batch`) right after the piece
-of the stream by which the source's watermark has passed each event's time plus the
-delay. Chunks are cut into pieces of at most ``span`` of event time (each with the
-watermark it would have then), so that a label never arrives more than ``span`` after
-it was due. Pure Arrow and numpy, no Beam: the replay source (``transforms.io.replay``)
-plays the result back as one stream, events and labels interleaved as they would
-arrive live.
+A stream replayed as it would arrive when each label is known later than its event,
+either a fixed ``delay`` after it (:func:`delay_labels`: the stream's own labels held
+back) or at the times a labels file gives (:func:`merge_labels`). Either way the
+events carry no labels, and the labels follow as label-only batches
+(:func:`model.batch.label_batch`, with a ``label_time`` column: when each became
+known) right after the piece of the stream by which the source's watermark has passed
+each label's time. Chunks are cut into pieces of at most ``span`` of event time (each
+with the watermark it would have then), so that a label arrives by the end of the
+piece after the one it came due in: about ``span`` after it was due. Pure Arrow and
+numpy, no Beam: the replay source (``transforms.io.replay``) plays the result back as
+one stream, events and labels interleaved as they would arrive live.
 
 >>> import numpy as np
 >>> from model import batch as mb
@@ -36,6 +37,8 @@ from model import batch as mb
 from model.vocabulary import DeadLetter
 
 Chunk = tuple[pa.RecordBatch | None, int, list[DeadLetter]]
+# before any watermark (Beam's minimum timestamp, in microseconds)
+_NO_WATERMARK = -9_223_372_036_854_775_000
 
 
 def _pieces(
@@ -58,45 +61,89 @@ def _pieces(
     ]
 
 
-def delay_labels(chunks: Iterable[Chunk], delay_us: int, span_us: int) -> Iterator[Chunk]:
-    """``chunks`` with every label held back until the watermark passes its event's
-    time plus ``delay_us``; those still held at the end follow the last chunk."""
-    if delay_us < 0 or span_us <= 0:
-        msg = f"need a label delay >= 0 and a span > 0, got {delay_us!r}, {span_us!r} us"
-        raise ValueError(msg)
-    # held labels, a heap of (earliest time due, arrival order, labels): a release
-    # takes the pieces that have come due, not every held label
-    waiting: list[tuple[int, int, pa.RecordBatch]] = []
-    arrivals = itertools.count()
-    watermark = None
+class _Held:
+    """Labels not yet known, a heap of (earliest label time, arrival order, labels): a
+    release takes the pieces that have come due, not every held label."""
 
-    def hold(labels: pa.RecordBatch) -> None:
-        due = int(mb.event_times_us(labels).min()) + delay_us
-        heapq.heappush(waiting, (due, next(arrivals), labels))
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, pa.RecordBatch]] = []
+        self._arrivals = itertools.count()
 
-    def release(now: int) -> Iterator[Chunk]:
-        """The held labels due at watermark ``now``, as one batch."""
+    def hold(self, labels: pa.RecordBatch) -> None:
+        if labels.num_rows:
+            due = int(mb.label_times_us(labels).min())
+            heapq.heappush(self._heap, (due, next(self._arrivals), labels))
+
+    def release(self, now: int) -> Iterator[Chunk]:
+        """The held labels known by watermark ``now``, as one batch."""
         out = []
-        while waiting and waiting[0][0] <= now:
-            _, _, held = heapq.heappop(waiting)
-            due = mb.event_times_us(held) + delay_us <= now
+        while self._heap and self._heap[0][0] <= now:
+            _, _, held = heapq.heappop(self._heap)
+            due = mb.label_times_us(held) <= now
             out.append(held if due.all() else mb.take(held, np.flatnonzero(due)))
             if not due.all():
-                hold(mb.take(held, np.flatnonzero(~due)))
+                self.hold(mb.take(held, np.flatnonzero(~due)))
         if out:
             yield mb.concat(out), now, []
 
+    def rest(self, now: int) -> Iterator[Chunk]:
+        """Every label still held, in the order they became known."""
+        while self._heap:
+            yield heapq.heappop(self._heap)[2], now, []
+
+
+def _hand_on(
+    chunks: Iterable[Chunk], held: _Held, span_us: int, delay_us: int | None
+) -> Iterator[Chunk]:
+    """``chunks`` in pieces of ``span_us``, each followed by the held labels known by
+    then; with ``delay_us``, each piece's own labels held back that long."""
+    watermark = None
     for batch, chunk_watermark, dead in chunks:
-        if batch is None or not batch.num_rows or mb.labels_numpy(batch) is None:
+        if batch is None or not batch.num_rows:
             watermark = chunk_watermark if watermark is None else max(watermark, chunk_watermark)
             yield batch, chunk_watermark, dead
-            yield from release(watermark)  # labels come due on any chunk's watermark
+            yield from held.release(watermark)  # labels come due on any chunk's watermark
             continue
         for i, (piece, piece_watermark) in enumerate(_pieces(batch, chunk_watermark, span_us)):
             watermark = piece_watermark if watermark is None else max(watermark, piece_watermark)
-            hold(mb.label_batch(piece))
-            yield mb.without_labels(piece), watermark, dead if i == 0 else []
-            yield from release(watermark)
-    for _, _, held in sorted(waiting, key=lambda item: item[1]):  # in arrival order
-        assert watermark is not None
-        yield held, watermark, []
+            if delay_us is not None and mb.labels_numpy(piece) is not None:
+                held.hold(mb.label_batch(piece, delay_us))
+                piece = mb.without_labels(piece)
+            yield piece, watermark, dead if i == 0 else []
+            yield from held.release(watermark)
+    yield from held.rest(_NO_WATERMARK if watermark is None else watermark)
+
+
+def _check_span(span_us: int) -> None:
+    if span_us <= 0:
+        msg = f"need a span > 0, got {span_us!r} us"
+        raise ValueError(msg)
+
+
+def delay_labels(chunks: Iterable[Chunk], delay_us: int, span_us: int) -> Iterator[Chunk]:
+    """``chunks`` with every label held back until the watermark passes its event's
+    time plus ``delay_us``; those still held at the end follow the last chunk."""
+    if delay_us < 0:
+        msg = f"need a label delay >= 0, got {delay_us!r} us"
+        raise ValueError(msg)
+    _check_span(span_us)
+    return _hand_on(chunks, _Held(), span_us, delay_us)
+
+
+def merge_labels(
+    chunks: Iterable[Chunk], labels: Iterable[pa.RecordBatch], span_us: int
+) -> Iterator[Chunk]:
+    """``chunks`` (events) with the label-only batches ``labels`` (each with its
+    ``label_time``, as :mod:`model.streams.label_file` reads them) handed on once the
+    watermark passes their label time; those still unknown at the end follow the last
+    chunk."""
+    _check_span(span_us)
+    held = _Held()
+    for batch in labels:
+        ordered = mb.take(batch, np.argsort(mb.label_times_us(batch), kind="stable"))
+        times = mb.label_times_us(ordered)
+        bins = (times - times[0]) // span_us  # held in pieces: a release splits one at most
+        starts = [0, *(np.flatnonzero(np.diff(bins)) + 1).tolist()]
+        for a, b in zip(starts, [*starts[1:], len(times)], strict=True):
+            held.hold(ordered.slice(a, b - a))
+    return _hand_on(chunks, held, span_us, None)

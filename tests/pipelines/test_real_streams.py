@@ -296,6 +296,115 @@ def test_delayed_labels_are_evaluated_on_the_join_and_never_learned_early(
     assert sum(w["correct"] for w in late) / sum(w["labelled"] for w in late) > 0.7
 
 
+def write_label_file(
+    data: str, events: str, labels: str, *, seed: int = 0, max_wait_days: int = 60
+) -> dict[str, int]:
+    """``data`` (a labelled daily CSV) parted into ``events`` (no labels) and a labels
+    file ``labels`` whose labels come 1 to ``max_wait_days`` days after their events,
+    where every 50th event gets no label, and four rows are bad: a label for no
+    event, a label that is no class, one known before its event, a second label for an
+    event. Returns how many of each there are."""
+    rng = np.random.default_rng(seed)
+    with open(data, encoding="utf-8") as f:
+        header, *rows = f.read().splitlines()
+    with open(events, "w", encoding="utf-8") as f:
+        f.write("\n".join(",".join(r.split(",")[:-1]) for r in [header, *rows]) + "\n")
+    lines = ["event_id,timestamp,y,label_time"]
+    day = dt.timedelta(days=1)
+    for i, row in enumerate(rows):
+        fields = row.split(",")
+        if i % 50 == 7:
+            continue
+        known = dt.date.fromisoformat(fields[0]) + int(rng.integers(1, max_wait_days + 1)) * day
+        lines.append(f"{i + 2},{fields[0]},{fields[-1]},{known.isoformat()}")  # id: line number
+    first = rows[0].split(",")[0]
+    lines += [
+        f"99999,{first},1,{first}",  # for no event
+        f"3,{first},7,{first}",  # no class
+        f"4,{first},1,1960-01-01",  # known before its event
+        f"2,{first},0,{first}",  # the event's second label
+    ]
+    rng.shuffle(lines[1:])  # a labels file in no particular order
+    with open(labels, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return {"events": len(rows), "labelled": len(lines) - 5, "rows": len(lines) - 1}
+
+
+@pytest.mark.parametrize("streaming", ["--streaming", "--no-streaming"])
+def test_labels_from_a_file_are_joined_counted_and_learned_when_known(tmp_path, capsys, streaming):
+    from model import batch as mb
+    from transforms.io import ModelStore, read_parquet_dir
+
+    data = write_daily_csv(str(tmp_path / "full.csv"), 300)
+    events, labels = str(tmp_path / "daily.csv"), str(tmp_path / "labels.csv")
+    counts = write_label_file(data, events, labels)
+    out = str(tmp_path / "out")
+    argv = ["--source", "csv", "--input", events, "--labels", labels, "--label-column", "y"]
+    code, summary, text = run_json([*argv, "--output", out, streaming], capsys)
+    assert code == 0 and summary["balanced"] and summary["predictions_out"] == 300
+    # predictions = joined + never labelled; labels in = joined + rejected
+    assert summary["labels_joined"] == counts["labelled"] == 294
+    assert summary["never_labelled"] == counts["events"] - counts["labelled"]
+    assert summary["labels_joined"] + summary["labels_rejected"] == counts["rows"]
+    rejected = read_jsonl_dir(os.path.join(out, "label_dead_letter"))
+    reasons = sorted(r["reason"].split(" (")[0] for r in rejected)
+    assert reasons == [
+        "duplicate label",
+        "label '7' in column 'y' is not a class in [0, 2)",
+        "label for an unknown event",
+        "label known before its event",
+    ]
+    assert "label wait: 60 days (the longest an event waits" in text  # chosen from the file
+    # no version had learned a label that was not known when the window it scored began
+    store = ModelStore(os.path.join(out, "models"))
+    known_by = {v: store.load(v).trained_until_us for v in store.versions()}
+    table = read_parquet_dir(os.path.join(out, "predictions"))
+    window_us = 28 * 86_400 * 10**6
+    times = table.column(mb.EVENT_TIME).cast("int64").to_numpy()
+    for t_us, version in zip(times, table.column("model_version").to_pylist(), strict=True):
+        if version:
+            assert known_by[version] < t_us // window_us * window_us
+    late = summary["windows"][len(summary["windows"]) // 2 :]
+    assert sum(w["correct"] for w in late) / sum(w["labelled"] for w in late) > 0.7
+
+
+def test_labels_known_past_the_wait_are_set_aside_and_counted(tmp_path, capsys):
+    data = write_daily_csv(str(tmp_path / "full.csv"), 300)
+    events, labels = str(tmp_path / "daily.csv"), str(tmp_path / "labels.csv")
+    counts = write_label_file(data, events, labels, max_wait_days=120)
+    out = str(tmp_path / "out")
+    argv = ["--source", "csv", "--input", events, "--labels", labels, "--label-column", "y"]
+    argv += ["--label-wait", "0", "--allowed-lateness", "0", "--streaming", "--output", out]
+    code, summary, _ = run_json(argv, capsys)
+    assert code == 0 and summary["balanced"]
+    # the labels that came too long after their events were given up on, and counted
+    assert 0 < summary["labels_joined"] < counts["labelled"]
+    assert summary["labels_joined"] + summary["never_labelled"] == 300
+    assert summary["labels_joined"] + summary["labels_rejected"] == counts["rows"]
+    reasons = {
+        r["reason"].split(" (")[0] for r in read_jsonl_dir(os.path.join(out, "label_dead_letter"))
+    }
+    assert "late data" in " ".join(reasons) or "label for an unknown event" in reasons
+
+
+def test_a_labels_file_is_the_one_place_labels_come_from(tmp_path, capsys):
+    data = write_daily_csv(str(tmp_path / "full.csv"), 50)
+    events, labels = str(tmp_path / "daily.csv"), str(tmp_path / "labels.csv")
+    write_label_file(data, events, labels)
+    out = ["--output", str(tmp_path / "o"), "--quiet"]
+    with_labels = ["--labels", labels, "--label-column", "y"]
+    # the events carry the labels too: which would the model see as a feature?
+    assert main.main(["--source", "csv", "--input", data, *with_labels, *out]) == 3
+    assert "has the label column 'y', and --labels gives the labels" in capsys.readouterr().err
+    assert (
+        main.main(["--source", "csv", "--input", events, *with_labels, "--label-delay", "5", *out])
+        == 2
+    )
+    assert "labels come from a labels file or after a delay, not both" in capsys.readouterr().err
+    assert main.main([*with_labels, *out]) == 2  # the synthetic source
+    assert "goes with --source csv or tfrecord" in capsys.readouterr().err
+
+
 def test_delayed_labels_need_the_decoupled_mode(tmp_path, capsys):
     data = write_daily_csv(str(tmp_path / "daily.csv"), 50)
     argv = ["--source", "csv", "--input", data, "--label-column", "y", "--label-delay", "60"]

@@ -46,11 +46,13 @@ class SourceOut:
     records of rejected input rows; ``events``: how many input events there are, when
     known before the run (replays, whose events the ``events_in`` counter counts only
     where they are decoded from bytes). Otherwise the ``events_in`` counter counts
-    them as they are read."""
+    them as they are read. ``label_dead_letter``: the rejected rows of a labels file
+    (no events), where the source reads one."""
 
     batches: beam.PCollection
     dead_letter: beam.PCollection
     events: int | None = None
+    label_dead_letter: beam.PCollection | None = None
 
 
 class WatermarkPacer:

@@ -13,6 +13,7 @@ runs TestStream in Python (see :mod:`transforms.io.replay`); the runner set-up
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Iterable, Iterator
 from typing import Literal
@@ -26,7 +27,8 @@ from apache_beam.utils.timestamp import Timestamp
 
 from model import batch as mb
 from model.streams.csv_parse import CsvFormat, ParsedChunk, parse_lines
-from model.streams.delayed import delay_labels
+from model.streams.delayed import delay_labels, merge_labels
+from model.streams.label_file import LabelFormat, parse_label_lines
 from model.streams.synthetic import SyntheticConfig, generate
 from model.streams.tfrecord import parse_records, read_records
 from model.vocabulary import NAMESPACE, DeadLetter, Metric
@@ -137,6 +139,20 @@ class _ReadCsvDoFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("dead_letter", record)
 
 
+class _ReadLabelsDoFn(beam.DoFn):
+    """A labels file as label-only batches (main) and its bad rows' dead letters."""
+
+    def __init__(self, fmt: LabelFormat) -> None:
+        self._fmt = fmt
+
+    def process(self, path: str) -> Iterator[object]:
+        for chunk in parse_label_lines(_read_lines(path), self._fmt, path):
+            if chunk.batch is not None:
+                yield stamped(chunk.batch)
+            for record in chunk.dead:
+                yield beam.pvalue.TaggedOutput("dead_letter", record)
+
+
 def _replay_items(
     paths: list[str], fmt: CsvFormat, watermark_lag_s: float, file_format: FileFormat
 ) -> Iterator[ReplayItem]:
@@ -160,6 +176,10 @@ class CsvSource(beam.PTransform):
     much event time after its event (at most ``label_span_s`` later), as a label-only
     batch (:mod:`model.streams.delayed`; bounded runs read every label with its
     event, and :class:`transforms.online.labels.SplitLabels` parts them alike).
+    ``labels`` (a labels file and its format, :mod:`model.streams.label_file`): the
+    labels come from there instead, label-only batches among the events (streaming:
+    each once the watermark passes its ``label_time``), its bad rows in
+    ``label_dead_letter``.
     """
 
     def __init__(
@@ -174,10 +194,14 @@ class CsvSource(beam.PTransform):
         file_format: FileFormat = "csv",
         label_delay_s: float | None = None,
         label_span_s: float = 1.0,
+        labels: tuple[str, LabelFormat] | None = None,
     ) -> None:
         super().__init__()
         self._label_delay_us = None if label_delay_s is None else round(label_delay_s * 1e6)
         self._label_span_us = round(label_span_s * 1e6)
+        if labels is not None and label_delay_s is not None:
+            raise ValueError("labels come from a labels file or after a delay, not both")
+        self._labels = labels
         if not paths:
             raise ValueError("CsvSource needs at least one input path")
         if file_format not in ("csv", "tfrecord"):
@@ -194,15 +218,28 @@ class CsvSource(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> SourceOut:
         if self._streaming:
             items = _replay_items(self._paths, self._fmt, self._lag, self._file_format)
+            label_dead: list[DeadLetter] = []
             if self._label_delay_us is not None:
                 items = delay_labels(items, self._label_delay_us, self._label_span_us)
-            return replay(
+            elif self._labels is not None:
+                path, fmt = self._labels
+                chunks = list(parse_label_lines(_read_lines(path), fmt, path))
+                label_dead = [record for chunk in chunks for record in chunk.dead]
+                batches = [chunk.batch for chunk in chunks if chunk.batch is not None]
+                items = merge_labels(items, batches, self._label_span_us)
+            out = replay(
                 pbegin.pipeline,
                 items,
                 python_test_stream=self._python,
                 watermark_interval_s=self._interval,
                 label="Csv",
             )
+            if self._labels is None:
+                return out
+            rejected = pbegin | "LabelDeadLetters" >> beam.Create(label_dead).with_output_types(
+                DeadLetter
+            )
+            return dataclasses.replace(out, label_dead_letter=rejected)
         read = (
             pbegin
             | "Paths" >> beam.Create(self._paths)
@@ -211,4 +248,16 @@ class CsvSource(beam.PTransform):
             .with_output_types(pa.RecordBatch, dead_letter=DeadLetter)
             .with_outputs("dead_letter", main="batches")
         )
-        return SourceOut(batches=read.batches, dead_letter=read.dead_letter)
+        if self._labels is None:
+            return SourceOut(batches=read.batches, dead_letter=read.dead_letter)
+        path, fmt = self._labels
+        labels = (
+            pbegin
+            | "LabelsPath" >> beam.Create([path])
+            | "ReadLabels"
+            >> beam.ParDo(_ReadLabelsDoFn(fmt))
+            .with_output_types(pa.RecordBatch, dead_letter=DeadLetter)
+            .with_outputs("dead_letter", main="batches")
+        )
+        batches = (read.batches, labels.batches) | "EventsAndLabels" >> beam.Flatten()
+        return SourceOut(batches, read.dead_letter, label_dead_letter=labels.dead_letter)

@@ -6,6 +6,8 @@ are micro-batches of ``key``, ``event_time`` (the event's time), ``event_id`` an
 by ``event_id`` in one stateful step per key:
 
 - a label (or event) that finds its partner is emitted at once as a labelled event;
+  a second label for an event goes to the dead-letter output ("duplicate label"),
+  whether it comes with the first or after the event was joined;
 - unmatched ones wait in Beam state until the watermark passes their window end plus
   ``allowed_lateness_s``; events still unlabelled then are simply not trained on
   (the ``unlabelled`` output; whoever writes it counts them); labels still unmatched
@@ -54,10 +56,14 @@ DUPLICATE_REASON = "duplicate label (the event took the first label given for it
 # it as one batch (so each arrival costs one decode and one encode, however many wait)
 _EVENTS = BagStateSpec("events", BytesCoder())
 _LABELS = BagStateSpec("labels", BytesCoder())
+# the events joined already (key, time, id: until they expire), so that a second label
+# for one is set aside as a duplicate, whenever it comes
+_JOINED = BagStateSpec("joined", BytesCoder())
 _CLEAN_AT = ReadModifyWriteStateSpec("clean_at", VarIntCoder())
 _CLEANUP = TimerSpec("cleanup", TimeDomain.WATERMARK)
 EVENTS = beam.DoFn.StateParam(_EVENTS)
 LABELS = beam.DoFn.StateParam(_LABELS)
+JOINED = beam.DoFn.StateParam(_JOINED)
 CLEAN_AT = beam.DoFn.StateParam(_CLEAN_AT)
 CLEANUP = beam.DoFn.TimerParam(_CLEANUP)
 
@@ -80,10 +86,15 @@ def attach_labels(
     label_hit[order[pos[event_hit]]] = True
     duplicate = np.isin(label_ids, event_ids[event_hit]) & ~label_hit
     matched = mb.take(events, np.flatnonzero(event_hit))
-    values = labels.column(mb.LABEL).to_numpy(zero_copy_only=False)[order][pos[event_hit]]
-    if mb.LABEL in matched.schema.names:
-        matched = matched.drop_columns([mb.LABEL])
+    taken = order[pos[event_hit]]  # the label each matched event takes
+    values = labels.column(mb.LABEL).to_numpy(zero_copy_only=False)[taken]
+    matched = matched.drop_columns(
+        [c for c in (mb.LABEL, mb.LABEL_TIME) if c in matched.schema.names]
+    )
     matched = matched.append_column(mb.LABEL, pa.array(values, type=pa.int64()))
+    if mb.LABEL_TIME in labels.schema.names:  # when it was known, to learn it no earlier
+        known = mb.times_array(mb.label_times_us(labels)[taken])
+        matched = matched.append_column(pa.field(mb.LABEL_TIME, mb.EVENT_TIME_TYPE), known)
     return matched, event_hit, label_hit, duplicate
 
 
@@ -103,14 +114,19 @@ class Expiry:
 
 
 class _JoinDoFn(beam.DoFn):
-    def __init__(self, expiry: Expiry) -> None:
+    def __init__(self, expiry: Expiry, *, timely: bool = True) -> None:
         self._expiry = expiry
+        # timely: the cleanup timer at the earliest expiry waiting (each row leaves
+        # when it expires); else at the latest (all leave at once: a bounded run,
+        # whose watermark moves once, at its end, takes one firing, not one a frame)
+        self._pick = min if timely else max
 
     def process(
         self,
         kv: tuple[str, tuple[bytes, pa.RecordBatch]],
         events: Any = EVENTS,
         labels: Any = LABELS,
+        joined: Any = JOINED,
         clean_at: Any = CLEAN_AT,
         timer: Any = CLEANUP,
     ) -> Iterator[Any]:
@@ -124,6 +140,8 @@ class _JoinDoFn(beam.DoFn):
             matched, event_hit, label_hit, duplicate = attach_labels(*pair)
             if matched.num_rows:
                 yield matched
+                joined.add(encode_batch(matched.select([mb.KEY, mb.EVENT_TIME, mb.EVENT_ID])))
+                self._clean_by(self._expiry.of(matched), clean_at, timer)
             if duplicate.any():
                 labels_in = batch if kind == _LABEL else pool
                 yield _set_aside(DUPLICATE_REASON, mb.take(labels_in, np.flatnonzero(duplicate)))
@@ -135,40 +153,55 @@ class _JoinDoFn(beam.DoFn):
                 left = mb.take(pool, np.flatnonzero(~theirs))
                 if left.num_rows:
                     partners.add(encode_batch(left))
+        if kind == _LABEL and remaining.num_rows:  # labels for events joined already?
+            done = [decode_batch(d).column(mb.EVENT_ID) for d in joined.read()]
+            if done:
+                ids = remaining.column(mb.EVENT_ID).to_numpy(zero_copy_only=False)
+                again = np.isin(ids, pa.chunked_array(done).to_numpy())
+                if again.any():
+                    yield _set_aside(DUPLICATE_REASON, mb.take(remaining, np.flatnonzero(again)))
+                    remaining = mb.take(remaining, np.flatnonzero(~again))
         if remaining.num_rows:
             own.add(encode_batch(remaining))
-            due = int(self._expiry.of(remaining).min())
-            current = clean_at.read()
-            if current is None or due < current:
-                clean_at.write(due)
-                timer.set(Timestamp(micros=due))
+            self._clean_by(self._expiry.of(remaining), clean_at, timer)
+
+    def _clean_by(self, expiry: np.ndarray, clean_at: Any, timer: Any) -> None:
+        """The cleanup timer set for rows that expire at ``expiry`` (see ``timely``)."""
+        current = clean_at.read()
+        due = int(self._pick(expiry))
+        due = due if current is None else self._pick(current, due)
+        if due != current:
+            clean_at.write(due)
+            timer.set(Timestamp(micros=due))
 
     @on_timer(_CLEANUP)
     def cleanup(
         self,
         events: Any = EVENTS,
         labels: Any = LABELS,
+        joined: Any = JOINED,
         clean_at: Any = CLEAN_AT,
         timer: Any = CLEANUP,
     ) -> Iterator[Any]:
         fired = clean_at.read()
         nxt = None
-        for kind, bag in ((_EVENT, events), (_LABEL, labels)):
+        for kind, bag in ((_EVENT, events), (_LABEL, labels), (None, joined)):
             stored = [decode_batch(d) for d in bag.read()]
             if not stored:
                 continue
             pool = mb.concat(stored)
             expiry = self._expiry.of(pool)
             gone = expiry <= fired
+            if not gone.all():
+                due = int(self._pick(expiry[~gone]))
+                nxt = due if nxt is None else self._pick(nxt, due)
             if not gone.any():
-                nxt = min(nxt, int(expiry.min())) if nxt is not None else int(expiry.min())
                 continue
             bag.clear()
             if not gone.all():
                 bag.add(encode_batch(mb.take(pool, np.flatnonzero(~gone))))
-                due = int(expiry[~gone].min())
-                nxt = due if nxt is None else min(nxt, due)
-            yield self._expired(kind, mb.take(pool, np.flatnonzero(gone)))
+            if kind is not None:  # the joined ones are simply forgotten
+                yield self._expired(kind, mb.take(pool, np.flatnonzero(gone)))
         if nxt is None:
             clean_at.clear()
         else:
@@ -246,7 +279,8 @@ class JoinLabels(beam.PTransform):
     """Join a stream of label batches to the event batches, by ``event_id``.
 
     ``window_s`` (and ``offset_s``): the windows rows wait by, ``allowed_lateness_s``
-    after their end. Whoever writes its outputs counts their rows (a pipeline may join
+    after their end; ``timely=False`` (a bounded run) lets them all go at once, at the
+    latest expiry. Whoever writes its outputs counts their rows (a pipeline may join
     the same rows twice: to learn from them, and to evaluate them)."""
 
     def __init__(
@@ -256,6 +290,7 @@ class JoinLabels(beam.PTransform):
         window_s: float,
         allowed_lateness_s: float,
         offset_s: float = 0.0,
+        timely: bool = True,
     ) -> None:
         super().__init__()
         self._labels = labels
@@ -265,7 +300,7 @@ class JoinLabels(beam.PTransform):
             round(offset_s * 1_000_000),
         )
         self._gate = _LateLabelsDoFn(expiry)
-        self._fn = _JoinDoFn(expiry)
+        self._fn = _JoinDoFn(expiry, timely=timely)
 
     def expand(self, events: beam.PCollection) -> JoinOut:
         gated = self._labels | "GateLateLabels" >> beam.ParDo(self._gate).with_output_types(
@@ -295,12 +330,15 @@ class JoinLabels(beam.PTransform):
 
 
 class _SplitLabelsDoFn(beam.DoFn):
+    def __init__(self, delay_us: int | None) -> None:
+        self._delay_us = delay_us
+
     def process(self, batch: pa.RecordBatch) -> Iterator[Any]:
         if mb.is_label_batch(batch):
             yield beam.pvalue.TaggedOutput("labels", batch)
             return
         if mb.labels_numpy(batch) is not None:
-            yield beam.pvalue.TaggedOutput("labels", mb.label_batch(batch))
+            yield beam.pvalue.TaggedOutput("labels", mb.label_batch(batch, self._delay_us))
             batch = mb.without_labels(batch)
         yield batch
 
@@ -316,11 +354,16 @@ class SplitOut:
 class SplitLabels(beam.PTransform):
     """Events apart from their labels: for a pipeline that scores events before their
     labels are known, and joins the labels later (:class:`JoinLabels`). Label-only
-    batches (delayed labels from the source, :mod:`model.streams.delayed`) go to
-    ``labels`` as they are; labelled batches are parted."""
+    batches (delayed labels from the source, :mod:`model.streams.delayed`, or a labels
+    file) go to ``labels`` as they are; labelled batches are parted, their labels known
+    ``delay_s`` after their events (a ``label_time`` column) when that is given."""
+
+    def __init__(self, delay_s: float | None = None) -> None:
+        super().__init__()
+        self._delay_us = None if delay_s is None else round(delay_s * 1_000_000)
 
     def expand(self, batches: beam.PCollection) -> SplitOut:
-        out = batches | "Split" >> beam.ParDo(_SplitLabelsDoFn()).with_output_types(
+        out = batches | "Split" >> beam.ParDo(_SplitLabelsDoFn(self._delay_us)).with_output_types(
             pa.RecordBatch, labels=pa.RecordBatch
         ).with_outputs("labels", main="events")
         return SplitOut(events=out.events, labels=out.labels)
