@@ -97,6 +97,7 @@ class Metric:
     FEATURE_DRIFT = "feature_drift_windows"
     EVALUATED_PANES = "evaluated_panes"
     LABELS_REJECTED = "labels_rejected"
+    KAFKA_RECORDS_OUT = "kafka_records_out"  # prediction rows committed to a Kafka topic
 
 
 # -- panes -----------------------------------------------------------------------------

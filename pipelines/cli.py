@@ -360,6 +360,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             record_features=times.record_features,
             kafka_until=args.kafka_until,
             kafka_stop_idle_s=args.kafka_stop_idle,
+            kafka_sink_topic=args.sink_topic,
         ),
     )
 

@@ -22,6 +22,7 @@ from model.streams.synthetic import SyntheticConfig
 from model.vocabulary import LABEL_TIME, Metric
 from runners.direct import executes_test_stream_in_python
 from transforms.io.kafka import KafkaRead, KafkaSource
+from transforms.io.kafka_sink import WriteKafka
 from transforms.io.sinks import WriteBatches, WriteRecords
 from transforms.io.sources import CsvSource, SourceOut, SyntheticSource
 from transforms.online.classifier import Mode
@@ -85,6 +86,8 @@ class PipelineConfig:
     record_features: tuple[str, ...] = ()
     kafka_until: Literal["end", "never"] = "end"
     kafka_stop_idle_s: float | None = None
+    # predictions also to this Kafka topic at kafka_bootstrap (transforms.io.kafka_sink)
+    kafka_sink_topic: str | None = None
 
     @property
     def lags_labels(self) -> bool:
@@ -292,6 +295,10 @@ def write_outputs(
     _ = windows | "WriteWindows" >> WriteBatches(
         os.path.join(out, "windows"), counter=Metric.PANES_OUT, formats=("jsonl",)
     )
+    if cfg.kafka_sink_topic is not None:
+        _ = predictions | "PredictionsToKafka" >> WriteKafka(
+            cfg.kafka_bootstrap, cfg.kafka_sink_topic, counter=Metric.KAFKA_RECORDS_OUT
+        )
     _ = dead_letter | "WriteDeadLetters" >> WriteRecords(
         os.path.join(out, "dead_letter"), counter=Metric.DEAD_LETTERED
     )

@@ -10,6 +10,7 @@ never fail a run, they are dead-lettered); 4 the pipeline failed while running.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import sys
@@ -21,6 +22,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
+from model.vocabulary import Metric
 from pipelines import classify, output_dir, progress, report, score
 from pipelines.cli import (
     BadInputError,
@@ -131,6 +133,8 @@ def _run(
         accumulating=cfg.trigger.accumulating,
         notes=cfg.notes,
     )
+    if cfg.kafka_sink_topic is not None:
+        summary = dataclasses.replace(summary, kafka_out=counters(result)[Metric.KAFKA_RECORDS_OUT])
     report.write(
         cfg.output,
         summary,

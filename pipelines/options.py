@@ -147,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="--source kafka with --kafka-until never: end the read once a partition has "
         "had no new record for this many seconds (a live run that finishes)",
     )
+    src.add_argument(
+        "--sink-topic",
+        default=None,
+        help="also send every prediction to this Kafka topic at --bootstrap: one JSON "
+        "record a row, keyed by event_id, one transaction a bundle (read it with "
+        "isolation.level=read_committed; the last value per key is each event once)",
+    )
     src.add_argument("--label-column", default=None, help="generic CSV: integer class label column")
     src.add_argument(
         "--num-classes",

@@ -161,6 +161,7 @@ class RunSummary:
     labels_joined: int | None = None
     never_labelled: int = 0
     labels_rejected: int = 0
+    kafka_out: int | None = None  # prediction rows committed to a Kafka topic (if sent)
 
     @classmethod
     def from_outputs(
@@ -237,6 +238,11 @@ class RunSummary:
             f"drift alarms     {len(self.drift_alarms):>12,}  (every key's prequential error)",
             f"feature drift    {self.feature_drift_windows:>12,}  (windows unlike the one before)",
             *self.label_lines(),
+            *(
+                []
+                if self.kafka_out is None
+                else [f"to Kafka         {self.kafka_out:>12,}  (predictions, committed)"]
+            ),
             *(f"note: {n}" for n in self.notes),
             *self.window_lines(),
         ]

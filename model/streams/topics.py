@@ -90,3 +90,35 @@ def head(bootstrap: str, topic: str, records: int = 2_048, timeout_s: float = 10
         return values
     finally:
         consumer.close()
+
+
+def read_keyed(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[bytes, bytes]:
+    """Everything ``topic`` holds of committed transactions (``read_committed``), as the
+    last value of each key (what a compacted topic keeps)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    ends = end_offsets(bootstrap, topic)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "sml-read-keyed",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+        | QUIET
+    )
+    values: dict[bytes, bytes] = {}
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends if ends[p]])
+        left = {p for p in ends if ends[p]}
+        deadline = time.monotonic() + timeout_s
+        while left and time.monotonic() < deadline:
+            for m in consumer.consume(10_000, timeout=0.5):
+                if m.error() is not None:  # the end of a partition (or of what is readable)
+                    left.discard(m.partition())
+                elif (key := m.key()) is not None and (value := m.value()) is not None:
+                    values[key] = value
+        return values
+    finally:
+        consumer.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from model.streams.synthetic import SyntheticConfig, generate
+from model.streams.topics import read_keyed
 from runners.kafka import (
     KafkaUnavailable,
     LocalBroker,
@@ -131,6 +132,7 @@ def test_a_live_read_gives_the_bounded_reads_predictions(
     bounded = run_and_read("DirectRunner", base, tmp_path / "direct")
     idle = "2" if checkpoint_ms is None else str(2 + flink.IDLE_SOURCE_SHUTDOWN_MS // 1000)
     live = ["--runner", runner, "--kafka-until", "never", "--kafka-stop-idle", idle]
+    live += ["--sink-topic", f"{topic}-out"]  # and each prediction to Kafka, once
     settings = (
         {}
         if checkpoint_ms is None
@@ -138,3 +140,6 @@ def test_a_live_read_gives_the_bounded_reads_predictions(
     )
     assert run_and_read(runner, [*base, *live], tmp_path / "live", **settings) == bounded
     assert len(bounded) == 1500
+    sent = read_keyed(kafka_broker.bootstrap, f"{topic}-out").values()
+    rows = [json.loads(v) for v in sent]
+    assert sorted((r["event_id"], r["prediction"], r["model_version"]) for r in rows) == bounded
