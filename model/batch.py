@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 EVENT_TIME_TYPE = pa.timestamp("us", tz="UTC")
 US_PER_SECOND = 1_000_000
+NO_WATERMARK = -9_223_372_036_854_775_000  # before any watermark: Beam's least time, in us
 
 
 class BatchSchemaError(ValueError):

@@ -75,7 +75,7 @@ def _join(labels: beam.PCollection, cfg: PipelineConfig, horizon_s: float) -> Jo
         window_s=frame_s,
         allowed_lateness_s=horizon_s,
         offset_s=cfg.window.offset_s,
-        timely=cfg.streaming,
+        timely=cfg.unbounded,  # bounded: every row waits to the end, one timer
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -27,7 +26,7 @@ from model.streams.csv_parse import (
     head_event_times_us,
     head_num_classes,
 )
-from model.streams.label_file import LabelFormat, parse_label_lines
+from model.streams.label_file import parse_label_lines
 from model.streams.records import RecordFormat, decode_records, infer_format
 from model.streams.synthetic import SyntheticConfig
 from model.streams.time_scale import (
@@ -37,7 +36,7 @@ from model.streams.time_scale import (
     fit_frame,
     fit_window,
 )
-from pipelines.config import PipelineConfig
+from pipelines.config import PipelineConfig, labels_format
 from pipelines.options import build_parser
 from runners.flink import FlinkSettings
 from transforms.online.classifier import Mode
@@ -147,11 +146,8 @@ def _label_file(args: argparse.Namespace, inputs: tuple[str, ...]) -> _LabelFile
         )
     if not args.label_column:
         raise UsageError("--labels needs --label-column: the labels file's label column")
-    fmt = LabelFormat(
-        args.label_column,
-        time_column=args.time_column,
-        label_time_column=args.label_time_column,
-        default_key=os.path.basename(inputs[0]) if len(inputs) == 1 else None,
+    fmt = labels_format(
+        args.label_column, args.time_column, args.label_time_column, inputs, args.source
     )
     head: list[Any] = []
     longest = 0

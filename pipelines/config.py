@@ -15,11 +15,11 @@ from model.drift import DETECTORS
 from model.mlp import MLPClassifier
 from model.online.config import OnlineConfig
 from model.streams import tfrecord
-from model.streams.csv_parse import CsvFormat, check_header
+from model.streams.csv_parse import CsvFormat, check_header, header_names
 from model.streams.label_file import LabelFormat
 from model.streams.records import RecordFormat
 from model.streams.synthetic import SyntheticConfig
-from model.vocabulary import LABEL_TIME, Metric
+from model.vocabulary import KEY, LABEL_TIME, Metric
 from runners.direct import executes_test_stream_in_python
 from transforms.io.kafka import KafkaRead, KafkaSource
 from transforms.io.kafka_sink import WriteKafka
@@ -112,6 +112,11 @@ class PipelineConfig:
         return self.trigger.allowed_lateness_s + (wait_s or 0.0) + frame_s
 
     @property
+    def unbounded(self) -> bool:
+        """The source never ends by itself: a streaming replay, or a live Kafka read."""
+        return self.streaming or (self.source == "kafka" and self.kafka_until == "never")
+
+    @property
     def detects_drift(self) -> bool:
         """The classify pipeline watches every key's prequential error."""
         return self.drift_detector != "none" and self.pipeline == "classify"
@@ -193,16 +198,47 @@ def csv_format(cfg: PipelineConfig) -> CsvFormat:
 
 
 def label_format(cfg: PipelineConfig) -> LabelFormat:
-    """A labels file's format: its labels are for the events' key when it has no key
-    column and there is one input file (whose name is the key)."""
+    """A labels file's format (see :func:`labels_format`)."""
     assert cfg.label_column is not None
-    return LabelFormat(
+    return labels_format(
         cfg.label_column,
-        time_column=cfg.time_column,
-        label_time_column=cfg.label_time_column,
-        default_key=os.path.basename(cfg.inputs[0]) if len(cfg.inputs) == 1 else None,
-        num_classes=label_classes(cfg),
+        cfg.time_column,
+        cfg.label_time_column,
+        cfg.inputs,
+        cfg.source,
+        label_classes(cfg),
     )
+
+
+def labels_format(
+    label_column: str,
+    time_column: str,
+    label_time_column: str,
+    inputs: tuple[str, ...],
+    source: str,
+    num_classes: int | None = None,
+) -> LabelFormat:
+    """A labels file's format: its labels are for the events' one key (the input
+    file's name) when it has no key column, if there is one input file and it has no
+    key column either (a CSV's header says; TFRecord files are taken to have none);
+    otherwise the labels file must name each label's key."""
+    default_key = None
+    if len(inputs) == 1 and (source == "tfrecord" or KEY not in _header(inputs[0])):
+        default_key = os.path.basename(inputs[0])
+    return LabelFormat(
+        label_column,
+        time_column=time_column,
+        label_time_column=label_time_column,
+        default_key=default_key,
+        num_classes=num_classes,
+    )
+
+
+def _header(path: str) -> list[str]:
+    try:
+        return header_names(path)
+    except ValueError:
+        return []  # not a CSV file (the source says what is wrong with it)
 
 
 def label_classes(cfg: PipelineConfig) -> int:

@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sink-topic",
         default=None,
         help="also send every prediction to this Kafka topic at --bootstrap: one JSON "
-        "record a row, keyed by event_id, one transaction a bundle (read it with "
+        "record a row, keyed by [key, event_id], one transaction a bundle (read it with "
         "isolation.level=read_committed; the last value per key is each event once)",
     )
     src.add_argument("--label-column", default=None, help="generic CSV: integer class label column")

@@ -273,9 +273,8 @@ def check_header(path: str, fmt: CsvFormat) -> int:
     return len(feature_names(path, fmt))
 
 
-def feature_names(path: str, fmt: CsvFormat) -> list[str]:
-    """The feature columns of ``path``, in the order the model sees them;
-    ``ValueError`` as :func:`check_header`."""
+def header_names(path: str) -> list[str]:
+    """The column names of ``path``'s header; ``ValueError`` if it cannot be read."""
     try:
         with open(path, encoding="utf-8", errors="replace", newline="") as f:
             header = f.readline()
@@ -285,7 +284,13 @@ def feature_names(path: str, fmt: CsvFormat) -> list[str]:
     if not header.strip():
         msg = f"{path}: empty file (no header)"
         raise ValueError(msg)
-    cols = _resolve_columns(next(csv.reader([header])), fmt)
+    return [h.strip() for h in next(csv.reader([header]))]
+
+
+def feature_names(path: str, fmt: CsvFormat) -> list[str]:
+    """The feature columns of ``path``, in the order the model sees them;
+    ``ValueError`` as :func:`check_header`."""
+    cols = _resolve_columns(header_names(path), fmt)
     return [cols.names[i] for i in cols.features]
 
 

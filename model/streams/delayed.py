@@ -37,8 +37,6 @@ from model import batch as mb
 from model.vocabulary import DeadLetter
 
 Chunk = tuple[pa.RecordBatch | None, int, list[DeadLetter]]
-# before any watermark (Beam's minimum timestamp, in microseconds)
-_NO_WATERMARK = -9_223_372_036_854_775_000
 
 
 def _pieces(
@@ -111,7 +109,7 @@ def _hand_on(
                 piece = mb.without_labels(piece)
             yield piece, watermark, dead if i == 0 else []
             yield from held.release(watermark)
-    yield from held.rest(_NO_WATERMARK if watermark is None else watermark)
+    yield from held.rest(mb.NO_WATERMARK if watermark is None else watermark)
 
 
 def _check_span(span_us: int) -> None:
@@ -140,6 +138,8 @@ def merge_labels(
     _check_span(span_us)
     held = _Held()
     for batch in labels:
+        if not batch.num_rows:
+            continue
         ordered = mb.take(batch, np.argsort(mb.label_times_us(batch), kind="stable"))
         times = mb.label_times_us(ordered)
         bins = (times - times[0]) // span_us  # held in pieces: a release splits one at most

@@ -92,23 +92,25 @@ def head(bootstrap: str, topic: str, records: int = 2_048, timeout_s: float = 10
         consumer.close()
 
 
-def read_keyed(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[bytes, bytes]:
-    """Everything ``topic`` holds of committed transactions (``read_committed``), as the
-    last value of each key (what a compacted topic keeps)."""
+def read_committed(
+    bootstrap: str, topic: str, timeout_s: float = 30.0
+) -> list[tuple[bytes, bytes]]:
+    """Every record of committed transactions (``read_committed``) ``topic`` holds, as
+    ``(key, value)``, partition by partition in offset order."""
     from confluent_kafka import Consumer, TopicPartition
 
     ends = end_offsets(bootstrap, topic)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
-            "group.id": "sml-read-keyed",
+            "group.id": "sml-read-committed",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
         }
         | QUIET
     )
-    values: dict[bytes, bytes] = {}
+    records: list[tuple[bytes, bytes]] = []
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in ends if ends[p]])
         left = {p for p in ends if ends[p]}
@@ -118,7 +120,13 @@ def read_keyed(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[byte
                 if m.error() is not None:  # the end of a partition (or of what is readable)
                     left.discard(m.partition())
                 elif (key := m.key()) is not None and (value := m.value()) is not None:
-                    values[key] = value
-        return values
+                    records.append((key, value))
+        return records
     finally:
         consumer.close()
+
+
+def read_keyed(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[bytes, bytes]:
+    """:func:`read_committed` as the last value of each key (what a compacted topic
+    keeps)."""
+    return dict(read_committed(bootstrap, topic, timeout_s))

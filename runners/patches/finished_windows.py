@@ -9,7 +9,10 @@ copied 650 windows' entries at the end, 3,000 times). Once the input watermark i
 past the window's end plus its allowed lateness, Beam's trigger driver ignores every
 element for that window before it looks at the state (``GeneralTriggerDriver.
 process_elements``: "ignore expired windows"), so that window's entries can change
-no result: after each key's work, a finished window with no timer left is removed.
+no result once no timer is left to fire for it and it buffers nothing (or is
+finished): after each key's work, such a window is removed. Not for merging windows
+(sessions), where a new window may merge into a finished one: Beam then drops the
+new element, and without the finished window it would open a pane.
 
 Written for Beam 2.77.0; serves the streaming BundleBasedDirectRunner (the FnApiRunner
 holds grouping state per bundle and starts afresh with each).
@@ -31,9 +34,11 @@ def _forgetting_finished(original: Any) -> Any:
     def process_element(self: Any, element: Any) -> Any:
         result = original(self, element)
         lateness = getattr(self.driver, "allowed_lateness", None)
-        if lateness is None or not getattr(self.driver, "is_merging", False):
-            return result
-        state = self._step_context.get_keyed_state(element.value.encoded_key)
+        window_fn = getattr(self.driver, "window_fn", None)
+        if lateness is None or window_fn is None or window_fn.is_merging():
+            return result  # sessions: a new window may merge into a finished one
+        key = element.value.encoded_key
+        state = self._step_context.get_keyed_state(key)
         ids = state.get_global_state(MergeableStateAdapter.WINDOW_IDS)
         if not ids:
             return result
@@ -41,13 +46,16 @@ def _forgetting_finished(original: Any) -> Any:
             self._applied_ptransform
         )
         expired = watermarks.input_watermark - lateness
-        tombstone = self.driver.TOMBSTONE.tag
+        tombstone, elements = self.driver.TOMBSTONE.tag, self.driver.ELEMENTS.tag
         gone = [
             window
             for window, window_ids in ids.items()
             if window.end < expired
-            and all(tombstone in state.state.get(i, ()) for i in window_ids)
             and not any(i in state.timers for i in window_ids)
+            and all(
+                tombstone in state.state.get(i, ()) or not state.state.get(i, {}).get(elements)
+                for i in window_ids
+            )
         ]
         if gone:  # a copy: the dict may be shared with the state this bundle copied
             ids = dict(ids)
@@ -55,6 +63,7 @@ def _forgetting_finished(original: Any) -> Any:
                 for i in ids.pop(window):
                     state.state.pop(i, None)
             state.set_global_state(MergeableStateAdapter.WINDOW_IDS, ids)
+            self.keyed_holds[key] = state.get_earliest_hold()
         return result
 
     return process_element

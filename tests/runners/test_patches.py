@@ -226,6 +226,49 @@ def test_finished_windows_are_forgotten_and_no_pane_changes():
     assert patched_held <= 6  # patched: those within their allowed lateness
 
 
+def _session_panes(patched: bool) -> list:
+    """Sessions: a late element whose session merges into a finished one (Beam drops
+    it: the merged window is finished)."""
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms import trigger, window
+    from apache_beam.utils.timestamp import Timestamp
+
+    from tests.collect import Collect, take
+
+    stream = (
+        TestStream()
+        .add_elements([window.TimestampedValue(("k", 1), 0)])
+        .advance_watermark_to(Timestamp(16))  # [0, 10) fired and finished
+        .add_elements([window.TimestampedValue(("k", 2), 30)])
+        .add_elements([window.TimestampedValue(("k", 3), 8)])  # [8, 18): merges into it
+        .advance_watermark_to_infinity()
+    )
+    options = direct_options(streaming=True, extra=["--allow_unsafe_triggers"])  # it finishes
+    p = beam.Pipeline(runner=direct_runner(streaming=True), options=options)
+    _ = (
+        p
+        | stream
+        | beam.WindowInto(
+            window.Sessions(10),
+            trigger=trigger.AfterWatermark(),
+            allowed_lateness=5,
+            accumulation_mode=trigger.AccumulationMode.DISCARDING,
+        )
+        | beam.GroupByKey()
+        | beam.ParDo(_Pane())
+        | beam.ParDo(Collect("sessions"))
+    )
+    with patches.applied(streaming=True) if patched else _nothing():
+        p.run().wait_until_finish()
+    return sorted(take("sessions"))
+
+
+def test_sessions_keep_their_finished_windows():
+    plain = _session_panes(False)
+    assert _session_panes(True) == plain
+    assert all(3 not in p[3] for p in plain)  # merged into a finished session: dropped
+
+
 def test_timestamps_and_windows_are_shared_by_deep_copies_only_while_patched():
     import copy
 

@@ -35,7 +35,8 @@ from model.vocabulary import NAMESPACE, DeadLetter, Metric
 from transforms.io.coders import RecordBatchCoder
 
 _BATCH, _DEAD = b"B", b"D"
-NO_WATERMARK = MIN_TIMESTAMP.micros
+NO_WATERMARK = mb.NO_WATERMARK
+assert NO_WATERMARK == MIN_TIMESTAMP.micros
 # (a batch or None, the source watermark after it, the dead letters read with it)
 ReplayItem = tuple[pa.RecordBatch | None, int, list[DeadLetter]]
 

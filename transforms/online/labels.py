@@ -154,7 +154,11 @@ class _JoinDoFn(beam.DoFn):
                 if left.num_rows:
                     partners.add(encode_batch(left))
         if kind == _LABEL and remaining.num_rows:  # labels for events joined already?
-            done = [decode_batch(d).column(mb.EVENT_ID) for d in joined.read()]
+            stored_ids = [decode_batch(d) for d in joined.read()]
+            if len(stored_ids) > 1:  # kept as one batch: the next read decodes one
+                joined.clear()
+                joined.add(encode_batch(mb.concat(stored_ids)))
+            done = [b.column(mb.EVENT_ID) for b in stored_ids]
             if done:
                 ids = remaining.column(mb.EVENT_ID).to_numpy(zero_copy_only=False)
                 again = np.isin(ids, pa.chunked_array(done).to_numpy())
