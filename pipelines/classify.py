@@ -177,4 +177,5 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
         windows=online.stats,
         dead_letter=dead,
         source_events=source.events,
+        recount_events=source.recount,
     )

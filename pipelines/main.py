@@ -37,6 +37,7 @@ from runners import patches
 from runners.direct import direct_options, direct_runner
 from runners.direct import run as direct_run
 from runners.flink import FlinkSettings, FlinkUnavailable, flink_args, job_args
+from runners.flink.rest import JobWatch
 from runners.heap import frozen_heap
 from runners.prism import PrismUnavailable, prism_args
 
@@ -98,8 +99,11 @@ def run(
     ``overwrite``: then the files of the earlier run are removed first."""
     output_dir.prepare(cfg.output, overwrite=overwrite)
     beam_runner, options = runner_options(cfg, runner, flink=flink, job_endpoint=job_endpoint)
+    watch = None  # a standalone cluster's own figures, read from its REST API
+    if runner == "FlinkRunner" and flink is not None and flink.master != "[local]":
+        watch = JobWatch(f"http://{flink.master}")
     with frozen_heap():  # what exists now outlives the run: the collector skips it
-        return _run(cfg, runner, beam_runner, options, show_progress)
+        return _run(cfg, runner, beam_runner, options, show_progress, watch)
 
 
 def _run(
@@ -108,6 +112,7 @@ def _run(
     beam_runner: PipelineRunner | str,
     options: PipelineOptions,
     show_progress: bool,
+    watch: JobWatch | None = None,
 ) -> RunSummary:
     start = time.perf_counter()
     pipeline = beam.Pipeline(runner=beam_runner, options=options)
@@ -119,11 +124,21 @@ def _run(
     out = sys.stderr if show_progress else io.StringIO()
     try:
         with progress.Printer(live, events_in, out=out):
+            if watch is not None:
+                watch.start()
             result = start_run(pipeline, runner)
             result.wait_until_finish()
     finally:
         progress.finish(run_id)  # the live figures stay in ``live``
+        figures = None if watch is None else watch.stop()
     seconds = time.perf_counter() - start
+    notes = cfg.notes
+    if events_in is None and figures is not None and figures.restarts and outputs.recount_events:
+        events_in = outputs.recount_events()
+        notes += (
+            f"events in: counted in the input after the run (Beam's counters start again at "
+            f"each of Flink's {figures.restarts} restores)",
+        )
     if events_in is None:
         events_in = counters(result)["events_in"]
     summary = RunSummary.from_outputs(
@@ -131,10 +146,14 @@ def _run(
         events_in=events_in,
         seconds=seconds,
         accumulating=cfg.trigger.accumulating,
-        notes=cfg.notes,
+        notes=notes,
     )
+    if figures is not None:
+        summary = dataclasses.replace(summary, flink=dataclasses.asdict(figures))
     if cfg.kafka_sink_topic is not None:
-        summary = dataclasses.replace(summary, kafka_out=counters(result)[Metric.KAFKA_RECORDS_OUT])
+        summary = dataclasses.replace(
+            summary, kafka_out=counters(result).get(Metric.KAFKA_RECORDS_OUT, 0)
+        )
     report.write(
         cfg.output,
         summary,

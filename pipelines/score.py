@@ -9,6 +9,7 @@ Writes under ``output``:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -30,6 +31,7 @@ class PipelineOutputs:
     windows: beam.PCollection
     dead_letter: beam.PCollection
     source_events: int | None
+    recount_events: Callable[[], int] | None = None  # the source's SourceOut.recount
 
 
 def initial_model(cfg: PipelineConfig) -> ModelArtifact:
@@ -57,4 +59,5 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
         windows=stats,
         dead_letter=dead,
         source_events=source.events,
+        recount_events=source.recount,
     )

@@ -24,6 +24,7 @@ from model import vocabulary as v
 from model.stats import STATS_SCHEMA
 from model.streams.time_scale import utc
 from model.vocabulary import NAMESPACE, Metric, Pane, Stage
+from runners.flink.rest import JobFigures
 from transforms.io.sinks import (
     count_parquet_rows,
     read_jsonl_dir,
@@ -162,6 +163,7 @@ class RunSummary:
     never_labelled: int = 0
     labels_rejected: int = 0
     kafka_out: int | None = None  # prediction rows committed to a Kafka topic (if sent)
+    flink: dict[str, Any] | None = None  # a standalone cluster's figures (runners.flink.rest)
 
     @classmethod
     def from_outputs(
@@ -243,6 +245,7 @@ class RunSummary:
                 if self.kafka_out is None
                 else [f"to Kafka         {self.kafka_out:>12,}  (predictions, committed)"]
             ),
+            *([] if self.flink is None else JobFigures(**self.flink).lines()),
             *(f"note: {n}" for n in self.notes),
             *self.window_lines(),
         ]

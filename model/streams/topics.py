@@ -130,3 +130,44 @@ def read_keyed(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[byte
     """:func:`read_committed` as the last value of each key (what a compacted topic
     keeps)."""
     return dict(read_committed(bootstrap, topic, timeout_s))
+
+
+def count_records(
+    bootstrap: str, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float = 60.0
+) -> int:
+    """How many records of committed transactions ``topic`` holds in each partition's
+    offset range ``[first, end)`` (an end past the partition's: to its end now)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    now = end_offsets(bootstrap, topic)
+    ends = {p: min(end, now.get(p, 0)) for p, (_, end) in ranges.items()}
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "sml-count",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+        | QUIET
+    )
+    count = 0
+    try:
+        left = {p for p, (first, _) in ranges.items() if ends[p] > first}
+        consumer.assign([TopicPartition(topic, p, ranges[p][0]) for p in left])
+        deadline = time.monotonic() + timeout_s
+        while left and time.monotonic() < deadline:
+            for m in consumer.consume(10_000, timeout=0.5):
+                p, offset = m.partition(), m.offset()
+                if m.error() is not None or p is None or offset is None:
+                    left.discard(p)  # the end of what the partition holds
+                elif offset < ends[p]:
+                    count += 1
+                    if offset + 1 >= ends[p]:
+                        left.discard(p)
+        if left:
+            msg = f"could not count the records of {topic!r} within {timeout_s:.0f} s"
+            raise TopicError(msg)
+        return count
+    finally:
+        consumer.close()

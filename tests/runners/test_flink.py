@@ -346,3 +346,19 @@ def test_the_job_server_listens_on_loopback_only(job_server, tmp_path):
     finally:
         server.kill()
         server.wait()
+
+
+def test_flink_figures_read_as_summary_lines():
+    from runners.flink.rest import JobFigures
+
+    figures = JobFigures("abc", state="FINISHED", restarts=2, checkpoints_completed=8,
+                         checkpoints_failed=1, restored=2, last_checkpoint_ms=120,
+                         last_checkpoint_bytes=83_704, max_checkpoint_ms=5_420,
+                         backpressure={"Source": 0.05, "Online": 0.4})  # fmt: skip
+    lines = figures.lines()
+    assert lines[0] == "flink job        abc  (FINISHED, 2 restarts)"
+    assert (
+        "8  completed, 1 failed, 2 restored; last 120 ms, 83,704 bytes; longest 5420 ms" in lines[1]
+    )
+    assert lines[2].startswith("backpressure     0.40 (Online)")
+    assert "none completed" in JobFigures("x").lines()[1]

@@ -32,11 +32,13 @@ fails on this splittable DoFn in our runs ("... was not replaced as expected"), 
 command line reads to the end offsets there, on the FnApiRunner (a bounded run). On
 Flink with checkpointing on, :mod:`runners.flink` has each checkpoint finish the bundle
 (without it this read's watermark never moved: a test compares a checkpointed live read
-with a bounded one); restores of its offsets after a failure are not tested yet.
+with a bounded one), and a restore re-reads from the checkpointed offsets (the test
+that kills a TaskManager mid-stream, ``tests/runners/test_flink_recovery.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -55,7 +57,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from model import batch as mb
 from model.streams.records import RecordFormat, decode_records
-from model.streams.topics import QUIET, offset_ranges
+from model.streams.topics import QUIET, count_records, offset_ranges
 from model.vocabulary import NAMESPACE, DeadLetter, Metric
 from transforms.io.sources import SourceOut, stamped
 
@@ -360,4 +362,6 @@ class KafkaSource(beam.PTransform):
             .with_output_types(pa.RecordBatch, dead_letter=DeadLetter)
             .with_outputs("dead_letter", main="batches")
         )
-        return SourceOut(batches=out.batches, dead_letter=out.dead_letter, events=None)
+        read_ranges = {p: (first, end) for _, p, first, end in elements}
+        recount = functools.partial(count_records, read.bootstrap, read.topic, read_ranges)
+        return SourceOut(out.batches, out.dead_letter, events=None, recount=recount)

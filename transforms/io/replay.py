@@ -20,7 +20,7 @@ DirectRunner) can take the batches as they are.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -48,12 +48,15 @@ class SourceOut:
     known before the run (replays, whose events the ``events_in`` counter counts only
     where they are decoded from bytes). Otherwise the ``events_in`` counter counts
     them as they are read. ``label_dead_letter``: the rejected rows of a labels file
-    (no events), where the source reads one."""
+    (no events), where the source reads one. ``recount``: see below."""
 
     batches: beam.PCollection
     dead_letter: beam.PCollection
     events: int | None = None
     label_dead_letter: beam.PCollection | None = None
+    # counts the input events again after the run, from the input itself (where a
+    # runner's restore restarts the events_in counter: Beam's on Flink)
+    recount: Callable[[], int] | None = None
 
 
 class WatermarkPacer:
