@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,94 +34,126 @@ CSV = ROOT / "benchmarks" / "data" / "weather" / "weather.csv"
 EVENTS, HEAD, RATE = 12_000, 500, 250.0  # about 45 s of production at that rate
 
 
-def _feed(bootstrap: str, topic: str) -> None:
-    """The file's events after the first HEAD, into ``topic`` at RATE a second."""
+def _feed(bootstrap: str, topic: str, first: int = HEAD, last: int = EVENTS) -> None:
+    """The file's events ``first`` to ``last`` into ``topic``, at RATE a second."""
     fmt = CsvFormat(label_column="target")
     names = feature_names(str(CSV), fmt)
     with open(CSV, encoding="utf-8") as f:
         batches = (c.batch for c in parse_lines(f, fmt, str(CSV)) if c.batch is not None)
         rows = rows_of_batches(batches, names, label_field="target")
-        for _ in range(HEAD):
+        for _ in range(first):
             next(rows)
-        produce(bootstrap, topic, rows, rate=RATE, count=EVENTS - HEAD)
+        produce(bootstrap, topic, rows, rate=RATE, count=last - first)
 
 
-def _job(cluster: LocalCluster) -> tuple[str, int, int]:
-    """The newest job's state, completed checkpoints and restores."""
-    jobs = (_get(cluster.rest_url + "/jobs/overview") or {}).get("jobs", [])
-    if not jobs:
-        return "", 0, 0
-    job = max(jobs, key=lambda j: j["start-time"])
-    counts = (_get(f"{cluster.rest_url}/jobs/{job['jid']}/checkpoints") or {}).get("counts", {})
-    return job["state"], int(counts.get("completed", 0)), int(counts.get("restored", 0))
+@dataclass
+class _Stream:
+    """A cluster, a topic with its first records, and the command line of a job that
+    reads it live, checkpointed, into ``out`` (and the sink topic ``<topic>-out``)."""
+
+    cluster: LocalCluster
+    bootstrap: str
+    topic: str
+    out: Path
+
+    @property
+    def source(self) -> list[str]:
+        return ["--source", "kafka", "--bootstrap", self.bootstrap, "--topic", self.topic,
+                "--label-column", "target", "--frame", "1"]  # fmt: skip
+
+    def job(self, *extra: str) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "pipelines/main.py", "--runner", "FlinkRunner",
+                "--flink-master", self.cluster.master, "--checkpointing-interval", "1000",
+                *self.source, "--kafka-until", "never", "--kafka-stop-idle", "10",
+                "--sink-topic", f"{self.topic}-out", "--output", str(self.out), "--quiet",
+                "--json", *extra]  # fmt: skip
+        return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def state(self) -> tuple[str, int]:
+        """The newest job's state and completed checkpoints."""
+        jobs = (_get(self.cluster.rest_url + "/jobs/overview") or {}).get("jobs", [])
+        if not jobs:
+            return "", 0
+        job = max(jobs, key=lambda j: j["start-time"])
+        url = f"{self.cluster.rest_url}/jobs/{job['jid']}/checkpoints"
+        return job["state"], int(((_get(url) or {}).get("counts") or {}).get("completed", 0))
+
+    def wait_mid_stream(self, job: subprocess.Popen[bytes], share: float) -> None:
+        """Until the job runs, has completed two more checkpoints, and ``share`` of the
+        events are in the topic."""
+        checkpoints = self.state()[1]
+        deadline = time.monotonic() + 240
+        while job.poll() is None and time.monotonic() < deadline:
+            state, done = self.state()
+            produced = sum(end_offsets(self.bootstrap, self.topic).values())
+            if state == "RUNNING" and done >= checkpoints + 2 and produced >= share * EVENTS:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"the job ended or stalled before {share:.0%} of the stream")
+
+    def check_once_and_as_without_faults(self, tmp_path: Path) -> None:
+        """Every event in the files once, as a run without faults scores it, and on the
+        sink topic; model versions 1..N, the last one's bytes as without faults."""
+        faulty = predictions_by_event(str(self.out))
+        counts = collections.Counter(event for event, _, _ in faulty)
+        assert len(counts) == EVENTS and max(counts.values()) == 1
+        reference = run_and_read("DirectRunner", self.source, tmp_path / "reference")
+        assert faulty == reference
+        records = read_committed(self.bootstrap, f"{self.topic}-out")
+        sent = {json.loads(k)[1]: json.loads(v) for k, v in records}
+        assert (
+            sorted((i, r["prediction"], r["model_version"]) for i, r in sent.items()) == reference
+        )
+        versions = ModelStore(str(self.out / "models")).versions()
+        assert versions == list(range(1, len(versions) + 1))
+        assert versions == ModelStore(str(tmp_path / "reference" / "models")).versions()
+        last = f"model-{versions[-1]:010d}.pt"
+        reference_model = tmp_path / "reference" / "models" / last
+        assert (self.out / "models" / last).read_bytes() == reference_model.read_bytes()
 
 
-@pytest.mark.slow
-def test_a_killed_taskmanager_loses_and_repeats_nothing(kafka_broker, tmp_path):
+@pytest.fixture
+def stream(kafka_broker, tmp_path, request) -> Iterator[_Stream]:
     try:
         flink.job_server()
         cluster = LocalCluster(tmp_path / "flink", rest_port=free_port())
         cluster.start()
     except flink.FlinkUnavailable as err:
         pytest.skip(str(err))
-    bootstrap, topic = kafka_broker.bootstrap, "recovery"
-    source = ["--source", "kafka", "--bootstrap", bootstrap, "--topic", topic]
-    source += ["--label-column", "target", "--frame", "1"]
-    job = None
+    topic = request.node.name.split("[")[0][-40:]
     try:
-        # the first records (the command line reads the stream's format from them)
-        assert kafka_cli(["produce", "--bootstrap", bootstrap, "--topic", topic,
+        assert kafka_cli(["produce", "--bootstrap", kafka_broker.bootstrap, "--topic", topic,
                           "--partitions", "2", "--input", str(CSV), "--label-column", "target",
                           "--events", str(HEAD)]) == 0  # fmt: skip
-        out = tmp_path / "out"
-        argv = [sys.executable, "pipelines/main.py", "--runner", "FlinkRunner",
-                "--flink-master", cluster.master, "--checkpointing-interval", "1000", *source,
-                "--kafka-until", "never", "--kafka-stop-idle", "10", "--sink-topic",
-                f"{topic}-out", "--output", str(out), "--quiet", "--json"]  # fmt: skip
-        job = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        feeder = threading.Thread(target=_feed, args=(bootstrap, topic))
-        feeder.start()
-        kills = []
+        yield _Stream(cluster, kafka_broker.bootstrap, topic, tmp_path / "out")
+    finally:
+        cluster.stop()
+
+
+def _summary(stdout: bytes) -> dict:
+    return dict(json.loads(stdout.decode().strip().splitlines()[-1]))
+
+
+@pytest.mark.slow
+def test_a_killed_taskmanager_loses_and_repeats_nothing(stream, tmp_path):
+    job = stream.job()
+    feeder = threading.Thread(target=_feed, args=(stream.bootstrap, stream.topic))
+    feeder.start()
+    try:
         for share in (0.5, 0.9):  # mid-stream, at two points, each after checkpoints
-            checkpoints = _job(cluster)[1]
-            deadline = time.monotonic() + 240
-            while job.poll() is None and time.monotonic() < deadline:
-                state, done, _ = _job(cluster)
-                produced = sum(end_offsets(bootstrap, topic).values())
-                if state == "RUNNING" and done >= checkpoints + 2 and produced >= share * EVENTS:
-                    break
-                time.sleep(0.2)
-            assert job.poll() is None, "the job ended before the TaskManager was killed"
-            killed = cluster.kill("taskmanager")
-            kills.append(killed)
+            stream.wait_mid_stream(job, share)
+            killed = stream.cluster.kill("taskmanager")
             while pid_alive(killed):
                 time.sleep(0.05)
-            cluster.start_taskmanager()
+            stream.cluster.start_taskmanager()
         feeder.join()
         stdout, stderr = job.communicate(timeout=420)
-        assert job.returncode == 0, stderr.decode()[-3000:]
     finally:
-        if job is not None and job.poll() is None:
+        if job.poll() is None:
             terminate([job.pid], 10)
-        cluster.stop()
-    summary = json.loads(stdout.decode().strip().splitlines()[-1])
+    assert job.returncode == 0, stderr.decode()[-3000:]
+    summary = _summary(stdout)
     # Flink restored the job from its checkpoints, once a kill
     assert summary["flink"]["restarts"] >= 2 and summary["flink"]["restored"] >= 2
     assert summary["balanced"] and summary["events_in"] == EVENTS
-    # every event once in the files, and as a run without faults scores it
-    faulty = predictions_by_event(str(out))
-    counts = collections.Counter(event for event, _, _ in faulty)
-    assert len(counts) == EVENTS and max(counts.values()) == 1
-    reference = run_and_read("DirectRunner", source, tmp_path / "reference")
-    assert faulty == reference
-    # the sink topic: the last value of each key is each prediction, once
-    sent = {json.loads(k)[1]: json.loads(v) for k, v in read_committed(bootstrap, f"{topic}-out")}
-    assert sorted((i, r["prediction"], r["model_version"]) for i, r in sent.items()) == reference
-    # the model versions: one sequence without gaps or repeats, the last one the same
-    versions = ModelStore(str(out / "models")).versions()
-    assert versions == list(range(1, len(versions) + 1))
-    assert versions == ModelStore(str(tmp_path / "reference" / "models")).versions()
-    last = f"model-{versions[-1]:010d}.pt"
-    assert (out / "models" / last).read_bytes() == (
-        tmp_path / "reference/models" / last
-    ).read_bytes()
+    stream.check_once_and_as_without_faults(tmp_path)
