@@ -22,6 +22,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
+from model.streams.topics import TopicError
 from model.vocabulary import Metric
 from pipelines import classify, output_dir, progress, report, score
 from pipelines.cli import (
@@ -133,12 +134,16 @@ def _run(
         figures = None if watch is None else watch.stop()
     seconds = time.perf_counter() - start
     notes = cfg.notes
-    if events_in is None and figures is not None and figures.restarts and outputs.recount_events:
-        events_in = outputs.recount_events()
-        notes += (
-            f"events in: counted in the input after the run (Beam's counters start again at "
-            f"each of Flink's {figures.restarts} restores)",
-        )
+    restored = figures is not None and bool(figures.restarts or figures.restored)
+    if events_in is None and restored and outputs.recount_events:
+        try:
+            events_in = outputs.recount_events()
+            notes += (
+                "events in: counted in the input after the run (Beam's counters start "
+                "again at each of Flink's restores)",
+            )
+        except TopicError as err:
+            notes += (f"events in: Beam's counter, which restarted at a restore ({err})",)
     if events_in is None:
         events_in = counters(result)["events_in"]
     summary = RunSummary.from_outputs(
@@ -150,7 +155,7 @@ def _run(
     )
     if figures is not None:
         summary = dataclasses.replace(summary, flink=dataclasses.asdict(figures))
-    if cfg.kafka_sink_topic is not None:
+    if cfg.kafka_sink_topic is not None and not restored:  # (a restore restarts counters)
         summary = dataclasses.replace(
             summary, kafka_out=counters(result).get(Metric.KAFKA_RECORDS_OUT, 0)
         )

@@ -93,7 +93,7 @@ def head(bootstrap: str, topic: str, records: int = 2_048, timeout_s: float = 10
 
 
 def read_committed(
-    bootstrap: str, topic: str, timeout_s: float = 30.0
+    bootstrap: str, topic: str, timeout_s: float = 60.0
 ) -> list[tuple[bytes, bytes]]:
     """Every record of committed transactions (``read_committed``) ``topic`` holds, as
     ``(key, value)``, partition by partition in offset order."""
@@ -117,16 +117,22 @@ def read_committed(
         deadline = time.monotonic() + timeout_s
         while left and time.monotonic() < deadline:
             for m in consumer.consume(10_000, timeout=0.5):
-                if m.error() is not None:  # the end of a partition (or of what is readable)
-                    left.discard(m.partition())
+                if m.error() is not None:
+                    # the end of what is readable: the partition's end once no open
+                    # transaction holds it back (an abandoned one until it times out)
+                    if (m.offset() or 0) >= ends[m.partition() or 0]:
+                        left.discard(m.partition())
                 elif (key := m.key()) is not None and (value := m.value()) is not None:
                     records.append((key, value))
+        if left:
+            msg = f"{topic!r}: partitions {sorted(left)} not read to their end in {timeout_s} s"
+            raise TopicError(msg)
         return records
     finally:
         consumer.close()
 
 
-def read_keyed(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[bytes, bytes]:
+def read_keyed(bootstrap: str, topic: str, timeout_s: float = 60.0) -> dict[bytes, bytes]:
     """:func:`read_committed` as the last value of each key (what a compacted topic
     keeps)."""
     return dict(read_committed(bootstrap, topic, timeout_s))
@@ -136,8 +142,10 @@ def count_records(
     bootstrap: str, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float = 60.0
 ) -> int:
     """How many records of committed transactions ``topic`` holds in each partition's
-    offset range ``[first, end)`` (an end past the partition's: to its end now)."""
-    from confluent_kafka import Consumer, TopicPartition
+    offset range ``[first, end)``; an end past the partition's counts to its end now
+    (a live read that ran until its topic went idle read that far). An error of the
+    client, or a first offset the broker no longer holds, raises :class:`TopicError`."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     now = end_offsets(bootstrap, topic)
     ends = {p: min(end, now.get(p, 0)) for p, (_, end) in ranges.items()}
@@ -148,6 +156,7 @@ def count_records(
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
+            "auto.offset.reset": "error",
         }
         | QUIET
     )
@@ -158,13 +167,19 @@ def count_records(
         deadline = time.monotonic() + timeout_s
         while left and time.monotonic() < deadline:
             for m in consumer.consume(10_000, timeout=0.5):
-                p, offset = m.partition(), m.offset()
-                if m.error() is not None or p is None or offset is None:
-                    left.discard(p)  # the end of what the partition holds
-                elif offset < ends[p]:
-                    count += 1
-                    if offset + 1 >= ends[p]:
+                p, offset, err = m.partition(), m.offset(), m.error()
+                if p is None or offset is None:
+                    continue
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise TopicError(f"cannot count the records of {topic!r}: {err}")
+                    if offset >= ends[p]:
                         left.discard(p)
+                    continue
+                if offset < ends[p]:
+                    count += 1
+                if offset + 1 >= ends[p]:
+                    left.discard(p)
         if left:
             msg = f"could not count the records of {topic!r} within {timeout_s:.0f} s"
             raise TopicError(msg)

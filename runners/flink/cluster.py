@@ -121,6 +121,10 @@ class LocalCluster:
             "env.log.dir": str(self.run_dir / "log"),
             "web.tmpdir": str(self.run_dir / "web"),
             "io.tmp.dirs": str(self.run_dir / "tmp"),
+            # one machine: a TaskManager that stops answering is dead, not slow; a job
+            # restarts 10 s after losing one, not after Flink's default 50 s
+            "heartbeat.interval": 2000,
+            "heartbeat.timeout": 10000,
         }
         # Flink's own JVM options (e.g. Java 17's --add-opens) are kept.
         java_opts = _java_opts(conf / "config.yaml")

@@ -31,7 +31,7 @@ from transforms.io import ModelStore
 
 ROOT = Path(__file__).parents[2]
 CSV = ROOT / "benchmarks" / "data" / "weather" / "weather.csv"
-EVENTS, HEAD, RATE = 12_000, 500, 250.0  # about 45 s of production at that rate
+EVENTS, HEAD, RATE = 12_000, 500, 150.0  # about 77 s of production at that rate
 
 
 def _feed(bootstrap: str, topic: str, first: int = HEAD, last: int = EVENTS) -> None:
@@ -67,7 +67,10 @@ class _Stream:
                 *self.source, "--kafka-until", "never", "--kafka-stop-idle", "10",
                 "--sink-topic", f"{self.topic}-out", "--output", str(self.out), "--quiet",
                 "--json", *extra]  # fmt: skip
-        return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # stderr to a file: the SDK harness logs each restore at length, and a pipe no
+        # one reads while the job runs would fill and stall it
+        log = open(self.out.parent / "job.err", "wb")  # noqa: SIM115 - the job's
+        return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=log)
 
     def state(self) -> tuple[str, int]:
         """The newest job's state and completed checkpoints."""
@@ -79,14 +82,15 @@ class _Stream:
         return job["state"], int(((_get(url) or {}).get("counts") or {}).get("completed", 0))
 
     def wait_mid_stream(self, job: subprocess.Popen[bytes], share: float) -> None:
-        """Until the job runs, has completed two more checkpoints, and ``share`` of the
+        """Until the job runs, has completed another checkpoint, and ``share`` of the
         events are in the topic."""
         checkpoints = self.state()[1]
         deadline = time.monotonic() + 240
         while job.poll() is None and time.monotonic() < deadline:
             state, done = self.state()
             produced = sum(end_offsets(self.bootstrap, self.topic).values())
-            if state == "RUNNING" and done >= checkpoints + 2 and produced >= share * EVENTS:
+            if state == "RUNNING" and done > checkpoints and produced >= share * EVENTS:
+                print(f"{time.strftime('%X')} {share:.0%}: {produced} produced, {done} checkpoints")
                 return
             time.sleep(0.2)
         raise AssertionError(f"the job ended or stalled before {share:.0%} of the stream")
@@ -100,6 +104,10 @@ class _Stream:
         reference = run_and_read("DirectRunner", self.source, tmp_path / "reference")
         assert faulty == reference
         records = read_committed(self.bootstrap, f"{self.topic}-out")
+        values: dict[bytes, set[bytes]] = collections.defaultdict(set)
+        for key, value in records:
+            values[key].add(value)
+        assert all(len(v) == 1 for v in values.values())  # a key repeated: the same value
         sent = {json.loads(k)[1]: json.loads(v) for k, v in records}
         assert (
             sorted((i, r["prediction"], r["model_version"]) for i, r in sent.items()) == reference
@@ -140,20 +148,25 @@ def test_a_killed_taskmanager_loses_and_repeats_nothing(stream, tmp_path):
     feeder = threading.Thread(target=_feed, args=(stream.bootstrap, stream.topic))
     feeder.start()
     try:
-        for share in (0.5, 0.9):  # mid-stream, at two points, each after checkpoints
+        for share in (0.4, 0.75):  # mid-stream, at two points, each after checkpoints
             stream.wait_mid_stream(job, share)
+            assert feeder.is_alive()  # the producer is still at it
             killed = stream.cluster.kill("taskmanager")
-            while pid_alive(killed):
+            deadline = time.monotonic() + 30
+            while pid_alive(killed) and time.monotonic() < deadline:
                 time.sleep(0.05)
             stream.cluster.start_taskmanager()
-        feeder.join()
-        stdout, stderr = job.communicate(timeout=420)
+        stdout, _ = job.communicate(timeout=420)
     finally:
+        feeder.join()
         if job.poll() is None:
             terminate([job.pid], 10)
-    assert job.returncode == 0, stderr.decode()[-3000:]
-    summary = _summary(stdout)
+    errors = (tmp_path / "job.err").read_text(errors="replace")
+    summary = _summary(stdout) if stdout.strip() else {}
+    shown = {k: v for k, v in summary.items() if k != "windows"}
+    assert job.returncode == 0, f"{shown}\n{errors[-2000:]}"
     # Flink restored the job from its checkpoints, once a kill
-    assert summary["flink"]["restarts"] >= 2 and summary["flink"]["restored"] >= 2
+    assert summary["flink"]["restored"] >= 2
     assert summary["balanced"] and summary["events_in"] == EVENTS
+    assert any(n.startswith("events in: counted in the input") for n in summary["notes"])
     stream.check_once_and_as_without_faults(tmp_path)

@@ -157,7 +157,7 @@ class WriteKafka(beam.PTransform):
         topic: str,
         *,
         counter: str,
-        transaction_timeout_ms: int = 60_000,
+        transaction_timeout_ms: int = 15_000,
     ) -> None:
         super().__init__()
         self._fn = _WriteKafkaDoFn(bootstrap, topic, counter, transaction_timeout_ms)
