@@ -3,7 +3,9 @@ first records (Kafka's client, ``confluent-kafka``; no Beam)."""
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 # librdkafka logs every failed connection attempt to stderr; what goes wrong reaches
@@ -92,44 +94,69 @@ def head(bootstrap: str, topic: str, records: int = 2_048, timeout_s: float = 10
         consumer.close()
 
 
-def read_committed(
-    bootstrap: str, topic: str, timeout_s: float = 60.0
-) -> list[tuple[bytes, bytes]]:
-    """Every record of committed transactions (``read_committed``) ``topic`` holds, as
-    ``(key, value)``, partition by partition in offset order."""
-    from confluent_kafka import Consumer, TopicPartition
+def _committed(
+    bootstrap: str,
+    topic: str,
+    ranges: dict[int, tuple[int, int]],
+    timeout_s: float,
+) -> Iterator[Any]:
+    """The records of committed transactions (``read_committed``) in each partition's
+    offset range ``[first, end)``, an end past the partition's to its end now. A
+    partition is done only at its end (an open transaction, until it is committed or
+    times out, holds what follows it back); a client error, a first offset the broker
+    no longer holds, or a partition not read to its end in time raises TopicError."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-    ends = end_offsets(bootstrap, topic)
+    now = end_offsets(bootstrap, topic)
+    ends = {p: min(end, now.get(p, 0)) for p, (_, end) in ranges.items()}
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
-            "group.id": "sml-read-committed",
+            "group.id": "sml-read",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
+            "auto.offset.reset": "error",
         }
         | QUIET
     )
-    records: list[tuple[bytes, bytes]] = []
     try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends if ends[p]])
-        left = {p for p in ends if ends[p]}
+        left = {p for p, (first, _) in ranges.items() if ends[p] > first}
+        consumer.assign([TopicPartition(topic, p, ranges[p][0]) for p in left])
         deadline = time.monotonic() + timeout_s
         while left and time.monotonic() < deadline:
             for m in consumer.consume(10_000, timeout=0.5):
-                if m.error() is not None:
-                    # the end of what is readable: the partition's end once no open
-                    # transaction holds it back (an abandoned one until it times out)
-                    if (m.offset() or 0) >= ends[m.partition() or 0]:
-                        left.discard(m.partition())
-                elif (key := m.key()) is not None and (value := m.value()) is not None:
-                    records.append((key, value))
+                p, offset, err = m.partition(), m.offset(), m.error()
+                if p is None or offset is None:
+                    continue
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise TopicError(f"cannot read {topic!r}: {err}")
+                    if offset >= ends[p]:
+                        left.discard(p)
+                    continue
+                if offset < ends[p]:
+                    yield m
+                if offset + 1 >= ends[p]:
+                    left.discard(p)
         if left:
             msg = f"{topic!r}: partitions {sorted(left)} not read to their end in {timeout_s} s"
             raise TopicError(msg)
-        return records
     finally:
         consumer.close()
+
+
+def read_committed(
+    bootstrap: str, topic: str, timeout_s: float = 60.0
+) -> list[tuple[bytes, bytes]]:
+    """Every record of committed transactions ``topic`` holds, as ``(key, value)``,
+    partition by partition in offset order (see :func:`_committed`)."""
+    everything = dict.fromkeys(partitions_of(bootstrap, topic), (0, sys.maxsize))
+    return [
+        (m.key(), m.value())
+        for m in _committed(bootstrap, topic, everything, timeout_s)
+        if m.key() is not None and m.value() is not None
+    ]
 
 
 def read_keyed(bootstrap: str, topic: str, timeout_s: float = 60.0) -> dict[bytes, bytes]:
@@ -143,46 +170,5 @@ def count_records(
 ) -> int:
     """How many records of committed transactions ``topic`` holds in each partition's
     offset range ``[first, end)``; an end past the partition's counts to its end now
-    (a live read that ran until its topic went idle read that far). An error of the
-    client, or a first offset the broker no longer holds, raises :class:`TopicError`."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-    now = end_offsets(bootstrap, topic)
-    ends = {p: min(end, now.get(p, 0)) for p, (_, end) in ranges.items()}
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "sml-count",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "auto.offset.reset": "error",
-        }
-        | QUIET
-    )
-    count = 0
-    try:
-        left = {p for p, (first, _) in ranges.items() if ends[p] > first}
-        consumer.assign([TopicPartition(topic, p, ranges[p][0]) for p in left])
-        deadline = time.monotonic() + timeout_s
-        while left and time.monotonic() < deadline:
-            for m in consumer.consume(10_000, timeout=0.5):
-                p, offset, err = m.partition(), m.offset(), m.error()
-                if p is None or offset is None:
-                    continue
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        raise TopicError(f"cannot count the records of {topic!r}: {err}")
-                    if offset >= ends[p]:
-                        left.discard(p)
-                    continue
-                if offset < ends[p]:
-                    count += 1
-                if offset + 1 >= ends[p]:
-                    left.discard(p)
-        if left:
-            msg = f"could not count the records of {topic!r} within {timeout_s:.0f} s"
-            raise TopicError(msg)
-        return count
-    finally:
-        consumer.close()
+    (a live read that ran until its topic went idle read that far)."""
+    return sum(1 for _ in _committed(bootstrap, topic, ranges, timeout_s))
