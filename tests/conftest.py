@@ -20,6 +20,7 @@ import pytest
 
 from runners import patches
 from runners.direct import direct_options, direct_runner
+from runners.processes import free_port
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -80,15 +81,6 @@ def batch_pipeline() -> beam.Pipeline:
 @pytest.fixture
 def stream_pipeline() -> beam.Pipeline:
     return make_pipeline(streaming=True)
-
-
-def free_port() -> int:
-    """A port of 127.0.0.1 nothing listens on now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
