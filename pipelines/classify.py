@@ -178,4 +178,5 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
         dead_letter=dead,
         source_events=source.events,
         recount_events=source.recount,
+        source_finished=source.finished,
     )

@@ -248,6 +248,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     fault, or :class:`BadInputError` for input files that cannot be used."""
     from model.device import resolve_device
 
+    if args.savepoint and args.runner != "FlinkRunner":
+        raise UsageError("--savepoint resumes a stopped Flink job: it needs --runner FlinkRunner")
     streaming, streaming_notes = _streaming(args)  # a usage error before any input is read
     inputs = _expand_inputs(args.input)
     times = _from_data(args, inputs)
@@ -436,6 +438,7 @@ def flink_from_args(args: argparse.Namespace) -> FlinkSettings:
             environment_type=args.environment_type,
             environment_config=args.environment_config,
             job_server_jar=args.flink_job_server_jar,
+            savepoint_path=args.savepoint,
         ),
     )
 

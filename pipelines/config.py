@@ -114,7 +114,12 @@ class PipelineConfig:
     @property
     def unbounded(self) -> bool:
         """The source never ends by itself: a streaming replay, or a live Kafka read."""
-        return self.streaming or (self.source == "kafka" and self.kafka_until == "never")
+        return self.streaming or self.live_read
+
+    @property
+    def live_read(self) -> bool:
+        """The source is read live (a Kafka topic read on and on)."""
+        return self.source == "kafka" and self.kafka_until == "never"
 
     @property
     def detects_drift(self) -> bool:

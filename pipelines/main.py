@@ -41,6 +41,7 @@ from runners.flink import FlinkSettings, FlinkUnavailable, flink_args, job_args
 from runners.flink.rest import JobWatch
 from runners.heap import frozen_heap
 from runners.prism import PrismUnavailable, prism_args
+from runners.processes import free_port
 
 BUILDERS = {"classify": classify.build, "score": score.build}
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3, 4
@@ -98,13 +99,23 @@ def run(
     PortableRunner); ``job_endpoint``: PortableRunner's job server. A non-empty
     output folder is refused (:class:`pipelines.output_dir.OutputNotEmpty`) unless
     ``overwrite``: then the files of the earlier run are removed first."""
-    output_dir.prepare(cfg.output, overwrite=overwrite)
+    resume = runner == "FlinkRunner" and flink is not None and flink.savepoint_path is not None
+    output_dir.prepare(cfg.output, overwrite=overwrite, resume=resume)
+    if runner == "FlinkRunner":
+        flink = _on_flink(cfg, flink or FlinkSettings())
     beam_runner, options = runner_options(cfg, runner, flink=flink, job_endpoint=job_endpoint)
-    watch = None  # a standalone cluster's own figures, read from its REST API
-    if runner == "FlinkRunner" and flink is not None and flink.master != "[local]":
-        watch = JobWatch(f"http://{flink.master}")
     with frozen_heap():  # what exists now outlives the run: the collector skips it
-        return _run(cfg, runner, beam_runner, options, show_progress, watch)
+        return _run(cfg, runner, beam_runner, options, show_progress, flink)
+
+
+def _on_flink(cfg: PipelineConfig, flink: FlinkSettings) -> FlinkSettings:
+    """The settings for this run: a mini-cluster's REST endpoint on a free port of
+    127.0.0.1 (Flink's own figures, and a live job's drain, come from there), and
+    whether the job reads a live source."""
+    port = flink.local_rest_port
+    if flink.master == "[local]" and port is None:
+        port = free_port()
+    return dataclasses.replace(flink, local_rest_port=port, live=flink.live or cfg.live_read)
 
 
 def _run(
@@ -113,11 +124,17 @@ def _run(
     beam_runner: PipelineRunner | str,
     options: PipelineOptions,
     show_progress: bool,
-    watch: JobWatch | None = None,
+    flink: FlinkSettings | None = None,
 ) -> RunSummary:
     start = time.perf_counter()
     pipeline = beam.Pipeline(runner=beam_runner, options=options)
     outputs = BUILDERS[cfg.pipeline](pipeline, cfg)
+    watch = None  # Flink's own figures, read from its REST API; a live job drained
+    if runner == "FlinkRunner" and flink is not None and flink.rest_url is not None:
+        drain_when = outputs.source_finished if flink.keeps_sources else None
+        watch = JobWatch(
+            flink.rest_url, drain_when=drain_when, runs_until_stopped=flink.keeps_sources
+        )
     run_id = uuid.uuid4().hex
     live = progress.start(run_id)
     progress.attach(run_id, outputs.batches, outputs.predictions)
@@ -134,6 +151,13 @@ def _run(
         figures = None if watch is None else watch.stop()
     seconds = time.perf_counter() - start
     notes = cfg.notes
+    if watch is not None and watch.drained not in (None, "drained"):
+        notes += (f"flink: the read was over, and the live job {watch.drained}",)
+    if figures is not None and figures.stopped_with is not None:
+        notes += (
+            f"flink: the job was stopped with a savepoint ({figures.stopped_with}): the "
+            "counts balance once a run resumed from it (--savepoint) ends",
+        )
     restored = figures is not None and bool(figures.restarts or figures.restored)
     if events_in is None and restored and outputs.recount_events:
         try:
@@ -226,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("  " + line)
     if args.json:
         print(summary.to_json())
-    return EXIT_OK if summary.balanced else EXIT_MISMATCH
+    stopped = summary.flink is not None and summary.flink.get("stopped_with") is not None
+    return EXIT_OK if summary.balanced or stopped else EXIT_MISMATCH
 
 
 if __name__ == "__main__":

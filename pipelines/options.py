@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fl.add_argument("--environment-config", default=None, help="EXTERNAL: worker pool host:port")
     fl.add_argument(
+        "--savepoint",
+        default=None,
+        help="start from this savepoint of a stopped job (python -m runners.flink savepoint) "
+        "and add to its --output",
+    )
+    fl.add_argument(
         "--job-endpoint",
         default="embed",
         help="with --runner PortableRunner: a running job server's host:port (e.g. a "

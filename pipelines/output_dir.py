@@ -5,7 +5,9 @@ run there would be counted with this one's. A run into a folder that holds anyth
 is refused unless ``overwrite``; then the files a run writes are removed first (and
 only those: whatever else the folder holds is left alone). A run marks its folder
 (:data:`MARKER`); ``overwrite`` removes nothing from a folder without that mark (say
-``--output ~``, whose own ``models/`` is not a run's).
+``--output ~``, whose own ``models/`` is not a run's). A run that resumes a stopped one
+(``resume``: from its savepoint, on Flink) adds to that run's folder, removing nothing:
+the summary then counts the whole stream.
 """
 
 from __future__ import annotations
@@ -44,11 +46,18 @@ class OutputNotEmpty(ValueError):
     """The output folder holds files, and the run may not overwrite them."""
 
 
-def prepare(path: str, *, overwrite: bool) -> None:
+def prepare(path: str, *, overwrite: bool, resume: bool = False) -> None:
     """Make ``path`` ready for a run; see the module docstring."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise OutputNotEmpty(f"--output {path!r} is a file, not a folder")
     held = sorted(os.listdir(path)) if os.path.isdir(path) else []
+    if resume and held and overwrite:
+        raise OutputNotEmpty("a resumed run adds to its --output: --overwrite would remove it")
+    if resume and held:
+        if not os.path.exists(os.path.join(path, MARKER)):
+            msg = f"--output {path!r} holds no earlier run's files ({MARKER}) to add to"
+            raise OutputNotEmpty(msg)
+        return
     if held and not overwrite:
         shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
         msg = (

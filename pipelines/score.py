@@ -32,6 +32,7 @@ class PipelineOutputs:
     dead_letter: beam.PCollection
     source_events: int | None
     recount_events: Callable[[], int] | None = None  # the source's SourceOut.recount
+    source_finished: Callable[[], bool] | None = None  # the source's SourceOut.finished
 
 
 def initial_model(cfg: PipelineConfig) -> ModelArtifact:
@@ -60,4 +61,5 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
         dead_letter=dead,
         source_events=source.events,
         recount_events=source.recount,
+        source_finished=source.finished,
     )

@@ -6,20 +6,33 @@ the watch began), every vertex's backpressure (the largest ratio any subtask sho
 ``/jobs/:id/vertices/:v/backpressure``), the job's restarts, and when it stops, the
 checkpoint figures (``/jobs/:id/checkpoints``: completed, failed, restored, the last
 one's end-to-end duration and size, the largest duration). An embedded mini-cluster
-(``[local]``) has no REST endpoint to read: nothing is watched there.
+is watched at the REST endpoint :mod:`runners.flink.settings` gives it.
+
+A live job runs until it is stopped: :func:`stop_with_savepoint` stops one (Flink's
+``POST /jobs/:id/stop``), with a savepoint to resume from, and the watch stops its job
+that way, draining it (the last windows fire), once ``drain_when`` says its input is
+over.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 _ENDED = ("FINISHED", "FAILED", "CANCELED")
+DRAIN_TRIES = 3
+
+
+class SavepointFailed(RuntimeError):
+    """Flink could not take the savepoint (its answer says why); the job runs on."""
 
 
 def _get(url: str, timeout_s: float = 2.0) -> Any:
@@ -28,6 +41,58 @@ def _get(url: str, timeout_s: float = 2.0) -> Any:
             return json.load(r)
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def _post(url: str, body: dict[str, Any], timeout_s: float = 10.0) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as err:
+        raise SavepointFailed(f"{url}: {err.code} {err.read().decode(errors='replace')}") from None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise SavepointFailed(f"{url}: {err}") from None
+
+
+def running_jobs(rest_url: str) -> list[str]:
+    """The ids of the cluster's running jobs, the newest first."""
+    jobs = (_get(f"{rest_url}/jobs/overview") or {}).get("jobs", [])
+    running = [j for j in jobs if j.get("state") == "RUNNING"]
+    return [j["jid"] for j in sorted(running, key=lambda j: -int(j.get("start-time", 0)))]
+
+
+def stop_with_savepoint(
+    rest_url: str, job_id: str, directory: str, *, drain: bool = False, timeout_s: float = 120.0
+) -> str:
+    """Stop the job with a savepoint in ``directory``; its path. ``drain``: the sources
+    first send the watermark to the end of time, so every window fires (a job to end);
+    without: the job stops where it is, its windows in the savepoint (a job to resume
+    with ``--savepoint``). :class:`SavepointFailed` when Flink cannot take it."""
+    base = f"{rest_url.rstrip('/')}/jobs/{job_id}"
+    answer = _post(f"{base}/stop", {"targetDirectory": directory, "drain": drain})
+    trigger = answer.get("request-id")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = _get(f"{base}/savepoints/{trigger}") or {}
+        if (status.get("status") or {}).get("id") == "COMPLETED":
+            operation = status.get("operation") or {}
+            if "location" in operation:
+                return str(operation["location"])
+            cause = (operation.get("failure-cause") or {}).get("stack-trace", "")
+            raise SavepointFailed(f"job {job_id}: {cause.strip().splitlines()[:1]}")
+        time.sleep(0.2)
+    raise SavepointFailed(f"job {job_id}: no savepoint within {timeout_s:.0f} s")
+
+
+def cancel(rest_url: str, job_id: str) -> None:
+    """Cancel the job (``PATCH /jobs/:id?mode=cancel``); quiet when it has ended."""
+    request = urllib.request.Request(f"{rest_url}/jobs/{job_id}?mode=cancel", method="PATCH")
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except (urllib.error.URLError, OSError):
+        pass
 
 
 @dataclass
@@ -44,6 +109,9 @@ class JobFigures:
     last_checkpoint_ms: int | None = None
     last_checkpoint_bytes: int | None = None
     max_checkpoint_ms: int | None = None
+    last_savepoint: str | None = None  # where the newest savepoint of the job is
+    # a job that runs until stopped, stopped from outside: its savepoint, to resume from
+    stopped_with: str | None = None
     backpressure: dict[str, float] = field(default_factory=dict)  # vertex -> max ratio
 
     def lines(self) -> list[str]:
@@ -64,11 +132,24 @@ class JobFigures:
 
 
 class JobWatch:
-    """Polls ``rest_url`` every ``interval_s`` for the job started after the watch."""
+    """Polls ``rest_url`` every ``interval_s`` for the job started after the watch;
+    drains it once ``drain_when()`` is true (see the module docstring). A job that
+    ``runs_until_stopped`` (a live read whose sources are kept) and ends without that
+    drain was stopped from outside: its figures say with which savepoint."""
 
-    def __init__(self, rest_url: str, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        rest_url: str,
+        interval_s: float = 1.0,
+        drain_when: Callable[[], bool] | None = None,
+        runs_until_stopped: bool = False,
+    ) -> None:
         self._url = rest_url.rstrip("/")
+        self._until_stopped = runs_until_stopped
         self._interval = interval_s
+        self._drain_when = drain_when
+        self.drained: str | None = None  # what became of the drain, when asked
+        self._tries = 0
         self._since_ms = int(time.time() * 1000) - 1000
         self._stop = threading.Event()
         self._figures: JobFigures | None = None
@@ -82,13 +163,16 @@ class JobWatch:
     def stop(self) -> JobFigures | None:
         """Stop polling; the job's figures (None: no job of ours was seen)."""
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=130)  # (a drain in progress)
         if self._figures is not None:  # the final state and checkpoint figures
             deadline = time.monotonic() + 10  # the job ends a moment after its result
-            self._poll_job(self._figures)
-            while self._figures.state not in _ENDED and time.monotonic() < deadline:
+            reached = self._poll_job(self._figures)
+            while reached and self._figures.state not in _ENDED and time.monotonic() < deadline:
                 time.sleep(0.2)
-                self._poll_job(self._figures)
+                reached = self._poll_job(self._figures)
+            figures = self._figures
+            if self._until_stopped and self.drained is None and figures.state == "FINISHED":
+                figures.stopped_with = figures.last_savepoint or "a savepoint"
         return self._figures
 
     def _run(self) -> None:
@@ -98,6 +182,27 @@ class JobWatch:
             if self._figures is not None:
                 self._poll_job(self._figures)
                 self._poll_backpressure(self._figures)
+                self._drain(self._figures)
+
+    def _drain(self, figures: JobFigures) -> None:
+        """Drain the job once its input is over; after a third failed savepoint,
+        cancel it (its last windows unfired) rather than let it run for ever."""
+        if self._drain_when is None or self.drained == "drained" or figures.state != "RUNNING":
+            return
+        if self._tries >= DRAIN_TRIES or not self._drain_when():
+            return
+        self._tries += 1
+        directory = tempfile.mkdtemp(prefix="sml-drain-")
+        try:  # the savepoint only ends the job: it is not kept
+            stop_with_savepoint(self._url, figures.job_id, f"file://{directory}", drain=True)
+            self.drained = "drained"
+        except SavepointFailed as err:
+            self.drained = f"not drained ({err})"
+            if self._tries == DRAIN_TRIES:
+                cancel(self._url, figures.job_id)
+                self.drained += "; cancelled"
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
     def _find_job(self) -> JobFigures | None:
         jobs = (_get(f"{self._url}/jobs/overview") or {}).get("jobs", [])
@@ -107,9 +212,13 @@ class JobWatch:
         job = max(ours, key=lambda j: int(j["start-time"]))
         return JobFigures(job_id=job["jid"], name=job.get("name", ""))
 
-    def _poll_job(self, figures: JobFigures) -> None:
+    def _poll_job(self, figures: JobFigures) -> bool:
+        """Update the figures; False when the endpoint did not answer (a mini-cluster
+        is gone with its job)."""
         base = f"{self._url}/jobs/{figures.job_id}"
         details = _get(base)
+        if details is None:
+            return False
         if details:
             figures.state = details.get("state", figures.state)
             self._vertices = {v["id"]: v["name"] for v in details.get("vertices", [])}
@@ -119,11 +228,14 @@ class JobWatch:
                 figures.restarts = max(figures.restarts, int(float(metric.get("value", 0))))
         checkpoints = _get(f"{base}/checkpoints")
         if not checkpoints:
-            return
+            return True
         counts = checkpoints.get("counts", {})
         figures.checkpoints_completed = int(counts.get("completed", 0))
         figures.checkpoints_failed = int(counts.get("failed", 0))
         figures.restored = int(counts.get("restored", 0))
+        savepoint = (checkpoints.get("latest") or {}).get("savepoint") or {}
+        if savepoint.get("external_path"):
+            figures.last_savepoint = str(savepoint["external_path"])
         latest = (checkpoints.get("latest") or {}).get("completed") or {}
         if latest:
             figures.last_checkpoint_ms = int(latest.get("end_to_end_duration", 0))
@@ -132,6 +244,7 @@ class JobWatch:
         longest = ((checkpoints.get("summary") or {}).get("end_to_end_duration") or {}).get("max")
         if longest is not None:
             figures.max_checkpoint_ms = int(longest)
+        return True
 
     def _poll_backpressure(self, figures: JobFigures) -> None:
         for vertex, name in self._vertices.items():

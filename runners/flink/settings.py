@@ -8,10 +8,14 @@ from the pipeline, also what PortableRunner passes to one at ``--job-endpoint``.
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from runners.flink import jars, jobserver
 from runners.flink.jars import FLINK_MINOR
+from runners.processes import HOST
 
 # Beam's own tests start the job server with these on Java 17; Flink's (Kryo) state
 # serialization of side inputs needs java.util open too.
@@ -31,7 +35,15 @@ ENVIRONMENTS = ("LOOPBACK", "EXTERNAL")
 @dataclass(frozen=True)
 class FlinkSettings:
     """How a pipeline runs on Flink. ``master``: ``[local]`` (an embedded mini-cluster
-    in the job server) or ``host:port`` of a cluster's REST endpoint."""
+    in the job server) or ``host:port`` of a cluster's REST endpoint.
+
+    ``local_rest_port``: the mini-cluster's REST endpoint (on 127.0.0.1; None: Flink
+    picks a port on every interface, and nothing reads it). ``live``: the job reads a
+    live source: with checkpointing on, its sources are never shut down when idle (a
+    source that ends stops every checkpoint after it: the tasks downstream of it are
+    finishing, and a finishing task takes none), so the job runs until it is stopped
+    (:class:`runners.flink.rest.JobWatch` drains it once the read is over).
+    ``savepoint_path``: a savepoint (or retained checkpoint) the job starts from."""
 
     master: str = "[local]"
     parallelism: int = 1
@@ -41,6 +53,22 @@ class FlinkSettings:
     environment_type: str = "LOOPBACK"
     environment_config: str | None = None
     job_server_jar: str | None = None
+    local_rest_port: int | None = None
+    live: bool = False
+    savepoint_path: str | None = None
+
+    @property
+    def keeps_sources(self) -> bool:
+        """The job's sources are never shut down (a live read, checkpointed): it runs
+        until it is stopped."""
+        return self.live and self.checkpointing_interval_ms is not None
+
+    @property
+    def rest_url(self) -> str | None:
+        """The cluster's REST endpoint, where one is known."""
+        if self.master != "[local]":
+            return f"http://{self.master}"
+        return None if self.local_rest_port is None else f"http://{HOST}:{self.local_rest_port}"
 
     def __post_init__(self) -> None:
         if self.parallelism <= 0:
@@ -74,7 +102,7 @@ def flink_args(settings: FlinkSettings) -> list[str]:
     else:
         chosen = jars.job_server()
         jar, minor = str(chosen.jar), chosen.flink_minor
-    return [
+    args = [
         "--runner=FlinkRunner",
         f"--flink_master={settings.master}",
         f"--flink_version={minor}",
@@ -82,6 +110,29 @@ def flink_args(settings: FlinkSettings) -> list[str]:
         *(f"--job_server_jvm_property={p}" for p in JAVA17_OPENS),
         *job_args(settings, minor),
     ]
+    if settings.master == "[local]" and settings.local_rest_port is not None:
+        args.append(f"--flink_conf_dir={local_conf_dir(settings.local_rest_port)}")
+    return args
+
+
+def local_conf_dir(rest_port: int) -> Path:
+    """A Flink configuration for the job server's embedded mini-cluster: everything
+    bound to 127.0.0.1 (Flink's defaults bind its REST endpoint and blob server to every
+    interface), its REST endpoint at ``rest_port``."""
+    conf = Path(tempfile.mkdtemp(prefix="sml-flink-conf-"))
+    settings = {
+        "rest.address": HOST,
+        "rest.bind-address": HOST,
+        "rest.port": rest_port,
+        "rest.bind-port": str(rest_port),
+        "jobmanager.rpc.address": HOST,
+        "jobmanager.bind-host": HOST,
+        "taskmanager.host": HOST,
+        "taskmanager.bind-host": HOST,
+    }
+    lines = [f"{k}: {json.dumps(v) if isinstance(v, str) else v}" for k, v in settings.items()]
+    (conf / "config.yaml").write_text("\n".join(lines) + "\n")
+    return conf
 
 
 # What older job servers call a state backend: Beam 2.70's runner (Flink 1.19) knows
@@ -101,16 +152,20 @@ def job_args(settings: FlinkSettings, flink_minor: str = FLINK_MINOR) -> list[st
         args.append(f"--environment_config={settings.environment_config}")
     if settings.checkpointing_interval_ms is not None:
         args.append(f"--checkpointing_interval={settings.checkpointing_interval_ms}")
-        # With checkpoints on, Flink keeps finished sources (our replays and bounded
-        # sources end) alive for ever, so the job would never end; they shut down
-        # after this long idle instead (no checkpoints are taken after that).
-        args.append(f"--shutdown_sources_after_idle_ms={IDLE_SOURCE_SHUTDOWN_MS}")
+        if not settings.keeps_sources:
+            # With checkpoints on, Beam keeps sources (our replays and bounded reads
+            # end) alive for ever, so the job would never end; they shut down after
+            # this long idle instead (no checkpoint completes after that). A live
+            # read keeps them (see FlinkSettings).
+            args.append(f"--shutdown_sources_after_idle_ms={IDLE_SOURCE_SHUTDOWN_MS}")
         # Finish the bundle (and send the watermark on) at each checkpoint: otherwise a
         # splittable read that resumes at once (Flink keeps whole seconds of its
         # resume delay: none) starts its next bundle before the runner's scheduled
         # watermark update, the read's watermark never moves and no window fires;
         # and outputs of the bundle a checkpoint cut would wait in operator state.
         args.append("--finish_bundle_before_checkpointing")
+    if settings.savepoint_path is not None:
+        args.append(f"--savepoint_path={settings.savepoint_path}")
     if settings.state_backend is not None:
         backend = _BACKEND_NAMES.get(flink_minor, {}).get(settings.state_backend)
         args += [

@@ -116,6 +116,30 @@ def test_a_rerun_into_a_used_output_is_refused_unless_overwrite(tmp_path, capsys
     assert (theirs / "models" / "keep.bin").read_text() == "x"
 
 
+def test_a_resumed_run_adds_to_the_stopped_runs_output(tmp_path):
+    from pipelines import output_dir
+
+    out = tmp_path / "out"
+    output_dir.prepare(str(out), overwrite=False)
+    (out / "predictions").mkdir()
+    (out / "predictions" / "part-0.jsonl").write_text("{}")
+    output_dir.prepare(str(out), overwrite=False, resume=True)  # nothing removed
+    assert (out / "predictions" / "part-0.jsonl").exists()
+    with pytest.raises(output_dir.OutputNotEmpty, match="--overwrite would remove it"):
+        output_dir.prepare(str(out), overwrite=True, resume=True)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "x").write_text("x")
+    with pytest.raises(output_dir.OutputNotEmpty, match="no earlier run's files"):
+        output_dir.prepare(str(theirs), overwrite=False, resume=True)
+
+
+def test_a_savepoint_needs_flink(tmp_path, capsys):
+    argv = ["--runner", "DirectRunner", "--savepoint", str(tmp_path), "--quiet"]
+    assert main.main([*argv, "--output", str(tmp_path / "out")]) == main.EXIT_USAGE
+    assert "--savepoint resumes a stopped Flink job" in capsys.readouterr().err
+
+
 def _write_examples(path: str, rows: list[dict]) -> None:
     """``rows`` (feature name -> list of values) as a TFRecord file of tf.Examples,
     through tfx-bsl's encoder."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import socket
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipelines import main
 from runners import flink
@@ -74,6 +76,29 @@ def test_runner_arguments(tmp_path):
     assert f"--shutdown_sources_after_idle_ms={flink.IDLE_SOURCE_SHUTDOWN_MS}" in args
     # A checkpoint finishes the bundle: a splittable read's watermark moves on.
     assert "--finish_bundle_before_checkpointing" in args
+
+
+def test_a_live_checkpointed_job_keeps_its_sources_and_resumes_from_a_savepoint(tmp_path):
+    jar = str(tmp_path / "js.jar")
+    live = FlinkSettings(checkpointing_interval_ms=1000, live=True, job_server_jar=jar)
+    args = flink_args(dataclasses.replace(live, savepoint_path="file:///tmp/sp/savepoint-1"))
+    # a source shut down would end every checkpoint after it: it is kept, and the job
+    # runs until stopped
+    assert live.keeps_sources and not any("shutdown_sources" in a for a in args)
+    assert "--savepoint_path=file:///tmp/sp/savepoint-1" in args
+    assert not FlinkSettings(live=True).keeps_sources  # no checkpoints: sources end
+    assert FlinkSettings(master="127.0.0.1:8081").rest_url == "http://127.0.0.1:8081"
+    assert FlinkSettings().rest_url is None
+
+
+def test_the_mini_cluster_binds_loopback_at_the_rest_port_asked(tmp_path):
+    jar = str(tmp_path / "js.jar")
+    args = flink_args(FlinkSettings(local_rest_port=18081, job_server_jar=jar))
+    conf_dir = next(a.split("=", 1)[1] for a in args if a.startswith("--flink_conf_dir="))
+    conf = yaml.safe_load((Path(conf_dir) / "config.yaml").read_text())
+    assert conf["rest.port"] == 18081 and conf["rest.bind-address"] == "127.0.0.1"
+    assert conf["jobmanager.bind-host"] == conf["taskmanager.bind-host"] == "127.0.0.1"
+    assert FlinkSettings(local_rest_port=18081).rest_url == "http://127.0.0.1:18081"
 
 
 def test_runner_arguments_for_the_assembled_flink_1_19_job_server(tmp_path, monkeypatch):

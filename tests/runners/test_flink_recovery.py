@@ -5,6 +5,8 @@ repeated, the same model as a run without faults."""
 from __future__ import annotations
 
 import collections
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from model.streams.topics import end_offsets, read_committed
 from pipelines.summary import predictions_by_event
 from runners import flink
 from runners.flink import LocalCluster
+from runners.flink.__main__ import main as flink_cli
 from runners.flink.rest import _get
 from runners.kafka.__main__ import main as kafka_cli
 from runners.kafka.client import produce, rows_of_batches
@@ -169,4 +172,44 @@ def test_a_killed_taskmanager_loses_and_repeats_nothing(stream, tmp_path):
     assert summary["flink"]["restored"] >= 2
     assert summary["balanced"] and summary["events_in"] == EVENTS
     assert any(n.startswith("events in: counted in the input") for n in summary["notes"])
+    stream.check_once_and_as_without_faults(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_job_stopped_with_a_savepoint_resumes_where_it_stopped(stream, tmp_path):
+    # stopped mid-stream (python -m runners.flink savepoint), then resumed from its
+    # savepoint into the same output folder while the producer goes on: together, each
+    # event once and the model of a run without a stop; the resumed run's summary
+    # counts the whole stream
+    job = stream.job()
+    feeder = threading.Thread(target=_feed, args=(stream.bootstrap, stream.topic))
+    feeder.start()
+    resumed = None
+    try:
+        stream.wait_mid_stream(job, 0.4)
+        saved = tmp_path / "savepoints"
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            code = flink_cli(["savepoint", "--master", stream.cluster.master, "--dir", str(saved)])
+        assert code == 0
+        path = printed.getvalue().strip()
+        stdout, _ = job.communicate(timeout=120)
+        assert job.returncode == 0  # stopped, not failed
+        stopped = _summary(stdout)
+        assert Path(stopped["flink"]["stopped_with"].removeprefix("file:")) == Path(
+            path.removeprefix("file:")
+        )
+        assert any("--savepoint" in n for n in stopped["notes"])
+        assert feeder.is_alive()  # the stream went on
+        resumed = stream.job("--savepoint", path)
+        stdout, _ = resumed.communicate(timeout=420)
+    finally:
+        feeder.join()
+        for process in (job, resumed):
+            if process is not None and process.poll() is None:
+                terminate([process.pid], 10)
+    errors = (tmp_path / "job.err").read_text(errors="replace")
+    assert resumed.returncode == 0, errors[-2000:]
+    summary = _summary(stdout)
+    assert summary["flink"]["restored"] >= 1
+    assert summary["balanced"] and summary["events_in"] == EVENTS
     stream.check_once_and_as_without_faults(tmp_path)

@@ -111,11 +111,11 @@ def test_stop_ends_the_process_by_pid_and_frees_its_ports(tmp_path):
 def test_a_live_read_gives_the_bounded_reads_predictions(
     kafka_broker, tmp_path, runner, checkpoint_ms
 ):
-    # Prism and the embedded Flink (with checkpoints every second, too) read the topic
-    # live, until it has been idle for two seconds (checkpointed: eight, past Flink's
-    # shutdown of idle sources); the DirectRunner reads it to its end
-    # offsets: the same predictions, by the same model versions (a Beam window a window
-    # in both: a live read is not framed)
+    # Prism and the embedded Flink (with checkpoints every second, too: the job runs
+    # until drained once the read is over) read the topic live, until it has been idle
+    # for two seconds; the DirectRunner reads it to its end offsets: the same
+    # predictions, by the same model versions (a Beam window a window in both: a live
+    # read is not framed)
     from runners import flink, prism
     from tests.outputs import run_and_read
 
@@ -130,8 +130,7 @@ def test_a_live_read_gives_the_bounded_reads_predictions(
                 "--label-column", "target", "--events", "1500"]) == 0  # fmt: skip
     base = ["--source", "kafka", *args, "--label-column", "target", "--frame", "1"]
     bounded = run_and_read("DirectRunner", base, tmp_path / "direct")
-    idle = "2" if checkpoint_ms is None else str(2 + flink.IDLE_SOURCE_SHUTDOWN_MS // 1000)
-    live = ["--runner", runner, "--kafka-until", "never", "--kafka-stop-idle", idle]
+    live = ["--runner", runner, "--kafka-until", "never", "--kafka-stop-idle", "2"]
     live += ["--sink-topic", f"{topic}-out"]  # and each prediction to Kafka, once
     settings = (
         {}

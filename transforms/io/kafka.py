@@ -24,7 +24,12 @@
   ``idle_s`` seconds stops holding the watermark back: it moves to the newest event time
   any partition of the same read has shown in this worker process, minus the same
   bound (a worker whose partitions are all idle waits for data); ``stop_idle_s`` ends
-  a live read that has been idle that long.
+  a live read that has been idle that long;
+- **its end**: a partition whose read is over leaves a file in ``done_dir``, and
+  ``SourceOut.finished`` says when all have: what a runner that keeps the job running
+  after its sources end (Flink with checkpointing on a live read) waits for to drain
+  it. The files are on the submitting machine's disk: where the workers run
+  elsewhere, nothing says so and the job runs until it is stopped.
 
 Runners: Prism and Flink run ``until="never"`` live (the tests compare a live read on
 each with a bounded one). Beam's streaming DirectRunner (the BundleBasedDirectRunner)
@@ -38,13 +43,17 @@ that kills a TaskManager mid-stream, ``tests/runners/test_flink_recovery.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import apache_beam as beam
@@ -82,6 +91,9 @@ class KafkaRead:
     stop_idle_s: float | None = None
     # names this read's partitions among the process's others (their newest event time)
     read_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # where each partition whose read is over leaves a file (None: a folder of its own
+    # for a live read with stop_idle_s, made when the pipeline is built)
+    done_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.until not in ("end", "never"):
@@ -240,6 +252,8 @@ class _ReadPartitionDoFn(beam.DoFn):
             if position >= stop or (not records and self._idle(estimator, topic, partition)):
                 tracker.try_claim(stop)  # read to its end (or idle long enough): done
                 self._release(topic, partition)
+                if read.done_dir is not None:
+                    Path(read.done_dir, _done_name(topic, partition)).touch()
                 return
             if time.monotonic() >= deadline:
                 tracker.defer_remainder(Duration(seconds=0.05 if records else 0.5))
@@ -330,6 +344,14 @@ class _LiveReadPartitionDoFn(_ReadPartitionDoFn):
         yield from self._read_partition(element, tracker, estimator)
 
 
+def _done_name(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}.done"
+
+
+def _all_done(directory: str, names: list[str]) -> bool:
+    return all(os.path.exists(os.path.join(directory, n)) for n in names)
+
+
 def _current(estimator: Any) -> int:
     """The estimator's watermark in microseconds (the minimum before any)."""
     wm = estimator.current_watermark()
@@ -347,6 +369,8 @@ class KafkaSource(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> SourceOut:
         read = self._read
+        if read.done_dir is None and read.stop_idle_s is not None:
+            read = dataclasses.replace(read, done_dir=tempfile.mkdtemp(prefix="sml-kafka-read-"))
         ranges = offset_ranges(read.bootstrap, read.topic)  # from the oldest still held
         elements: list[Partition] = [
             (read.topic, p, low, high if read.until == "end" else NEVER)
@@ -364,4 +388,10 @@ class KafkaSource(beam.PTransform):
         )
         read_ranges = {p: (first, end) for _, p, first, end in elements}
         recount = functools.partial(count_records, read.bootstrap, read.topic, read_ranges)
-        return SourceOut(out.batches, out.dead_letter, events=None, recount=recount)
+        finished = None
+        if read.done_dir is not None:
+            names = [_done_name(read.topic, p) for p in read_ranges]
+            finished = functools.partial(_all_done, read.done_dir, names)
+        return SourceOut(
+            out.batches, out.dead_letter, events=None, recount=recount, finished=finished
+        )
