@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -32,6 +33,7 @@ from model.streams.synthetic import SyntheticConfig
 from model.streams.time_scale import (
     EVENTS_PER_FRAME,
     EVENTS_PER_WINDOW,
+    LIVE_FRAME_S,
     duration,
     fit_frame,
     fit_window,
@@ -216,13 +218,15 @@ def _from_data(args: argparse.Namespace, inputs: tuple[str, ...]) -> _FromData:
                     "--num-classes to choose)"
                 )
     frame = 1 if args.frame is None else args.frame
-    live = args.source == "kafka" and args.kafka_until == "never"  # a frame's end is a delay
-    if args.frame is None and head is not None and args.window == "fixed" and not live:
+    if args.frame is None and head is not None and args.window == "fixed":
         # a decoupled scorer waits a frame for the frame's model: small frames keep it
         # fresh; otherwise frames only spread Beam's per-window costs
         waits = args.pipeline == "classify" and mode_of(args) == "decoupled"
         events = EVENTS_PER_WINDOW if waits else EVENTS_PER_FRAME
         frame = fit_frame(size, head_event_times_us(head), events)
+        if args.source == "kafka" and args.kafka_until == "never":
+            # a frame's end is a delay: on a live stream, at most LIVE_FRAME_S
+            frame = min(frame, max(1, math.floor(LIVE_FRAME_S / size)))
         if frame > 1:
             notes.append(
                 f"frames: {frame} windows to a Beam window of {duration(size * frame)} (about "

@@ -28,6 +28,9 @@ EVENTS_PER_WINDOW = 32  # what a window should hold: enough to learn from, few e
 # what a frame (one Beam window) should hold where no scorer waits for the frame's
 # model (coupled learning, scoring alone): Beam's per-window costs spread thin
 EVENTS_PER_FRAME = 4_096
+# the longest a frame of a live stream may span (event time, there about wall time): a
+# frame's statistics and learning come out at its end
+LIVE_FRAME_S = 1.0
 
 _MINUTE, _HOUR, _DAY = 60.0, 3_600.0, 86_400.0
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -29,6 +29,9 @@ JAVA17_OPENS = (
 
 STATE_BACKENDS = ("hashmap", "rocksdb")
 IDLE_SOURCE_SHUTDOWN_MS = 5000
+# A live read's bundles: a prediction is committed to its sinks when its bundle ends
+# (Beam's default, 1 s, puts that second into every event's latency)
+LIVE_BUNDLE_MS = 250
 ENVIRONMENTS = ("LOOPBACK", "EXTERNAL")
 
 
@@ -42,7 +45,8 @@ class FlinkSettings:
     live source: with checkpointing on, its sources are never shut down when idle (a
     source that ends stops every checkpoint after it: the tasks downstream of it are
     finishing, and a finishing task takes none), so the job runs until it is stopped
-    (:class:`runners.flink.rest.JobWatch` drains it once the read is over).
+    (:class:`runners.flink.rest.JobWatch` drains it once the read is over); its bundles
+    last at most :data:`LIVE_BUNDLE_MS`.
     ``savepoint_path``: a savepoint (or retained checkpoint) the job starts from."""
 
     master: str = "[local]"
@@ -164,6 +168,8 @@ def job_args(settings: FlinkSettings, flink_minor: str = FLINK_MINOR) -> list[st
         # watermark update, the read's watermark never moves and no window fires;
         # and outputs of the bundle a checkpoint cut would wait in operator state.
         args.append("--finish_bundle_before_checkpointing")
+    if settings.live:
+        args.append(f"--max_bundle_time_mills={LIVE_BUNDLE_MS}")
     if settings.savepoint_path is not None:
         args.append(f"--savepoint_path={settings.savepoint_path}")
     if settings.state_backend is not None:

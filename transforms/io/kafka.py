@@ -8,10 +8,14 @@
   test or a replay wants), or open-ended (``until="never"``: a live read); the tracker
   takes checkpoints but never halves a range (one reader a partition keeps each key's
   order). A position the broker has deleted is an error, never a silent skip;
-- **reads** many records per poll (``max_records``) and emits them as one micro-batch
+- **reads** many records per poll and emits them as one micro-batch
   (:mod:`model.streams.records`: JSON records; a bad record goes to ``dead_letter``
-  with its partition and offset, the others pass). An invocation reads for at most
-  ``poll_s`` seconds, then checkpoints itself (``defer_remainder``). The end of what a
+  with its partition and offset, the others pass): a poll gathers records until it
+  has ``max_records`` or ``linger_s`` has passed since its first (Kafka's own
+  ``linger.ms``, on the reading side: a reader that keeps up with its producer would
+  otherwise emit a batch of a few records each time, and every batch costs the
+  pipeline the same, whatever its size). An invocation reads for at most ``poll_s``
+  seconds, then checkpoints itself (``defer_remainder``). The end of what a
   partition holds is an event of the client: a bounded read is done there, whatever
   offsets hold no record (transaction markers);
 - **claims** the first record of a poll, then its last: a split between the two (a
@@ -86,7 +90,8 @@ class KafkaRead:
     max_out_of_order_s: float = 0.0
     idle_s: float = 2.0
     max_records: int = 4_096
-    poll_s: float = 1.0
+    linger_s: float = 0.1
+    poll_s: float = 0.25
     # a live read that ends once its partition has had nothing new for this long
     stop_idle_s: float | None = None
     # names this read's partitions among the process's others (their newest event time)
@@ -99,10 +104,11 @@ class KafkaRead:
         if self.until not in ("end", "never"):
             msg = f"until must be 'end' or 'never', got {self.until!r}"
             raise ValueError(msg)
-        if self.max_out_of_order_s < 0 or self.idle_s <= 0 or self.poll_s <= 0:
+        if self.max_out_of_order_s < 0 or self.idle_s <= 0 or self.poll_s <= 0 or self.linger_s < 0:
             msg = (
-                "need max_out_of_order_s >= 0, idle_s > 0 and poll_s > 0, got "
-                f"{self.max_out_of_order_s!r}, {self.idle_s!r}, {self.poll_s!r}"
+                "need max_out_of_order_s >= 0, idle_s > 0, poll_s > 0 and linger_s >= 0, got "
+                f"{self.max_out_of_order_s!r}, {self.idle_s!r}, {self.poll_s!r}, "
+                f"{self.linger_s!r}"
             )
             raise ValueError(msg)
         if self.stop_idle_s is not None and (self.stop_idle_s <= 0 or self.until == "end"):
@@ -232,7 +238,7 @@ class _ReadPartitionDoFn(beam.DoFn):
         deadline = time.monotonic() + read.poll_s
         while True:
             stop = tracker.current_restriction().stop
-            polled, end = self._poll(consumer)
+            polled, end = self._poll(consumer, stop)
             if polled:  # where the consumer is now, whatever of it is ours
                 self._consumers[(topic, partition)] = (consumer, polled[-1].offset() + 1)
             records = [m for m in polled if m.offset() < stop]
@@ -259,21 +265,31 @@ class _ReadPartitionDoFn(beam.DoFn):
                 tracker.defer_remainder(Duration(seconds=0.05 if records else 0.5))
                 return
 
-    def _poll(self, consumer: Any) -> tuple[list[Any], int | None]:
-        """The records of one poll, and the partition's end offset if the poll reached
-        it; an error the client cannot get past is raised."""
+    def _poll(self, consumer: Any, stop: int) -> tuple[list[Any], int | None]:
+        """The records of one poll (see ``linger_s``), and the partition's end offset if
+        the poll reached it; an error the client cannot get past is raised."""
         from confluent_kafka import KafkaError, KafkaException
 
-        records, end = [], None
-        for m in consumer.consume(self._read.max_records, timeout=0.1):
-            err = m.error()
-            if err is None:
-                records.append(m)
-            elif err.code() == KafkaError._PARTITION_EOF:
-                end = m.offset()
-            elif err.fatal() or not err.retriable():
-                raise KafkaException(err)
-        return records, end
+        read = self._read
+        records: list[Any] = []
+        end = None
+        wait, deadline = 0.1, None
+        while True:
+            for m in consumer.consume(read.max_records - len(records), timeout=wait):
+                err = m.error()
+                if err is None:
+                    records.append(m)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    end = m.offset()
+                elif err.fatal() or not err.retriable():
+                    raise KafkaException(err)
+            if not records or len(records) >= read.max_records or records[-1].offset() + 1 >= stop:
+                return records, end
+            now = time.monotonic()
+            deadline = now + read.linger_s if deadline is None else deadline
+            if now >= deadline:
+                return records, end
+            wait = deadline - now
 
     def _claimed(
         self, tracker: Any, estimator: Any, topic: str, partition: int, records: list[Any]

@@ -193,3 +193,36 @@ def test_a_checkpoint_between_the_claims_leaves_the_rest_to_the_residual():
     (batch,) = [o.value for o in outputs]
     assert batch.column(mb.EVENT_ID).to_pylist() == [0]  # the rest is the residual's
     assert tracker.current_restriction() == OffsetRange(0, 1)
+
+
+class _OneAtATime:
+    """A consumer whose records come one a call (a producer the reader keeps up with)."""
+
+    def __init__(self, offsets: list[int]) -> None:
+        self._left = list(offsets)
+
+    def consume(self, count: int, timeout: float) -> list[object]:
+        assert count > 0
+        if not self._left:
+            import time
+
+            time.sleep(min(timeout, 0.01))
+            return []
+        offset = self._left.pop(0)
+        return [type("M", (), {"offset": lambda _: offset, "error": lambda _: None})()]
+
+
+@pytest.mark.parametrize(
+    ("offsets", "max_records", "stop", "polled"),
+    [
+        (list(range(10)), 4, NEVER, 4),  # batched up to max_records, not one a poll
+        ([0, 1, 2], 100, NEVER, 3),  # what lingered, once linger_s has passed
+        (list(range(10)), 100, 3, 3),  # the end of the range: no lingering past it
+    ],
+)
+def test_a_poll_gathers_the_records_that_trickle_in(offsets, max_records, stop, polled):
+    from transforms.io.kafka import _ReadPartitionDoFn
+
+    read = KafkaRead("127.0.0.1:9", "t", FMT, max_records=max_records, linger_s=0.05)
+    records, end = _ReadPartitionDoFn(read)._poll(_OneAtATime(offsets), stop)
+    assert [m.offset() for m in records] == offsets[:polled] and end is None
