@@ -1,0 +1,387 @@
+"""A live stream: a producer at a fixed rate into Kafka, the pipelines reading it on
+Flink and on Prism; events/s, end-to-end latency, checkpoints, recovery, one run.
+
+Each variant is ``pipelines/main.py`` in a process of its own, reading a fresh topic
+(two partitions) live (``--kafka-until never``) and sending every prediction to a sink
+topic (``--sink-topic``, one transaction a bundle), as a deployment would:
+
+- ``flink_p1`` / ``flink_p2``: a standalone Flink cluster on this machine
+  (:class:`runners.flink.LocalCluster`), checkpoints every second, parallelism 1 or 2;
+- ``prism``: Beam's local portable runner (Prism);
+- ``flink_p2_kill`` (score): as ``flink_p2``, with its TaskManager killed by PID half
+  way through, and a new one started.
+
+A variant first gets a warm-up (``--warmup`` events at once; the figures start once
+their predictions come out), then ``--rate`` events a second for ``--seconds``
+(pre-encoded JSON records of the synthetic stream, timed as a live stream at that
+rate, sent every 5 ms). A consumer
+(``read_committed``) notes when each prediction becomes visible on the sink topic:
+
+- ``events_per_s``: the paced events that came out, over the time from the first of
+  them out to the last (the rate the pipeline sustained: ``rate`` when it kept up,
+  its own pace when it fell behind);
+- ``latency_p50_s`` / ``latency_p99_s``: sent -> visible on the sink topic, per event;
+- ``checkpoint_ms_last`` / ``checkpoint_ms_max``: Flink's own figures (REST API);
+- ``recovery_s``: from the kill to the restored job's first prediction out, and
+  ``caught_up_s``: to the first prediction out of an event sent after the kill.
+
+The last line holds the issue's targets (parallelism 2: >= 100k events/s, p99 under
+2 s; recovery under 10 s) with their values.
+
+    python benchmarks/live.py --rate 100000 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TICK_S = 0.005  # the producer's pacing step
+TARGET_RATE, TARGET_P99_S, TARGET_RECOVERY_S = 100_000, 2.0, 10.0
+
+
+def encoded_records(
+    count: int, rate: float, seed: int = 0
+) -> tuple[list[tuple[bytes, bytes]], np.ndarray]:
+    """``count`` events of the synthetic stream (its keys, features, labels and event
+    ids) as (key, JSON value) records in their order of arrival, timed as a live stream
+    at ``rate`` a second (event time moves as the producer's clock does, one event every
+    ``1 / rate`` s, in order); and each event id's place in that order (the sink's
+    record keys name the event id)."""
+    from model import batch as mb
+    from model.streams.synthetic import SyntheticConfig, generate
+
+    out: list[tuple[bytes, bytes]] = []
+    order: list[int] = []
+    start_us = int(time.time()) * mb.US_PER_SECOND
+    for chunk in generate(SyntheticConfig(num_events=count, seed=seed)):
+        b = chunk.batch
+        places = np.arange(len(order), len(order) + b.num_rows)
+        times_us = start_us + np.round(places * mb.US_PER_SECOND / rate).astype(np.int64)
+        times = np.datetime_as_string(times_us.astype("datetime64[us]"))
+        feats = mb.features_numpy(b).tolist()
+        labels = mb.labels_numpy(b)
+        assert labels is not None
+        names = [f"x{i}" for i in range(len(feats[0]))]
+        keys = b.column(mb.KEY).to_pylist()
+        ids = b.column(mb.EVENT_ID).to_pylist()
+        order += ids
+        for i, key in enumerate(keys):
+            fields = ",".join(f'"{n}":{v!r}' for n, v in zip(names, feats[i], strict=True))
+            value = (
+                f'{{"timestamp":"{times[i]}","key":"{key}","event_id":{ids[i]},'
+                f'{fields},"label":{int(labels[i])}}}'
+            )
+            out.append((key.encode(), value.encode()))
+    place = np.full(count, -1, dtype=np.int64)
+    place[np.asarray(order)] = np.arange(count)
+    assert (place >= 0).all(), "event ids 0 .. count - 1"
+    return out, place
+
+
+def _producer(bootstrap: str) -> Any:
+    from confluent_kafka import Producer
+
+    from model.streams.topics import QUIET
+
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 2_000_000,
+            **QUIET,
+        }
+    )
+
+
+def _send(producer: Any, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key)
+                break
+            except BufferError:  # the local queue is full: let it drain
+                producer.poll(0.01)
+    producer.poll(0)
+
+
+def paced(
+    bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rate: float
+) -> np.ndarray:
+    """Send ``records`` at ``rate`` a second; the wall time each was handed to the
+    client."""
+    producer = _producer(bootstrap)
+    sent_at = np.zeros(len(records))
+    start, done = time.time(), 0
+    while done < len(records):
+        due = min(len(records), int((time.time() - start) * rate) + 1)
+        if due > done:
+            _send(producer, topic, records[done:due])
+            sent_at[done:due] = time.time()
+            done = due
+        else:
+            time.sleep(TICK_S)
+    producer.flush(120)
+    return sent_at
+
+
+class SinkWatch:
+    """Notes when each event's prediction becomes visible on the sink topic
+    (``read_committed``), in a thread."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        from model.streams.topics import QUIET
+
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"live-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                **QUIET,
+            }
+        )
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        )
+        self.seen: dict[int, float] = {}  # event id -> first time visible
+        self.repeats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            messages = self._consumer.consume(10_000, timeout=0.1)
+            now = time.time()
+            for m in messages:
+                key = m.key()
+                if m.error() is not None or not key:
+                    continue
+                event = int(key[key.rindex(b",") + 1 : -1])  # the key: [key, event_id]
+                if event in self.seen:
+                    self.repeats += 1
+                else:
+                    self.seen[event] = now
+
+    def count_before(self, place: np.ndarray, first: int) -> int:
+        """How many of the events sent before place ``first`` came out."""
+        return int((place[np.fromiter(list(self.seen), dtype=np.int64)] < first).sum())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+
+@dataclass
+class Variant:
+    name: str
+    pipeline: str
+    runner: list[str]  # the command line's runner arguments
+    parallelism: int | None = None
+    kill: bool = False
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def run_variant(v: Variant, args: argparse.Namespace, bootstrap: str, cluster: Any,
+                stream: tuple[list[tuple[bytes, bytes]], np.ndarray],
+                tmp: Path) -> dict[str, Any]:  # fmt: skip
+    """One variant end to end: its line's figures."""
+    from runners.kafka.client import create_topic
+    from runners.processes import terminate
+
+    topic = f"live-{v.name}-{v.pipeline}-{uuid.uuid4().hex[:6]}"
+    create_topic(bootstrap, topic, 2)
+    create_topic(bootstrap, f"{topic}-out", 2)
+    records, place = stream
+    warm = records[: args.warmup]
+    producer = _producer(bootstrap)
+    _send(producer, topic, warm)
+    producer.flush(60)
+    watch = SinkWatch(bootstrap, f"{topic}-out", 2)
+    out = tmp / f"{v.name}-{v.pipeline}"
+    argv = [sys.executable, "pipelines/main.py", *v.runner, "--pipeline", v.pipeline,
+            "--source", "kafka", "--bootstrap", bootstrap, "--topic", topic,
+            "--label-column", "label", "--kafka-until", "never", "--kafka-stop-idle",
+            str(args.stop_idle), "--sink-topic", f"{topic}-out", "--output", str(out),
+            "--quiet", "--json"]  # fmt: skip
+    with open(tmp / f"{v.name}-{v.pipeline}.err", "wb") as err:
+        job = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=err)
+    line: dict[str, Any] = {"benchmark": "live", "variant": v.name, "pipeline": v.pipeline}
+    try:
+        deadline = time.monotonic() + 300
+        while watch.count_before(place, len(warm)) < 0.9 * len(warm):
+            if job.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{v.name}: no predictions of the warm-up came out")
+            time.sleep(0.1)
+        paced_records = records[len(warm) :]
+        kill_at: list[float] = []
+        if v.kill:
+            threading.Thread(
+                target=_kill_later, args=(cluster, args.seconds / 2, kill_at), daemon=True
+            ).start()
+        sent_at = paced(bootstrap, topic, paced_records, args.rate)
+        stdout, _ = job.communicate(timeout=args.seconds * 20 + 300)
+    finally:
+        if job.poll() is None:
+            terminate([job.pid], 10)
+        watch.stop()
+    summary = json.loads(stdout.decode().strip().splitlines()[-1]) if stdout.strip() else {}
+    first = len(warm)  # the paced events' places: first ..
+    places = place[np.fromiter(list(watch.seen), dtype=np.int64)]
+    out_at = np.fromiter(watch.seen.values(), dtype=np.float64)[places >= first]
+    ids = places[places >= first] - first
+    latency = out_at - sent_at[ids] if len(ids) else np.zeros(1)
+    span = (out_at.max() - out_at.min()) if len(ids) > 1 else float("nan")
+    flink = summary.get("flink") or {}
+    line.update(
+        rate=args.rate,
+        produced=len(paced_records),
+        predictions=len(ids),
+        repeats_on_sink=watch.repeats,
+        events_per_s=round(len(ids) / span) if len(ids) else 0,
+        latency_p50_s=round(float(np.percentile(latency, 50)), 3),
+        latency_p99_s=round(float(np.percentile(latency, 99)), 3),
+        checkpoints=flink.get("checkpoints_completed"),
+        checkpoint_ms_last=flink.get("last_checkpoint_ms"),
+        checkpoint_ms_max=flink.get("max_checkpoint_ms"),
+        balanced=summary.get("balanced"),
+        exit_code=job.returncode,
+    )
+    if v.kill and kill_at:
+        killed, running_again = kill_at[0], kill_at[1] if len(kill_at) > 1 else None
+        after = out_at[out_at > (running_again or killed)]
+        new = out_at[sent_at[ids] > killed]
+        line.update(
+            restarts=flink.get("restarts"),
+            recovery_s=round(float(after.min() - killed), 2) if len(after) else None,
+            caught_up_s=round(float(new.min() - killed), 2) if len(new) else None,
+            job_running_again_s=round(running_again - killed, 2) if running_again else None,
+        )
+    return line
+
+
+def _kill_later(cluster: Any, after_s: float, kill_at: list[float]) -> None:
+    """Kill the TaskManager after ``after_s``, start a new one; note the kill's time and
+    when the job's tasks all run again."""
+    from runners.flink.rest import _get
+
+    time.sleep(after_s)
+    cluster.kill("taskmanager")
+    kill_at.append(time.time())
+    cluster.start_taskmanager()
+    deadline = time.monotonic() + 120
+    seen_down = False
+    while time.monotonic() < deadline:
+        jobs = (_get(cluster.rest_url + "/jobs/overview") or {}).get("jobs", [])
+        job = max(jobs, key=lambda j: j["start-time"], default=None)
+        if job is not None:
+            tasks = job.get("tasks", {})
+            running = job["state"] == "RUNNING" and tasks.get("running") == tasks.get("total")
+            seen_down |= not running
+            if running and seen_down:
+                kill_at.append(time.time())
+                return
+        time.sleep(0.05)
+
+
+def _targets(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    p2 = [x for x in lines if x["variant"] == "flink_p2"]
+    kill = [x for x in lines if x["variant"] == "flink_p2_kill"]
+    rate = min((x["events_per_s"] for x in p2), default=0)
+    p99 = max((x["latency_p99_s"] for x in p2), default=float("inf"))
+    recovery = max((x.get("recovery_s") or float("inf") for x in kill), default=float("inf"))
+    return {
+        "flink_p2_events_per_s": {
+            "value": rate, "goal": f">= {TARGET_RATE}", "met": rate >= TARGET_RATE},
+        "flink_p2_latency_p99_s": {
+            "value": p99, "goal": f"< {TARGET_P99_S}", "met": p99 < TARGET_P99_S},
+        "recovery_s": {
+            "value": recovery, "goal": f"< {TARGET_RECOVERY_S}",
+            "met": recovery < TARGET_RECOVERY_S},
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    from runners import flink
+    from runners.flink import LocalCluster
+    from runners.kafka import LocalBroker, install
+    from runners.processes import free_port
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rate", type=float, default=TARGET_RATE, help="events a second")
+    ap.add_argument("--seconds", type=float, default=10.0, help="of paced production")
+    ap.add_argument("--warmup", type=int, default=5_000)
+    ap.add_argument("--stop-idle", type=float, default=5.0, help="the read ends this idle")
+    ap.add_argument("--pipelines", default="score,classify")
+    ap.add_argument("--variants", default="flink_p1,flink_p2,prism,flink_p2_kill")
+    args = ap.parse_args(argv)
+    count = args.warmup + int(args.rate * args.seconds)
+    stream = encoded_records(count, args.rate)
+    wanted = args.variants.split(",")
+    variants = [
+        Variant(name, pipeline, [], parallelism=p, kill=kill)
+        for name, p, kill in (("flink_p1", 1, False), ("flink_p2", 2, False),
+                              ("prism", None, False), ("flink_p2_kill", 2, True))
+        if name in wanted
+        for pipeline in (args.pipelines.split(",") if not kill else ["score"])
+    ]  # fmt: skip
+    lines: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="sml-live-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        install()
+        broker = LocalBroker(tmp / "kafka", free_port(), free_port())
+        broker.start()
+        cluster = None
+        try:
+            if any(v.parallelism for v in variants):
+                try:
+                    flink.job_server()
+                    cluster = LocalCluster(tmp / "flink", rest_port=free_port())
+                    cluster.start()
+                except flink.FlinkUnavailable as err:
+                    print(
+                        json.dumps({"benchmark": "live", "variant": "flink", "skipped": str(err)})
+                    )
+                    variants = [v for v in variants if not v.parallelism]
+            for v in variants:
+                if v.parallelism:
+                    assert cluster is not None
+                    v.runner = ["--runner", "FlinkRunner", "--flink-master", cluster.master,
+                                "--parallelism", str(v.parallelism),
+                                "--checkpointing-interval", "1000"]  # fmt: skip
+                else:
+                    v.runner = ["--runner", "PrismRunner"]
+                line = run_variant(v, args, broker.bootstrap, cluster, stream, tmp)
+                lines.append(line)
+                print(json.dumps(line), flush=True)
+        finally:
+            if cluster is not None:
+                cluster.stop()
+            broker.stop()
+    targets = _targets(lines)
+    met = all(t["met"] for t in targets.values())
+    print(json.dumps({"benchmark": "live", "targets": targets, "all_met": met}))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.exit(main())
