@@ -11,11 +11,14 @@ topic (``--sink-topic``, one transaction a bundle), as a deployment would:
 - ``flink_p2_kill`` (score): as ``flink_p2``, with its TaskManager killed by PID half
   way through, and a new one started.
 
-A variant first gets a warm-up (``--warmup`` events at once; the figures start once
-their predictions come out), then ``--rate`` events a second for ``--seconds``
-(pre-encoded JSON records of the synthetic stream, timed as a live stream at that
-rate, sent every 5 ms). A consumer
-(``read_committed``) notes when each prediction becomes visible on the sink topic:
+A variant first gets a warm-up (its first 2,048 events at once, for the command line
+to tell the stream's schema and time scale from, then 500 a second until half of them
+have come out; the rest of ``--warmup`` is skipped), then ``--rate`` events a second
+for ``--seconds`` (pre-encoded JSON records of the synthetic stream, sent every 5 ms),
+then 500 a second again until every paced event is out, as in a stream that goes on.
+Event time moves as the producer's clock does (events ``1 / rate`` s apart while it
+sends at ``rate``). A consumer (``read_committed``) notes when each prediction becomes
+visible on the sink topic:
 
 - ``events_per_s``: the paced events that came out, over the time from the first of
   them out to the last (the rate the pipeline sustained: ``rate`` when it kept up,
@@ -42,6 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,28 +54,36 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 TICK_S = 0.005  # the producer's pacing step
+HEAD, WARM_CHUNK, WARM_PAUSE_S = 2_048, 50, 0.1  # the warm-up: 500 events a second
+TRICKLE_RATE = WARM_CHUNK / WARM_PAUSE_S
 TARGET_RATE, TARGET_P99_S, TARGET_RECOVERY_S = 100_000, 2.0, 10.0
 
 
+def live_times_us(rates: list[tuple[int, float]]) -> np.ndarray:
+    """Event times (us) of a live stream sent in stretches of (events, events a second):
+    in order, each stretch's events ``1 / rate`` s apart, so event time moves as the
+    producer's clock does."""
+    gaps = np.concatenate([np.full(n, 1e6 / rate) for n, rate in rates])
+    return int(time.time()) * 1_000_000 + np.round(np.cumsum(gaps)).astype(np.int64)
+
+
 def encoded_records(
-    count: int, rate: float, seed: int = 0
+    times_us: np.ndarray, seed: int = 0
 ) -> tuple[list[tuple[bytes, bytes]], np.ndarray]:
-    """``count`` events of the synthetic stream (its keys, features, labels and event
-    ids) as (key, JSON value) records in their order of arrival, timed as a live stream
-    at ``rate`` a second (event time moves as the producer's clock does, one event every
-    ``1 / rate`` s, in order); and each event id's place in that order (the sink's
-    record keys name the event id)."""
+    """As many events of the synthetic stream (its keys, features, labels and event
+    ids) as ``times_us`` holds, as (key, JSON value) records in their order of arrival,
+    the ``i``-th at event time ``times_us[i]``; and each event id's place in that order
+    (the sink's record keys name the event id)."""
     from model import batch as mb
     from model.streams.synthetic import SyntheticConfig, generate
 
     out: list[tuple[bytes, bytes]] = []
     order: list[int] = []
-    start_us = int(time.time()) * mb.US_PER_SECOND
+    count = len(times_us)
     for chunk in generate(SyntheticConfig(num_events=count, seed=seed)):
         b = chunk.batch
-        places = np.arange(len(order), len(order) + b.num_rows)
-        times_us = start_us + np.round(places * mb.US_PER_SECOND / rate).astype(np.int64)
-        times = np.datetime_as_string(times_us.astype("datetime64[us]"))
+        stretch = times_us[len(order) : len(order) + b.num_rows]
+        times = np.datetime_as_string(stretch.astype("datetime64[us]"))
         feats = mb.features_numpy(b).tolist()
         labels = mb.labels_numpy(b)
         assert labels is not None
@@ -180,9 +192,10 @@ class SinkWatch:
                 else:
                     self.seen[event] = now
 
-    def count_before(self, place: np.ndarray, first: int) -> int:
-        """How many of the events sent before place ``first`` came out."""
-        return int((place[np.fromiter(list(self.seen), dtype=np.int64)] < first).sum())
+    def count_between(self, place: np.ndarray, low: int, high: int) -> int:
+        """How many of the events sent at places ``low`` to ``high`` came out."""
+        places = place[np.fromiter(list(self.seen), dtype=np.int64)]
+        return int(((places >= low) & (places < high)).sum())
 
     def stop(self) -> None:
         self._stop.set()
@@ -211,9 +224,9 @@ def run_variant(v: Variant, args: argparse.Namespace, bootstrap: str, cluster: A
     create_topic(bootstrap, topic, 2)
     create_topic(bootstrap, f"{topic}-out", 2)
     records, place = stream
-    warm = records[: args.warmup]
+    head = min(HEAD, args.warmup)  # what the command line tells the stream's schema from
     producer = _producer(bootstrap)
-    _send(producer, topic, warm)
+    _send(producer, topic, records[:head])
     producer.flush(60)
     watch = SinkWatch(bootstrap, f"{topic}-out", 2)
     out = tmp / f"{v.name}-{v.pipeline}"
@@ -226,28 +239,39 @@ def run_variant(v: Variant, args: argparse.Namespace, bootstrap: str, cluster: A
         job = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=err)
     line: dict[str, Any] = {"benchmark": "live", "variant": v.name, "pipeline": v.pipeline}
     try:
-        deadline = time.monotonic() + 300
-        while watch.count_before(place, len(warm)) < 0.9 * len(warm):
-            if job.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{v.name}: no predictions of the warm-up came out")
-            time.sleep(0.1)
-        paced_records = records[len(warm) :]
+        # the warm-up trickles in (windows close only as event time moves on) until
+        # predictions of half of it are out: the job runs, end to end
+        def warm(sent: int) -> bool:
+            shown = watch.count_between(place, 0, sent)
+            return shown >= min(head, 1_000) and shown >= sent / 2
+
+        first = args.warmup  # the paced events' places: first .. last
+        if not warm(_trickle(producer, topic, records, head, first, warm, job)):
+            raise RuntimeError(f"{v.name}: no predictions of the warm-up came out")
+        last = first + round(args.rate * args.seconds)
+        paced_records = records[first:last]
         kill_at: list[float] = []
         if v.kill:
             threading.Thread(
                 target=_kill_later, args=(cluster, args.seconds / 2, kill_at), daemon=True
             ).start()
         sent_at = paced(bootstrap, topic, paced_records, args.rate)
+
+        # and a trickle after them, until they are all out (as in a stream that goes on)
+        def all_out(_: int) -> bool:
+            return watch.count_between(place, first, last) >= len(paced_records)
+
+        _trickle(producer, topic, records, last, len(records), all_out, job)
         stdout, _ = job.communicate(timeout=args.seconds * 20 + 300)
     finally:
         if job.poll() is None:
             terminate([job.pid], 10)
         watch.stop()
     summary = json.loads(stdout.decode().strip().splitlines()[-1]) if stdout.strip() else {}
-    first = len(warm)  # the paced events' places: first ..
     places = place[np.fromiter(list(watch.seen), dtype=np.int64)]
-    out_at = np.fromiter(watch.seen.values(), dtype=np.float64)[places >= first]
-    ids = places[places >= first] - first
+    paced_out = (places >= first) & (places < last)
+    out_at = np.fromiter(watch.seen.values(), dtype=np.float64)[paced_out]
+    ids = places[paced_out] - first
     latency = out_at - sent_at[ids] if len(ids) else np.zeros(1)
     span = (out_at.max() - out_at.min()) if len(ids) > 1 else float("nan")
     flink = summary.get("flink") or {}
@@ -262,6 +286,7 @@ def run_variant(v: Variant, args: argparse.Namespace, bootstrap: str, cluster: A
         checkpoints=flink.get("checkpoints_completed"),
         checkpoint_ms_last=flink.get("last_checkpoint_ms"),
         checkpoint_ms_max=flink.get("max_checkpoint_ms"),
+        events_in=summary.get("events_in"),
         balanced=summary.get("balanced"),
         exit_code=job.returncode,
     )
@@ -276,6 +301,25 @@ def run_variant(v: Variant, args: argparse.Namespace, bootstrap: str, cluster: A
             job_running_again_s=round(running_again - killed, 2) if running_again else None,
         )
     return line
+
+
+def _trickle(
+    producer: Any,
+    topic: str,
+    records: list[tuple[bytes, bytes]],
+    sent: int,
+    limit: int,
+    done: Callable[[int], bool],
+    job: subprocess.Popen[bytes],
+) -> int:
+    """Send ``records`` from place ``sent`` on, :data:`TRICKLE_RATE` a second, until
+    ``done(sent)``, the place ``limit`` or the job's end; the place reached."""
+    while not done(sent) and sent < limit and job.poll() is None:
+        _send(producer, topic, records[sent : min(limit, sent + WARM_CHUNK)])
+        producer.flush(10)
+        sent = min(limit, sent + WARM_CHUNK)
+        time.sleep(WARM_PAUSE_S)
+    return sent
 
 
 def _kill_later(cluster: Any, after_s: float, kill_at: list[float]) -> None:
@@ -305,8 +349,8 @@ def _kill_later(cluster: Any, after_s: float, kill_at: list[float]) -> None:
 def _targets(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     p2 = [x for x in lines if x["variant"] == "flink_p2"]
     kill = [x for x in lines if x["variant"] == "flink_p2_kill"]
-    rate = min((x["events_per_s"] for x in p2), default=0)
-    p99 = max((x["latency_p99_s"] for x in p2), default=float("inf"))
+    rate = min((x.get("events_per_s", 0) for x in p2), default=0)
+    p99 = max((x.get("latency_p99_s", float("inf")) for x in p2), default=float("inf"))
     recovery = max((x.get("recovery_s") or float("inf") for x in kill), default=float("inf"))
     return {
         "flink_p2_events_per_s": {
@@ -328,13 +372,27 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rate", type=float, default=TARGET_RATE, help="events a second")
     ap.add_argument("--seconds", type=float, default=10.0, help="of paced production")
-    ap.add_argument("--warmup", type=int, default=5_000)
-    ap.add_argument("--stop-idle", type=float, default=5.0, help="the read ends this idle")
+    ap.add_argument("--warmup", type=int, default=40_000, help="at most this many events")
+    ap.add_argument(
+        "--stop-idle",
+        type=float,
+        default=15.0,
+        help="the read ends once idle this long",
+    )
     ap.add_argument("--pipelines", default="score,classify")
     ap.add_argument("--variants", default="flink_p1,flink_p2,prism,flink_p2_kill")
     args = ap.parse_args(argv)
-    count = args.warmup + int(args.rate * args.seconds)
-    stream = encoded_records(count, args.rate)
+    head = min(HEAD, args.warmup)
+    stream = encoded_records(
+        live_times_us(
+            [
+                (head, args.rate),  # what the command line sizes windows by
+                (args.warmup - head, TRICKLE_RATE),
+                (round(args.rate * args.seconds), args.rate),
+                (args.warmup, TRICKLE_RATE),
+            ]
+        )
+    )
     wanted = args.variants.split(",")
     variants = [
         Variant(name, pipeline, [], parallelism=p, kill=kill)
@@ -369,7 +427,11 @@ def main(argv: list[str] | None = None) -> int:
                                 "--checkpointing-interval", "1000"]  # fmt: skip
                 else:
                     v.runner = ["--runner", "PrismRunner"]
-                line = run_variant(v, args, broker.bootstrap, cluster, stream, tmp)
+                try:
+                    line = run_variant(v, args, broker.bootstrap, cluster, stream, tmp)
+                except RuntimeError as err:  # the others still run
+                    line = {"benchmark": "live", "variant": v.name, "pipeline": v.pipeline,
+                            "error": str(err)}  # fmt: skip
                 lines.append(line)
                 print(json.dumps(line), flush=True)
         finally:
