@@ -8,6 +8,7 @@ from the pipeline, also what PortableRunner passes to one at ``--job-endpoint``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from runners.flink import jars, jobserver
 from runners.flink.jars import FLINK_MINOR
-from runners.processes import HOST
+from runners.processes import HOST, free_port
 
 # Beam's own tests start the job server with these on Java 17; Flink's (Kryo) state
 # serialization of side inputs needs java.util open too.
@@ -60,6 +61,28 @@ class FlinkSettings:
     local_rest_port: int | None = None
     live: bool = False
     savepoint_path: str | None = None
+
+    def for_run(self, live: bool) -> FlinkSettings:
+        """These settings for one run: a mini-cluster's REST endpoint on a free port of
+        127.0.0.1 (Flink's own figures, and a live job's drain, come from there);
+        whether the job reads a live source; and, checkpointed on this machine with no
+        state backend chosen, checkpoints in files of a temporary folder (Flink's
+        default keeps them in the JobManager's memory, refusing a task's state over
+        5 MB: a job then fails every checkpoint and restarts for ever)."""
+        port = self.local_rest_port
+        if self.master == "[local]" and port is None:
+            port = free_port()
+        backend, path = self.state_backend, self.state_backend_path
+        here = self.master == "[local]" or self.master.split(":")[0] in (HOST, "localhost")
+        if self.checkpointing_interval_ms is not None and backend is None and here:
+            backend, path = "hashmap", Path(tempfile.mkdtemp(prefix="sml-checkpoints-")).as_uri()
+        return dataclasses.replace(
+            self,
+            local_rest_port=port,
+            live=self.live or live,
+            state_backend=backend,
+            state_backend_path=path,
+        )
 
     @property
     def keeps_sources(self) -> bool:
@@ -123,7 +146,8 @@ def local_conf_dir(rest_port: int) -> Path:
     """A Flink configuration for the job server's embedded mini-cluster: everything
     bound to 127.0.0.1 (Flink's defaults bind its REST endpoint and blob server to every
     interface), its REST endpoint at ``rest_port``."""
-    conf = Path(tempfile.mkdtemp(prefix="sml-flink-conf-"))
+    conf = Path(tempfile.gettempdir()) / "sml-flink-conf" / str(rest_port)
+    conf.mkdir(parents=True, exist_ok=True)
     settings = {
         "rest.address": HOST,
         "rest.bind-address": HOST,

@@ -85,10 +85,26 @@ def test_a_live_checkpointed_job_keeps_its_sources_and_resumes_from_a_savepoint(
     # a source shut down would end every checkpoint after it: it is kept, and the job
     # runs until stopped
     assert live.keeps_sources and not any("shutdown_sources" in a for a in args)
+    assert f"--max_bundle_time_mills={flink.LIVE_BUNDLE_MS}" in args  # latency: short bundles
     assert "--savepoint_path=file:///tmp/sp/savepoint-1" in args
     assert not FlinkSettings(live=True).keeps_sources  # no checkpoints: sources end
     assert FlinkSettings(master="127.0.0.1:8081").rest_url == "http://127.0.0.1:8081"
     assert FlinkSettings().rest_url is None
+
+
+def test_checkpoints_on_this_machine_go_to_files():
+    # Flink's default keeps checkpoints in the JobManager's memory, refusing a task's
+    # state over 5 MB (the classify pipeline at 100k events/s holds more)
+    local = FlinkSettings(checkpointing_interval_ms=1000).for_run(live=True)
+    assert local.live and local.local_rest_port is not None
+    assert local.state_backend == "hashmap" and local.state_backend_path.startswith("file:///")
+    remote = FlinkSettings(master="10.0.0.5:8081", checkpointing_interval_ms=1000)
+    assert remote.for_run(live=False).state_backend is None  # elsewhere: the user's choice
+    chosen = FlinkSettings(
+        checkpointing_interval_ms=1000, state_backend="rocksdb", state_backend_path="file:///x"
+    )
+    assert chosen.for_run(live=False).state_backend == "rocksdb"
+    assert FlinkSettings().for_run(live=False).state_backend is None  # no checkpoints
 
 
 def test_the_mini_cluster_binds_loopback_at_the_rest_port_asked(tmp_path):
