@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                     v.runner = ["--runner", "PrismRunner"]
                 try:
                     line = run_variant(v, args, broker.bootstrap, cluster, stream, tmp)
-                except RuntimeError as err:  # the others still run
+                except (RuntimeError, subprocess.TimeoutExpired) as err:  # the others run
                     line = {"benchmark": "live", "variant": v.name, "pipeline": v.pipeline,
                             "error": str(err)}  # fmt: skip
                 lines.append(line)

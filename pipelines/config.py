@@ -20,6 +20,7 @@ from model.streams.label_file import LabelFormat
 from model.streams.records import RecordFormat
 from model.streams.synthetic import SyntheticConfig
 from model.vocabulary import KEY, LABEL_TIME, Metric
+from pipelines.output_dir import KAFKA_READ_DONE
 from runners.direct import executes_test_stream_in_python
 from transforms.io.kafka import KafkaRead, KafkaSource
 from transforms.io.kafka_sink import WriteKafka
@@ -281,6 +282,9 @@ def read_source(pipeline: beam.Pipeline, cfg: PipelineConfig) -> SourceOut:
             until=cfg.kafka_until,
             max_out_of_order_s=cfg.watermark_lag_s,
             stop_idle_s=cfg.kafka_stop_idle_s,
+            # a live read's end, for a runner that keeps the job running (Flink); in
+            # the output folder, so a run resumed there knows of partitions read before
+            done_dir=os.path.join(cfg.output, KAFKA_READ_DONE) if cfg.kafka_stop_idle_s else None,
         )
         return pipeline | "Source" >> KafkaSource(read)
     return pipeline | "Source" >> CsvSource(

@@ -41,7 +41,6 @@ from runners.flink import FlinkSettings, FlinkUnavailable, flink_args, job_args
 from runners.flink.rest import JobWatch
 from runners.heap import frozen_heap
 from runners.prism import PrismUnavailable, prism_args
-from runners.processes import free_port
 
 BUILDERS = {"classify": classify.build, "score": score.build}
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3, 4
@@ -98,24 +97,15 @@ def run(
     the summary. ``flink``: FlinkRunner settings (the environment settings also serve
     PortableRunner); ``job_endpoint``: PortableRunner's job server. A non-empty
     output folder is refused (:class:`pipelines.output_dir.OutputNotEmpty`) unless
-    ``overwrite``: then the files of the earlier run are removed first."""
+    ``overwrite``: then the files of the earlier run are removed first; or unless the
+    run resumes a stopped Flink job (``flink.savepoint_path``): then it adds to them."""
     resume = runner == "FlinkRunner" and flink is not None and flink.savepoint_path is not None
     output_dir.prepare(cfg.output, overwrite=overwrite, resume=resume)
     if runner == "FlinkRunner":
-        flink = _on_flink(cfg, flink or FlinkSettings())
+        flink = (flink or FlinkSettings()).for_run(live=cfg.live_read)
     beam_runner, options = runner_options(cfg, runner, flink=flink, job_endpoint=job_endpoint)
     with frozen_heap():  # what exists now outlives the run: the collector skips it
         return _run(cfg, runner, beam_runner, options, show_progress, flink)
-
-
-def _on_flink(cfg: PipelineConfig, flink: FlinkSettings) -> FlinkSettings:
-    """The settings for this run: a mini-cluster's REST endpoint on a free port of
-    127.0.0.1 (Flink's own figures, and a live job's drain, come from there), and
-    whether the job reads a live source."""
-    port = flink.local_rest_port
-    if flink.master == "[local]" and port is None:
-        port = free_port()
-    return dataclasses.replace(flink, local_rest_port=port, live=flink.live or cfg.live_read)
 
 
 def _run(
@@ -155,8 +145,8 @@ def _run(
         notes += (f"flink: the read was over, and the live job {watch.drained}",)
     if figures is not None and figures.stopped_with is not None:
         notes += (
-            f"flink: the job was stopped with a savepoint ({figures.stopped_with}): the "
-            "counts balance once a run resumed from it (--savepoint) ends",
+            f"flink: the job was stopped with a savepoint ({figures.stopped_with}); a run "
+            "started from it (--savepoint) goes on from there, into this --output",
         )
     restored = figures is not None and bool(figures.restarts or figures.restored)
     if events_in is None and restored and outputs.recount_events:

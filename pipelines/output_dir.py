@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 
+KAFKA_READ_DONE = ".kafka-read-done"  # a live Kafka read's ended partitions (transforms.io.kafka)
 # what a run writes under its output folder (sinks, model store, report)
 RUN_OUTPUTS = (
     "predictions",
@@ -26,6 +27,7 @@ RUN_OUTPUTS = (
     "evaluation",
     "unlabelled",
     "label_dead_letter",
+    KAFKA_READ_DONE,
     "metrics.json",
     "report.html",
     "accuracy.svg",

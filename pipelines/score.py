@@ -32,7 +32,7 @@ class PipelineOutputs:
     dead_letter: beam.PCollection
     source_events: int | None
     recount_events: Callable[[], int] | None = None  # the source's SourceOut.recount
-    source_finished: Callable[[], bool] | None = None  # the source's SourceOut.finished
+    source_finished: Callable[[float], bool] | None = None  # the source's SourceOut.finished
 
 
 def initial_model(cfg: PipelineConfig) -> ModelArtifact:

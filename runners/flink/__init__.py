@@ -38,6 +38,7 @@ from runners.flink.jars import (
 from runners.flink.settings import (
     IDLE_SOURCE_SHUTDOWN_MS,
     JAVA17_OPENS,
+    LIVE_BUNDLE_MS,
     FlinkSettings,
     flink_args,
     job_args,
@@ -51,6 +52,7 @@ __all__ = [
     "HOST",
     "IDLE_SOURCE_SHUTDOWN_MS",
     "JAVA17_OPENS",
+    "LIVE_BUNDLE_MS",
     "FlinkSettings",
     "FlinkUnavailable",
     "LocalCluster",

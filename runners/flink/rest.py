@@ -29,6 +29,7 @@ from typing import Any
 
 _ENDED = ("FINISHED", "FAILED", "CANCELED")
 DRAIN_TRIES = 3
+_GONE_S = 3.0  # an endpoint silent this long after a stop: the job has stopped
 
 
 class SavepointFailed(RuntimeError):
@@ -64,24 +65,43 @@ def running_jobs(rest_url: str) -> list[str]:
 
 
 def stop_with_savepoint(
-    rest_url: str, job_id: str, directory: str, *, drain: bool = False, timeout_s: float = 120.0
+    rest_url: str,
+    job_id: str,
+    directory: str,
+    *,
+    drain: bool = False,
+    timeout_s: float = 120.0,
+    ended: Callable[[], bool] | None = None,
 ) -> str:
     """Stop the job with a savepoint in ``directory``; its path. ``drain``: the sources
     first send the watermark to the end of time, so every window fires (a job to end);
     without: the job stops where it is, its windows in the savepoint (a job to resume
-    with ``--savepoint``). :class:`SavepointFailed` when Flink cannot take it."""
+    with ``--savepoint``). :class:`SavepointFailed` when Flink cannot take it. An
+    endpoint that stops answering once the stop is under way (an embedded mini-cluster
+    ends with its job), or ``ended()``, means the job has stopped: the path is then
+    ``directory``, the savepoint's own folder inside it."""
     base = f"{rest_url.rstrip('/')}/jobs/{job_id}"
     answer = _post(f"{base}/stop", {"targetDirectory": directory, "drain": drain})
     trigger = answer.get("request-id")
     deadline = time.monotonic() + timeout_s
+    silent_since = None
     while time.monotonic() < deadline:
-        status = _get(f"{base}/savepoints/{trigger}") or {}
-        if (status.get("status") or {}).get("id") == "COMPLETED":
+        status = _get(f"{base}/savepoints/{trigger}")
+        if status is None:
+            silent_since = silent_since or time.monotonic()
+            if time.monotonic() - silent_since > _GONE_S:
+                return directory
+        elif (status.get("status") or {}).get("id") == "COMPLETED":
             operation = status.get("operation") or {}
             if "location" in operation:
                 return str(operation["location"])
             cause = (operation.get("failure-cause") or {}).get("stack-trace", "")
-            raise SavepointFailed(f"job {job_id}: {cause.strip().splitlines()[:1]}")
+            first = next(iter(cause.strip().splitlines()), "no reason given")
+            raise SavepointFailed(f"job {job_id}: {first}")
+        else:
+            silent_since = None
+        if ended is not None and ended():
+            return directory
         time.sleep(0.2)
     raise SavepointFailed(f"job {job_id}: no savepoint within {timeout_s:.0f} s")
 
@@ -133,7 +153,8 @@ class JobFigures:
 
 class JobWatch:
     """Polls ``rest_url`` every ``interval_s`` for the job started after the watch;
-    drains it once ``drain_when()`` is true (see the module docstring). A job that
+    drains it once ``drain_when(since)`` is true, ``since`` being when it last saw the
+    job restart (what the input said before a restore is old; see the module docstring). A job that
     ``runs_until_stopped`` (a live read whose sources are kept) and ends without that
     drain was stopped from outside: its figures say with which savepoint."""
 
@@ -141,7 +162,7 @@ class JobWatch:
         self,
         rest_url: str,
         interval_s: float = 1.0,
-        drain_when: Callable[[], bool] | None = None,
+        drain_when: Callable[[float], bool] | None = None,
         runs_until_stopped: bool = False,
     ) -> None:
         self._url = rest_url.rstrip("/")
@@ -150,6 +171,7 @@ class JobWatch:
         self._drain_when = drain_when
         self.drained: str | None = None  # what became of the drain, when asked
         self._tries = 0
+        self._restarted_at = 0.0  # when a restart was last seen (wall time)
         self._since_ms = int(time.time() * 1000) - 1000
         self._stop = threading.Event()
         self._figures: JobFigures | None = None
@@ -163,7 +185,7 @@ class JobWatch:
     def stop(self) -> JobFigures | None:
         """Stop polling; the job's figures (None: no job of ours was seen)."""
         self._stop.set()
-        self._thread.join(timeout=130)  # (a drain in progress)
+        self._thread.join(timeout=20)  # (a drain in progress returns once stopped)
         if self._figures is not None:  # the final state and checkpoint figures
             deadline = time.monotonic() + 10  # the job ends a moment after its result
             reached = self._poll_job(self._figures)
@@ -189,12 +211,18 @@ class JobWatch:
         cancel it (its last windows unfired) rather than let it run for ever."""
         if self._drain_when is None or self.drained == "drained" or figures.state != "RUNNING":
             return
-        if self._tries >= DRAIN_TRIES or not self._drain_when():
+        if self._tries >= DRAIN_TRIES or not self._drain_when(self._restarted_at):
             return
         self._tries += 1
         directory = tempfile.mkdtemp(prefix="sml-drain-")
         try:  # the savepoint only ends the job: it is not kept
-            stop_with_savepoint(self._url, figures.job_id, f"file://{directory}", drain=True)
+            stop_with_savepoint(
+                self._url,
+                figures.job_id,
+                f"file://{directory}",
+                drain=True,
+                ended=self._stop.is_set,  # the run saw its job end
+            )
             self.drained = "drained"
         except SavepointFailed as err:
             self.drained = f"not drained ({err})"
@@ -225,7 +253,10 @@ class JobWatch:
         restarts = _get(f"{base}/metrics?get=numRestarts") or []
         for metric in restarts:
             if metric.get("id") == "numRestarts":
-                figures.restarts = max(figures.restarts, int(float(metric.get("value", 0))))
+                restarts = int(float(metric.get("value", 0)))
+                if restarts > figures.restarts:
+                    self._restarted_at = time.time()  # what the input said before is old
+                figures.restarts = max(figures.restarts, restarts)
         checkpoints = _get(f"{base}/checkpoints")
         if not checkpoints:
             return True

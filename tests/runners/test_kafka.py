@@ -87,7 +87,7 @@ def test_no_broker_is_a_clear_error(capsys):
 
 
 def test_stop_ends_the_process_by_pid_and_frees_its_ports(tmp_path):
-    from tests.conftest import free_port
+    from runners.processes import free_port
 
     broker = LocalBroker(tmp_path / "own", free_port(), free_port())
     pid = broker.start()
@@ -114,8 +114,7 @@ def test_a_live_read_gives_the_bounded_reads_predictions(
     # Prism and the embedded Flink (with checkpoints every second, too: the job runs
     # until drained once the read is over) read the topic live, until it has been idle
     # for two seconds; the DirectRunner reads it to its end offsets: the same
-    # predictions, by the same model versions (a Beam window a window in both: a live
-    # read is not framed)
+    # predictions, by the same model versions (a Beam window a window in both: --frame 1)
     from runners import flink, prism
     from tests.outputs import run_and_read
 

@@ -29,11 +29,12 @@
   any partition of the same read has shown in this worker process, minus the same
   bound (a worker whose partitions are all idle waits for data); ``stop_idle_s`` ends
   a live read that has been idle that long;
-- **its end**: a partition whose read is over leaves a file in ``done_dir``, and
-  ``SourceOut.finished`` says when all have: what a runner that keeps the job running
-  after its sources end (Flink with checkpointing on a live read) waits for to drain
-  it. The files are on the submitting machine's disk: where the workers run
-  elsewhere, nothing says so and the job runs until it is stopped.
+- **its end**: a partition whose read is over leaves a file in ``done_dir`` (when one
+  is given), and ``SourceOut.finished(since)`` says when every partition has left one
+  after ``since`` (a wall time: files from before a restore, whose read goes on, do
+  not count): what a runner that keeps the job running after its sources end (Flink
+  with checkpointing on a live read) waits for to drain it. A folder the workers
+  cannot write leaves no file: the job then runs until it is stopped.
 
 Runners: Prism and Flink run ``until="never"`` live (the tests compare a live read on
 each with a bounded one). Beam's streaming DirectRunner (the BundleBasedDirectRunner)
@@ -47,11 +48,9 @@ that kills a TaskManager mid-stream, ``tests/runners/test_flink_recovery.py``).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -96,8 +95,7 @@ class KafkaRead:
     stop_idle_s: float | None = None
     # names this read's partitions among the process's others (their newest event time)
     read_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    # where each partition whose read is over leaves a file (None: a folder of its own
-    # for a live read with stop_idle_s, made when the pipeline is built)
+    # where each partition whose read is over leaves a file (see the module docstring)
     done_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -259,7 +257,7 @@ class _ReadPartitionDoFn(beam.DoFn):
                 tracker.try_claim(stop)  # read to its end (or idle long enough): done
                 self._release(topic, partition)
                 if read.done_dir is not None:
-                    Path(read.done_dir, _done_name(topic, partition)).touch()
+                    _leave_done(read.done_dir, _done_name(topic, partition))
                 return
             if time.monotonic() >= deadline:
                 tracker.defer_remainder(Duration(seconds=0.05 if records else 0.5))
@@ -364,8 +362,20 @@ def _done_name(topic: str, partition: int) -> str:
     return f"{topic}-{partition}.done"
 
 
-def _all_done(directory: str, names: list[str]) -> bool:
-    return all(os.path.exists(os.path.join(directory, n)) for n in names)
+def _leave_done(directory: str, name: str) -> None:
+    try:
+        os.makedirs(directory, exist_ok=True)
+        Path(directory, name).touch()
+    except OSError:
+        pass  # (a worker elsewhere): the job runs until stopped, as documented
+
+
+def _all_done(directory: str, names: list[str], since: float = 0.0) -> bool:
+    """Whether every file ``names`` is in ``directory``, left after ``since``."""
+    try:
+        return all(os.stat(os.path.join(directory, n)).st_mtime > since for n in names)
+    except OSError:
+        return False
 
 
 def _current(estimator: Any) -> int:
@@ -385,8 +395,6 @@ class KafkaSource(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> SourceOut:
         read = self._read
-        if read.done_dir is None and read.stop_idle_s is not None:
-            read = dataclasses.replace(read, done_dir=tempfile.mkdtemp(prefix="sml-kafka-read-"))
         ranges = offset_ranges(read.bootstrap, read.topic)  # from the oldest still held
         elements: list[Partition] = [
             (read.topic, p, low, high if read.until == "end" else NEVER)

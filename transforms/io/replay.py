@@ -57,9 +57,10 @@ class SourceOut:
     # counts the input events again after the run, from the input itself (where a
     # runner's restore restarts the events_in counter: Beam's on Flink)
     recount: Callable[[], int] | None = None
-    # whether the read is over, for a runner that keeps the job running after it (a
-    # live read that ends: see transforms.io.kafka); None: the job ends with its read
-    finished: Callable[[], bool] | None = None
+    # whether the read is over (every part of it ended after the wall time given), for a
+    # runner that keeps the job running after it (a live read that ends: see
+    # transforms.io.kafka); None: the job ends with its read
+    finished: Callable[[float], bool] | None = None
 
 
 class WatermarkPacer:

@@ -200,9 +200,12 @@ class _OneAtATime:
 
     def __init__(self, offsets: list[int]) -> None:
         self._left = list(offsets)
+        self._calls = 0
 
     def consume(self, count: int, timeout: float) -> list[object]:
         assert count > 0
+        self._calls += 1
+        assert self._calls < 1_000, "the poll never stopped lingering"
         if not self._left:
             import time
 
@@ -226,3 +229,17 @@ def test_a_poll_gathers_the_records_that_trickle_in(offsets, max_records, stop, 
     read = KafkaRead("127.0.0.1:9", "t", FMT, max_records=max_records, linger_s=0.05)
     records, end = _ReadPartitionDoFn(read)._poll(_OneAtATime(offsets), stop)
     assert [m.offset() for m in records] == offsets[:polled] and end is None
+
+
+def test_a_read_is_over_once_every_partition_ended_after_the_last_restore(tmp_path):
+    from transforms.io.kafka import _all_done, _leave_done
+
+    done = str(tmp_path / "done")
+    names = ["t-0.done", "t-1.done"]
+    _leave_done(done, names[0])
+    assert not _all_done(done, names)  # one partition still reads
+    _leave_done(done, names[1])
+    assert _all_done(done, names)
+    # what the partitions said before a restore (whose reads go on) does not count
+    assert not _all_done(done, names, since=os.stat(os.path.join(done, names[1])).st_mtime)
+    _leave_done(str(tmp_path / "not-a-folder" / "x"), "y")  # no folder there: no error
