@@ -234,6 +234,9 @@ class _ReadPartitionDoFn(beam.DoFn):
             return
         consumer = self._consumer(topic, partition, position)
         deadline = time.monotonic() + read.poll_s
+        # caught up is what this invocation sees: one resumed late (a runner busy
+        # elsewhere) may have a backlog, and an idle partition's watermark moves ahead
+        self._caught_up.discard((topic, partition))
         while True:
             stop = tracker.current_restriction().stop
             polled, end = self._poll(consumer, stop)
@@ -250,8 +253,8 @@ class _ReadPartitionDoFn(beam.DoFn):
                 self._caught_up.discard((topic, partition))
                 if not whole:
                     return  # a split within the poll: never claim again (Beam's contract)
-            if end is not None:
-                position = max(position, end)  # offsets with no record (transaction markers)
+            if end is not None and end >= position:  # (not an end passed within the poll)
+                position = end  # offsets with no record (transaction markers)
                 self._caught_up.add((topic, partition))
             if position >= stop or (not records and self._idle(estimator, topic, partition)):
                 tracker.try_claim(stop)  # read to its end (or idle long enough): done
