@@ -234,9 +234,6 @@ class _ReadPartitionDoFn(beam.DoFn):
             return
         consumer = self._consumer(topic, partition, position)
         deadline = time.monotonic() + read.poll_s
-        # caught up is what this invocation sees: one resumed late (a runner busy
-        # elsewhere) may have a backlog, and an idle partition's watermark moves ahead
-        self._caught_up.discard((topic, partition))
         while True:
             stop = tracker.current_restriction().stop
             polled, end = self._poll(consumer, stop)
@@ -256,7 +253,8 @@ class _ReadPartitionDoFn(beam.DoFn):
             if end is not None and end >= position:  # (not an end passed within the poll)
                 position = end  # offsets with no record (transaction markers)
                 self._caught_up.add((topic, partition))
-            if position >= stop or (not records and self._idle(estimator, topic, partition)):
+            idle = not records and self._idle(estimator, consumer, topic, partition, position)
+            if position >= stop or idle:
                 tracker.try_claim(stop)  # read to its end (or idle long enough): done
                 self._release(topic, partition)
                 if read.done_dir is not None:
@@ -332,11 +330,22 @@ class _ReadPartitionDoFn(beam.DoFn):
         self._events.inc(rows)
         return outputs, records[-1].offset() + 1, whole
 
-    def _idle(self, estimator: Any, topic: str, partition: int) -> bool:
+    def _idle(
+        self, estimator: Any, consumer: Any, topic: str, partition: int, position: int
+    ) -> bool:
         """A partition that has read all it holds and had nothing new for ``idle_s``
         stops holding the watermark back; True when that has lasted ``stop_idle_s``
-        (the read is to end)."""
+        (the read is to end). All it holds: the client's end event (delivered once
+        each time the end is reached), and the end offset the client last heard of
+        not past ``position`` (a read resumed late, a runner busy elsewhere, may come
+        back to a backlog its first poll does not yet show)."""
         if (topic, partition) not in self._caught_up:
+            return False
+        from confluent_kafka import TopicPartition
+
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+        if high is not None and high > position:
+            self._caught_up.discard((topic, partition))
             return False
         quiet = time.monotonic() - self._active.setdefault((topic, partition), time.monotonic())
         if quiet < self._read.idle_s:
