@@ -154,9 +154,10 @@ class JobFigures:
 class JobWatch:
     """Polls ``rest_url`` every ``interval_s`` for the job started after the watch;
     drains it once ``drain_when(since)`` is true, ``since`` being when it last saw the
-    job restart (what the input said before a restore is old; see the module docstring). A job that
-    ``runs_until_stopped`` (a live read whose sources are kept) and ends without that
-    drain was stopped from outside: its figures say with which savepoint."""
+    job restart (what the input said before a restore is old; see the module
+    docstring). A job that ``runs_until_stopped`` (a live read whose sources are kept)
+    and ends without that drain was stopped from outside: its figures say with which
+    savepoint."""
 
     def __init__(
         self,
