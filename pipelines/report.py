@@ -109,7 +109,7 @@ def _timeline(summary: RunSummary, alarms: list[int], path: str) -> str | None:
 
 
 def _anomaly_scores(output: str, inputs: tuple[str, ...], path: str) -> str | None:
-    table = read_parquet_dir(os.path.join(output, "predictions"))
+    table = read_parquet_dir(os.path.join(output, "predictions"), distinct_on=(v.KEY, v.EVENT_ID))
     if table is None or not inputs:
         return None
     series = sorted(set(table.column(v.KEY).to_pylist()))[:4]

@@ -146,7 +146,7 @@ def _events(panes: pa.Table | None) -> int:
 @dataclass(frozen=True)
 class RunSummary:
     events_in: int
-    predictions_out: int
+    predictions_out: int  # one a key and event_id
     dead_lettered: int
     windows_fired: int
     late_accepted: int
@@ -164,6 +164,7 @@ class RunSummary:
     labels_rejected: int = 0
     kafka_out: int | None = None  # prediction rows committed to a Kafka topic (if sent)
     flink: dict[str, Any] | None = None  # a standalone cluster's figures (runners.flink.rest)
+    predictions_repeated: int = 0  # rows a replay after a restore wrote again
 
     @classmethod
     def from_outputs(
@@ -176,7 +177,10 @@ class RunSummary:
         notes: tuple[str, ...] = (),
     ) -> RunSummary:
         """Count predictions, dead letters and panes in the files under ``output``."""
-        predictions = count_parquet_rows(f"{output}/predictions")
+        rows = count_parquet_rows(f"{output}/predictions")
+        identity = (v.KEY, v.EVENT_ID)
+        distinct = read_parquet_dir(f"{output}/predictions", distinct_on=identity, columns=())
+        predictions = 0 if distinct is None else distinct.num_rows
         dead = read_jsonl_dir(f"{output}/dead_letter")
         panes = read_jsonl_table(f"{output}/windows", schema=STATS_SCHEMA)
         windows, late, fired = _pane_figures(panes, accumulating)
@@ -195,6 +199,7 @@ class RunSummary:
         return cls(
             events_in=events_in,
             predictions_out=predictions,
+            predictions_repeated=rows - predictions,
             dead_lettered=sum(int(r.get("rows", 1)) for r in dead),
             windows_fired=fired,
             late_accepted=late,
@@ -230,6 +235,11 @@ class RunSummary:
         return [
             f"events in        {self.events_in:>12,}",
             f"predictions out  {self.predictions_out:>12,}",
+            *(
+                [f"  repeated rows  {self.predictions_repeated:>12,}  (replayed after a restore)"]
+                if self.predictions_repeated
+                else []
+            ),
             f"dead-lettered    {self.dead_lettered:>12,}  (late dropped: {self.late_dropped:,})",
             f"in = out + rejected: {check}",
             f"late accepted    {self.late_accepted:>12,}",
@@ -351,8 +361,13 @@ def _late_accumulated(panes: list[dict[str, Any]]) -> int:
 
 def predictions_by_event(output: str) -> list[tuple[int, int, int]]:
     """``(event_id, prediction, model_version)`` of every row a run wrote under
-    ``<output>/predictions``, sorted: what two runs (runners) are compared on."""
-    table = read_parquet_dir(FileSystems.join(output, "predictions"))
+    ``<output>/predictions``, sorted, a row repeated whole (a bundle replayed after a
+    restore) once: what two runs (runners) are compared on. A repeat that differs
+    stays, so that a comparison sees it."""
+    table = read_parquet_dir(
+        FileSystems.join(output, "predictions"),
+        distinct_on=(v.KEY, v.EVENT_ID, v.PREDICTION, v.MODEL_VERSION),
+    )
     if table is None:
         return []
     columns = [table.column(c).to_pylist() for c in (v.EVENT_ID, v.PREDICTION, v.MODEL_VERSION)]

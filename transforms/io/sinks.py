@@ -3,8 +3,11 @@
 Each bundle's rows go to one file per format, written to a temporary name and renamed
 into place when the bundle finishes. The file name is a hash of the bundle's content,
 so a bundle that the runner retries overwrites its own file instead of adding a
-second copy (rows are expected to be distinct, e.g. by ``event_id``). Any path that
-Beam's ``FileSystems`` understands works.
+second copy (rows are expected to be distinct, e.g. by ``event_id``). A bundle that
+a runner replays after a restore, with other boundaries than before, repeats rows in
+another file: at least once, and readers keep one row per ``key`` and ``event_id``
+(``read_parquet_dir(distinct_on=...)``). Any path that Beam's ``FileSystems``
+understands works.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import hashlib
 import io
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -240,11 +243,35 @@ class WriteRecords(beam.PTransform):
         return records | "WriteParts" >> beam.ParDo(self._writer)
 
 
-def read_parquet_dir(directory: str) -> pa.Table | None:
-    """All Parquet part files under ``directory`` as one table (None if there are none)."""
+def read_parquet_dir(
+    directory: str, *, distinct_on: Sequence[str] = (), columns: Sequence[str] | None = None
+) -> pa.Table | None:
+    """All Parquet part files under ``directory`` as one table (None if there are none).
+
+    With ``distinct_on`` (e.g. ``key`` and ``event_id``), one row per value of those
+    columns, the first found: a bundle replayed after a restore with other boundaries
+    repeats its rows in another file (see the module's doc). ``columns``: only these.
+    """
     matches = FileSystems.match([FileSystems.join(directory, "part-*.parquet")])[0]
-    tables = [pq.read_table(m.path) for m in matches.metadata_list]
-    return pa.concat_tables(tables) if tables else None
+    wanted = None if columns is None else list(dict.fromkeys([*columns, *distinct_on]))
+    tables = [pq.read_table(m.path, columns=wanted) for m in matches.metadata_list]
+    if not tables:
+        return None
+    table = pa.concat_tables(tables)
+    return distinct(table, distinct_on) if distinct_on else table
+
+
+def distinct(table: pa.Table, on: Sequence[str]) -> pa.Table:
+    """``table`` with one row per value of the columns ``on``: the first, in order."""
+    position = "__position"
+    numbered = table.select(list(on)).append_column(
+        position, pa.array(np.arange(table.num_rows, dtype=np.int64))
+    )
+    first = numbered.group_by(list(on), use_threads=False).aggregate([(position, "min")])
+    keep = first.column(f"{position}_min").to_numpy()
+    if len(keep) == table.num_rows:
+        return table
+    return table.take(pa.array(np.sort(keep)))
 
 
 def count_parquet_rows(directory: str) -> int:
