@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("action", nargs="?", choices=["start", "stop", "status"])
     ap.add_argument("--run-dir", default=str(cache_dir() / "flink-run"))
     ap.add_argument("--rest-port", type=int, default=8081)
+    ap.add_argument(
+        "--standby", type=int, default=0, help="cluster start: spare TaskManagers (failover)"
+    )
     ap.add_argument("--port", type=int, default=50000, help="worker-pool: its port")
     ap.add_argument("--master", default="127.0.0.1:8081", help="savepoint: the cluster")
     ap.add_argument("--job", default=None, help="savepoint: the job id (default: the newest)")
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "savepoint":
         return _savepoint(args)
-    cluster = LocalCluster(Path(args.run_dir), rest_port=args.rest_port)
+    cluster = LocalCluster(Path(args.run_dir), rest_port=args.rest_port, standby=args.standby)
     try:
         if args.command == "install":
             print(f"Flink {cluster.version} in {cluster.install()}")

@@ -33,6 +33,8 @@ from runners.flink import jars
 from runners.flink.jars import FlinkUnavailable
 from runners.processes import HOST, pid_alive, port_free, runs_with, terminate
 
+RESOURCE_ID = "taskmanager-"  # + a number: the TaskManagers' ids
+
 
 @dataclass
 class LocalCluster:
@@ -41,8 +43,10 @@ class LocalCluster:
     run_dir: Path
     rest_port: int = 8081
     slots: int = 2
+    standby: int = 0  # TaskManagers beyond the first: spare slots a restart takes at once
     version: str = ""  # default: the release the job server submits to (cluster_version)
     home: Path = field(init=False)
+    _started: int = field(init=False, default=0)  # TaskManagers started, for their ids
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -121,10 +125,20 @@ class LocalCluster:
             "env.log.dir": str(self.run_dir / "log"),
             "web.tmpdir": str(self.run_dir / "web"),
             "io.tmp.dirs": str(self.run_dir / "tmp"),
-            # one machine: a TaskManager that stops answering is dead, not slow; a job
-            # restarts 10 s after losing one, not after Flink's default 50 s
-            "heartbeat.interval": 2000,
+            # one machine: a TaskManager whose heartbeat finds no process is dead (one
+            # refused heartbeat, within 1 s); one that stops answering, after 10 s, not
+            # Flink's default 50 s. The job then restarts after 0.1 s, backing off
+            # while it fails again (no slots yet), not after the default 1 s.
+            "heartbeat.interval": 1000,
             "heartbeat.timeout": 10000,
+            "heartbeat.rpc-failure-threshold": 1,
+            "restart-strategy.type": "exponential-delay",
+            "restart-strategy.exponential-delay.initial-backoff": "100 ms",
+            "restart-strategy.exponential-delay.max-backoff": "5 s",
+            # a job's slots spread over the TaskManagers: with a standby, a restart
+            # after one is lost runs on one that holds the job's code loaded (Flink
+            # keeps a job's class loader while it holds a slot there), not a cold one
+            "cluster.evenly-spread-out-slots": "true",
         }
         # Flink's own JVM options (e.g. Java 17's --add-opens) are kept.
         java_opts = _java_opts(conf / "config.yaml")
@@ -161,8 +175,8 @@ class LocalCluster:
         return runs_with(pid, _ENTRY_POINTS[daemon], str(self.run_dir / "conf"))
 
     def start(self, timeout_s: float = 120.0) -> dict[str, Any]:
-        """Start the JobManager and one TaskManager; wait until the TaskManager has
-        registered. Returns the REST overview."""
+        """Start the JobManager, one TaskManager and ``standby`` more; wait until they
+        have registered. Returns the REST overview."""
         if self.pids():
             msg = f"a cluster already runs from {self.run_dir}: {self.pids()}"
             raise FlinkUnavailable(msg)
@@ -174,15 +188,22 @@ class LocalCluster:
         self.install()
         self._conf_dir()
         self._daemon("jobmanager.sh")
-        self._daemon("taskmanager.sh")
-        return self.wait_for_taskmanagers(1, timeout_s)
+        for _ in range(1 + self.standby):
+            self._daemon("taskmanager.sh", *self._next_taskmanager())
+        return self.wait_for_taskmanagers(1 + self.standby, timeout_s)
+
+    def _next_taskmanager(self) -> tuple[str, str]:
+        """Arguments that name the next TaskManager (its id in Flink's REST answers
+        and on its command line: :meth:`kill` finds a busy one's PID by it)."""
+        self._started += 1
+        return "-D", f"taskmanager.resource-id={RESOURCE_ID}{self._started}"
 
     def start_taskmanager(self) -> int:
         """Start one more TaskManager (e.g. after one was killed); its PID, once that
         process runs the TaskManager (the start script writes the PID of a shell that
         only then becomes the JVM)."""
         before = set(self._all_pids("taskexecutor"))
-        self._daemon("taskmanager.sh")
+        self._daemon("taskmanager.sh", *self._next_taskmanager())
         deadline = time.monotonic() + 30
         while True:
             new = [p for p in self._all_pids("taskexecutor") if p not in before]
@@ -193,10 +214,10 @@ class LocalCluster:
                 raise FlinkUnavailable("the new TaskManager did not start")
             time.sleep(0.05)
 
-    def _daemon(self, script: str) -> None:
+    def _daemon(self, script: str, *args: str) -> None:
         conf = self.run_dir / "conf"
         done = subprocess.run(
-            ["bash", str(self.home / "bin" / script), "start"],
+            ["bash", str(self.home / "bin" / script), "start", *args],
             env=self._env(conf),
             capture_output=True,
             text=True,
@@ -255,13 +276,32 @@ class LocalCluster:
         return f"{HOST}:{self.rest_port}"
 
     def kill(self, role: str) -> int:
-        """SIGKILL one process of this cluster by PID (for recovery tests)."""
-        pid = self.pids().get(role)
+        """SIGKILL one process of this cluster by PID (for recovery tests): the
+        JobManager, or a TaskManager that runs tasks (when one does)."""
+        pid = self._busy_taskmanager() if role == "taskmanager" else None
+        pid = pid or self.pids().get(role)
         if pid is None:
             msg = f"no live {role} in {self.run_dir}"
             raise FlinkUnavailable(msg)
         os.kill(pid, signal.SIGKILL)
         return pid
+
+    def _busy_taskmanager(self) -> int | None:
+        """The PID of a TaskManager with a slot in use (None: none is, or the REST
+        endpoint does not answer)."""
+        try:
+            with urllib.request.urlopen(self.rest_url + "/taskmanagers", timeout=2) as r:
+                managers = json.load(r).get("taskmanagers", [])
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+        busy = {m["id"] for m in managers if m.get("freeSlots", 0) < m.get("slotsNumber", 0)}
+        for pid in self._all_pids("taskexecutor"):
+            for name in busy:
+                if self._ours(pid, "taskexecutor") and runs_with(
+                    pid, f"taskmanager.resource-id={name}"
+                ):
+                    return pid
+        return None
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop this cluster's processes by PID: SIGTERM, then SIGKILL."""

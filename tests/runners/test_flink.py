@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import socket
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -224,6 +226,30 @@ def test_local_cluster_runs_on_loopback_and_stops_by_pid(tmp_path):
         cluster.stop()
     assert cluster.pids() == {} and cluster.status() is None
     assert not any(pid_alive(p) for p in pids.values())
+
+
+def test_a_standby_taskmanager_is_named_and_outlives_the_one_killed(tmp_path):
+    # spare slots for fast failover: each TaskManager carries its id on its command
+    # line, which is how kill() finds the PID of one that runs tasks
+    if shutil.which("java") is None:
+        pytest.skip("no java on PATH")
+    cluster = LocalCluster(tmp_path / "run", rest_port=_free_port(), standby=1)
+    try:
+        overview = cluster.start()
+        assert overview["taskmanagers"] == 2 and overview["slots-total"] == 4
+        with urllib.request.urlopen(cluster.rest_url + "/taskmanagers", timeout=5) as r:
+            ids = {m["id"] for m in json.load(r)["taskmanagers"]}
+        assert ids == {"taskmanager-1", "taskmanager-2"}
+        killed = cluster.kill("taskmanager")
+        deadline = time.monotonic() + 10
+        while pid_alive(killed) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        while (cluster.status() or {}).get("taskmanagers") != 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert cluster.status()["taskmanagers"] == 1 and cluster.pids()["taskmanager"] != killed
+    finally:
+        cluster.stop()
+    assert cluster.pids() == {}
 
 
 def job_server_or_none():
