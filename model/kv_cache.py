@@ -91,6 +91,30 @@ class KVCache:
         filled = (p - s + 1).clamp(0, w)  # window slots written so far
         return sink | ((index >= s) & (index - s < filled))
 
+    def held(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([rows, slots] positions, [rows, slots] valid)``: which position each slot
+        holds before the rows' next positions are written."""
+        s, w = self.spec.sinks, self.spec.window
+        p = self.positions.unsqueeze(1)
+        index = torch.arange(self.spec.slots, device=p.device).unsqueeze(0)
+        ring = p - 1 - (p - 1 - index).remainder(w)  # the newest position of each ring slot
+        held = torch.where(index < s, index.expand_as(ring), ring)
+        valid = torch.where(index < s, index < p, (ring >= s) & (ring >= p - w))
+        return held, valid
+
+    def write_block(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Put one row's ``T`` next positions (``[1, heads, T, head_dim]``): those that
+        stay (sinks, and the last ``window`` of the others) go to their slots."""
+        if self.rows != 1:
+            raise ValueError("write_block takes one row's positions")
+        s, w, p = self.spec.sinks, self.spec.window, int(self.positions[0])
+        positions = torch.arange(p, p + keys.shape[2], device=keys.device)
+        stay = (positions < s) | (positions >= max(s, p + keys.shape[2] - w))
+        positions = positions[stay]
+        slots = torch.where(positions < s, positions, s + (positions - s).remainder(w))
+        self.keys[layer][0, :, slots] = keys[0][:, stay].to(self.spec.dtype)
+        self.values[layer][0, :, slots] = values[0][:, stay].to(self.spec.dtype)
+
     def write(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
         """Put the next position's ``key``/``value`` (``[rows, heads, head_dim]``)."""
         rows = torch.arange(self.rows, device=key.device)

@@ -80,6 +80,23 @@ class _Block(nn.Module):
         q, k, v = self._qkv(h, positions)
         return self._finish(h, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
 
+    def extend(self, h: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """``h``: ``[1, T, d_model]``, one row's ``T`` next positions at once: they
+        attend to the cache's slots and to each other (chunked prefill)."""
+        t = h.shape[1]
+        start = cache.positions[:1]
+        positions = start + torch.arange(t, device=h.device)
+        q, k, v = self._qkv(h, positions.unsqueeze(0))
+        held, valid = cache.held()
+        seen = torch.cat([held[0], positions])
+        mask = cache.spec.can_see(positions.unsqueeze(1), seen.unsqueeze(0))
+        mask &= torch.cat([valid[0], torch.ones(t, dtype=torch.bool, device=h.device)])
+        keys = torch.cat([cache.keys[layer][:1].to(q.dtype), k], dim=2)
+        values = torch.cat([cache.values[layer][:1].to(q.dtype), v], dim=2)
+        out = self._finish(h, F.scaled_dot_product_attention(q, keys, values, attn_mask=mask))
+        cache.write_block(layer, k, v)
+        return out
+
     def step(self, h: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
         """``h``: ``[B, 1, d_model]``, the rows' next position."""
         q, k, v = self._qkv(h, cache.positions.unsqueeze(1))
@@ -151,6 +168,17 @@ class StreamingTransformer(nn.Module):
             h = cast(_Block, block).step(h, cache, i)
         cache.advance()
         return self.head(self.norm(h))[:, 0]
+
+    @torch.no_grad()
+    def extend(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One row's ``T`` new values at once (``x`` ``[T, d_in]``, a one-row
+        ``cache``): their forecasts ``[T, d_out]``, as ``T`` calls of :meth:`step`
+        give; the cache moves on by ``T`` positions."""
+        h = self.embed(x).unsqueeze(0)
+        for i, block in enumerate(self.blocks):
+            h = cast(_Block, block).extend(h, cache, i)
+        cache.positions += x.shape[0]
+        return self.head(self.norm(h))[0]
 
     @torch.no_grad()
     def recompute(self, history: torch.Tensor) -> torch.Tensor:

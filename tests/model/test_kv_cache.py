@@ -95,3 +95,16 @@ def test_bad_shapes_are_refused():
         StreamingTransformer(d_model=12, heads=4)  # head_dim 3: rotary needs pairs
     with pytest.raises(ValueError, match="positive"):
         CacheSpec(layers=1, heads=1, head_dim=2, window=0)
+
+
+@pytest.mark.parametrize(("window", "sinks"), [(4, 0), (6, 2)])
+def test_a_block_at_once_equals_its_steps(window, sinks):
+    # chunked prefill: blocks shorter and longer than the window, the cache between
+    net = StreamingTransformer(d_in=2, window=window, sinks=sinks, layers=2, seed=9)
+    x = torch.randn(1, 60, 2, generator=torch.Generator().manual_seed(10))
+    cache, outs, t = net.new_cache(1), [], 0
+    for size in (1, 3, 9, 2, 15, 1, 29):
+        outs.append(net.extend(x[0, t : t + size], cache))
+        t += size
+    assert torch.allclose(torch.cat(outs), net(x)[0], atol=1e-5)
+    assert int(cache.positions[0]) == 60
