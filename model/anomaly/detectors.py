@@ -1,0 +1,314 @@
+"""Streaming anomaly detectors for one key's series, without labels and without
+looking ahead: each point is scored from the points before it, then learnt.
+
+- :class:`RobustZ`: distance from the rolling median in rolling MADs (of the values,
+  or of their changes: a jump);
+- :class:`Seasonal`: distance from what this hour of the week usually holds (an
+  exponentially weighted mean and deviation per hour of the week);
+- :class:`Forecast`: the residual of a :class:`~model.streaming_transformer.StreamingTransformer`
+  that forecasts the next value (decoded step by step against its KV cache, trained
+  online on the latest values: prequential);
+- :class:`Surprise`: a detector's raw score as how unlikely it is among the
+  detector's own recent scores (an online-calibrated tail), so that detectors
+  compare.
+
+:class:`KeyDetector` runs them all and combines them into one ``anomaly_score`` in
+[0, 1] and ``is_anomaly``. Every object pickles (its state is plain arrays, numbers
+and, for the forecaster, its weights, optimizer and KV cache as bytes): per-key
+state.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from model.streaming_transformer import StreamingTransformer
+
+HOUR_US = 3_600 * 1_000_000
+SURPRISE_SCALE = 10.0  # anomaly_score = 1 - exp(-surprise / scale): 0.5 at ~6.9
+WEEK_HOURS = 168
+
+
+class _Rolling:
+    """Robust statistics (median; spread: 1.4826 MAD, or the standard deviation where
+    the MAD is 0) of the last ``width`` values before each new one, refreshed every
+    ``refresh`` values: a value's statistics are those of the values before the last
+    multiple of ``refresh`` at or before it. The same whatever blocks the values come
+    in; ``refresh`` times fewer medians than one per value."""
+
+    def __init__(self, width: int, refresh: int) -> None:
+        self.width, self.refresh = width, refresh
+        self.history: deque[float] = deque(maxlen=width + refresh)
+        self.seen = 0  # values so far
+
+    def stats(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(median, spread, count)`` for each value of ``block``; the block then
+        joins the history."""
+        first = self.seen - len(self.history)  # the index of the history's oldest value
+        joined = np.concatenate([np.fromiter(self.history, np.float64, len(self.history)), block])
+        at = (self.seen + np.arange(len(block))) // self.refresh * self.refresh
+        median, spread = np.zeros(len(block)), np.ones(len(block))
+        counts = np.minimum(at, self.width)
+        for end in np.unique(at):
+            window = joined[end - counts[at == end][0] - first : end - first]
+            if len(window):
+                m = float(np.median(window))
+                mad = float(np.median(np.abs(window - m))) * 1.4826
+                median[at == end] = m
+                spread[at == end] = mad if mad > 0 else float(window.std()) or 1e-9
+        self.history.extend(block.tolist())
+        self.seen += len(block)
+        return median, spread, counts
+
+
+class RobustZ:
+    """``|x - median| / (1.4826 MAD)`` over the last ``width`` values (of the
+    values, or with ``changes`` of their differences); NaN before 30 are known."""
+
+    def __init__(self, width: int = 288, changes: bool = False, refresh: int = 8) -> None:
+        self.width, self.changes = width, changes
+        self.rolling = _Rolling(width, refresh)
+        self.last: float | None = None
+
+    def block(self, values: np.ndarray) -> np.ndarray:
+        x = values
+        if self.changes:
+            before = np.concatenate([[np.nan if self.last is None else self.last], values[:-1]])
+            self.last = float(values[-1])
+            x = values - before
+            first = np.isnan(x[:1]).all()
+            if first:  # the very first value: no change yet
+                x = x[1:]
+        median, spread, counts = self.rolling.stats(x)
+        out = np.minimum(np.abs(x - median) / spread, 1e6)
+        out[counts < min(self.width, 30)] = np.nan
+        if self.changes and len(x) < len(values):
+            out = np.concatenate([[np.nan], out])
+        return out
+
+
+class _Profile:
+    """Exponentially weighted mean and absolute deviation per bucket of a period,
+    with the number of periods each bucket has been seen in."""
+
+    def __init__(self, buckets: int, rate: float) -> None:
+        self.rate = rate
+        self.mean = [0.0] * buckets
+        self.dev = [0.0] * buckets
+        self.periods = [0] * buckets
+        self.last = [-1] * buckets
+
+    def score(self, bucket: int, value: float) -> float:
+        if self.periods[bucket] < 2:  # seen in one period at most: no profile yet
+            return math.nan
+        return min(1e6, abs(value - self.mean[bucket]) / (self.dev[bucket] + 1e-9))
+
+    def learn(self, bucket: int, period: int, value: float, spread: float) -> None:
+        if self.last[bucket] != period:
+            self.last[bucket] = period
+            self.periods[bucket] += 1
+        if self.periods[bucket] == 1 and self.dev[bucket] == 0:
+            self.mean[bucket], self.dev[bucket] = value, spread  # the series' own scale
+            return
+        error = value - self.mean[bucket]
+        self.mean[bucket] += self.rate * error
+        self.dev[bucket] += self.rate * (abs(error) - self.dev[bucket])
+
+
+class Seasonal:
+    """Distance from what this hour of the week (or, until each hour of the week has
+    been seen twice, this hour of the day) usually holds, in its usual deviations.
+    A bucket starts from the series' overall deviation, not from zero."""
+
+    def __init__(self, rate: float = 0.1) -> None:
+        self.day = _Profile(24, rate)
+        self.week = _Profile(WEEK_HOURS, rate)
+        self.mean, self.spread, self.n = 0.0, 0.0, 0
+
+    def block(self, times_us: np.ndarray, values: np.ndarray) -> np.ndarray:
+        out = np.empty(len(values))
+        hours_all = (times_us // HOUR_US + 72).tolist()  # 1970-01-01: a Thursday
+        for i, (hours, value) in enumerate(zip(hours_all, values.tolist(), strict=True)):
+            week_hour, day_hour = hours % WEEK_HOURS, hours % 24
+            score = self.week.score(week_hour, value)
+            out[i] = self.day.score(day_hour, value) if math.isnan(score) else score
+            self.n += 1
+            rate = max(1.0 / self.n, 0.01)
+            self.spread += rate * (abs(value - self.mean) - self.spread)
+            self.mean += rate * (value - self.mean)
+            self.week.learn(week_hour, hours // WEEK_HOURS, value, self.spread)
+            self.day.learn(day_hour, hours // 24, value, self.spread)
+        return out
+
+
+class Forecast:
+    """The residual of an online-trained streaming Transformer's one-step forecast,
+    in units of its recent residuals. Values are standardized by running moments. A
+    block is forecast at once against the KV cache (chunked prefill: as step by
+    step), then, once ``every`` points have come since the last, the net takes one
+    Adam step on the latest ``history`` values: each forecast comes from weights
+    that learnt only from earlier blocks. (Cached keys and values from before a step
+    fade out of the window as it slides.)"""
+
+    def __init__(self, window: int = 32, history: int = 96, every: int = 16, seed: int = 0):
+        self.net = StreamingTransformer(d_in=1, d_model=16, heads=2, layers=2, window=window,
+                                        seed=seed)  # fmt: skip
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=3e-3)
+        self.cache = self.net.new_cache(1)
+        self.every, self.history, self.window = every, history, window
+        self.recent: deque[float] = deque(maxlen=history)
+        self.forecast: float | None = None
+        self.mean, self.var, self.n = 0.0, 1.0, 0
+        self.residual = 1.0
+        self.learnt_at = 0
+
+    def _standard(self, values: np.ndarray) -> np.ndarray:
+        out = np.empty(len(values))
+        for i, value in enumerate(values.tolist()):
+            self.n += 1
+            rate = max(1.0 / self.n, 0.001)
+            delta = value - self.mean
+            self.mean += rate * delta
+            self.var += rate * (delta * delta - self.var)
+            out[i] = (value - self.mean) / math.sqrt(self.var + 1e-12)
+        return np.clip(out, -20.0, 20.0)
+
+    def block(self, values: np.ndarray) -> np.ndarray:
+        first = self.n
+        x = self._standard(values)
+        inputs = torch.tensor(x, dtype=torch.float32).view(-1, 1)
+        forecasts = self.net.extend(inputs, self.cache)[:, 0].tolist()
+        before = [self.forecast, *forecasts[:-1]]  # each point's forecast: from the one before
+        out = np.full(len(values), np.nan)
+        for i, (xi, fi) in enumerate(zip(x.tolist(), before, strict=True)):
+            if fi is not None and first + i + 1 > self.history:
+                error = abs(xi - fi)
+                out[i] = error / (self.residual + 1e-9)
+                self.residual += 0.01 * (error - self.residual)
+        self.forecast = forecasts[-1]
+        self.recent.extend(x.tolist())
+        if self.n - self.learnt_at >= self.every and len(self.recent) >= self.history:
+            self._learn()
+            self.learnt_at = self.n
+        return out
+
+    def _learn(self) -> None:
+        seq = torch.tensor(list(self.recent), dtype=torch.float32).view(1, -1, 1)
+        self.optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(self.net(seq[:, :-1]), seq[:, 1:])
+        loss.backward()
+        self.optimizer.step()
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        buffer = io.BytesIO()
+        torch.save({"net": self.net.state_dict(), "opt": self.optimizer.state_dict(),
+                    "cache": self.cache.snapshot(0)}, buffer)  # fmt: skip
+        for name in ("net", "optimizer", "cache"):
+            del state[name]
+        state["torch"] = buffer.getvalue()
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        from model.kv_cache import KVCache
+
+        saved = torch.load(io.BytesIO(state.pop("torch")), weights_only=True)  # type: ignore[arg-type]
+        self.__dict__.update(state)
+        self.net = StreamingTransformer(d_in=1, d_model=16, heads=2, layers=2, window=self.window)
+        self.net.load_state_dict(saved["net"])
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=3e-3)
+        self.optimizer.load_state_dict(saved["opt"])
+        self.cache = KVCache.restore(self.net.spec, saved["cache"])
+
+
+class Surprise:
+    """How unlikely a raw score is given the detector's recent raw scores: the
+    Gaussian tail of its robust z among the last ``keep`` (median, MAD), as
+    ``-log10(tail)`` (0: ordinary; 5: one in 100,000). A tail in logs keeps large
+    anomalies apart where a rank or a probability would saturate."""
+
+    def __init__(self, keep: int = 1_000, warm: int = 50, refresh: int = 32) -> None:
+        self.rolling = _Rolling(keep, refresh)
+        self.warm = warm
+
+    def block(self, raws: np.ndarray) -> np.ndarray:
+        """Each raw score's surprise (0 for NaN: no score yet), among the raw scores
+        before it; the scores join the history."""
+        out = np.zeros(len(raws))
+        known = np.flatnonzero(~np.isnan(raws))
+        if len(known) == 0:
+            return out
+        x = raws[known]
+        median, spread, counts = self.rolling.stats(x)
+        z = (x - median) / spread
+        with np.errstate(divide="ignore"):
+            tail = 0.5 * _erfc(z / math.sqrt(2.0))
+            surprise = np.where(tail > 0, -np.log10(tail), 300.0 + np.minimum(z, 1e6) / 1e3)
+        surprise[counts < self.warm] = 0.0
+        out[known] = np.maximum(surprise, 0.0)
+        return out
+
+
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+@dataclass
+class KeyDetector:
+    """All detectors of one key, their combined score and the online threshold.
+
+    The combined surprise is the largest detector's; only its rise above the
+    largest of the ``memory`` points before counts (an anomaly is news once: a
+    level shift keeps the rolling detectors surprised for a while, and NAB counts
+    each alarm outside a window against the detector). ``anomaly_score`` is that
+    rise mapped to [0, 1]; ``is_anomaly`` is a rise of ``alarm_surprise`` or more
+    (a tail of one in ``10^alarm_surprise`` among the detector's recent scores)."""
+
+    memory: int = 288
+    alarm_surprise: float = 5.0
+    forecast: bool = True
+    window: int = 32
+    detectors: dict[str, object] = field(default_factory=dict)
+    calibrators: dict[str, Surprise] = field(default_factory=dict)
+    recent: deque[tuple[int, float]] = field(default_factory=deque)  # a running max
+    points: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.detectors:
+            self.detectors = {"level": RobustZ(), "change": RobustZ(changes=True),
+                              "seasonal": Seasonal()}  # fmt: skip
+            if self.forecast:
+                self.detectors["forecast"] = Forecast(window=self.window)
+            self.calibrators = {name: Surprise() for name in self.detectors}
+
+    def block(self, times_us: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A key's next points, in event-time order: each one's ``anomaly_score`` and
+        ``is_anomaly``, from the points before it (then all are learnt)."""
+        values = np.asarray(values, dtype=np.float64)
+        surprise = np.zeros(len(values))
+        for name, detector in self.detectors.items():
+            if isinstance(detector, Seasonal):
+                raw = detector.block(np.asarray(times_us, dtype=np.int64), values)
+            else:
+                raw = detector.block(values)  # type: ignore[attr-defined]
+            surprise = np.maximum(surprise, self.calibrators[name].block(raw))
+        rises = np.empty(len(values))
+        for i, now in enumerate(surprise.tolist()):
+            while self.recent and self.recent[0][0] < self.points - self.memory:
+                self.recent.popleft()
+            rises[i] = max(0.0, now - (self.recent[0][1] if self.recent else 0.0))
+            while self.recent and self.recent[-1][1] <= now:
+                self.recent.pop()
+            self.recent.append((self.points, now))
+            self.points += 1
+        return 1.0 - np.exp(-rises / SURPRISE_SCALE), rises >= self.alarm_surprise
+
+    def __call__(self, time_us: int, value: float) -> tuple[float, bool]:
+        """One point: ``(anomaly_score, is_anomaly)``, from the points before it."""
+        scores, alarms = self.block(np.array([time_us]), np.array([value]))
+        return float(scores[0]), bool(alarms[0])

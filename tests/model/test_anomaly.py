@@ -1,0 +1,144 @@
+"""Streaming anomaly detectors and NAB's scoring rules."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+from model.anomaly.detectors import HOUR_US, KeyDetector, RobustZ, Surprise
+from model.anomaly.nab import PROFILES, Series, normalized, scaled_sigmoid, score
+
+STANDARD = PROFILES["standard"]
+
+
+# -- NAB scoring, by hand --------------------------------------------------------------
+def _series() -> Series:
+    return Series(points=100, windows=((50, 59),))  # probation: the first 15 points
+
+
+def test_the_scaled_sigmoid_as_nab_defines_it():
+    assert scaled_sigmoid(-1.0) == pytest.approx(0.98661, abs=1e-5)
+    assert scaled_sigmoid(-0.5) == pytest.approx(0.84828, abs=1e-5)
+    assert scaled_sigmoid(0.0) == 0.0
+    assert scaled_sigmoid(1.0) == pytest.approx(-0.98661, abs=1e-5)
+    assert scaled_sigmoid(3.0) == -1.0
+
+
+def test_the_earliest_alarm_in_a_window_scores_the_full_weight():
+    tally = score(_series(), np.array([50, 55]), STANDARD)  # the second alarm adds nothing
+    assert (tally.raw, tally.detected, tally.false_alarms) == (pytest.approx(1.0), 1, 0)
+    assert normalized([tally], STANDARD) == pytest.approx(100.0)
+
+
+def test_a_late_alarm_scores_less_and_a_miss_costs_the_fn_weight():
+    late = score(_series(), np.array([59]), STANDARD)  # y = -(59 - 59 + 1) / 10
+    assert late.raw == pytest.approx((2 / (1 + math.exp(-0.5)) - 1) / scaled_sigmoid(-1.0))
+    missed = score(_series(), np.array([], dtype=np.int64), PROFILES["reward_low_FN_rate"])
+    assert missed.raw == -2.0
+    assert normalized([missed], PROFILES["reward_low_FN_rate"]) == 0.0
+
+
+def test_false_alarms_cost_by_their_distance_from_the_window_before():
+    before = score(_series(), np.array([20]), STANDARD)  # no window before it: -A_FP
+    assert before.raw == pytest.approx(-1.0 - 0.11) and before.false_alarms == 1
+    assert normalized([before], STANDARD) == pytest.approx(100 * (-1.11 + 1) / 2)
+    after = score(_series(), np.array([50, 69]), STANDARD)  # 10 points past, width 10
+    assert after.raw == pytest.approx(1.0 + 0.11 * scaled_sigmoid(10 / 9))
+    low_fp = score(_series(), np.array([20]), PROFILES["reward_low_FP_rate"])
+    assert low_fp.raw == pytest.approx(-1.22)
+
+
+def test_alarms_in_the_probation_are_not_scored():
+    tally = score(_series(), np.array([3, 10, 14]), STANDARD)
+    assert (tally.raw, tally.false_alarms) == (-1.0, 0)
+
+
+def test_windows_are_placed_by_time():
+    times = np.arange(0, 1000, 10)
+    series = Series.from_times(times, [(495, 590), (2000, 3000)])  # the second: no points
+    assert series.windows == ((50, 59),) and series.probation == 15
+
+
+# -- detectors ---------------------------------------------------------------------------
+def _day_series(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    times = np.arange(n, dtype=np.int64) * (HOUR_US // 12)  # every 5 minutes
+    values = 10 + 3 * np.sin(2 * np.pi * np.arange(n) / 288) + rng.normal(0, 0.3, n)
+    return times, values
+
+
+def _run(detector: KeyDetector, times: np.ndarray, values: np.ndarray) -> list[tuple]:
+    """Point by point."""
+    return [detector(int(t), float(v)) for t, v in zip(times, values, strict=True)]
+
+
+def _blocks(detector: KeyDetector, times: np.ndarray, values: np.ndarray, size: int = 100):
+    """In blocks of ``size`` points, as a pipeline hands them over."""
+    out: list[tuple] = []
+    for lo in range(0, len(values), size):
+        scores, alarms = detector.block(times[lo : lo + size], values[lo : lo + size])
+        out += list(zip(scores.tolist(), alarms.tolist(), strict=True))
+    return out
+
+
+def test_a_spike_and_a_level_shift_raise_alarms_and_little_else():
+    times, values = _day_series(4000)
+    values[2500] += 25.0  # a spike
+    values[3300:] += 12.0  # a level shift
+    out = _blocks(KeyDetector(), times, values)
+    alarms = [i for i, (_, alarm) in enumerate(out) if alarm]
+    assert any(2500 <= a <= 2502 for a in alarms)
+    assert any(3300 <= a <= 3305 for a in alarms)
+    assert len([a for a in alarms if a > 600]) <= 4  # after warm-up, next to nothing else
+    scores = np.array([s for s, _ in out])
+    assert 0.0 <= scores.min() and scores.max() <= 1.0
+    assert scores[2500] > np.quantile(scores[600:2400], 0.999)
+
+
+def test_the_threshold_never_looks_ahead():
+    times, values = _day_series(1500, seed=1)
+    first = _blocks(KeyDetector(), times, values)
+    shuffled = values.copy()
+    rng = np.random.default_rng(2)
+    shuffled[1000:] = rng.permutation(shuffled[1000:]) * 5  # the future, changed
+    again = _blocks(KeyDetector(), times, shuffled)
+    assert again[:1000] == first[:1000]
+
+
+def test_a_detector_pickled_mid_stream_goes_on_as_before():
+    times, values = _day_series(900, seed=3)
+    whole = _blocks(KeyDetector(), times, values)
+    detector = KeyDetector()
+    head = _blocks(detector, times[:500], values[:500])
+    resumed = pickle.loads(pickle.dumps(detector))
+    assert head + _blocks(resumed, times[500:], values[500:]) == whole
+
+
+def test_surprise_is_small_for_the_ordinary_and_large_for_the_rare():
+    surprise = Surprise()
+    rng = np.random.default_rng(4)
+    ordinary = surprise.block(rng.normal(0, 1, 500))
+    assert (ordinary[:50] == 0).all() and np.median(ordinary[100:]) < 1.0
+    assert surprise.block(np.array([np.nan, 12.0]))[1] > 20
+
+
+def test_robust_z_of_changes_sees_a_jump_once():
+    z = RobustZ(width=100, changes=True)
+    out = np.concatenate([z.block(np.array([1.0, 1.1] * 60)), z.block(np.array([9.0, 9.1] * 10))])
+    assert np.isnan(out[:31]).all()  # no change before the second value, 30 needed
+    assert out[120] > 20 and (out[121:] < 2).all()
+
+
+def test_points_in_blocks_score_as_one_by_one():
+    times, values = _day_series(1200, seed=5)
+    values[1000] += 20
+    one_by_one = _run(KeyDetector(forecast=False), times, values)
+    detector, blocks = KeyDetector(forecast=False), []
+    for lo, hi in ((0, 1), (1, 300), (300, 301), (301, 900), (900, 1200)):
+        scores, alarms = detector.block(times[lo:hi], values[lo:hi])
+        blocks += list(zip(scores.tolist(), alarms.tolist(), strict=True))
+    assert np.allclose([s for s, _ in blocks], [s for s, _ in one_by_one], atol=1e-12)
+    assert [a for _, a in blocks] == [a for _, a in one_by_one]
