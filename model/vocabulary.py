@@ -34,6 +34,9 @@ PREDICTION = "prediction"
 SCORE = "score"  # probability of the predicted class
 MODEL_VERSION = "model_version"
 MODEL = "model"  # keyed inference: the model key that scored the row
+VALUE = "value"  # anomaly rows: the (first) feature value scored
+ANOMALY_SCORE = "anomaly_score"  # anomaly rows: in [0, 1]
+IS_ANOMALY = "is_anomaly"  # anomaly rows: the online threshold's alarm
 CARRIED = (KEY, EVENT_TIME, EVENT_ID, LABEL)  # input columns a prediction row keeps
 PREDICTION_COLUMNS = (*CARRIED, PREDICTION, SCORE, MODEL_VERSION)
 

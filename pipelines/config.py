@@ -30,8 +30,10 @@ from transforms.online.classifier import Mode
 from transforms.window.spec import TriggerSpec, WindowSpec
 
 SourceKind = Literal["synthetic", "csv", "nab", "tfrecord", "kafka"]
-PipelineKind = Literal["classify", "score"]
+PipelineKind = Literal["anomaly", "classify", "score"]
 PIPELINES: dict[str, str] = {
+    "anomaly": "per-key streaming anomaly detection (robust z-scores, a seasonal "
+    "baseline, a streaming Transformer's forecast residual): anomaly_score, is_anomaly",
     "classify": "predict-then-learn: online PyTorch learning whose new model versions "
     "score the stream in the same run (prequential accuracy per window)",
     "score": "score every event with one warm-started PyTorch model (no learning)",
@@ -329,17 +331,19 @@ def model_factory(cfg: PipelineConfig) -> Callable[[], nn.Module]:
 def write_outputs(
     cfg: PipelineConfig,
     predictions: beam.PCollection,
-    windows: beam.PCollection,
+    windows: beam.PCollection | None,
     dead_letter: beam.PCollection,
 ) -> None:
-    """predictions/ (Parquet + JSONL), windows/ and dead_letter/ (JSONL) under output."""
+    """predictions/ (Parquet + JSONL), windows/ (when given) and dead_letter/ (JSONL)
+    under output."""
     out = cfg.output
     _ = predictions | "WritePredictions" >> WriteBatches(
         os.path.join(out, "predictions"), counter=Metric.PREDICTIONS_OUT
     )
-    _ = windows | "WriteWindows" >> WriteBatches(
-        os.path.join(out, "windows"), counter=Metric.PANES_OUT, formats=("jsonl",)
-    )
+    if windows is not None:
+        _ = windows | "WriteWindows" >> WriteBatches(
+            os.path.join(out, "windows"), counter=Metric.PANES_OUT, formats=("jsonl",)
+        )
     if cfg.kafka_sink_topic is not None:
         _ = predictions | "PredictionsToKafka" >> WriteKafka(
             cfg.kafka_bootstrap, cfg.kafka_sink_topic, counter=Metric.KAFKA_RECORDS_OUT

@@ -92,11 +92,13 @@ class _PredictionTap(beam.DoFn):
         p = get(self._run_id)
         if p is None or not batch.num_rows:
             return iter(())
-        versions = batch.column(mb.MODEL_VERSION).to_numpy(zero_copy_only=False)
-        labels = mb.labels_numpy(batch)
+        names = batch.schema.names
+        labels = mb.labels_numpy(batch) if mb.PREDICTION in names else None
         with p.lock:
             p.scored += batch.num_rows
-            p.model_version = max(p.model_version, int(versions.max()))
+            if mb.MODEL_VERSION in names:  # (anomaly rows have none)
+                versions = batch.column(mb.MODEL_VERSION).to_numpy(zero_copy_only=False)
+                p.model_version = max(p.model_version, int(versions.max()))
             if labels is not None:
                 pred = batch.column(mb.PREDICTION).to_numpy(zero_copy_only=False)
                 error = float(np.mean(pred != labels))

@@ -28,7 +28,7 @@ class PipelineOutputs:
 
     batches: beam.PCollection
     predictions: beam.PCollection
-    windows: beam.PCollection
+    windows: beam.PCollection | None  # (the anomaly pipeline has no window statistics)
     dead_letter: beam.PCollection
     source_events: int | None
     recount_events: Callable[[], int] | None = None  # the source's SourceOut.recount

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
@@ -165,6 +166,7 @@ class RunSummary:
     kafka_out: int | None = None  # prediction rows committed to a Kafka topic (if sent)
     flink: dict[str, Any] | None = None  # a standalone cluster's figures (runners.flink.rest)
     predictions_repeated: int = 0  # rows a replay after a restore wrote again
+    anomalies: int | None = None  # the anomaly pipeline's alarms (is_anomaly rows)
 
     @classmethod
     def from_outputs(
@@ -181,6 +183,7 @@ class RunSummary:
         identity = (v.KEY, v.EVENT_ID)
         distinct = read_parquet_dir(f"{output}/predictions", distinct_on=identity, columns=())
         predictions = 0 if distinct is None else distinct.num_rows
+        anomalies = _anomalies(f"{output}/predictions")
         dead = read_jsonl_dir(f"{output}/dead_letter")
         panes = read_jsonl_table(f"{output}/windows", schema=STATS_SCHEMA)
         windows, late, fired = _pane_figures(panes, accumulating)
@@ -200,6 +203,7 @@ class RunSummary:
             events_in=events_in,
             predictions_out=predictions,
             predictions_repeated=rows - predictions,
+            anomalies=anomalies,
             dead_lettered=sum(int(r.get("rows", 1)) for r in dead),
             windows_fired=fired,
             late_accepted=late,
@@ -239,6 +243,11 @@ class RunSummary:
                 [f"  repeated rows  {self.predictions_repeated:>12,}  (replayed after a restore)"]
                 if self.predictions_repeated
                 else []
+            ),
+            *(
+                []
+                if self.anomalies is None
+                else [f"anomalies        {self.anomalies:>12,}  (is_anomaly: online alarms)"]
             ),
             f"dead-lettered    {self.dead_lettered:>12,}  (late dropped: {self.late_dropped:,})",
             f"in = out + rejected: {check}",
@@ -357,6 +366,19 @@ def _late_accumulated(panes: list[dict[str, Any]]) -> int:
         if p[v.PANE] != Pane.LATE:
             before_late[w] = max(before_late.get(w, 0), p[v.EVENTS])
     return sum(final[w] - before_late.get(w, 0) for w in final)
+
+
+def _anomalies(directory: str) -> int | None:
+    """The rows with ``is_anomaly`` set (one a key and event_id), or None when the
+    rows have no such column (not the anomaly pipeline's)."""
+    matches = FileSystems.match([FileSystems.join(directory, "part-*.parquet")])[0]
+    if not matches.metadata_list:
+        return None
+    with FileSystems.open(matches.metadata_list[0].path) as f:
+        if v.IS_ANOMALY not in pq.ParquetFile(f).schema_arrow.names:
+            return None
+    table = read_parquet_dir(directory, distinct_on=(v.KEY, v.EVENT_ID), columns=(v.IS_ANOMALY,))
+    return 0 if table is None else int(pc.sum(table.column(v.IS_ANOMALY)).as_py() or 0)
 
 
 def predictions_by_event(output: str) -> list[tuple[int, int, int]]:
