@@ -2,10 +2,10 @@
 HalfSpaceTrees on every series of the Numenta Anomaly Benchmark in
 ``benchmarks/data/nab`` (18 series, 114k points), the same points, one run.
 
-- ``ours``: :class:`model.anomaly.detectors.KeyDetector` (robust level and change
-  z-scores, a seasonal baseline, the streaming Transformer's forecast residual; its
-  ``anomaly_score`` and its online ``is_anomaly``), defaults, fed blocks of 1,024
-  points as the pipeline's micro-batches feed it (``--pipeline anomaly`` runs it);
+- ``ours``: ``pipelines/main.py --pipeline anomaly --source nab`` over all the series
+  in one run on the DirectRunner, defaults (robust level and change z-scores, a
+  seasonal baseline, the streaming Transformer's forecast residual; its
+  ``anomaly_score`` and its online ``is_anomaly``); its rate counts the whole run;
 - ``rolling_z``: mean and standard deviation of the 288 points before, ``|z| > 4``;
 - ``river_hst``: ``MinMaxScaler | HalfSpaceTrees(n_trees=25)``, an alarm when the
   score is above the running 0.995 quantile of the scores before it.
@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -33,11 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from model.anomaly.detectors import KeyDetector
 from model.anomaly.nab import PROFILES, Series, Tally, best_threshold, normalized, score
 
 ROOT = Path(__file__).resolve().parent / "data" / "nab"
-BLOCK = 1024
 HTM_STANDARD = 70.5  # Numenta HTM's published standard score
 
 
@@ -61,14 +61,30 @@ def load(name: str, windows: dict[str, list[list[str]]]) -> tuple[Series, np.nda
     return Series.from_times(times, spans), times, np.array(values)
 
 
-def ours(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """In blocks of :data:`BLOCK` points, as micro-batches bring them."""
-    detector = KeyDetector()
-    parts = [
-        detector.block(times[lo : lo + BLOCK], values[lo : lo + BLOCK])
-        for lo in range(0, len(values), BLOCK)
-    ]
-    return np.concatenate([s for s, _ in parts]), np.concatenate([a for _, a in parts])
+def ours(names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """One run of ``pipelines/main.py --pipeline anomaly --source nab`` over the
+    series, defaults: each series' ``anomaly_score`` and ``is_anomaly`` in time order."""
+    from pipelines import main as pipeline_main
+    from pipelines.cli import config_from_args, parse_args
+    from transforms.io import read_parquet_dir
+
+    with tempfile.TemporaryDirectory(prefix="sml-nab-") as out:
+        inputs = [a for name in names for a in ("--input", str(ROOT / name))]
+        argv = ["--pipeline", "anomaly", "--source", "nab", *inputs, "--output", out]
+        summary = pipeline_main.run(config_from_args(parse_args(argv)), "DirectRunner",
+                                    show_progress=False)  # fmt: skip
+        if not summary.balanced:
+            raise RuntimeError(f"the anomaly pipeline lost events: {summary.to_json()}")
+        table = read_parquet_dir(os.path.join(out, "predictions"), distinct_on=("key", "event_id"))
+    assert table is not None
+    rows = table.sort_by([("key", "ascending"), ("event_time", "ascending")]).to_pydict()
+    by: dict[str, tuple[list[float], list[bool]]] = {}
+    for key, score_, alarm in zip(rows["key"], rows["anomaly_score"], rows["is_anomaly"],
+                                  strict=True):  # fmt: skip
+        scores, alarms = by.setdefault(key, ([], []))
+        scores.append(score_)
+        alarms.append(alarm)
+    return {k: (np.array(s), np.array(a)) for k, (s, a) in by.items()}
 
 
 def rolling_z(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,25 +120,30 @@ def river_hst(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nda
     return scores, alarms
 
 
-DETECTORS = {"ours": ours, "rolling_z": rolling_z, "river_hst": river_hst}
+DETECTORS = {"rolling_z": rolling_z, "river_hst": river_hst}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--series", default="", help="comma-separated (default: all)")
-    ap.add_argument("--detectors", default=",".join(DETECTORS))
+    ap.add_argument("--detectors", default=",".join(["ours", *DETECTORS]))
     args = ap.parse_args(argv)
     windows = json.loads((ROOT / "labels" / "combined_windows.json").read_text())
     names = args.series.split(",") if args.series else sorted(windows)
     data = {name: load(name, windows) for name in names}
     lines = []
     for detector in args.detectors.split(","):
-        run = DETECTORS[detector]
         start = time.perf_counter()
+        if detector == "ours":
+            results = ours(names)
+        else:
+            results = {n: DETECTORS[detector](t, v) for n, (_, t, v) in data.items()}
         corpus, points = [], 0
         tallies: dict[str, list[Tally]] = {p: [] for p in PROFILES}
-        for series, times, values in data.values():
-            scores, alarms = run(times, values)
+        for name, (series, _, _) in data.items():
+            scores, alarms = results[name]
+            if len(scores) != series.points:
+                raise RuntimeError(f"{detector}: {len(scores)} scores for {series.points} points")
             corpus.append((series, scores))
             for p, profile in PROFILES.items():
                 tallies[p].append(score(series, np.flatnonzero(alarms), profile))
