@@ -1,19 +1,20 @@
 """Per-key streaming anomaly detection, its state in Beam state.
 
 ``batches | DetectAnomalies()`` scores every event with its key's
-:class:`model.anomaly.detectors.KeyDetector` (one per key and feature column; a row's
-score is the largest of its columns', an alarm if any column alarms), each event from
-the events of its key before it, then learns it. Output rows: ``key``,
-``event_time``, ``event_id`` and ``label`` (when the input has them), ``value`` (the
-first feature), ``anomaly_score`` in [0, 1], ``is_anomaly``.
+:class:`model.anomaly.detectors.KeyDetector` (one per feature column; a row's score
+is the largest of its columns', an alarm if any column alarms), each event from the
+events of its key before it, then learns it. Output rows: ``key``, ``event_time``,
+``event_id`` and ``label`` (when the input has them), ``value`` (the first feature),
+``anomaly_score`` in [0, 1], ``is_anomaly``.
 
-The detectors' state is Beam state (checkpointed on Flink): one state key for the
-stream (:class:`transforms.online.sequential.Sequential`: batches in arrival order
-live, in event-time order in a bounded run), each key's detectors as bytes. At most
-``resident`` keys stay decoded in memory (least recently used first out), the rest
-are rebuilt from their bytes when their key comes again; the decoded ones are kept
-across batches only while the state is the one this worker last wrote (a token in
-the state says so: after a restore, or another worker's write, all are rebuilt).
+Each key's detectors are that key's Beam state (checkpointed on Flink): micro-batches
+are split by key (:class:`transforms.online.sequential.Sequential` with a split: a
+key's parts in arrival order live, in event-time order in a bounded run; keys spread
+over the workers). A worker keeps at most ``resident`` keys' detectors decoded (least
+recently used first out) and rebuilds the others from their state; a decoded one is
+used only while the key's state is the one this worker last wrote for it (a random
+token in the state says so: after a restore, or another worker's write, it is
+rebuilt). Only the key whose part came is written back.
 """
 
 from __future__ import annotations
@@ -32,35 +33,44 @@ from model.anomaly.detectors import KeyDetector
 from model.vocabulary import ANOMALY_SCORE, IS_ANOMALY, VALUE
 from transforms.online.sequential import Sequential
 
-TOKEN = 16  # bytes of the token that starts the state
+TOKEN = 16  # bytes of the token that starts a key's state
 
 
 class _AnomalyWorker:
+    """One key's part at a time: ``restore`` gets that key's state, ``apply`` its
+    rows, ``snapshot`` its new state."""
+
     def __init__(self, resident: int, forecast: bool) -> None:
         self.resident, self.forecast = resident, forecast
-        self.stored: dict[str, bytes] = {}  # (key, column) -> pickled KeyDetector
-        self.live: OrderedDict[str, KeyDetector] = OrderedDict()
-        self.token = b""
-        self.rebuilt = 0  # detectors decoded from state (for tests and metrics)
+        self.live: OrderedDict[str, tuple[bytes, list[KeyDetector]]] = OrderedDict()
+        self.state: bytes | None = None
+        self.key: str | None = None
+        self.rebuilt = 0  # detectors decoded from state (for tests)
 
     def restore(self, data: bytes | None) -> None:
-        if data is not None and data[:TOKEN] == self.token and self.token:
-            return  # the state is what this worker last wrote: its detectors are current
-        self.live.clear()
-        self.stored = {} if data is None else pickle.loads(data[TOKEN:])
-        self.token = b"" if data is None else data[:TOKEN]
+        self.state = data
+        for key in [k for k, (token, _) in self.live.items() if not token]:
+            del self.live[key]  # applied, never written (a failed bundle): not to be trusted
 
-    def _detector(self, name: str) -> KeyDetector:
-        detector = self.live.pop(name, None)
-        if detector is None:
-            saved = self.stored.get(name)
-            detector = KeyDetector(forecast=self.forecast) if saved is None else pickle.loads(saved)
-            self.rebuilt += saved is not None
-        self.live[name] = detector
+    def _detectors(self, key: str, columns: int) -> list[KeyDetector]:
+        data, cached = self.state, self.live.pop(key, None)
+        current = b"" if data is None else data[:TOKEN]
+        if cached is not None and cached[0] == current:
+            # the state is what this worker last wrote for the key (or, in a bounded
+            # run, where nothing is written, the detectors since the start)
+            detectors = cached[1]
+        elif data is not None:
+            detectors = pickle.loads(data[TOKEN:])
+            self.rebuilt += 1
+        else:
+            detectors = [KeyDetector(forecast=self.forecast) for _ in range(columns)]
+        if len(detectors) != columns:
+            msg = f"key {key!r} had {len(detectors)} feature columns, now {columns}"
+            raise ValueError(msg)
+        self.live[key] = (b"", detectors)  # written: see snapshot
         while len(self.live) > self.resident:
-            old, evicted = self.live.popitem(last=False)
-            self.stored[old] = pickle.dumps(evicted)
-        return detector
+            self.live.popitem(last=False)  # its state holds it
+        return detectors
 
     def apply(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         if not batch.num_rows:
@@ -69,20 +79,20 @@ class _AnomalyWorker:
         ids = np.zeros(len(times), np.int64)
         if mb.EVENT_ID in batch.schema.names:
             ids = batch.column(mb.EVENT_ID).to_numpy(zero_copy_only=False)
-        order = np.lexsort((ids, times))  # each key's events in event-time order
+        order = np.lexsort((ids, times))  # the key's events in event-time order
         batch = batch.take(pa.array(order))
         times = times[order]
         features = mb.features_numpy(batch).astype(np.float64)
-        codes, keys = mb.key_codes(batch)
+        _, keys = mb.key_codes(batch)
+        if len(keys) != 1:
+            raise ValueError(f"a part holds one key's rows, got {len(keys)} keys")
+        self.key = keys[0]
         scores = np.zeros(batch.num_rows)
         alarms = np.zeros(batch.num_rows, dtype=bool)
-        for code, key in enumerate(keys):
-            rows = np.flatnonzero(codes == code)
-            for column in range(features.shape[1]):
-                detector = self._detector(f"{key}\x00{column}")
-                score, alarm = detector.block(times[rows], features[rows, column])
-                scores[rows] = np.maximum(scores[rows], score)
-                alarms[rows] |= alarm
+        for column, detector in enumerate(self._detectors(self.key, features.shape[1])):
+            score, alarm = detector.block(times, features[:, column])
+            scores = np.maximum(scores, score)
+            alarms |= alarm
         carried = [c for c in mb.CARRIED if c in batch.schema.names]
         out = batch.select(carried)
         out = out.append_column(VALUE, pa.array(features[:, 0]))
@@ -90,10 +100,12 @@ class _AnomalyWorker:
         return [out.append_column(IS_ANOMALY, pa.array(alarms))]
 
     def snapshot(self) -> bytes:
-        for name, detector in self.live.items():
-            self.stored[name] = pickle.dumps(detector)
-        self.token = os.urandom(TOKEN)
-        return self.token + pickle.dumps(self.stored)
+        if self.key is None or self.key not in self.live:
+            return self.state or b""
+        token = os.urandom(TOKEN)
+        detectors = self.live[self.key][1]
+        self.live[self.key] = (token, detectors)
+        return token + pickle.dumps(detectors)
 
 
 def _at_first_event(out: pa.RecordBatch, batch: pa.RecordBatch) -> int:
@@ -102,7 +114,7 @@ def _at_first_event(out: pa.RecordBatch, batch: pa.RecordBatch) -> int:
 
 class DetectAnomalies(beam.PTransform):
     """Anomaly rows for micro-batches; see the module docstring. ``resident``: keys
-    (times feature columns) kept decoded in memory; ``forecast``: with the streaming
+    kept decoded in memory by a worker; ``forecast``: with the streaming
     Transformer's forecast residual among the detectors."""
 
     def __init__(self, resident: int = 1_000, forecast: bool = True) -> None:
@@ -117,5 +129,6 @@ class DetectAnomalies(beam.PTransform):
             _at_first_event,
             element_type=pa.RecordBatch,
             output_type=pa.RecordBatch,
+            split=mb.split_by_key,
         )
         return batches | "Detect" >> step

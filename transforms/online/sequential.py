@@ -12,6 +12,12 @@ FnApiRunner drops the output of such a chain of timer steps.)
 
 A worker is a plain object: ``restore(bytes | None)``, ``apply(element) -> list of
 outputs``, ``snapshot() -> bytes``.
+
+By default the whole stream is one state key. With ``split`` (an element to its
+``(state key, part)`` pairs, e.g. a micro-batch to one part per event key), each state
+key has its own state and its own order, and different keys can run on different
+workers: a worker's ``restore`` then gets the state of the key whose part ``apply``
+gets next.
 """
 
 from __future__ import annotations
@@ -79,8 +85,8 @@ class _InOrderDoFn(beam.DoFn):
             yield from _stamped(worker.apply(element), element, self._stamp)
 
 
-def keyed(element: Any) -> tuple[str, Any]:
-    return ONE_KEY, element
+def keyed(element: Any) -> Iterator[tuple[str, Any]]:
+    yield ONE_KEY, element
 
 
 class Sequential(beam.PTransform):
@@ -97,8 +103,10 @@ class Sequential(beam.PTransform):
         element_type: Any,
         output_type: Any,
         order: Callable[[Any], Any] = mb.order_key,
+        split: Callable[[Any], Iterable[tuple[str, Any]]] = keyed,
     ) -> None:
         super().__init__()
+        self._split = split
         self._make = make_worker
         self._stamp = stamp
         self._element_type = element_type
@@ -106,7 +114,7 @@ class Sequential(beam.PTransform):
         self._order = order
 
     def expand(self, elements: beam.PCollection) -> beam.PCollection:
-        keyed_elements = elements | "Key" >> beam.Map(keyed).with_output_types(
+        keyed_elements = elements | "Key" >> beam.FlatMap(self._split).with_output_types(
             tuple[str, self._element_type]  # type: ignore[name-defined]
         )
         if not elements.is_bounded:
