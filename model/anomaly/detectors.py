@@ -139,6 +139,8 @@ class Seasonal:
             score = self.week.score(week_hour, value)
             out[i] = self.day.score(day_hour, value) if math.isnan(score) else score
             self.n += 1
+            if self.n == 1:
+                self.mean = value  # the spread then grows from 0, not from |value|
             rate = max(1.0 / self.n, 0.01)
             self.spread += rate * (abs(value - self.mean) - self.spread)
             self.mean += rate * (value - self.mean)
@@ -151,10 +153,10 @@ class Forecast:
     """The residual of an online-trained streaming Transformer's one-step forecast,
     in units of its recent residuals. Values are standardized by running moments. A
     block is forecast at once against the KV cache (chunked prefill: as step by
-    step), then, once ``every`` points have come since the last, the net takes one
-    Adam step on the latest ``history`` values: each forecast comes from weights
-    that learnt only from earlier blocks. (Cached keys and values from before a step
-    fade out of the window as it slides.)"""
+    step), and every ``every`` values the net takes one Adam step on the latest
+    ``history`` values: each forecast comes from weights that learnt only from values
+    before it. (Cached keys and values from before a step fade out of the window as
+    it slides.)"""
 
     def __init__(self, window: int = 32, history: int = 96, every: int = 16, seed: int = 0):
         self.net = StreamingTransformer(d_in=1, d_model=16, heads=2, layers=2, window=window,
@@ -166,7 +168,6 @@ class Forecast:
         self.forecast: float | None = None
         self.mean, self.var, self.n = 0.0, 1.0, 0
         self.residual = 1.0
-        self.learnt_at = 0
 
     def _standard(self, values: np.ndarray) -> np.ndarray:
         out = np.empty(len(values))
@@ -180,6 +181,20 @@ class Forecast:
         return np.clip(out, -20.0, 20.0)
 
     def block(self, values: np.ndarray) -> np.ndarray:
+        """Each value's residual (NaN until ``history`` values have come): the block
+        in parts that end where the count of values reaches a multiple of ``every``,
+        each forecast at once, then a learning step there; so the same whatever
+        blocks the values come in."""
+        parts, i = [], 0
+        while i < len(values):
+            take = min(len(values) - i, self.every - self.n % self.every)
+            parts.append(self._part(values[i : i + take]))
+            i += take
+            if self.n % self.every == 0 and len(self.recent) >= self.history:
+                self._learn()
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def _part(self, values: np.ndarray) -> np.ndarray:
         first = self.n
         x = self._standard(values)
         inputs = torch.tensor(x, dtype=torch.float32).view(-1, 1)
@@ -193,9 +208,6 @@ class Forecast:
                 self.residual += 0.01 * (error - self.residual)
         self.forecast = forecasts[-1]
         self.recent.extend(x.tolist())
-        if self.n - self.learnt_at >= self.every and len(self.recent) >= self.history:
-            self._learn()
-            self.learnt_at = self.n
         return out
 
     def _learn(self) -> None:
@@ -220,7 +232,10 @@ class Forecast:
 
         saved = torch.load(io.BytesIO(state.pop("torch")), weights_only=True)  # type: ignore[arg-type]
         self.__dict__.update(state)
-        self.net = StreamingTransformer(d_in=1, d_model=16, heads=2, layers=2, window=self.window)
+        # seeded: the global random stream stays as it was (the weights are loaded next)
+        self.net = StreamingTransformer(
+            d_in=1, d_model=16, heads=2, layers=2, window=self.window, seed=0
+        )
         self.net.load_state_dict(saved["net"])
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=3e-3)
         self.optimizer.load_state_dict(saved["opt"])
@@ -284,16 +299,27 @@ class KeyDetector:
                               "seasonal": Seasonal()}  # fmt: skip
             if self.forecast:
                 self.detectors["forecast"] = Forecast(window=self.window)
-            self.calibrators = {name: Surprise() for name in self.detectors}
+        for name in self.detectors:
+            self.calibrators.setdefault(name, Surprise())
 
     def block(self, times_us: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A key's next points, in event-time order: each one's ``anomaly_score`` and
-        ``is_anomaly``, from the points before it (then all are learnt)."""
+        ``is_anomaly``, from the points before it (then all are learnt). A value that
+        is not finite is missing: score 0, no alarm, not learnt."""
         values = np.asarray(values, dtype=np.float64)
+        times_us = np.asarray(times_us, dtype=np.int64)
+        finite = np.isfinite(values)
+        if not finite.all():
+            scores, alarms = np.zeros(len(values)), np.zeros(len(values), dtype=bool)
+            if finite.any():
+                scores[finite], alarms[finite] = self.block(times_us[finite], values[finite])
+            return scores, alarms
+        if len(values) == 0:
+            return np.zeros(0), np.zeros(0, dtype=bool)
         surprise = np.zeros(len(values))
         for name, detector in self.detectors.items():
             if isinstance(detector, Seasonal):
-                raw = detector.block(np.asarray(times_us, dtype=np.int64), values)
+                raw = detector.block(times_us, values)
             else:
                 raw = detector.block(values)  # type: ignore[attr-defined]
             surprise = np.maximum(surprise, self.calibrators[name].block(raw))

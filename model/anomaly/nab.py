@@ -142,8 +142,8 @@ def best_threshold(
     scores, from the top 10% to the top 0.001% (NAB tries every distinct score)."""
     pooled = np.concatenate([s for _, s in corpus])
     levels = np.unique(np.quantile(pooled, 1.0 - np.logspace(-1, -5, candidates)))
-    best = (1.0, normalized([score(series, np.array([]), profile) for series, _ in corpus],
-                            profile))  # fmt: skip
+    nothing = [score(series, np.array([], dtype=np.int64), profile) for series, _ in corpus]
+    best = (math.inf, normalized(nothing, profile))  # no alarm at all
     for level in levels:
         tallies = [score(series, np.flatnonzero(s >= level), profile) for series, s in corpus]
         value = normalized(tallies, profile)
