@@ -162,6 +162,7 @@ class KVCache:
         """Row ``row``'s buffers and position as bytes (only the slots it filled)."""
         used = int(min(self.spec.slots, int(self.positions[row])))
         state = {
+            "shape": self._shape(self.spec),
             "position": int(self.positions[row]),
             "keys": [k[row, :, :used].cpu().clone() for k in self.keys],
             "values": [v[row, :, :used].cpu().clone() for v in self.values],
@@ -170,15 +171,20 @@ class KVCache:
         torch.save(state, buffer)
         return buffer.getvalue()
 
+    @staticmethod
+    def _shape(spec: CacheSpec) -> list[int]:
+        """What a snapshot must match: layers, heads, head_dim, window, sinks."""
+        return [spec.layers, spec.heads, spec.head_dim, spec.window, spec.sinks]
+
     @classmethod
     def restore(cls, spec: CacheSpec, data: bytes, device: torch.device | str = "cpu") -> KVCache:
         """A one-row cache from :meth:`snapshot`'s bytes."""
         state = torch.load(io.BytesIO(data), weights_only=True)
+        if state.get("shape") != cls._shape(spec):
+            msg = f"a snapshot of another cache shape: {state.get('shape')}, not {cls._shape(spec)}"
+            raise ValueError(msg)
         out = cls(spec, 1, device)
         used = state["keys"][0].shape[1] if state["keys"] else 0
-        if len(state["keys"]) != spec.layers or used > spec.slots:
-            msg = f"a snapshot of another cache shape: {len(state['keys'])} layers, {used} slots"
-            raise ValueError(msg)
         for mine, saved in zip(out.keys + out.values, state["keys"] + state["values"], strict=True):
             mine[0, :, :used] = saved.to(device=device, dtype=spec.dtype)
         out.positions[0] = int(state["position"])

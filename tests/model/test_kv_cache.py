@@ -64,6 +64,9 @@ def test_a_snapshot_of_another_shape_is_refused():
     _decode(small, torch.zeros(1, 3, 1), cache)
     with pytest.raises(ValueError, match="another cache shape"):
         KVCache.restore(CacheSpec(layers=2, heads=4, head_dim=8, window=4), cache.snapshot(0))
+    wider = CacheSpec(layers=1, heads=4, head_dim=8, window=16)  # only the window differs
+    with pytest.raises(ValueError, match="another cache shape"):
+        KVCache.restore(wider, cache.snapshot(0))
 
 
 def test_memory_per_stream_is_bounded_by_the_window():
