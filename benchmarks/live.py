@@ -10,9 +10,10 @@ topic (``--sink-topic``, one transaction a bundle), as a deployment would:
 - ``prism``: Beam's local portable runner (Prism);
 - ``flink_p2_kill_cold`` (score): as ``flink_p2``, with its TaskManager killed by PID
   half way through and a new one started: the restart waits for the new one;
-- ``flink_p2_kill`` (score): the same with a standby TaskManager (Flink's way to fast
-  failover): the restart takes its free slots at once, and the new one becomes the
-  standby.
+- ``flink_p2_kill`` (score): the same with a second TaskManager (spare slots, Flink's
+  way to fast failover; the job's slots spread over both): a TaskManager running
+  tasks is killed, the restart takes the survivor's free slots at once, and the new
+  one becomes the spare.
 
 A variant first gets a warm-up (its first 2,048 events at once, for the command line
 to tell the stream's schema and time scale from, then 500 a second until half of them

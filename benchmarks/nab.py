@@ -173,7 +173,7 @@ def _targets(lines: list[dict[str, Any]]) -> dict[str, Any]:
     if not {"ours", "rolling_z", "river_hst"} <= set(by):
         return {}
     us, z, hst = by["ours"], by["rolling_z"], by["river_hst"]
-    nab = max(us["nab_standard"], us["online_standard"])
+    nab = us["nab_standard"]  # threshold optimized, as NAB's scoreboard scores
     return {
         "windows_detected": {"value": us["windows_detected"],
                              "goal": f">= rolling_z's {z['windows_detected']}",
@@ -182,7 +182,8 @@ def _targets(lines: list[dict[str, Any]]) -> dict[str, Any]:
                                   "goal": f"<= river_hst's {hst['false_alarms_per_1000']}",
                                   "met": us["false_alarms_per_1000"]
                                   <= hst["false_alarms_per_1000"]},
-        "nab_standard": {"value": nab, "goal": f">= {HTM_STANDARD}",
+        "nab_standard": {"value": nab,
+                         "goal": f">= {HTM_STANDARD} (HTM's, on NAB's 58 series; these: 18)",
                          "met": not math.isnan(nab) and nab >= HTM_STANDARD},
     }  # fmt: skip
 

@@ -2,12 +2,13 @@
 
 ``python pipelines/main.py`` (or ``sml``) is :func:`pipelines.main.main`; :func:`run`
 builds and runs one :class:`PipelineConfig` on a runner and returns its :class:`RunSummary`; the
-``build`` functions of :mod:`pipelines.classify` and :mod:`pipelines.score` add a
-pipeline to a ``beam.Pipeline`` of your own (:data:`BUILDERS`).
+``build`` functions of :mod:`pipelines.anomaly`, :mod:`pipelines.classify` and
+:mod:`pipelines.score` add a pipeline to a ``beam.Pipeline`` of your own
+(:data:`BUILDERS`).
 
 >>> import pipelines
 >>> sorted(pipelines.BUILDERS)
-['classify', 'score']
+['anomaly', 'classify', 'score']
 """
 
 from pipelines.cli import BadInputError, UsageError, config_from_args, parse_args

@@ -166,6 +166,7 @@ def _run(
         seconds=seconds,
         accumulating=cfg.trigger.accumulating,
         notes=notes,
+        restored=restored,
     )
     if figures is not None:
         summary = dataclasses.replace(summary, flink=dataclasses.asdict(figures))

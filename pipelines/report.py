@@ -123,14 +123,15 @@ def _anomaly_scores(output: str, inputs: tuple[str, ...], path: str) -> str | No
         if v.ANOMALY_SCORE in rows.schema.names:  # the anomaly pipeline's rows
             anomaly = rows.column(v.ANOMALY_SCORE).to_numpy()[order]
             flagged = rows.column(v.IS_ANOMALY).to_numpy(zero_copy_only=False)[order]
+            marks = "alarm"
         else:  # a classifier's: the probability of class 1 (an anomaly)
             pred = rows.column(v.PREDICTION).to_numpy()[order]
             conf = rows.column(v.SCORE).to_numpy()[order]
             anomaly = np.where(pred == 1, conf, 1 - conf)
-            flagged = pred == 1
+            flagged, marks = pred == 1, "flagged"
         panel = svg.Panel(title=key, ylim=(0, 1), dates=True)
         panel.line(times, anomaly, label="anomaly score")
-        panel.points(times[flagged], anomaly[flagged], label="alarm", color="#d62728")
+        panel.points(times[flagged], anomaly[flagged], label=marks, color="#d62728")
         path_in = by_key.get(key.split("/")[-1])
         for i, (a, b) in enumerate(anomaly_windows(path_in) or [] if path_in else []):
             panel.span(a, b, label="labelled window" if i == 0 else None)

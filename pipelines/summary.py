@@ -177,13 +177,20 @@ class RunSummary:
         seconds: float,
         accumulating: bool,
         notes: tuple[str, ...] = (),
+        restored: bool = False,
     ) -> RunSummary:
-        """Count predictions, dead letters and panes in the files under ``output``."""
+        """Count predictions, dead letters and panes in the files under ``output``.
+        After a restore (``restored``), a prediction row counts once per ``key`` and
+        ``event_id``: bundles replayed with other boundaries repeat rows in new files
+        (:mod:`transforms.io.sinks`)."""
         rows = count_parquet_rows(f"{output}/predictions")
-        identity = (v.KEY, v.EVENT_ID)
-        distinct = read_parquet_dir(f"{output}/predictions", distinct_on=identity, columns=())
-        predictions = 0 if distinct is None else distinct.num_rows
-        anomalies = _anomalies(f"{output}/predictions")
+        predictions = rows
+        once = restored and _has_column(f"{output}/predictions", v.EVENT_ID)
+        if once:
+            identity = (v.KEY, v.EVENT_ID)
+            table = read_parquet_dir(f"{output}/predictions", distinct_on=identity, columns=())
+            predictions = 0 if table is None else table.num_rows
+        anomalies = _anomalies(f"{output}/predictions", once)
         dead = read_jsonl_dir(f"{output}/dead_letter")
         panes = read_jsonl_table(f"{output}/windows", schema=STATS_SCHEMA)
         windows, late, fired = _pane_figures(panes, accumulating)
@@ -368,28 +375,33 @@ def _late_accumulated(panes: list[dict[str, Any]]) -> int:
     return sum(final[w] - before_late.get(w, 0) for w in final)
 
 
-def _anomalies(directory: str) -> int | None:
-    """The rows with ``is_anomaly`` set (one a key and event_id), or None when the
-    rows have no such column (not the anomaly pipeline's)."""
+def _has_column(directory: str, name: str) -> bool:
+    """Whether the Parquet part files under ``directory`` have column ``name`` (the
+    first one's schema: a writer writes one schema)."""
     matches = FileSystems.match([FileSystems.join(directory, "part-*.parquet")])[0]
     if not matches.metadata_list:
-        return None
+        return False
     with FileSystems.open(matches.metadata_list[0].path) as f:
-        if v.IS_ANOMALY not in pq.ParquetFile(f).schema_arrow.names:
-            return None
-    table = read_parquet_dir(directory, distinct_on=(v.KEY, v.EVENT_ID), columns=(v.IS_ANOMALY,))
+        return name in pq.ParquetFile(f).schema_arrow.names
+
+
+def _anomalies(directory: str, once: bool) -> int | None:
+    """The rows with ``is_anomaly`` set (with ``once``, one a key and event_id), or
+    None when the rows have no such column (not the anomaly pipeline's)."""
+    if not _has_column(directory, v.IS_ANOMALY):
+        return None
+    identity = (v.KEY, v.EVENT_ID) if once else ()
+    table = read_parquet_dir(directory, distinct_on=identity, columns=(v.IS_ANOMALY,))
     return 0 if table is None else int(pc.sum(table.column(v.IS_ANOMALY)).as_py() or 0)
 
 
-def predictions_by_event(output: str) -> list[tuple[int, int, int]]:
+def predictions_by_event(output: str, *, once: bool = False) -> list[tuple[int, int, int]]:
     """``(event_id, prediction, model_version)`` of every row a run wrote under
-    ``<output>/predictions``, sorted, a row repeated whole (a bundle replayed after a
-    restore) once: what two runs (runners) are compared on. A repeat that differs
-    stays, so that a comparison sees it."""
-    table = read_parquet_dir(
-        FileSystems.join(output, "predictions"),
-        distinct_on=(v.KEY, v.EVENT_ID, v.PREDICTION, v.MODEL_VERSION),
-    )
+    ``<output>/predictions``, sorted: what two runs (runners) are compared on. With
+    ``once`` (a run that restored), a row repeated whole (a bundle replayed after the
+    restore) counts once; a repeat that differs stays, so that a comparison sees it."""
+    distinct = (v.KEY, v.EVENT_ID, v.PREDICTION, v.MODEL_VERSION) if once else ()
+    table = read_parquet_dir(FileSystems.join(output, "predictions"), distinct_on=distinct)
     if table is None:
         return []
     columns = [table.column(c).to_pylist() for c in (v.EVENT_ID, v.PREDICTION, v.MODEL_VERSION)]

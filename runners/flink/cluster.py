@@ -43,7 +43,9 @@ class LocalCluster:
     run_dir: Path
     rest_port: int = 8081
     slots: int = 2
-    standby: int = 0  # TaskManagers beyond the first: spare slots a restart takes at once
+    # TaskManagers beyond the first: spare slots a restart takes at once (a job's slots
+    # are spread over all of them, so none is idle; see _conf_dir)
+    standby: int = 0
     version: str = ""  # default: the release the job server submits to (cluster_version)
     home: Path = field(init=False)
     _started: int = field(init=False, default=0)  # TaskManagers started, for their ids
@@ -138,7 +140,7 @@ class LocalCluster:
             # a job's slots spread over the TaskManagers: with a standby, a restart
             # after one is lost runs on one that holds the job's code loaded (Flink
             # keeps a job's class loader while it holds a slot there), not a cold one
-            "cluster.evenly-spread-out-slots": "true",
+            "taskmanager.load-balance.mode": "SLOTS",
         }
         # Flink's own JVM options (e.g. Java 17's --add-opens) are kept.
         java_opts = _java_opts(conf / "config.yaml")
@@ -194,9 +196,21 @@ class LocalCluster:
 
     def _next_taskmanager(self) -> tuple[str, str]:
         """Arguments that name the next TaskManager (its id in Flink's REST answers
-        and on its command line: :meth:`kill` finds a busy one's PID by it)."""
+        and on its command line: :meth:`kill` finds a busy one's PID by it): a number
+        past those of this run directory's running TaskManagers, whoever started them."""
+        prefix = f"taskmanager.resource-id={RESOURCE_ID}"
+        for pid in self._all_pids("taskexecutor"):
+            if not self._ours(pid, "taskexecutor"):
+                continue
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            for arg in argv.split("\0"):
+                if arg.startswith(prefix) and arg[len(prefix) :].isdigit():
+                    self._started = max(self._started, int(arg[len(prefix) :]))
         self._started += 1
-        return "-D", f"taskmanager.resource-id={RESOURCE_ID}{self._started}"
+        return "-D", f"{prefix}{self._started}"
 
     def start_taskmanager(self) -> int:
         """Start one more TaskManager (e.g. after one was killed); its PID, once that

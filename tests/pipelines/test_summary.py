@@ -62,7 +62,8 @@ def test_accumulating_panes_count_each_keys_last_pane(tmp_path):
 
 def test_rows_a_replay_wrote_again_count_once(tmp_path):
     # a bundle replayed after a restore, with other boundaries, repeats rows of an
-    # earlier file in a new one: the figures count each key and event_id once
+    # earlier file in a new one: the figures of a restored run count each key and
+    # event_id once
     import pyarrow.parquet as pq
 
     from pipelines.summary import predictions_by_event
@@ -79,12 +80,18 @@ def test_rows_a_replay_wrote_again_count_once(tmp_path):
     part("b", [2, 3, 4], ["x", "y", "y"])  # replayed 2 and 3
     part("c", [2], ["y"])  # another key's event 2: its own event
     summary = RunSummary.from_outputs(str(tmp_path), events_in=5, seconds=1.0,
-                                      accumulating=False)  # fmt: skip
+                                      accumulating=False, restored=True)  # fmt: skip
     assert (summary.predictions_out, summary.predictions_repeated) == (5, 2)
+    # a run that never restored counts its rows as they are (ids may repeat across keys
+    # of several inputs: a CSV's default event_id is its line number)
+    plain = RunSummary.from_outputs(str(tmp_path), events_in=7, seconds=1.0,
+                                    accumulating=False)  # fmt: skip
+    assert (plain.predictions_out, plain.predictions_repeated, plain.balanced) == (7, 0, True)
     assert summary.balanced and "repeated rows" in "\n".join(summary.lines())
-    assert predictions_by_event(str(tmp_path)) == [(1, 1, 1), (2, 0, 1), (2, 0, 1), (3, 1, 1),
-                                                   (4, 0, 1)]  # fmt: skip
+    once = [(1, 1, 1), (2, 0, 1), (2, 0, 1), (3, 1, 1), (4, 0, 1)]  # 2: two keys' events
+    assert predictions_by_event(str(tmp_path), once=True) == once
     # the same event again with another prediction: kept, so that a comparison sees it
     pq.write_table(pa.table({"key": ["y"], "event_id": [4], "prediction": [1],
                              "model_version": [1]}), folder / "part-d.parquet")  # fmt: skip
-    assert (4, 1, 1) in predictions_by_event(str(tmp_path))
+    assert (4, 1, 1) in predictions_by_event(str(tmp_path), once=True)
+    assert len(predictions_by_event(str(tmp_path))) == 8  # without once: every row
