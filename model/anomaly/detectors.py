@@ -158,7 +158,7 @@ class Forecast:
     before it. (Cached keys and values from before a step fade out of the window as
     it slides.)"""
 
-    def __init__(self, window: int = 32, history: int = 96, every: int = 16, seed: int = 0):
+    def __init__(self, window: int = 32, history: int = 96, every: int = 32, seed: int = 0):
         self.net = StreamingTransformer(d_in=1, d_model=16, heads=2, layers=2, window=window,
                                         seed=seed)  # fmt: skip
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=3e-3)
