@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
 from model import batch as mb
 from model.batch import watermark_of
@@ -79,8 +80,10 @@ class _SourceTap(beam.DoFn):
             with p.lock:
                 p.events_in += batch.num_rows
                 p.newest_event_us = max(p.newest_event_us or newest, newest)
-                if watermark is not None and watermark > (p.watermark_us or watermark - 1):
-                    p.watermark_us = watermark
+                # (a bounded run's batches carry Beam's minimum: no watermark yet)
+                if watermark is not None and watermark > MIN_TIMESTAMP.micros:
+                    if watermark > (p.watermark_us or watermark - 1):
+                        p.watermark_us = watermark
         return iter(())
 
 

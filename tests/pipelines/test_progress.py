@@ -33,3 +33,23 @@ def test_printer_reports_until_stopped():
 
         time.sleep(0.05)
     assert len(out.getvalue().splitlines()) >= 2  # periodic lines plus the final one
+
+
+def test_a_batch_before_any_watermark_shows_no_lag():
+    # a bounded run's batches carry Beam's minimum timestamp: no watermark yet, no lag
+    import numpy as np
+    from apache_beam.utils.timestamp import MIN_TIMESTAMP
+
+    from model import batch as mb
+    from pipelines import progress
+
+    live = progress.start("tap-test")
+    try:
+        tap = progress._SourceTap("tap-test")
+        batch = mb.make_batch(["a"], np.array([5_000_000]), np.ones((1, 1), np.float32))
+        list(tap.process(mb.with_watermark(batch, MIN_TIMESTAMP.micros)))
+        assert live.events_in == 1 and live.watermark_us is None and live.lag_s() is None
+        list(tap.process(mb.with_watermark(batch, 3_000_000)))
+        assert live.lag_s() == 2.0
+    finally:
+        progress.finish("tap-test")
