@@ -258,13 +258,10 @@ class RunSummary:
             ),
             f"dead-lettered    {self.dead_lettered:>12,}  (late dropped: {self.late_dropped:,})",
             f"in = out + rejected: {check}",
-            f"late accepted    {self.late_accepted:>12,}",
-            f"windows fired    {self.windows_fired:>12,}  (panes)",
+            *self._window_figures(),
             f"wall time        {self.seconds:>12.2f} s",
             f"events/s         {self.events_per_second:>12,.0f}",
-            f"model versions   {self.model_versions:>12,}  (published by online learning)",
-            f"drift alarms     {len(self.drift_alarms):>12,}  (every key's prequential error)",
-            f"feature drift    {self.feature_drift_windows:>12,}  (windows unlike the one before)",
+            *self._learning_figures(),
             *self.label_lines(),
             *(
                 []
@@ -274,6 +271,23 @@ class RunSummary:
             *([] if self.flink is None else JobFigures(**self.flink).lines()),
             *(f"note: {n}" for n in self.notes),
             *self.window_lines(),
+        ]
+
+    def _window_figures(self) -> list[str]:
+        if self.anomalies is not None:  # the anomaly pipeline has no windows
+            return []
+        return [
+            f"late accepted    {self.late_accepted:>12,}",
+            f"windows fired    {self.windows_fired:>12,}  (panes)",
+        ]
+
+    def _learning_figures(self) -> list[str]:
+        if self.anomalies is not None:  # nor models published, nor prequential drift
+            return []
+        return [
+            f"model versions   {self.model_versions:>12,}  (published by online learning)",
+            f"drift alarms     {len(self.drift_alarms):>12,}  (every key's prequential error)",
+            f"feature drift    {self.feature_drift_windows:>12,}  (windows unlike the one before)",
         ]
 
     def label_lines(self) -> list[str]:

@@ -19,6 +19,9 @@ def _run(runner: str, out, **kwargs) -> list[dict]:
     argv = ["--pipeline", "anomaly", "--source", "nab", "--input", JUMPS, "--output", str(out)]
     summary = main.run(config_from_args(parse_args(argv)), runner, show_progress=False, **kwargs)
     assert summary.balanced and summary.events_in == 4032
+    shown = "\n".join(summary.lines())
+    assert f"anomalies        {summary.anomalies:>12,}" in shown
+    assert "windows fired" not in shown and "model versions" not in shown
     table = read_parquet_dir(os.path.join(out, "predictions"))
     return sorted(table.to_pylist(), key=lambda r: r["event_id"])
 
