@@ -77,20 +77,15 @@ class RobustZ:
         self.last: float | None = None
 
     def block(self, values: np.ndarray) -> np.ndarray:
-        x = values
-        if self.changes:
-            before = np.concatenate([[np.nan if self.last is None else self.last], values[:-1]])
+        x, first = values, False
+        if self.changes:  # (the very first value has no change before it)
+            last, first = self.last, self.last is None
+            x = np.diff(values) if last is None else np.diff(values, prepend=last)
             self.last = float(values[-1])
-            x = values - before
-            first = np.isnan(x[:1]).all()
-            if first:  # the very first value: no change yet
-                x = x[1:]
         median, spread, counts = self.rolling.stats(x)
         out = np.minimum(np.abs(x - median) / spread, 1e6)
         out[counts < min(self.width, 30)] = np.nan
-        if self.changes and len(x) < len(values):
-            out = np.concatenate([[np.nan], out])
-        return out
+        return np.concatenate([[np.nan], out]) if first else out
 
 
 class _Profile:
@@ -263,14 +258,11 @@ class Surprise:
         median, spread, counts = self.rolling.stats(x)
         z = (x - median) / spread
         with np.errstate(divide="ignore"):
-            tail = 0.5 * _erfc(z / math.sqrt(2.0))
+            tail = 0.5 * torch.special.erfc(torch.from_numpy(z / math.sqrt(2.0))).numpy()
             surprise = np.where(tail > 0, -np.log10(tail), 300.0 + np.minimum(z, 1e6) / 1e3)
         surprise[counts < self.warm] = 0.0
         out[known] = np.maximum(surprise, 0.0)
         return out
-
-
-_erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 
 @dataclass
@@ -290,8 +282,7 @@ class KeyDetector:
     window: int = 32
     detectors: dict[str, object] = field(default_factory=dict)
     calibrators: dict[str, Surprise] = field(default_factory=dict)
-    recent: deque[tuple[int, float]] = field(default_factory=deque)  # a running max
-    points: int = 0
+    recent: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the last surprises
 
     def __post_init__(self) -> None:
         if not self.detectors:
@@ -323,15 +314,12 @@ class KeyDetector:
             else:
                 raw = detector.block(values)  # type: ignore[attr-defined]
             surprise = np.maximum(surprise, self.calibrators[name].block(raw))
-        rises = np.empty(len(values))
-        for i, now in enumerate(surprise.tolist()):
-            while self.recent and self.recent[0][0] < self.points - self.memory:
-                self.recent.popleft()
-            rises[i] = max(0.0, now - (self.recent[0][1] if self.recent else 0.0))
-            while self.recent and self.recent[-1][1] <= now:
-                self.recent.pop()
-            self.recent.append((self.points, now))
-            self.points += 1
+        # each point's rise above the largest of the ``memory`` surprises before it
+        # (zeros stand in for points before the first: a surprise is never below 0)
+        joined = np.concatenate([np.zeros(self.memory), self.recent, surprise])
+        before = np.lib.stride_tricks.sliding_window_view(joined[:-1], self.memory)
+        rises = np.maximum(0.0, surprise - before[-len(surprise) :].max(axis=1))
+        self.recent = joined[-self.memory :]
         return 1.0 - np.exp(-rises / SURPRISE_SCALE), rises >= self.alarm_surprise
 
     def __call__(self, time_us: int, value: float) -> tuple[float, bool]:
