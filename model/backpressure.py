@@ -1,0 +1,372 @@
+"""Controllers that size micro-batches against a memory budget.
+
+A stream processor survives load by backpressure: a sender only sends what the
+receiver has room for. These controllers carry that into a training or inference
+step. Before each micro-batch the caller asks :meth:`Controller.next_size` how many of
+the remaining samples to take (each sample has a *cost*: its tokens, or 1 for a
+fixed-shape row); after it, :meth:`Controller.observe` gets the step's measured
+:class:`model.memory.MemoryReading`, or :meth:`Controller.on_oom` the allocator's
+refusal. Every controller is a small object with ``snapshot()`` / ``restore()``.
+
+- :class:`Unbounded` takes everything (today's behaviour: the only defence is the
+  out-of-memory split the runner does);
+- :class:`FixedSize` takes a fixed number of samples;
+- :class:`AIMD` grows by a step while under budget, halves on an over-budget step or
+  an out-of-memory error;
+- :class:`PIDHeadroom` steers the logarithm of the size so the measured headroom
+  (free fraction of the budget at the step's peak) sits at a set point;
+- :class:`CreditBased` hands out the budget as credits of bytes, Flink-style: it
+  learns the bytes a unit of cost takes from the measured peaks and admits samples
+  while their predicted bytes fit in the credits; a sample larger than any seen is
+  admitted alone first (slow start), so a burst is measured before it is trusted;
+- :class:`Accumulating` wraps any of them and marks the micro-batches of one incoming
+  batch as one optimizer step (gradient accumulation): memory adapts, the effective
+  batch and so the learning stay what they were.
+
+>>> from model.memory import MemoryReading
+>>> c = AIMD(budget_bytes=1000, initial=8, step=4)
+>>> c.next_size([1.0] * 100)
+8
+>>> c.observe(8, 8.0, MemoryReading(0, 500, 1000)); c.size
+12
+>>> c.observe(12, 12.0, MemoryReading(0, 1500, 1000)); c.size
+6
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from model.memory import MemoryReading
+
+
+class Controller:
+    """Sizes micro-batches; see the module doc for the protocol."""
+
+    name: ClassVar[str] = "controller"
+    accumulate = False
+
+    def next_size(self, costs: Sequence[float]) -> int:
+        """How many of the remaining samples (their ``costs``, in order) to take now."""
+        raise NotImplementedError
+
+    def observe(self, samples: int, cost: float, reading: MemoryReading) -> None:
+        """A micro-batch of ``samples`` samples, total ``cost``, ran; its figures."""
+
+    def on_oom(self, samples: int, cost: float) -> None:
+        """A micro-batch of ``samples`` samples, total ``cost``, ran out of memory."""
+
+    def snapshot(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        del state
+
+    def describe(self) -> str:
+        return self.name
+
+
+def _check_size(name: str, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        msg = f"{name} must be an int >= 1, got {value!r}"
+        raise ValueError(msg)
+
+
+class Unbounded(Controller):
+    """Every remaining sample at once."""
+
+    name = "unbounded"
+    accumulate = True  # one incoming batch, one optimizer step, however it is split
+
+    def next_size(self, costs: Sequence[float]) -> int:
+        return max(1, len(costs))
+
+
+class FixedSize(Controller):
+    """``size`` samples per micro-batch, whatever they cost."""
+
+    name = "fixed"
+
+    def __init__(self, size: int) -> None:
+        _check_size("size", size)
+        self.size = size
+
+    def next_size(self, costs: Sequence[float]) -> int:
+        return max(1, min(self.size, len(costs)))
+
+    def describe(self) -> str:
+        return f"fixed({self.size})"
+
+
+class _SampleSized(Controller):
+    """A size in samples between ``min_size`` and ``max_size``."""
+
+    def __init__(self, initial: int, min_size: int, max_size: int) -> None:
+        for name, value in (("initial", initial), ("min_size", min_size), ("max_size", max_size)):
+            _check_size(name, value)
+        if not min_size <= initial <= max_size:
+            msg = f"need min_size <= initial <= max_size, got {min_size}, {initial}, {max_size}"
+            raise ValueError(msg)
+        self.min_size, self.max_size = min_size, max_size
+        self.size = initial
+        self.ooms = 0
+        self.over_budget = 0
+
+    def next_size(self, costs: Sequence[float]) -> int:
+        return max(1, min(self.size, len(costs)))
+
+    def _clamp(self, size: float) -> int:
+        return int(min(self.max_size, max(self.min_size, size)))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"size": self.size, "ooms": self.ooms, "over_budget": self.over_budget}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.size, self.ooms = int(state["size"]), int(state["ooms"])
+        self.over_budget = int(state["over_budget"])
+
+
+class AIMD(_SampleSized):
+    """Additive increase by ``step`` while under budget; multiplicative decrease by
+    ``decrease`` on an over-budget step or an out-of-memory error."""
+
+    name = "aimd"
+
+    def __init__(
+        self,
+        budget_bytes: int,
+        *,
+        initial: int = 8,
+        step: int = 2,
+        decrease: float = 0.5,
+        min_size: int = 1,
+        max_size: int = 4096,
+    ) -> None:
+        super().__init__(initial, min_size, max_size)
+        _check_size("step", step)
+        if not 0 < decrease < 1:
+            msg = f"decrease must be in (0, 1), got {decrease!r}"
+            raise ValueError(msg)
+        self.budget_bytes, self.step, self.decrease = budget_bytes, step, decrease
+
+    def observe(self, samples: int, cost: float, reading: MemoryReading) -> None:
+        if reading.peak_bytes > self.budget_bytes:
+            self.over_budget += 1
+            self.size = self._clamp(min(self.size, samples) * self.decrease)
+        elif samples >= self.size:  # only a full-size step says growing is safe
+            self.size = self._clamp(self.size + self.step)
+
+    def on_oom(self, samples: int, cost: float) -> None:
+        self.ooms += 1
+        self.size = self._clamp(min(self.size, samples) * self.decrease)
+
+
+class PIDHeadroom(_SampleSized):
+    """A PID loop on ``log(size)`` that holds the headroom at ``setpoint``.
+
+    The error is ``headroom - setpoint`` (positive: room to grow); the output, in
+    velocity form, is added to ``log(size)``. An out-of-memory error halves the size
+    and clears the integral (anti-windup).
+    """
+
+    name = "pid"
+
+    def __init__(
+        self,
+        budget_bytes: int,
+        *,
+        setpoint: float = 0.25,
+        kp: float = 1.0,
+        ki: float = 0.2,
+        kd: float = 0.1,
+        initial: int = 8,
+        min_size: int = 1,
+        max_size: int = 4096,
+    ) -> None:
+        super().__init__(initial, min_size, max_size)
+        if not 0 <= setpoint < 1:
+            msg = f"setpoint must be in [0, 1), got {setpoint!r}"
+            raise ValueError(msg)
+        self.budget_bytes, self.setpoint = budget_bytes, setpoint
+        self.kp, self.ki, self.kd = kp, ki, kd
+        self.log_size = math.log(initial)
+        self.integral = 0.0
+        self.last_error = 0.0
+
+    def observe(self, samples: int, cost: float, reading: MemoryReading) -> None:
+        if reading.peak_bytes > self.budget_bytes:
+            self.over_budget += 1
+        headroom = 1.0 - reading.peak_bytes / self.budget_bytes
+        # a step smaller than the size says less about the size: scale its error
+        share = samples / max(1, self.size)
+        error = max(-1.0, min(1.0, headroom - self.setpoint)) * min(1.0, share)
+        self.integral = max(-2.0, min(2.0, self.integral + error))
+        change = self.kp * error + self.ki * self.integral + self.kd * (error - self.last_error)
+        self.last_error = error
+        self._set_log(self.log_size + change)
+
+    def on_oom(self, samples: int, cost: float) -> None:
+        self.ooms += 1
+        self.integral = 0.0
+        self._set_log(math.log(max(1, min(self.size, samples))) - math.log(2))
+
+    def _set_log(self, value: float) -> None:
+        lo, hi = math.log(self.min_size), math.log(self.max_size)
+        self.log_size = min(hi, max(lo, value))
+        self.size = self._clamp(round(math.exp(self.log_size)))
+
+    def snapshot(self) -> dict[str, Any]:
+        state = super().snapshot()
+        state.update(log_size=self.log_size, integral=self.integral, last=self.last_error)
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        self.log_size, self.integral = float(state["log_size"]), float(state["integral"])
+        self.last_error = float(state["last"])
+
+
+class CreditBased(Controller):
+    """The budget handed out as credits of bytes (see the module doc).
+
+    ``bytes_per_cost`` is the largest ``peak / cost`` among the last ``window``
+    micro-batches (an upper bound where memory is an overhead plus a part linear in the
+    cost), and credits are ``budget * (1 - margin)``. A micro-batch admits samples in
+    order while their predicted bytes fit; it always admits one. Until a step has been
+    measured, and for a sample whose cost exceeds every measured sample's by more than
+    ``probe_above``, a micro-batch holds just that one sample: a probe.
+    """
+
+    name = "credit"
+
+    def __init__(
+        self,
+        budget_bytes: int,
+        *,
+        margin: float = 0.1,
+        window: int = 64,
+        probe_above: float = 1.25,
+    ) -> None:
+        _check_size("budget_bytes", budget_bytes)
+        _check_size("window", window)
+        if not 0 <= margin < 1:
+            msg = f"margin must be in [0, 1), got {margin!r}"
+            raise ValueError(msg)
+        if probe_above < 1:
+            msg = f"probe_above must be >= 1, got {probe_above!r}"
+            raise ValueError(msg)
+        self.budget_bytes, self.margin, self.probe_above = budget_bytes, margin, probe_above
+        self.window = window
+        self._ratios: deque[float] = deque(maxlen=window)
+        self.max_sample_cost = 0.0
+        self.ooms = 0
+        self.over_budget = 0
+        self.probes = 0
+
+    @property
+    def credits(self) -> float:
+        return self.budget_bytes * (1.0 - self.margin)
+
+    @property
+    def bytes_per_cost(self) -> float | None:
+        return max(self._ratios) if self._ratios else None
+
+    def next_size(self, costs: Sequence[float]) -> int:
+        rate = self.bytes_per_cost
+        if rate is None or costs[0] > self.max_sample_cost * self.probe_above:
+            self.probes += 1
+            return 1
+        taken, spent = 0, 0.0
+        for cost in costs:
+            if taken and (cost > self.max_sample_cost * self.probe_above):
+                break  # an unmeasured size waits for its own probe
+            if taken and (spent + cost) * rate > self.credits:
+                break
+            taken, spent = taken + 1, spent + cost
+        return max(1, taken)
+
+    def observe(self, samples: int, cost: float, reading: MemoryReading) -> None:
+        if reading.peak_bytes > self.budget_bytes:
+            self.over_budget += 1
+        if cost > 0:
+            self._ratios.append(reading.peak_bytes / cost)
+            self.max_sample_cost = max(self.max_sample_cost, cost / max(1, samples))
+
+    def on_oom(self, samples: int, cost: float) -> None:
+        self.ooms += 1
+        if cost > 0:  # it needed more than the cap, which is at least the budget: assume
+            self._ratios.append(2.0 * self.budget_bytes / cost)  # twice that (halving)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "ratios": list(self._ratios),
+            "max_sample_cost": self.max_sample_cost,
+            "ooms": self.ooms,
+            "over_budget": self.over_budget,
+            "probes": self.probes,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._ratios = deque((float(r) for r in state["ratios"]), maxlen=self.window)
+        self.max_sample_cost = float(state["max_sample_cost"])
+        self.ooms, self.over_budget = int(state["ooms"]), int(state["over_budget"])
+        self.probes = int(state["probes"])
+
+
+class Accumulating(Controller):
+    """``inner`` sizes the micro-batches; they accumulate into one optimizer step."""
+
+    name = "accumulate"
+    accumulate = True
+
+    def __init__(self, inner: Controller) -> None:
+        self.inner = inner
+
+    def next_size(self, costs: Sequence[float]) -> int:
+        return self.inner.next_size(costs)
+
+    def observe(self, samples: int, cost: float, reading: MemoryReading) -> None:
+        self.inner.observe(samples, cost, reading)
+
+    def on_oom(self, samples: int, cost: float) -> None:
+        self.inner.on_oom(samples, cost)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"inner": self.inner.snapshot()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.inner.restore(state["inner"])
+
+    def describe(self) -> str:
+        return f"accumulate({self.inner.describe()})"
+
+
+STRATEGIES = ("unbounded", "fixed", "aimd", "pid", "credit", "accumulate")
+
+
+def make_controller(strategy: str, budget_bytes: int | None, *, fixed_size: int = 32) -> Controller:
+    """A controller by name (``--backpressure``): one of :data:`STRATEGIES`.
+
+    ``accumulate`` is credit-based sizing with gradient accumulation. Every strategy but
+    ``unbounded`` and ``fixed`` needs a budget.
+    """
+    if strategy == "unbounded":
+        return Unbounded()
+    if strategy == "fixed":
+        return FixedSize(fixed_size)
+    if strategy not in STRATEGIES:
+        msg = f"backpressure strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
+        raise ValueError(msg)
+    if budget_bytes is None:
+        msg = f"backpressure strategy {strategy!r} needs a memory budget"
+        raise ValueError(msg)
+    if strategy == "aimd":
+        return AIMD(budget_bytes)
+    if strategy == "pid":
+        return PIDHeadroom(budget_bytes)
+    if strategy == "credit":
+        return CreditBased(budget_bytes)
+    return Accumulating(CreditBased(budget_bytes))

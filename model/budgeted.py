@@ -1,0 +1,130 @@
+"""Training steps under a memory budget: a controller sizes the micro-batches.
+
+:meth:`BudgetedTrainer.fit` takes one incoming batch (the cost of each sample, and a
+function giving the mean loss of a slice of it) and trains on it in micro-batches
+that its :class:`model.backpressure.Controller` sizes, each measured by a
+:class:`model.memory.MemorySignal`:
+
+- a controller that accumulates turns the micro-batches of a batch into *one*
+  optimizer step: each micro-batch's mean loss is weighted by its share of the batch
+  and its gradients (``torch.autograd.grad``, so a failed micro-batch leaves nothing
+  behind) are summed, which equals the gradient of the whole batch's mean loss;
+- otherwise every micro-batch is its own optimizer step;
+- an out-of-memory error (CUDA's, or a :class:`model.memory.TensorMemory` cap's) is
+  reported to the controller, and the range is retried in halves until it fits; no
+  sample is skipped (a single sample that does not fit is an error);
+- a step whose measured peak exceeds the budget counts as over budget.
+
+>>> import torch
+>>> from model.backpressure import Accumulating, FixedSize
+>>> from model.memory import TensorMemory
+>>> w = torch.nn.Parameter(torch.zeros(3))
+>>> x, y = torch.randn(10, 3), torch.randn(10)
+>>> trainer = BudgetedTrainer(
+...     [w], torch.optim.SGD([w], lr=0.1), Accumulating(FixedSize(4)), TensorMemory(1 << 20)
+... )
+>>> report = trainer.fit([1.0] * 10, lambda a, b: ((x[a:b] @ w - y[a:b]) ** 2).mean())
+>>> report.samples, report.micro_batches, report.optimizer_steps
+(10, 3, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from model.backpressure import Controller
+from model.memory import MemorySignal, is_out_of_memory
+
+
+@dataclass
+class BatchReport:
+    """What :meth:`BudgetedTrainer.fit` did with one batch."""
+
+    samples: int = 0
+    micro_batches: int = 0
+    optimizer_steps: int = 0
+    ooms: int = 0
+    over_budget: int = 0
+    peak_bytes: int = 0
+    loss: float = 0.0
+
+    @property
+    def violations(self) -> int:
+        return self.ooms + self.over_budget
+
+
+class BudgetedTrainer:
+    """Trains ``params`` with ``optimizer`` in micro-batches sized by ``controller``."""
+
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        optimizer: torch.optim.Optimizer,
+        controller: Controller,
+        signal: MemorySignal,
+    ) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.optimizer = optimizer
+        self.controller = controller
+        self.signal = signal
+
+    def fit(
+        self, costs: Sequence[float], loss_of: Callable[[int, int], torch.Tensor]
+    ) -> BatchReport:
+        """Train on one batch of ``len(costs)`` samples; ``loss_of(a, b)`` is the mean
+        loss of samples ``a`` to ``b`` (exclusive)."""
+        n = len(costs)
+        report = BatchReport(samples=n)
+        if n == 0:
+            return report
+        accumulate = self.controller.accumulate
+        total = [torch.zeros_like(p) for p in self.params] if accumulate else None
+        start, cap, cap_until = 0, n, 0
+        while start < n:
+            size = min(self.controller.next_size(costs[start:]), n - start)
+            if start < cap_until:
+                size = min(size, cap)
+            stop = start + size
+            cost = float(sum(costs[start:stop]))
+            weight = size / n if accumulate else 1.0
+            try:
+                with self.signal.step():
+                    loss = loss_of(start, stop)
+                    grads = torch.autograd.grad(loss * weight, self.params, allow_unused=True)
+                    if total is not None:
+                        for acc, g in zip(total, grads, strict=True):
+                            if g is not None:
+                                acc.add_(g)
+                    else:
+                        self._apply(grads)
+                    del grads
+            except Exception as error:
+                if not is_out_of_memory(error) or size <= 1:
+                    raise
+                report.ooms += 1
+                self.controller.on_oom(size, cost)
+                cap, cap_until = max(1, size // 2), max(cap_until, stop)
+                continue
+            reading = self.signal.reading()
+            self.controller.observe(size, cost, reading)
+            report.micro_batches += 1
+            report.over_budget += int(reading.over_budget)
+            report.peak_bytes = max(report.peak_bytes, reading.peak_bytes)
+            report.loss += float(loss.detach()) * size / n
+            if total is None:
+                report.optimizer_steps += 1
+            start = stop
+        if total is not None:
+            self._apply(total)
+            report.optimizer_steps += 1
+        return report
+
+    def _apply(self, grads: Sequence[torch.Tensor | None]) -> None:
+        for p, g in zip(self.params, grads, strict=True):
+            p.grad = g
+        self.optimizer.step()
+        for p in self.params:
+            p.grad = None

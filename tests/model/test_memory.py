@@ -1,0 +1,91 @@
+"""The memory signals: the CPU one moves when a step allocates, and caps refuse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.memory import (
+    CudaMemory,
+    MemoryReading,
+    ProcessMemory,
+    TensorMemory,
+    is_out_of_memory,
+    memory_signal,
+)
+
+
+def test_cpu_signal_moves_when_a_step_allocates() -> None:
+    signal = TensorMemory(budget_bytes=1 << 30)
+    with signal.step():
+        pass
+    assert signal.reading().peak_bytes == 0
+    with signal.step():
+        x = torch.ones(256, 1024)  # 1 MiB
+        y = x + 1  # another MiB
+        del x
+    reading = signal.reading()
+    assert reading.peak_bytes >= 2 << 20
+    assert reading.used_bytes == y.untyped_storage().nbytes()  # x was freed inside
+
+
+def test_views_share_their_storage_and_count_once() -> None:
+    signal = TensorMemory()
+    with signal.step():
+        x = torch.zeros(1024, 256)
+        views = [x[i] for i in range(10)] + [x.t(), x.view(-1)]
+    assert signal.reading().peak_bytes == x.untyped_storage().nbytes()
+    del views
+
+
+def test_a_training_step_peak_grows_with_the_batch() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 256), torch.nn.ReLU(), torch.nn.Linear(256, 1))
+    signal = TensorMemory()
+    peaks = []
+    for rows in (16, 64, 256):
+        with signal.step():
+            model(torch.randn(rows, 32)).pow(2).mean().backward()
+        peaks.append(signal.reading().peak_bytes)
+        model.zero_grad(set_to_none=True)
+    assert peaks[0] < peaks[1] < peaks[2]
+
+
+def test_a_cap_refuses_like_an_allocator() -> None:
+    signal = TensorMemory(budget_bytes=1 << 20, cap_bytes=1 << 20)
+    with pytest.raises(torch.OutOfMemoryError) as info, signal.step():
+        torch.ones(512, 1024)  # 2 MiB
+    assert is_out_of_memory(info.value)
+    assert not is_out_of_memory(RuntimeError("other"))
+    assert signal.reading().peak_bytes >= 2 << 20
+    torch.ones(512, 1024)  # outside a step nothing counts, nothing refuses
+
+
+def test_reading_headroom_and_over_budget() -> None:
+    assert MemoryReading(0, 750, 1000).headroom == pytest.approx(0.25)
+    assert not MemoryReading(0, 1000, 1000).over_budget
+    assert MemoryReading(0, 1001, 1000).over_budget
+    assert MemoryReading(0, 10**9, None).headroom == 1.0
+
+
+def test_process_memory_sees_the_resident_set_grow() -> None:
+    signal = ProcessMemory()
+    with signal.step():
+        pass
+    before = signal.reading().used_bytes
+    with signal.step():
+        block = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB, touched
+    assert before > 0
+    assert signal.reading().peak_bytes >= before + (32 << 20)
+    del block
+
+
+def test_factory_and_validation() -> None:
+    assert isinstance(memory_signal("cpu", 100), TensorMemory)
+    with pytest.raises(ValueError, match="budget_bytes must be > 0"):
+        TensorMemory(0)
+    with pytest.raises(ValueError, match="cap_bytes"):
+        TensorMemory(cap_bytes=-1)
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        CudaMemory("cpu")
