@@ -10,7 +10,12 @@ Prints one JSON line per check and exits non-zero if any check fails:
 - ``learner``: the incremental learner training on the device (autograd path), its
   accuracy and samples/s, and a snapshot restored into a fresh learner;
 - ``pipeline``: ``StreamingInference`` on the device inside a bounded Beam pipeline,
-  rows in = rows out.
+  rows in = rows out;
+- ``backpressure``: every memory controller of :mod:`model.backpressure` trains the
+  backpressure study's Transformer on a short bursty stream on the device, measured
+  by the device's :class:`model.memory.MemorySignal` under a budget and a hard cap:
+  samples/s, violations, peak bytes; the accumulating credit strategy must stay
+  within the budget and learn what the unbounded one learns.
 
     python benchmarks/gpu_check.py              # --device cuda
     python benchmarks/gpu_check.py --device cpu # the same script on the CPU (CI smoke)
@@ -34,6 +39,7 @@ from model.batching import AdaptiveBatchSize
 from model.device import resolve_device
 from model.handler import TorchModelHandler
 from model.learn.learner import IncrementalLearner, LearnerConfig, dumps_state, loads_state
+from model.memory import memory_signal
 from model.mlp import MLPClassifier
 from model.transformer import TinyTransformerClassifier
 from runners import patches
@@ -182,6 +188,28 @@ def check_pipeline(device: str, events: int) -> bool:
     )
 
 
+def check_backpressure(device: str) -> bool:
+    from benchmarks import backpressure as study
+
+    dev = resolve_device(device)
+    stream = study.Stream(batches=12, burst_every=6, burst_length=2)
+    budget = study.measure_budget(stream, dev, 2.0)
+    cap = int(budget * 1.5)
+    lines = {}
+    for name, make in study.strategies(budget, stream.batch_size).items():
+        signal = memory_signal(dev, budget, cap_bytes=cap)
+        lines[name] = study.train(name, make(), stream, signal, dev)["line"]
+        _emit({"check": "backpressure", "device": device, "signal": type(signal).__name__,
+               **lines[name], "ok": True})  # fmt: skip
+    ref, acc = lines["unbounded"], lines["accumulate"]
+    ok = acc["violations"] == 0 and abs(acc["final_loss"] - ref["final_loss"]) <= 1e-3 * max(
+        ref["final_loss"], 1e-6
+    )
+    return _emit({"check": "backpressure", "device": device, "strategies": len(lines),
+                  "accumulate_violations": acc["violations"],
+                  "unbounded_violations": ref["violations"], "ok": ok})  # fmt: skip
+
+
 class _MLP8:
     """Picklable factory of the pipeline check's model."""
 
@@ -204,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     ok &= check_oom(args.device)
     ok &= check_learner(args.device, min(args.rows, 100_000))
     ok &= check_pipeline(args.device, min(args.rows, 50_000))
+    ok &= check_backpressure(args.device)
     return 0 if ok else 1
 
 

@@ -232,12 +232,18 @@ class PIDHeadroom(_SampleSized):
 class CreditBased(Controller):
     """The budget handed out as credits of bytes (see the module doc).
 
-    ``bytes_per_cost`` is the largest ``peak / cost`` among the last ``window``
-    micro-batches (an upper bound where memory is an overhead plus a part linear in the
-    cost), and credits are ``budget * (1 - margin)``. A micro-batch admits samples in
-    order while their predicted bytes fit; it always admits one. Until a step has been
-    measured, and for a sample whose cost exceeds every measured sample's by more than
-    ``probe_above``, a micro-batch holds just that one sample: a probe.
+    A micro-batch is padded to its largest sample, so its cost is its size times its
+    largest sample's cost (for fixed-shape rows, simply its size). The bytes a
+    micro-batch of cost ``c`` takes are bounded by ``a + b * c``: a least-squares
+    line through the last ``window`` measured ``(cost, peak)`` pairs, scaled up until
+    it lies on or above every one of them (with a single cost level, the line through
+    the origin and the steepest point). Credits are
+    ``budget * (1 - margin)``; a micro-batch admits samples in order while the bound
+    fits them, and always admits one. Like TCP's slow start, a micro-batch may cost at
+    most ``growth`` times the most a measured one cost, so the line is never trusted
+    far beyond what was measured. Until a step has been measured, and for a sample
+    whose cost exceeds every measured sample's by more than ``probe_above``, a
+    micro-batch holds just that one sample: a probe.
     """
 
     name = "credit"
@@ -249,18 +255,22 @@ class CreditBased(Controller):
         margin: float = 0.1,
         window: int = 64,
         probe_above: float = 1.25,
+        growth: float = 2.0,
     ) -> None:
         _check_size("budget_bytes", budget_bytes)
         _check_size("window", window)
         if not 0 <= margin < 1:
             msg = f"margin must be in [0, 1), got {margin!r}"
             raise ValueError(msg)
-        if probe_above < 1:
-            msg = f"probe_above must be >= 1, got {probe_above!r}"
+        if probe_above < 1 or growth <= 1:
+            msg = f"need probe_above >= 1 and growth > 1, got {probe_above!r}, {growth!r}"
             raise ValueError(msg)
         self.budget_bytes, self.margin, self.probe_above = budget_bytes, margin, probe_above
+        self.growth = growth
         self.window = window
-        self._ratios: deque[float] = deque(maxlen=window)
+        self._points: deque[tuple[float, float]] = deque(maxlen=window)
+        self._bound: tuple[float, float] | None = None
+        self._admitted: tuple[int, float] = (0, 0.0)
         self.max_sample_cost = 0.0
         self.ooms = 0
         self.over_budget = 0
@@ -270,39 +280,60 @@ class CreditBased(Controller):
     def credits(self) -> float:
         return self.budget_bytes * (1.0 - self.margin)
 
-    @property
-    def bytes_per_cost(self) -> float | None:
-        return max(self._ratios) if self._ratios else None
+    def bound(self) -> tuple[float, float] | None:
+        """``(a, b)``: a micro-batch of cost ``c`` is expected to take ``a + b * c``
+        bytes at most; None before anything was measured."""
+        if self._bound is None and self._points:
+            self._bound = _upper_line(list(self._points))
+        return self._bound
 
     def next_size(self, costs: Sequence[float]) -> int:
-        rate = self.bytes_per_cost
-        if rate is None or costs[0] > self.max_sample_cost * self.probe_above:
+        bound = self.bound()
+        unseen = self.max_sample_cost * self.probe_above
+        if bound is None or costs[0] > unseen:
             self.probes += 1
+            self._admitted = (1, costs[0])
             return 1
-        taken, spent = 0, 0.0
+        fixed, per_cost = bound
+        reach = self.growth * max(c for c, _ in self._points)
+        taken, largest = 0, 0.0
         for cost in costs:
-            if taken and (cost > self.max_sample_cost * self.probe_above):
-                break  # an unmeasured size waits for its own probe
-            if taken and (spent + cost) * rate > self.credits:
-                break
-            taken, spent = taken + 1, spent + cost
-        return max(1, taken)
+            padded = (taken + 1) * max(largest, cost)
+            if taken and (
+                cost > unseen or padded > reach or fixed + per_cost * padded > self.credits
+            ):
+                break  # over the credits or the reach, or a size that waits for its probe
+            taken, largest = taken + 1, max(largest, cost)
+        if taken < len(costs):  # as many micro-batches as needed, evenly filled
+            taken = math.ceil(len(costs) / math.ceil(len(costs) / taken))
+            largest = max(costs[:taken])
+        self._admitted = (taken, largest)
+        return taken
 
     def observe(self, samples: int, cost: float, reading: MemoryReading) -> None:
         if reading.peak_bytes > self.budget_bytes:
             self.over_budget += 1
-        if cost > 0:
-            self._ratios.append(reading.peak_bytes / cost)
-            self.max_sample_cost = max(self.max_sample_cost, cost / max(1, samples))
+        self._measured(cost, float(reading.peak_bytes))
+        taken, largest = self._admitted
+        # the largest sample is only known for the micro-batch the controller sized
+        self.max_sample_cost = max(
+            self.max_sample_cost, largest if samples == taken else cost / max(1, samples)
+        )
 
     def on_oom(self, samples: int, cost: float) -> None:
         self.ooms += 1
-        if cost > 0:  # it needed more than the cap, which is at least the budget: assume
-            self._ratios.append(2.0 * self.budget_bytes / cost)  # twice that (halving)
+        # it needed more than the cap, which is at least the budget: assume twice that
+        self._measured(cost, 2.0 * self.budget_bytes)
+
+    def _measured(self, cost: float, peak: float) -> None:
+        if cost > 0:
+            self._points.append((cost, peak))
+            self._bound = None
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "ratios": list(self._ratios),
+            "points": list(self._points),
+            "admitted": self._admitted,
             "max_sample_cost": self.max_sample_cost,
             "ooms": self.ooms,
             "over_budget": self.over_budget,
@@ -310,10 +341,30 @@ class CreditBased(Controller):
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self._ratios = deque((float(r) for r in state["ratios"]), maxlen=self.window)
+        points = ((float(c), float(p)) for c, p in state["points"])
+        self._points = deque(points, maxlen=self.window)
+        self._bound = None
+        self._admitted = (int(state["admitted"][0]), float(state["admitted"][1]))
         self.max_sample_cost = float(state["max_sample_cost"])
         self.ooms, self.over_budget = int(state["ooms"]), int(state["over_budget"])
         self.probes = int(state["probes"])
+
+
+def _upper_line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """A line ``a + b * c`` (a, b >= 0) at or above every ``(c, peak)`` point."""
+    costs = [c for c, _ in points]
+    n = len(points)
+    mean_c = sum(costs) / n
+    mean_p = sum(p for _, p in points) / n
+    var = sum((c - mean_c) ** 2 for c in costs)
+    slope = 0.0
+    if var > (0.01 * mean_c) ** 2 * n:
+        slope = max(0.0, sum((c - mean_c) * (p - mean_p) for c, p in points) / var)
+    fixed = max(0.0, mean_p - slope * mean_c)
+    if slope == 0.0 or fixed == 0.0:  # one cost level, or no sign of an overhead
+        return 0.0, max(p / c for c, p in points)
+    scale = max(1.0, max(p / (fixed + slope * c) for c, p in points))
+    return fixed * scale, slope * scale
 
 
 class Accumulating(Controller):

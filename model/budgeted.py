@@ -13,7 +13,13 @@ that its :class:`model.backpressure.Controller` sizes, each measured by a
 - an out-of-memory error (CUDA's, or a :class:`model.memory.TensorMemory` cap's) is
   reported to the controller, and the range is retried in halves until it fits; no
   sample is skipped (a single sample that does not fit is an error);
-- a step whose measured peak exceeds the budget counts as over budget.
+- when the micro-batches accumulate, their order within the batch is free (a sum does
+  not care), so with ``group_by_cost`` (the default) the samples are taken largest
+  first: micro-batches of like-sized samples pad less and fit more;
+- a step whose measured peak exceeds the budget counts as over budget;
+- a sample's cost is what it takes alone (its tokens, or 1 for a fixed-shape row); a
+  micro-batch is taken to be padded to its largest sample, so it costs its size times
+  that sample's cost.
 
 >>> import torch
 >>> from model.backpressure import Accumulating, FixedSize
@@ -23,7 +29,7 @@ that its :class:`model.backpressure.Controller` sizes, each measured by a
 >>> trainer = BudgetedTrainer(
 ...     [w], torch.optim.SGD([w], lr=0.1), Accumulating(FixedSize(4)), TensorMemory(1 << 20)
 ... )
->>> report = trainer.fit([1.0] * 10, lambda a, b: ((x[a:b] @ w - y[a:b]) ** 2).mean())
+>>> report = trainer.fit([1.0] * 10, lambda rows: ((x[rows] @ w - y[rows]) ** 2).mean())
 >>> report.samples, report.micro_batches, report.optimizer_steps
 (10, 3, 1)
 """
@@ -31,7 +37,7 @@ that its :class:`model.backpressure.Controller` sizes, each measured by a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -41,7 +47,8 @@ from model.memory import MemorySignal, is_out_of_memory
 
 @dataclass
 class BatchReport:
-    """What :meth:`BudgetedTrainer.fit` did with one batch."""
+    """What :meth:`BudgetedTrainer.fit` did with one batch; ``sizes`` and ``peaks``
+    per completed micro-batch."""
 
     samples: int = 0
     micro_batches: int = 0
@@ -50,6 +57,8 @@ class BatchReport:
     over_budget: int = 0
     peak_bytes: int = 0
     loss: float = 0.0
+    sizes: list[int] = field(default_factory=list)
+    peaks: list[int] = field(default_factory=list)
 
     @property
     def violations(self) -> int:
@@ -65,34 +74,41 @@ class BudgetedTrainer:
         optimizer: torch.optim.Optimizer,
         controller: Controller,
         signal: MemorySignal,
+        *,
+        group_by_cost: bool = True,
     ) -> None:
         self.params = [p for p in params if p.requires_grad]
         self.optimizer = optimizer
         self.controller = controller
         self.signal = signal
+        self.group_by_cost = group_by_cost
 
     def fit(
-        self, costs: Sequence[float], loss_of: Callable[[int, int], torch.Tensor]
+        self, costs: Sequence[float], loss_of: Callable[[list[int]], torch.Tensor]
     ) -> BatchReport:
-        """Train on one batch of ``len(costs)`` samples; ``loss_of(a, b)`` is the mean
-        loss of samples ``a`` to ``b`` (exclusive)."""
+        """Train on one batch of ``len(costs)`` samples; ``loss_of(rows)`` is the mean
+        loss of the samples at the indices ``rows``."""
         n = len(costs)
         report = BatchReport(samples=n)
         if n == 0:
             return report
         accumulate = self.controller.accumulate
+        order = list(range(n))
+        if accumulate and self.group_by_cost:
+            order.sort(key=lambda i: -costs[i])  # largest first; stable
+        ordered = [float(costs[i]) for i in order]
         total = [torch.zeros_like(p) for p in self.params] if accumulate else None
         start, cap, cap_until = 0, n, 0
         while start < n:
-            size = min(self.controller.next_size(costs[start:]), n - start)
+            size = min(self.controller.next_size(ordered[start:]), n - start)
             if start < cap_until:
                 size = min(size, cap)
             stop = start + size
-            cost = float(sum(costs[start:stop]))
+            cost = size * max(ordered[start:stop])  # padded to its largest sample
             weight = size / n if accumulate else 1.0
             try:
                 with self.signal.step():
-                    loss = loss_of(start, stop)
+                    loss = loss_of(order[start:stop])
                     grads = torch.autograd.grad(loss * weight, self.params, allow_unused=True)
                     if total is not None:
                         for acc, g in zip(total, grads, strict=True):
@@ -113,6 +129,8 @@ class BudgetedTrainer:
             report.micro_batches += 1
             report.over_budget += int(reading.over_budget)
             report.peak_bytes = max(report.peak_bytes, reading.peak_bytes)
+            report.sizes.append(size)
+            report.peaks.append(reading.peak_bytes)
             report.loss += float(loss.detach()) * size / n
             if total is None:
                 report.optimizer_steps += 1

@@ -5,21 +5,27 @@ One interface, :class:`MemorySignal`, on every device, so the same controller
 
 - :class:`CudaMemory`: the CUDA caching allocator's own figures
   (``torch.cuda.memory_allocated``, ``max_memory_allocated``, ``memory_reserved``,
-  ``mem_get_info``), with an optional hard cap through
+  ``mem_get_info``), with an optional hard cap per step through
   ``torch.cuda.set_per_process_memory_fraction``: above it the allocator raises
   ``torch.OutOfMemoryError``.
-- :class:`TensorMemory`: the CPU analogue of ``max_memory_allocated``. While a step
-  runs, a ``TorchDispatchMode`` sees every operator's outputs and counts the bytes of
-  each new storage once; a weak reference frees them again when the storage dies. So
-  the peak is *measured*, from the allocations the step really makes (activations,
-  the tensors autograd saves, gradients, temporaries), not estimated from shapes. With
-  ``cap_bytes`` it raises ``torch.OutOfMemoryError`` at the allocation that crosses the
-  cap, as the CUDA allocator does, so one out-of-memory path serves both devices.
+- :class:`AllocatorMemory`: the CPU analogue of the CUDA allocator's figures. A small
+  C++ allocator (:file:`cpu_allocator.cpp`, compiled on first use like the C kernels,
+  :mod:`model.learn.native`) is installed as PyTorch's CPU allocator: it hands every
+  request to c10's own ``alloc_cpu`` and counts the bytes in use and their peak with
+  atomics, so every tensor allocation of the process is *measured* (activations, what
+  autograd saves, gradients, an operator's temporaries), at no measurable cost. With
+  ``cap_bytes`` it refuses the allocation that would take a step over the cap with
+  ``torch.OutOfMemoryError``, as the CUDA allocator does, so one out-of-memory path
+  serves both devices.
+- :class:`TensorMemory`: the same figures without a compiler, slower: while a step
+  runs, a ``TorchDispatchMode`` counts the bytes of each new storage an operator
+  returns, and a weak reference frees them when the storage dies (it sees operators'
+  outputs, not their internal temporaries).
 - :class:`ProcessMemory`: the process's resident set from ``/proc`` (current and peak),
   for the host side: a long run must not grow beyond one budget.
 
 >>> import torch
->>> signal = TensorMemory(budget_bytes=1 << 20)
+>>> signal = memory_signal("cpu", budget_bytes=1 << 20)
 >>> with signal.step():
 ...     x = torch.ones(1024, 64)  # 256 KiB
 ...     y = x * 2                 # another 256 KiB while both live
@@ -30,15 +36,32 @@ One interface, :class:`MemorySignal`, on every device, so the same controller
 
 from __future__ import annotations
 
+import ctypes
+import logging
+import os
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from model.learn import native
+
+log = logging.getLogger(__name__)
+ALLOCATOR_SOURCE = Path(__file__).with_name("cpu_allocator.cpp")
+_ALLOCATOR_SIGNATURES = {
+    "sml_install": (ctypes.c_int, []),
+    "sml_current": (ctypes.c_int64, []),
+    "sml_peak": (ctypes.c_int64, []),
+    "sml_reset_peak": (None, []),
+    "sml_set_cap": (None, [ctypes.c_int64]),
+}
 
 
 @dataclass(frozen=True)
@@ -118,10 +141,12 @@ class _AllocationCounter(TorchDispatchMode):
         self.used = 0
         self.peak = 0
 
-    def __torch_dispatch__(
-        self, func: Any, types: Any, args: Any = (), kwargs: Any = None
-    ) -> Any:
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor):  # the common case, without a tree walk
+            if out.device.type == "cpu":
+                self._note(out)
+            return out
         for leaf in pytree.tree_leaves(out):
             if isinstance(leaf, torch.Tensor) and leaf.device.type == "cpu":
                 self._note(leaf)
@@ -178,8 +203,98 @@ class TensorMemory(MemorySignal):
         return MemoryReading(counter.used, counter.peak, self.budget_bytes)
 
 
+def counting_allocator() -> ctypes.CDLL | None:
+    """The counting CPU allocator, built, loaded and installed once per process; None
+    without a C++ compiler, when the build fails, or with ``SML_NATIVE=0`` (the reason
+    is logged once)."""
+    global _ALLOCATOR, _ALLOCATOR_TRIED
+    with _ALLOCATOR_LOCK:
+        if not _ALLOCATOR_TRIED:
+            _ALLOCATOR_TRIED = True
+            _ALLOCATOR = _install_allocator()
+        return _ALLOCATOR
+
+
+_ALLOCATOR: ctypes.CDLL | None = None
+_ALLOCATOR_TRIED = False
+_ALLOCATOR_LOCK = threading.Lock()
+
+
+def _install_allocator() -> ctypes.CDLL | None:
+    if os.environ.get("SML_NATIVE", "1") == "0":
+        return None
+    here = Path(torch.__file__).parent
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    flags = (
+        "-O2",
+        "-shared",
+        "-fPIC",
+        "-std=c++17",
+        f"-I{here / 'include'}",
+        f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+        f"-DSML_TORCH_VERSION={torch.__version__}",  # a new torch, a new build
+    )
+    link = (f"-L{here / 'lib'}", "-lc10", f"-Wl,-rpath,{here / 'lib'}")
+    try:
+        path = native.build(ALLOCATOR_SOURCE, flags=flags, cxx=True, link=link)
+        lib = native.load(path, _ALLOCATOR_SIGNATURES)
+    except (OSError, RuntimeError) as err:
+        log.warning("counting CPU allocator unavailable, using TensorMemory: %s", err)
+        return None
+    if not lib.sml_install():
+        log.warning("PyTorch kept another CPU allocator; using TensorMemory")
+        return None
+    return lib
+
+
+class AllocatorMemory(MemorySignal):
+    """The counting CPU allocator's figures for one step (see the module doc).
+
+    Like CUDA's, they are the process's: tensors other threads allocate during the
+    step count too. ``used_bytes`` and ``peak_bytes`` are relative to the bytes in use
+    when the step began; ``cap_bytes`` caps what the step may add to them.
+    """
+
+    def __init__(self, budget_bytes: int | None = None, *, cap_bytes: int | None = None) -> None:
+        super().__init__(budget_bytes)
+        if cap_bytes is not None and cap_bytes <= 0:
+            msg = f"cap_bytes must be > 0 or None, got {cap_bytes!r}"
+            raise ValueError(msg)
+        lib = counting_allocator()
+        if lib is None:
+            msg = "the counting CPU allocator is not available (see counting_allocator)"
+            raise RuntimeError(msg)
+        self._lib = lib
+        self.cap_bytes = cap_bytes
+        self._base = 0
+
+    def in_use(self) -> int:
+        """Bytes of CPU tensors the process holds now."""
+        return int(self._lib.sml_current())
+
+    def _begin(self) -> None:
+        self._base = int(self._lib.sml_current())
+        self._lib.sml_reset_peak()
+        if self.cap_bytes is not None:
+            self._lib.sml_set_cap(self._base + self.cap_bytes)
+
+    def _end(self) -> MemoryReading:
+        self._lib.sml_set_cap(-1)
+        return MemoryReading(
+            used_bytes=int(self._lib.sml_current()) - self._base,
+            peak_bytes=max(0, int(self._lib.sml_peak()) - self._base),
+            budget_bytes=self.budget_bytes,
+        )
+
+
 class CudaMemory(MemorySignal):
-    """The CUDA allocator's figures for one device; ``cap_fraction`` sets a hard cap."""
+    """The CUDA allocator's figures for one device and one step.
+
+    ``cap_bytes`` caps what a step may add to the memory allocated when it began:
+    for the step, ``torch.cuda.set_per_process_memory_fraction`` is set to that total
+    (the caching allocator then frees cached blocks or raises
+    ``torch.OutOfMemoryError``), and put back afterwards.
+    """
 
     device_type = "cuda"
 
@@ -188,28 +303,35 @@ class CudaMemory(MemorySignal):
         device: torch.device | str = "cuda",
         budget_bytes: int | None = None,
         *,
-        cap_fraction: float | None = None,
+        cap_bytes: int | None = None,
     ) -> None:
         super().__init__(budget_bytes)
         self.device = torch.device(device)
         if self.device.type != "cuda":
             msg = f"CudaMemory needs a CUDA device, got {self.device!r}"
             raise ValueError(msg)
-        if cap_fraction is not None:
-            if not 0 < cap_fraction <= 1:
-                msg = f"cap_fraction must be in (0, 1], got {cap_fraction!r}"
-                raise ValueError(msg)
-            torch.cuda.set_per_process_memory_fraction(cap_fraction, self.device)
-        self.cap_fraction = cap_fraction
+        if cap_bytes is not None and cap_bytes <= 0:
+            msg = f"cap_bytes must be > 0 or None, got {cap_bytes!r}"
+            raise ValueError(msg)
+        self.cap_bytes = cap_bytes
         self._base = 0
+        self._fraction = 1.0
 
     def _begin(self) -> None:
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         self._base = torch.cuda.memory_allocated(self.device)
+        if self.cap_bytes is not None:
+            getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+            self._fraction = float(getter(self.device)) if getter else 1.0
+            total = torch.cuda.get_device_properties(self.device).total_memory
+            fraction = min(1.0, (self._base + self.cap_bytes) / total)
+            torch.cuda.set_per_process_memory_fraction(fraction, self.device)
 
     def _end(self) -> MemoryReading:
         torch.cuda.synchronize(self.device)
+        if self.cap_bytes is not None:
+            torch.cuda.set_per_process_memory_fraction(self._fraction, self.device)
         free, _total = torch.cuda.mem_get_info(self.device)
         return MemoryReading(
             used_bytes=torch.cuda.memory_allocated(self.device) - self._base,
@@ -268,13 +390,12 @@ def memory_signal(
     *,
     cap_bytes: int | None = None,
 ) -> MemorySignal:
-    """The signal for ``device``: :class:`CudaMemory` on CUDA (a cap becomes the
-    matching memory fraction), :class:`TensorMemory` elsewhere."""
+    """The signal for ``device``: :class:`CudaMemory` on CUDA, :class:`AllocatorMemory`
+    on the CPU, or
+    :class:`TensorMemory` where the counting allocator cannot be built."""
     device = torch.device(device)
     if device.type == "cuda":
-        fraction = None
-        if cap_bytes is not None:
-            total = torch.cuda.get_device_properties(device).total_memory
-            fraction = min(1.0, cap_bytes / total)
-        return CudaMemory(device, budget_bytes, cap_fraction=fraction)
+        return CudaMemory(device, budget_bytes, cap_bytes=cap_bytes)
+    if counting_allocator() is not None:
+        return AllocatorMemory(budget_bytes, cap_bytes=cap_bytes)
     return TensorMemory(budget_bytes, cap_bytes=cap_bytes)

@@ -94,18 +94,33 @@ def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
+def _cxx_compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+
+
 def build(
-    source: Path = SOURCE, directory: Path | None = None, flags: tuple[str, ...] = FLAGS
+    source: Path = SOURCE,
+    directory: Path | None = None,
+    flags: tuple[str, ...] = FLAGS,
+    *,
+    cxx: bool = False,
+    link: tuple[str, ...] = ("-lm",),
 ) -> Path:
-    """Compile ``source`` to a shared library (once per source, flags and machine)
-    and return its path; raises ``RuntimeError`` when it cannot be built."""
-    cc = _compiler()
+    """Compile ``source`` (C, or C++ with ``cxx``) to a shared library, once per
+    source, flags and machine, and return its path; raises ``RuntimeError`` when it
+    cannot be built. ``link``: what goes after the source on the command line."""
+    cc = _cxx_compiler() if cxx else _compiler()
     if cc is None:
-        msg = "no C compiler found (set CC, or install cc/gcc)"
+        kind = "C++" if cxx else "C"
+        msg = f"no {kind} compiler found (set {'CXX' if cxx else 'CC'}, or install gcc/g++)"
         raise RuntimeError(msg)
     code = source.read_bytes()
     tag = hashlib.sha256(
-        code + " ".join(flags).encode() + platform.machine().encode() + _cpu() + cc.encode()
+        code
+        + " ".join((*flags, *link)).encode()
+        + platform.machine().encode()
+        + _cpu()
+        + cc.encode()
     ).hexdigest()[:16]
     directory = directory or cache_dir() / "native"
     target = directory / f"{source.stem}-{tag}.so"
@@ -117,7 +132,7 @@ def build(
     try:
         try:
             done = subprocess.run(
-                [cc, *flags, "-o", tmp, str(source), "-lm"],
+                [cc, *flags, "-o", tmp, str(source), *link],
                 capture_output=True,
                 text=True,
                 check=False,

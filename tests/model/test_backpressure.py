@@ -64,7 +64,8 @@ def test_credit_based_admits_what_fits_and_probes_unseen_sizes() -> None:
     assert trace[0][0] == 1  # nothing measured yet: a probe
     assert all(peak <= BUDGET for _, peak in trace)  # no violation, burst included
     sizes = [size for size, _ in trace[5:]]
-    assert max(sizes) >= 150  # 90% of the budget at ~520 bytes per sample
+    # 178 fit in 90% of the budget; 400 waiting take 3 micro-batches of 134
+    assert max(sizes) >= 130
     assert controller.probes >= 1
 
 

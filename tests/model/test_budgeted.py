@@ -53,9 +53,13 @@ def _train(controller, signal=None, batches: int = 3) -> tuple[_SeqModel, list]:
     reports = []
     for _ in range(batches):
         reports.append(
-            trainer.fit([float(len(s)) for s in seqs], lambda a, b: model.loss(seqs[a:b], y[a:b]))
+            trainer.fit([float(len(s)) for s in seqs], lambda rows: _loss(model, seqs, y, rows))
         )
     return model, reports
+
+
+def _loss(model: _SeqModel, seqs: list[torch.Tensor], y: torch.Tensor, rows: list[int]):
+    return model.loss([seqs[i] for i in rows], y[rows])
 
 
 def _params(model: nn.Module) -> torch.Tensor:
@@ -82,13 +86,13 @@ def test_without_accumulation_every_micro_batch_is_a_step() -> None:
 
 def test_an_out_of_memory_error_splits_and_trains_on_every_sample() -> None:
     free, _ = _train(Unbounded(), batches=1)
-    seen: list[tuple[int, int]] = []
+    seen: list[list[int]] = []
     model = _SeqModel()
     seqs, y = _data()
 
-    def loss_of(a: int, b: int) -> torch.Tensor:
-        seen.append((a, b))
-        return model.loss(seqs[a:b], y[a:b])
+    def loss_of(rows: list[int]) -> torch.Tensor:
+        seen.append(list(rows))
+        return _loss(model, seqs, y, rows)
 
     probe = TensorMemory()
     with probe.step():
@@ -104,14 +108,12 @@ def test_an_out_of_memory_error_splits_and_trains_on_every_sample() -> None:
     report = trainer.fit([float(len(s)) for s in seqs], loss_of)
     assert report.ooms >= 2 and report.samples == 24
     assert report.peak_bytes <= cap
-    # a range completed when the next call starts where it stopped; they tile the batch
+    # a call failed when the next one retries from the same row; the rest cover the
+    # batch, every sample exactly once
     completed = [
-        (a, b)
-        for i, (a, b) in enumerate(seen)
-        if (i + 1 < len(seen) and seen[i + 1][0] == b) or (i + 1 == len(seen) and b == 24)
+        rows for i, rows in enumerate(seen) if i + 1 == len(seen) or seen[i + 1][0] != rows[0]
     ]
-    assert completed[0][0] == 0 and completed[-1][1] == 24
-    assert all(x[1] == y[0] for x, y in zip(completed, completed[1:], strict=False))
+    assert sorted(i for rows in completed for i in rows) == list(range(24))
     assert report.micro_batches == len(completed) and len(seen) == len(completed) + report.ooms
     # it accumulated, so the step equals the unbounded one without a cap
     torch.testing.assert_close(_params(model), _params(free), atol=1e-6, rtol=1e-5)
@@ -127,7 +129,7 @@ def test_a_single_sample_that_does_not_fit_is_an_error() -> None:
         TensorMemory(1000, cap_bytes=1000),
     )
     with pytest.raises(torch.OutOfMemoryError):
-        trainer.fit([1.0] * 4, lambda a, b: model.loss(seqs[a:b], y[a:b]))
+        trainer.fit([1.0] * 4, lambda rows: _loss(model, seqs, y, rows))
 
 
 def test_credit_accumulation_stays_under_budget_through_a_burst() -> None:
@@ -148,7 +150,7 @@ def test_credit_accumulation_stays_under_budget_through_a_burst() -> None:
         TensorMemory(budget),
     )
     reports = [
-        trainer.fit([float(len(s)) for s in seqs], lambda a, b, s=seqs: model.loss(s[a:b], y[a:b]))
+        trainer.fit([float(len(s)) for s in seqs], lambda rows, s=seqs: _loss(model, s, y, rows))
         for seqs in (short, short, short, long, long, short)
     ]
     assert sum(r.violations for r in reports) == 0

@@ -7,17 +7,25 @@ import pytest
 import torch
 
 from model.memory import (
+    AllocatorMemory,
     CudaMemory,
     MemoryReading,
     ProcessMemory,
     TensorMemory,
+    counting_allocator,
     is_out_of_memory,
     memory_signal,
 )
 
+needs_allocator = pytest.mark.skipif(
+    counting_allocator() is None, reason="no C++ compiler for the counting allocator"
+)
+CPU_SIGNALS = [pytest.param(AllocatorMemory, marks=needs_allocator), TensorMemory]
 
-def test_cpu_signal_moves_when_a_step_allocates() -> None:
-    signal = TensorMemory(budget_bytes=1 << 30)
+
+@pytest.mark.parametrize("kind", CPU_SIGNALS)
+def test_cpu_signal_moves_when_a_step_allocates(kind) -> None:
+    signal = kind(budget_bytes=1 << 30)
     with signal.step():
         pass
     assert signal.reading().peak_bytes == 0
@@ -30,8 +38,9 @@ def test_cpu_signal_moves_when_a_step_allocates() -> None:
     assert reading.used_bytes == y.untyped_storage().nbytes()  # x was freed inside
 
 
-def test_views_share_their_storage_and_count_once() -> None:
-    signal = TensorMemory()
+@pytest.mark.parametrize("kind", CPU_SIGNALS)
+def test_views_share_their_storage_and_count_once(kind) -> None:
+    signal = kind()
     with signal.step():
         x = torch.zeros(1024, 256)
         views = [x[i] for i in range(10)] + [x.t(), x.view(-1)]
@@ -39,10 +48,11 @@ def test_views_share_their_storage_and_count_once() -> None:
     del views
 
 
-def test_a_training_step_peak_grows_with_the_batch() -> None:
+@pytest.mark.parametrize("kind", CPU_SIGNALS)
+def test_a_training_step_peak_grows_with_the_batch(kind) -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(32, 256), torch.nn.ReLU(), torch.nn.Linear(256, 1))
-    signal = TensorMemory()
+    signal = kind()
     peaks = []
     for rows in (16, 64, 256):
         with signal.step():
@@ -52,14 +62,32 @@ def test_a_training_step_peak_grows_with_the_batch() -> None:
     assert peaks[0] < peaks[1] < peaks[2]
 
 
-def test_a_cap_refuses_like_an_allocator() -> None:
-    signal = TensorMemory(budget_bytes=1 << 20, cap_bytes=1 << 20)
+@pytest.mark.parametrize("kind", CPU_SIGNALS)
+def test_a_cap_refuses_like_an_allocator(kind) -> None:
+    signal = kind(budget_bytes=1 << 20, cap_bytes=1 << 20)
     with pytest.raises(torch.OutOfMemoryError) as info, signal.step():
-        torch.ones(512, 1024)  # 2 MiB
+        kept = torch.ones(128, 1024)  # 512 KiB fits
+        torch.ones(512, 1024)  # 2 MiB more does not
     assert is_out_of_memory(info.value)
     assert not is_out_of_memory(RuntimeError("other"))
-    assert signal.reading().peak_bytes >= 2 << 20
-    torch.ones(512, 1024)  # outside a step nothing counts, nothing refuses
+    assert signal.reading().peak_bytes >= 512 << 10
+    torch.ones(512, 1024)  # outside a step nothing refuses
+    del kept
+
+
+@needs_allocator
+def test_the_allocator_sees_temporaries_and_frees() -> None:
+    signal = AllocatorMemory()
+    before = signal.in_use()
+    with signal.step():
+        x = torch.randn(256, 256)
+        for _ in range(3):
+            x = torch.tanh(x @ x)  # each product a new temporary, the old one freed
+    reading = signal.reading()
+    assert reading.used_bytes == x.untyped_storage().nbytes()
+    assert reading.peak_bytes >= 2 * 256 * 256 * 4
+    del x
+    assert signal.in_use() == before
 
 
 def test_reading_headroom_and_over_budget() -> None:
@@ -82,7 +110,8 @@ def test_process_memory_sees_the_resident_set_grow() -> None:
 
 
 def test_factory_and_validation() -> None:
-    assert isinstance(memory_signal("cpu", 100), TensorMemory)
+    expected = AllocatorMemory if counting_allocator() is not None else TensorMemory
+    assert isinstance(memory_signal("cpu", 100), expected)
     with pytest.raises(ValueError, match="budget_bytes must be > 0"):
         TensorMemory(0)
     with pytest.raises(ValueError, match="cap_bytes"):
