@@ -20,7 +20,9 @@ sampler's sleep). Each module here removes one such cost without changing any re
 - :mod:`~runners.patches.side_inputs`: a windowed side input looked up by window,
   not scanned (streaming);
 - :mod:`~runners.patches.state_weight`: plain state weighed cheaply (bounded);
-- :mod:`~runners.patches.state_sampler`: state sampled every millisecond (bounded).
+- :mod:`~runners.patches.state_sampler`: state sampled every millisecond (bounded);
+- :mod:`~runners.patches.bundle_metrics`: every bundle's user metrics reported, not
+  only each worker thread's first bundle's (streaming; this one fixes a result).
 
 ("streaming": the legacy BundleBasedDirectRunner that :func:`runners.direct.direct_runner`
 picks for streaming pipelines; "bounded": the FnApiRunner it picks for the others.)
@@ -44,6 +46,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from runners.patches import (
+    bundle_metrics,
     dofn_specs,
     empty_bundles,
     finished_windows,
@@ -70,6 +73,7 @@ PATCHES: tuple[Patch, ...] = (
     known_windows.PATCH,
     state_weight.PATCH,
     state_sampler.PATCH,
+    bundle_metrics.PATCH,
 )
 
 __all__ = [

@@ -44,6 +44,7 @@ def _patched_attributes() -> dict[str, object]:
         "run_pipeline": vars(BundleBasedDirectRunner)["run_pipeline"],
         "get_deep_size": statecache.get_deep_size,
         "StateSampler.__init__": vars(statesampler.StateSampler)["__init__"],
+        "StateSampler.scoped_state": vars(statesampler.StateSampler)["scoped_state"],
         "_pvalue_to_value": vars(evaluation_context._SideInputsContainer)["_pvalue_to_value"],
         "known_windows": vars(trigger.MergeableStateAdapter)["known_windows"],
         "GroupAlsoByWindow.process_element": vars(
@@ -338,6 +339,37 @@ def test_empty_output_bundles_schedule_no_consumer_and_change_no_result():
     assert plain[:2] == patched[:2] == ([2, 4, 6, 8, 10], [1])
     assert plain[2]["odd"] >= len(bundles)  # Beam: the odd consumer ran for each bundle
     assert patched[2] == {"even": len(bundles), "odd": 1}  # patched: only for its one
+
+
+class _Counted(beam.DoFn):
+    def setup(self):
+        self.seen = beam.metrics.Metrics.counter("test", "seen")
+
+    def process(self, element):
+        self.seen.inc()
+        yield element
+
+
+def _counted(patched: bool, bundles: int) -> int:
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.testing.test_stream import TestStream
+
+    stream = TestStream()
+    for b in range(bundles):
+        stream = stream.add_elements(list(range(10))).advance_watermark_to(10 * (b + 1))
+    with patches.applied(streaming=True) if patched else _nothing():
+        p = beam.Pipeline(runner=direct_runner(streaming=True),
+                          options=direct_options(streaming=True))  # fmt: skip
+        _ = p | stream.advance_watermark_to_infinity() | beam.ParDo(_Counted())
+        result = p.run()
+        result.wait_until_finish()
+    (counter,) = result.metrics().query(MetricsFilter().with_name("seen"))["counters"]
+    return int(counter.committed)
+
+
+def test_every_bundles_metrics_are_reported_once_patched():
+    assert _counted(True, 10) == 100
+    assert _counted(False, 10) < 100  # Beam: a thread's later bundles are lost
 
 
 def test_state_sampler_wakes_often_enough_not_to_hold_up_bundle_ends():
