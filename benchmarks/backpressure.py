@@ -14,10 +14,12 @@ the same model on the same stream, in one run:
 - ``accumulate``: credit-based micro-batches accumulated into one step per batch;
 - ``accumulate_aimd``: AIMD micro-batches accumulated.
 
-One JSON line per strategy (``strategy``, ``samples_per_s``, ``violations`` =
-``ooms`` + ``over_budget``, ``peak_bytes``, ``final_loss`` on held-out sequences,
-``micro_batches``), one for the host memory of a long run of the best adaptive
-strategy, then the targets line. ``--output DIR`` writes ``backpressure.svg`` and
+The batches reach the trainer from a producer thread through the credit-based
+:class:`model.loader.BackpressuredLoader`. One JSON line per strategy (``strategy``,
+``samples_per_s``, ``violations`` = ``ooms`` + ``over_budget``, ``peak_bytes``,
+``final_loss`` on held-out sequences, ``micro_batches``), one for the loader's queue
+under ``accumulate``, one for the host memory of a long run of ``accumulate``, then
+the targets line. ``--output DIR`` writes ``backpressure.svg`` and
 ``report.html`` there.
 
     python benchmarks/backpressure.py
@@ -53,6 +55,7 @@ from model.backpressure import (
 )
 from model.budgeted import BudgetedTrainer
 from model.device import resolve_device
+from model.loader import BackpressuredLoader
 from model.memory import MemorySignal, memory_signal, resident_bytes
 from pipelines import svg
 
@@ -167,8 +170,14 @@ def train(
     trace: dict[str, list[float]] = {"peak": [], "size": []}
     totals = {"samples": 0, "ooms": 0, "over_budget": 0, "micro_batches": 0, "steps": 0}
     peak, seconds = 0, 0.0
-    for b in range(batches or stream.batches):
-        seqs, y = stream.batch(b % stream.batches)
+    count = batches or stream.batches
+    # the batches come from a producer thread through the credit-based loader
+    loader = BackpressuredLoader(
+        (stream.batch(b % stream.batches) for b in range(count)),
+        max_bytes=signal.budget_bytes or 1 << 26,
+        sizeof=lambda item: sum(s.nbytes for s in item[0]) + item[1].nbytes,
+    )
+    for b, (seqs, y) in enumerate(loader):
         targets = torch.from_numpy(y).to(device)
 
         def loss_of(rows: list[int], seqs: list[np.ndarray] = seqs,
@@ -205,7 +214,14 @@ def train(
         "optimizer_steps": totals["steps"],
         "seconds": round(seconds, 3),
     }
-    return {"line": line, "trace": trace}
+    stats = loader.stats
+    queue = {"measure": "loader", "strategy": name, "items": stats.items,
+             "max_depth": stats.max_depth, "mean_depth": round(stats.mean_depth, 2),
+             "last_depth_limit": stats.depth_limits[-1] if stats.depth_limits else 0,
+             "peak_bytes_in_flight": stats.peak_bytes_in_flight,
+             "producer_blocked_s": round(stats.producer_blocked_s, 3),
+             "consumer_wait_s": round(stats.consumer_wait_s, 3)}  # fmt: skip
+    return {"line": line, "trace": trace, "loader": queue}
 
 
 def measure_budget(stream: Stream, device: torch.device, factor: float) -> int:
@@ -346,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = min(tries, key=lambda r: r["line"]["seconds"])
         line = {**results[name]["line"], "device": str(device), "tries": len(tries)}
         print(json.dumps(line), flush=True)
+    if "accumulate" in results:
+        print(json.dumps(results["accumulate"]["loader"]), flush=True)
     host = None
     if args.long_batches:
         host = host_memory(stream, budget, cap, device, args.long_batches)

@@ -88,11 +88,43 @@ class BudgetedTrainer:
     ) -> BatchReport:
         """Train on one batch of ``len(costs)`` samples; ``loss_of(rows)`` is the mean
         loss of the samples at the indices ``rows``."""
+        accumulate = self.controller.accumulate
+        report, total = self._run(costs, loss_of, accumulate, 1.0)
+        if total is not None:
+            self._apply(total)
+            report.optimizer_steps += 1
+        return report
+
+    def accumulate(
+        self,
+        costs: Sequence[float],
+        loss_of: Callable[[list[int]], torch.Tensor],
+        scale: float = 1.0,
+    ) -> BatchReport:
+        """Add ``scale`` times the gradient of the batch's mean loss to each
+        parameter's ``.grad``, in micro-batches, without an optimizer step (the caller
+        steps when it will: an online learner's step is its own). Whatever the
+        controller, the micro-batches accumulate: memory changes, the gradient not."""
+        report, total = self._run(costs, loss_of, True, scale)
+        if total is not None:
+            for p, g in zip(self.params, total, strict=True):
+                if p.grad is None:
+                    p.grad = g
+                else:
+                    p.grad.add_(g)
+        return report
+
+    def _run(
+        self,
+        costs: Sequence[float],
+        loss_of: Callable[[list[int]], torch.Tensor],
+        accumulate: bool,
+        scale: float,
+    ) -> tuple[BatchReport, list[torch.Tensor] | None]:
         n = len(costs)
         report = BatchReport(samples=n)
         if n == 0:
-            return report
-        accumulate = self.controller.accumulate
+            return report, None
         order = list(range(n))
         if accumulate and self.group_by_cost:
             order.sort(key=lambda i: -costs[i])  # largest first; stable
@@ -105,7 +137,7 @@ class BudgetedTrainer:
                 size = min(size, cap)
             stop = start + size
             cost = size * max(ordered[start:stop])  # padded to its largest sample
-            weight = size / n if accumulate else 1.0
+            weight = scale * size / n if accumulate else scale
             try:
                 with self.signal.step():
                     loss = loss_of(order[start:stop])
@@ -135,10 +167,7 @@ class BudgetedTrainer:
             if total is None:
                 report.optimizer_steps += 1
             start = stop
-        if total is not None:
-            self._apply(total)
-            report.optimizer_steps += 1
-        return report
+        return report, total
 
     def _apply(self, grads: Sequence[torch.Tensor | None]) -> None:
         for p, g in zip(self.params, grads, strict=True):

@@ -8,6 +8,10 @@
 - a CUDA out-of-memory error splits the pass in halves and retries, lowers the
   controller's ceiling, and never drops a row (a single row that does not fit is an
   error, not a silent loss);
+- with ``memory`` (:class:`model.memory_control.MemoryControl`), a memory controller
+  sizes the passes too (never above the latency controller's size), each pass is
+  measured against the budget, and the same split serves its out-of-memory errors
+  (on the CPU too, under a cap);
 - :meth:`TorchModelHandler.swap` loads a newer version; outputs say which version
   scored them.
 
@@ -32,6 +36,8 @@ from torch import nn
 from model.artifact import ModelArtifact
 from model.batching import AdaptiveBatchSize
 from model.device import HostStaging, resolve_device
+from model.memory import is_out_of_memory
+from model.memory_control import MemoryControl
 from model.process_cache import PROCESS_CACHE
 
 
@@ -94,8 +100,10 @@ class TorchModelHandler:
         batching: AdaptiveBatchSize | None = None,
         compile: bool | str = False,
         staging: HostStaging | None = None,
+        memory: MemoryControl | None = None,
     ) -> None:
         self.device = resolve_device(device)
+        self.memory = memory
         self.batching = batching or AdaptiveBatchSize()
         self._compile = compile
         self.staging = staging or HostStaging(self.device)
@@ -117,6 +125,8 @@ class TorchModelHandler:
     def predict(self, features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class and its probability for every row, in row order."""
         x = torch.as_tensor(features)
+        if self.memory is not None:
+            return self._predict_controlled(x)
         preds, scores = [], []
         start = 0
         while start < len(x):
@@ -130,16 +140,32 @@ class TorchModelHandler:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         return np.concatenate(preds), np.concatenate(scores)
 
+    def _predict_controlled(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        assert self.memory is not None
+        parts = self.memory.run(
+            len(x),
+            lambda a, b: self._forward(x[a:b]),
+            limit=lambda: self.batching.size,
+            on_oom=self._out_of_memory,
+        )
+        self.stats.rows += len(x)
+        if not parts:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _out_of_memory(self, rows: int) -> None:
+        self.stats.oom_splits += 1
+        self.batching.on_oom(rows)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def _forward_or_split(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         try:
             return self._forward(x)
-        except torch.cuda.OutOfMemoryError:
-            if len(x) <= 1:
+        except Exception as error:
+            if not is_out_of_memory(error) or len(x) <= 1:
                 raise
-            self.stats.oom_splits += 1
-            self.batching.on_oom(len(x))
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            self._out_of_memory(len(x))
             half = len(x) // 2
             a = self._forward_or_split(x[:half])
             b = self._forward_or_split(x[half:])

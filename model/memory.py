@@ -51,8 +51,6 @@ import torch
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from model.learn import native
-
 log = logging.getLogger(__name__)
 ALLOCATOR_SOURCE = Path(__file__).with_name("cpu_allocator.cpp")
 _ALLOCATOR_SIGNATURES = {
@@ -223,6 +221,8 @@ _ALLOCATOR_LOCK = threading.Lock()
 def _install_allocator() -> ctypes.CDLL | None:
     if os.environ.get("SML_NATIVE", "1") == "0":
         return None
+    from model.learn import native  # here: model.learn imports the handler, which us
+
     here = Path(torch.__file__).parent
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     flags = (

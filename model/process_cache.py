@@ -136,6 +136,6 @@ class ProcessCache:
         return self._of(kind).capacity
 
 
-# Built modules by artifact fingerprint and device; batch-size controllers by step;
-# live learners by (step, model key).
-PROCESS_CACHE = ProcessCache({"module": 8, "batch_size": 256, "learner": 64})
+# Built modules by artifact fingerprint and device; batch-size controllers and memory
+# controls by step; live learners by (step, model key).
+PROCESS_CACHE = ProcessCache({"module": 8, "batch_size": 256, "memory": 256, "learner": 64})

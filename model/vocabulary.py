@@ -101,6 +101,12 @@ class Metric:
     EVALUATED_PANES = "evaluated_panes"
     LABELS_REJECTED = "labels_rejected"
     KAFKA_RECORDS_OUT = "kafka_records_out"  # prediction rows committed to a Kafka topic
+    # memory control (model.memory_control): measured passes or micro-batches, those
+    # over the budget, out-of-memory errors split, and the peak bytes of each
+    MEMORY_STEPS = "memory_steps"
+    MEMORY_OVER_BUDGET = "memory_over_budget"
+    MEMORY_OOMS = "memory_ooms"
+    MEMORY_PEAK_BYTES = "memory_peak_bytes"
 
 
 # -- panes -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import yaml
 
 from model import batch as mb
 from model.learn.learner import LearnerConfig
+from model.memory_control import MemoryConfig, parse_bytes
 from model.online.config import OnlineConfig
 from model.streams import tfrecord, topics
 from model.streams.csv_parse import (
@@ -289,6 +290,14 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             accumulating=args.accumulating,
         ),
     )
+    memory = _section(
+        "--backpressure/--memory-budget/--memory-cap",
+        lambda: MemoryConfig(
+            args.backpressure,
+            None if args.memory_budget is None else parse_bytes(args.memory_budget),
+            None if args.memory_cap is None else parse_bytes(args.memory_cap),
+        ),
+    )
     learner = _section(
         "--optimizer/--lr/--standardize/--replay-size/--ewc-lambda/--learner-device",
         lambda: LearnerConfig(
@@ -299,6 +308,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             standardize=args.standardize,
             device=args.learner_device,
             seed=args.seed,
+            memory=memory,
         ),
     )
     online = _section(
@@ -346,6 +356,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
                 args.batch_size / args.rate if args.early_after and args.streaming else None
             ),
             device=args.device,
+            memory=memory,
             seed=args.seed,
             num_classes=times.num_classes,
             max_classes=args.max_classes,

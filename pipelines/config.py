@@ -12,6 +12,7 @@ import apache_beam as beam
 from torch import nn
 
 from model.drift import DETECTORS
+from model.memory_control import MemoryConfig
 from model.mlp import MLPClassifier
 from model.online.config import OnlineConfig
 from model.streams import tfrecord
@@ -62,6 +63,8 @@ class PipelineConfig:
     watermark_interval_s: float = 0.0
     processing_time_per_chunk_s: float | None = None
     device: str = "auto"
+    # memory control of scoring and learning (--backpressure, --memory-budget)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     hidden: tuple[int, ...] = (32,)
     warmup_events: int = 2_000
     seed: int = 0

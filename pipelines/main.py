@@ -33,7 +33,7 @@ from pipelines.cli import (
     parse_args,
 )
 from pipelines.config import PipelineConfig, csv_format, input_features
-from pipelines.summary import RunSummary, counters
+from pipelines.summary import RunSummary, counters, memory_figures
 from runners import patches
 from runners.direct import direct_options, direct_runner
 from runners.direct import run as direct_run
@@ -170,6 +170,8 @@ def _run(
     )
     if figures is not None:
         summary = dataclasses.replace(summary, flink=dataclasses.asdict(figures))
+    if cfg.memory.enabled:
+        summary = dataclasses.replace(summary, memory=memory_figures(result, cfg.memory))
     if cfg.kafka_sink_topic is not None and not restored:  # (a restore restarts counters)
         summary = dataclasses.replace(
             summary, kafka_out=counters(result).get(Metric.KAFKA_RECORDS_OUT, 0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from model.backpressure import STRATEGIES
 from pipelines.config import PIPELINES
 
 DOC = """Run a streaming ML pipeline end to end and print a summary.
@@ -67,6 +68,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--device", default="auto", help="torch device for scoring: auto, cpu, cuda, cuda:N"
+    )
+    run.add_argument(
+        "--backpressure",
+        default="unbounded",
+        choices=STRATEGIES,
+        help="how scoring and (autograd) learning size their passes against "
+        "--memory-budget: unbounded (as they come; an out-of-memory error splits), fixed, "
+        "aimd, pid (on the headroom), credit (bytes handed out as credits, learned from "
+        "measured steps) or accumulate (credit, with the micro-batches of a learning step "
+        "accumulated: the same gradient in less memory). On Flink, Flink's own "
+        "backpressure acts upstream; the summary shows both",
+    )
+    run.add_argument(
+        "--memory-budget",
+        metavar="SIZE",
+        help="memory a pass or micro-batch may take (e.g. 512M, 2G): measured on the "
+        "device (CUDA's allocator, or on the CPU a counting allocator); every step over "
+        "it is counted in the summary",
+    )
+    run.add_argument(
+        "--memory-cap",
+        metavar="SIZE",
+        help="a hard cap per step where the allocator refuses (out-of-memory), for "
+        "trying the out-of-memory path on a machine with more memory",
     )
     run.add_argument("--seed", type=int, default=0, help="seed for data and model")
     run.add_argument("--json", action="store_true", help="also print the summary as JSON")

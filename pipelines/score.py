@@ -50,7 +50,9 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     """Add the scoring pipeline to ``pipeline``."""
     source = read_source(pipeline, cfg)
     windowed = source.batches | "Window" >> EventTimeWindow(cfg.window, cfg.trigger)
-    scored = windowed.batches | "Score" >> StreamingInference(initial_model(cfg), device=cfg.device)
+    scored = windowed.batches | "Score" >> StreamingInference(
+        initial_model(cfg), device=cfg.device, memory=cfg.memory
+    )
     stats = scored | "WindowStats" >> WindowStats()
     dead = (source.dead_letter, windowed.dropped) | "AllDeadLetters" >> beam.Flatten()
     write_outputs(cfg, scored, stats, dead)

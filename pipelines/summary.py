@@ -22,6 +22,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
 from model import vocabulary as v
+from model.memory_control import MemoryConfig
 from model.stats import STATS_SCHEMA
 from model.streams.time_scale import utc
 from model.vocabulary import NAMESPACE, Metric, Pane, Stage
@@ -52,6 +53,56 @@ def counters(result: PipelineResult) -> dict[str, int]:
         value = c.committed if c.committed is not None else c.attempted
         values[c.key.metric.name] = values.get(c.key.metric.name, 0) + int(value or 0)
     return values
+
+
+def memory_figures(result: PipelineResult, config: MemoryConfig) -> dict[str, Any]:
+    """Memory control's figures from the run's metrics (``memory_*``), with the
+    strategy and budget they were measured against."""
+    figures: dict[str, Any] = {
+        "strategy": config.strategy,
+        "budget_bytes": config.budget_bytes,
+        "steps": 0,
+        "over_budget": 0,
+        "ooms": 0,
+        "peak_bytes": 0,
+    }
+    names = {
+        Metric.MEMORY_STEPS: "steps",
+        Metric.MEMORY_OVER_BUDGET: "over_budget",
+        Metric.MEMORY_OOMS: "ooms",
+    }
+    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    for c in query["counters"]:
+        if c.key.metric.name in names:
+            value = c.committed if c.committed is not None else c.attempted
+            figures[names[c.key.metric.name]] += int(value or 0)
+    for d in query["distributions"]:
+        if d.key.metric.name == Metric.MEMORY_PEAK_BYTES:
+            value = d.committed if d.committed is not None else d.attempted
+            if value is not None and value.count:
+                figures["peak_bytes"] = max(figures["peak_bytes"], int(value.max))
+    return figures
+
+
+def memory_line(m: dict[str, Any]) -> str:
+    budget = "no budget" if m["budget_bytes"] is None else f"budget {_size(m['budget_bytes'])}"
+    if not m["steps"] and not m["ooms"]:
+        return (
+            f"memory           {m['strategy']}, {budget}: nothing measured (no pass ran "
+            "through torch: the fused MLP kernel learns in its own buffers)"
+        )
+    return (
+        f"memory           {m['strategy']}, {budget}: {m['steps']:,} measured passes, "
+        f"{m['over_budget']:,} over budget, {m['ooms']:,} out-of-memory, "
+        f"peak {_size(m['peak_bytes'])}"
+    )
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} B"
 
 
 SHOWN_WINDOWS = 48  # window lines the summary prints at most
@@ -167,6 +218,7 @@ class RunSummary:
     flink: dict[str, Any] | None = None  # a standalone cluster's figures (runners.flink.rest)
     predictions_repeated: int = 0  # rows a replay after a restore wrote again
     anomalies: int | None = None  # the anomaly pipeline's alarms (is_anomaly rows)
+    memory: dict[str, Any] | None = None  # memory control's figures (memory_figures)
 
     @classmethod
     def from_outputs(
@@ -268,6 +320,7 @@ class RunSummary:
                 if self.kafka_out is None
                 else [f"to Kafka         {self.kafka_out:>12,}  (predictions, committed)"]
             ),
+            *([] if self.memory is None else [memory_line(self.memory)]),
             *([] if self.flink is None else JobFigures(**self.flink).lines()),
             *(f"note: {n}" for n in self.notes),
             *self.window_lines(),

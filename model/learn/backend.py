@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, Generic, Literal
 
 import numpy as np
@@ -176,6 +177,24 @@ class AutogradBackend(Backend[torch.Tensor]):
     def step(self) -> None:
         self.optimizer.step()
         self.optimizer.zero_grad()
+
+    def loss_of(
+        self, inputs: np.ndarray, targets: np.ndarray
+    ) -> Callable[[list[int]], torch.Tensor]:
+        """The mean cross-entropy of the rows at given indices of ``inputs`` (already
+        scaled): what a memory-budgeted trainer takes in micro-batches."""
+        if not self.module.training:
+            self.module.train()
+        xt = _tensor(inputs)
+        yt = torch.from_numpy(targets)
+
+        def loss(rows: list[int]) -> torch.Tensor:
+            index = torch.as_tensor(rows)
+            x = xt.index_select(0, index).to(self.device, non_blocking=True)
+            y = yt.index_select(0, index).to(self.device, non_blocking=True)
+            return self.loss_fn(self.module(x), y)
+
+        return loss
 
     def predict(self, x: np.ndarray, scaler: RunningScaler | None) -> Classified:
         if scaler is not None:

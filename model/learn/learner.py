@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from model.device import resolve_device
-from model.learn.backend import Backend, Classified, make_backend
+from model.learn.backend import AutogradBackend, Backend, Classified, make_backend
 from model.learn.ewc import OnlineEWC
 from model.learn.native import label_error
 from model.learn.optim_import import skip_dynamo_import
@@ -63,6 +63,7 @@ from model.learn.replay import Reservoir
 from model.learn.scaler import RunningScaler
 from model.learn.standardized import Standardized, StandardizedFactory
 from model.learn.state_bytes import dumps_state, loads_state
+from model.memory_control import MemoryConfig, MemoryControl
 
 # dumps_state, loads_state, Standardized and StandardizedFactory were defined here
 # before they had modules of their own: importing them from here keeps working.
@@ -93,6 +94,7 @@ class LearnerConfig:
     kernel: Literal["auto", "autograd", "fused"] = "auto"
     device: str = "cpu"
     seed: int = 0
+    memory: MemoryConfig = MemoryConfig()
 
     def __post_init__(self) -> None:
         resolve_device(self.device)  # a ValueError naming the problem
@@ -146,6 +148,12 @@ class IncrementalLearner:
             self.config.ewc_lambda, self.config.ewc_decay, self.config.ewc_every
         )
         self.scaler = RunningScaler() if self.config.standardize else None
+        # a memory budget splits a step into accumulated micro-batches (autograd only:
+        # the fused kernel's memory is a scratch buffer sized by the batch, in numpy)
+        self.memory: MemoryControl | None = None
+        if self.config.memory.enabled and isinstance(self.backend, AutogradBackend):
+            self.memory = self.config.memory.build(self.device)
+            self._budgeted = self.memory.trainer(params, self.optimizer)
         self._wrapper: Standardized | None = None  # what export() returns, reused
         self.samples = 0
         self.batches = 0
@@ -239,15 +247,33 @@ class IncrementalLearner:
         replayed = self.replay.sample(self.config.replay_batch)
         if replayed is not None:
             rows, targets = np.concatenate([x, replayed[0]]), np.concatenate([y, replayed[1]])
-        classified, loss = self.backend.forward_backward(
-            x, rows, targets, 1.0 / self.config.accumulate, self.scaler
-        )
+        if self.memory is not None and isinstance(self.backend, AutogradBackend):
+            classified, loss = None, self._budgeted_backward(x, rows, targets)
+        else:
+            classified, loss = self.backend.forward_backward(
+                x, rows, targets, 1.0 / self.config.accumulate, self.scaler
+            )
         self.batches += 1
         if self.batches % self.config.accumulate == 0:
             self._step()
         self.replay.add(x, y)  # raw rows: replay is rescaled when sampled
         self.samples += len(x)
         return classified, loss
+
+    def _budgeted_backward(self, x: np.ndarray, rows: np.ndarray, targets: np.ndarray) -> float:
+        """:meth:`Backend.forward_backward` in micro-batches the memory controller
+        sizes, accumulated: the same gradient, less memory at once."""
+        assert self.memory is not None and isinstance(self.backend, AutogradBackend)
+        inputs = rows if self.scaler is None else self.scaler.scale_and_fold(x, rows)
+        report = self._budgeted.accumulate(
+            [1.0] * len(inputs),
+            self.backend.loss_of(inputs, targets),
+            scale=1.0 / self.config.accumulate,
+        )
+        self.memory.figures.add(
+            report.micro_batches, report.ooms, report.over_budget, report.peak_bytes
+        )
+        return report.loss
 
     def _step(self) -> None:
         """The optimizer step on the accumulated gradient, then EWC's (the squared

@@ -45,6 +45,7 @@ from model.drift import DETECTORS, WARNING_DETECTORS
 from model.learn.grow import grow_snapshot, output_classes
 from model.learn.learner import IncrementalLearner, dumps_state, loads_state
 from model.learn.standardized import StandardizedFactory
+from model.memory_control import MemoryFigures
 from model.online.book import MS, Book, entry_batch
 from model.online.config import OnlineConfig, WindowGrid
 from model.stats import StatsTable, by_window, stats_of, stats_rows, window_stats_rows
@@ -159,6 +160,14 @@ class OnlineStep:
         self._state: _ModelState | None = None  # None: not read yet (built on demand)
         self._learner: IncrementalLearner | None = None
         self._model_bytes: bytes | None = None  # what _state was restored from / saved as
+
+    def memory_figures(self) -> MemoryFigures | None:
+        """What the learner's memory control measured since the last call (None
+        without a budget, or before a model was built)."""
+        learner = self._learner
+        if learner is None or learner.memory is None:
+            return None
+        return learner.memory.figures.drain()
 
     # -- the API a runner's stateful step calls -----------------------------------
     def on_batch(self, batch: pa.RecordBatch) -> tuple[bytes, int | None]:

@@ -17,9 +17,12 @@ prediction rows: ``key``, ``event_time``, ``event_id`` and ``label`` when presen
   model trained through window k scores window k+1, deterministically. A few recent
   versions stay loaded, so a late element is still scored by its own window's model.
   Every row says which version scored it; none is dropped or scored twice.
+- **Memory control** (``memory``, :class:`model.memory_control.MemoryConfig`): a
+  memory controller sizes the passes too, each measured against a budget.
 - **Metrics** (namespace ``streaming_ml``): ``rows_scored``, ``batch_size`` and
   ``batch_latency_ms`` per forward pass, ``model_version`` (gauge), ``model_load_ms``,
-  ``oom_splits``.
+  ``oom_splits``; under memory control ``memory_steps``, ``memory_over_budget``,
+  ``memory_ooms``, ``memory_peak_bytes``.
 """
 
 from __future__ import annotations
@@ -40,9 +43,12 @@ from apache_beam.utils.windowed_value import WindowedValue
 from model import batch as mb
 from model.artifact import ModelArtifact
 from model.batching import AdaptiveBatchSize
+from model.device import resolve_device
 from model.handler import TorchModelHandler
+from model.memory_control import MemoryConfig, MemoryControl
 from model.process_cache import PROCESS_CACHE
 from model.vocabulary import NAMESPACE, Metric
+from transforms.inference.memory_metrics import MemoryMetrics
 from transforms.io.model_store import read_path, version_of_path
 
 ModelUpdate = ModelArtifact | str | ModelMetadata
@@ -80,16 +86,25 @@ class _InferenceDoFn(beam.DoFn):
         batching: AdaptiveBatchSize,
         resident_versions: int,
         compile: bool | str,
+        memory: MemoryConfig,
     ) -> None:
         self._initial = artifact
         self._device = device
         self._batching_cfg = batching
         self._resident = resident_versions
         self._compile = compile
+        self._memory_cfg = memory
         self._token = uuid.uuid4().hex  # survives pickling: names this step
 
     def setup(self) -> None:
         self._metrics = _Metrics()
+        self._memory_metrics = MemoryMetrics()
+        # like the batch size, one memory control per step in this process
+        self._memory: MemoryControl | None = None
+        if self._memory_cfg.enabled:
+            self._memory = PROCESS_CACHE.get_or_build(
+                "memory", self._token, lambda: self._memory_cfg.build(resolve_device(self._device))
+            )
         # One controller per step in this process (PROCESS_CACHE): a runner that sets
         # up a fresh DoFn copy per bundle must not restart it from its initial size;
         # copies of one step in other threads share it, as they share the device.
@@ -109,7 +124,11 @@ class _InferenceDoFn(beam.DoFn):
         handler = self._handlers.get(artifact.version)
         if handler is None:
             handler = TorchModelHandler(
-                artifact, self._device, batching=self._batching, compile=self._compile
+                artifact,
+                self._device,
+                batching=self._batching,
+                compile=self._compile,
+                memory=self._memory,
             )
             self._load_ms.append(round(handler.stats.load_seconds * 1000))
             self._handlers[artifact.version] = handler
@@ -188,6 +207,8 @@ class _InferenceDoFn(beam.DoFn):
         if handler.stats.oom_splits:
             self._metrics.ooms.inc(handler.stats.oom_splits)
             handler.stats.oom_splits = 0
+        if self._memory is not None:
+            self._memory_metrics.report(self._memory.figures.drain())
 
 
 class _InferenceWithUpdatesDoFn(_InferenceDoFn):
@@ -224,6 +245,7 @@ class StreamingInference(beam.PTransform):
         batching: AdaptiveBatchSize | None = None,
         resident_versions: int = 3,
         compile: bool | str = False,
+        memory: MemoryConfig | None = None,
     ) -> None:
         super().__init__()
         if resident_versions <= 0:
@@ -231,7 +253,12 @@ class StreamingInference(beam.PTransform):
             raise ValueError(msg)
         fn_class = _InferenceDoFn if updates is None else _InferenceWithUpdatesDoFn
         self._fn = fn_class(
-            artifact, device, batching or AdaptiveBatchSize(), resident_versions, compile
+            artifact,
+            device,
+            batching or AdaptiveBatchSize(),
+            resident_versions,
+            compile,
+            memory or MemoryConfig(),
         )
         self._updates = updates
 

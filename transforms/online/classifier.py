@@ -91,6 +91,6 @@ class OnlineClassifier(beam.PTransform):
         updates = training | "Train" >> trainer
         initial = ModelArtifact.from_module(self._factory(), 0, factory=self._factory)
         scored = batches | "Score" >> StreamingInference(
-            initial, device=self._device, updates=updates
+            initial, device=self._device, updates=updates, memory=self._config.learner.memory
         )
         return OnlineOut(scored, updates, scored | "WindowStats" >> WindowStats())

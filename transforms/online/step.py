@@ -43,6 +43,7 @@ from model.online.config import WindowGrid
 from model.online.step import OnlineStep, StepSnapshot
 from model.process_cache import PROCESS_CACHE
 from model.vocabulary import NAMESPACE, Metric
+from transforms.inference.memory_metrics import MemoryMetrics
 from transforms.window.spec import FramedWindows, window_size_us
 
 ONE_MODEL = ""  # the state key of the one model of a step that is not per key
@@ -125,6 +126,7 @@ class OnlineStepDoFn(beam.DoFn):
         self._learned = beam.metrics.Metrics.counter(NAMESPACE, Metric.SAMPLES_LEARNED)
         self._versions = beam.metrics.Metrics.counter(NAMESPACE, Metric.MODEL_VERSIONS)
         self._adaptations = beam.metrics.Metrics.counter(NAMESPACE, Metric.ADAPTATIONS)
+        self._memory = MemoryMetrics()
 
     def process(
         self,
@@ -168,6 +170,7 @@ class OnlineStepDoFn(beam.DoFn):
         book.write(snapshot.book)
         if result.learned:
             model.write(snapshot.model)
+        self._memory.report(step.memory_figures())
         PROCESS_CACHE.put("learner", (self._token, key), step)
         if not result.learned:
             return

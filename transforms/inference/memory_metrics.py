@@ -1,0 +1,32 @@
+"""Beam metrics of memory control (:mod:`model.memory_control`), for the steps that
+score or learn under a budget: counters of measured steps, steps over the budget
+and out-of-memory errors, and a distribution of each report's peak bytes (its
+maximum is the run's peak)."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from model.memory_control import MemoryFigures
+from model.vocabulary import NAMESPACE, Metric
+
+
+class MemoryMetrics:
+    """Made in a DoFn's ``setup``; :meth:`report` what a control's figures drained."""
+
+    def __init__(self) -> None:
+        m = beam.metrics.Metrics
+        self.steps = m.counter(NAMESPACE, Metric.MEMORY_STEPS)
+        self.over_budget = m.counter(NAMESPACE, Metric.MEMORY_OVER_BUDGET)
+        self.ooms = m.counter(NAMESPACE, Metric.MEMORY_OOMS)
+        self.peak = m.distribution(NAMESPACE, Metric.MEMORY_PEAK_BYTES)
+
+    def report(self, figures: MemoryFigures | None) -> None:
+        if figures is None or not (figures.steps or figures.ooms):
+            return
+        self.steps.inc(figures.steps)
+        if figures.over_budget:
+            self.over_budget.inc(figures.over_budget)
+        if figures.ooms:
+            self.ooms.inc(figures.ooms)
+        self.peak.update(figures.peak_bytes)
