@@ -2,8 +2,8 @@
 
 A small Transformer regressor trains on a stream of batches of variable-length
 sequences (padded per micro-batch, masked) whose lengths burst to 10x for a few
-batches at a time, under a memory budget measured per step (on the CPU by
-:class:`model.memory.TensorMemory`, on CUDA by the allocator) with a hard cap above
+batches at a time, under a memory budget measured per step (on the CPU by the counting allocator,
+:class:`model.memory.AllocatorMemory`, on CUDA by CUDA's) with a hard cap above
 it where the allocator refuses (out-of-memory). Every strategy trains a fresh copy of
 the same model on the same stream, in one run:
 

@@ -167,9 +167,11 @@ class AIMD(_SampleSized):
 class PIDHeadroom(_SampleSized):
     """A PID loop on ``log(size)`` that holds the headroom at ``setpoint``.
 
-    The error is ``headroom - setpoint`` (positive: room to grow); the output, in
-    velocity form, is added to ``log(size)``. An out-of-memory error halves the size
-    and clears the integral (anti-windup).
+    The error is ``headroom - setpoint`` (positive: room to grow), clipped to [-1, 1];
+    in velocity form the change of ``log(size)`` per step is
+    ``kp (e - e1) + ki e + kd (e - 2 e1 + e2)`` (e1, e2: the errors one and two steps
+    before), so there is no integral to wind up. An out-of-memory error halves the
+    size.
     """
 
     name = "pid"
@@ -179,9 +181,9 @@ class PIDHeadroom(_SampleSized):
         budget_bytes: int,
         *,
         setpoint: float = 0.25,
-        kp: float = 1.0,
-        ki: float = 0.2,
-        kd: float = 0.1,
+        kp: float = 0.5,
+        ki: float = 0.5,
+        kd: float = 0.05,
         initial: int = 8,
         min_size: int = 1,
         max_size: int = 4096,
@@ -193,24 +195,23 @@ class PIDHeadroom(_SampleSized):
         self.budget_bytes, self.setpoint = budget_bytes, setpoint
         self.kp, self.ki, self.kd = kp, ki, kd
         self.log_size = math.log(initial)
-        self.integral = 0.0
-        self.last_error = 0.0
+        self.errors = (0.0, 0.0)  # e1, e2
 
     def observe(self, samples: int, cost: float, reading: MemoryReading) -> None:
         if reading.peak_bytes > self.budget_bytes:
             self.over_budget += 1
         headroom = 1.0 - reading.peak_bytes / self.budget_bytes
         # a step smaller than the size says less about the size: scale its error
-        share = samples / max(1, self.size)
-        error = max(-1.0, min(1.0, headroom - self.setpoint)) * min(1.0, share)
-        self.integral = max(-2.0, min(2.0, self.integral + error))
-        change = self.kp * error + self.ki * self.integral + self.kd * (error - self.last_error)
-        self.last_error = error
+        share = min(1.0, samples / max(1, self.size))
+        error = max(-1.0, min(1.0, headroom - self.setpoint)) * share
+        e1, e2 = self.errors
+        change = self.kp * (error - e1) + self.ki * error + self.kd * (error - 2 * e1 + e2)
+        self.errors = (error, e1)
         self._set_log(self.log_size + change)
 
     def on_oom(self, samples: int, cost: float) -> None:
         self.ooms += 1
-        self.integral = 0.0
+        self.errors = (0.0, 0.0)
         self._set_log(math.log(max(1, min(self.size, samples))) - math.log(2))
 
     def _set_log(self, value: float) -> None:
@@ -220,13 +221,14 @@ class PIDHeadroom(_SampleSized):
 
     def snapshot(self) -> dict[str, Any]:
         state = super().snapshot()
-        state.update(log_size=self.log_size, integral=self.integral, last=self.last_error)
+        state.update(log_size=self.log_size, errors=list(self.errors))
         return state
 
     def restore(self, state: dict[str, Any]) -> None:
         super().restore(state)
-        self.log_size, self.integral = float(state["log_size"]), float(state["integral"])
-        self.last_error = float(state["last"])
+        self.log_size = float(state["log_size"])
+        e1, e2 = state["errors"]
+        self.errors = (float(e1), float(e2))
 
 
 class CreditBased(Controller):

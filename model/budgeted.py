@@ -138,24 +138,29 @@ class BudgetedTrainer:
             stop = start + size
             cost = size * max(ordered[start:stop])  # padded to its largest sample
             weight = scale * size / n if accumulate else scale
+            grads: tuple[torch.Tensor | None, ...] | None = None
+            loss: torch.Tensor | None = None
             try:
                 with self.signal.step():
                     loss = loss_of(order[start:stop])
                     grads = torch.autograd.grad(loss * weight, self.params, allow_unused=True)
-                    if total is not None:
-                        for acc, g in zip(total, grads, strict=True):
-                            if g is not None:
-                                acc.add_(g)
-                    else:
-                        self._apply(grads)
-                    del grads
+                    loss = loss.detach()  # the graph goes with the step
             except Exception as error:
+                loss = grads = None  # nothing of the failed attempt outlives it
                 if not is_out_of_memory(error) or size <= 1:
                     raise
                 report.ooms += 1
                 self.controller.on_oom(size, cost)
                 cap, cap_until = max(1, size // 2), max(cap_until, stop)
                 continue
+            # only a micro-batch that went through changes the gradient or the model
+            if total is not None:
+                for acc, g in zip(total, grads, strict=True):
+                    if g is not None:
+                        acc.add_(g)
+            else:
+                self._apply(grads)
+            del grads
             reading = self.signal.reading()
             self.controller.observe(size, cost, reading)
             report.micro_batches += 1
@@ -163,13 +168,14 @@ class BudgetedTrainer:
             report.peak_bytes = max(report.peak_bytes, reading.peak_bytes)
             report.sizes.append(size)
             report.peaks.append(reading.peak_bytes)
-            report.loss += float(loss.detach()) * size / n
+            report.loss += float(loss) * size / n
             if total is None:
                 report.optimizer_steps += 1
             start = stop
         return report, total
 
-    def _apply(self, grads: Sequence[torch.Tensor | None]) -> None:
+    def _apply(self, grads: Sequence[torch.Tensor | None] | None) -> None:
+        assert grads is not None
         for p, g in zip(self.params, grads, strict=True):
             p.grad = g
         self.optimizer.step()

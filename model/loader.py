@@ -5,8 +5,9 @@ Between a producer (decoding, collating, reading) and a training or inference st
 through a queue bounded in bytes and in depth:
 
 - credits: each queued item holds its size in bytes (:func:`nbytes_of`) until the
-  consumer takes it; the producer blocks while the credits are spent, so the bytes in
-  flight never exceed ``max_bytes`` (one item larger than that is let through alone),
+  consumer takes it; the producer blocks while the credits are spent, so the bytes
+  queued never exceed ``max_bytes`` (one item larger than that is let through alone;
+  the item the consumer works on and the one the producer is making come on top),
   and nothing is ever dropped;
 - depth follows the consumer: the queue may hold enough items to cover the slowest
   recent production at the consumer's recent pace (Little's law), plus one, up to
@@ -142,8 +143,10 @@ class BackpressuredLoader(Generic[T]):
     def _take(self) -> tuple[object, int]:
         start = time.perf_counter()
         with self._cond:
-            while not self._queue:
+            while not self._queue and not self._stop:
                 self._cond.wait()
+            if not self._queue:  # closed from another thread while waiting
+                return _DONE, 0
             self.stats.depths.append(len(self._queue))
             self.stats.depth_limits.append(self.depth_limit)
             item, size = self._queue.popleft()
@@ -171,7 +174,8 @@ class BackpressuredLoader(Generic[T]):
                     self._put(_DONE, 0)
                     return
                 size = int(self.sizeof(item))
-                self._produce_s.append(time.perf_counter() - start)
+                with self._cond:
+                    self._produce_s.append(time.perf_counter() - start)
                 if not self._put(item, size):
                     return
         except BaseException as error:  # the consumer re-raises it in its own thread

@@ -11,16 +11,17 @@ One interface, :class:`MemorySignal`, on every device, so the same controller
 - :class:`AllocatorMemory`: the CPU analogue of the CUDA allocator's figures. A small
   C++ allocator (:file:`cpu_allocator.cpp`, compiled on first use like the C kernels,
   :mod:`model.learn.native`) is installed as PyTorch's CPU allocator: it hands every
-  request to c10's own ``alloc_cpu`` and counts the bytes in use and their peak with
-  atomics, so every tensor allocation of the process is *measured* (activations, what
-  autograd saves, gradients, an operator's temporaries), at no measurable cost. With
-  ``cap_bytes`` it refuses the allocation that would take a step over the cap with
-  ``torch.OutOfMemoryError``, as the CUDA allocator does, so one out-of-memory path
-  serves both devices.
+  request to c10's own ``alloc_cpu`` and counts the bytes in use and their peak, per
+  allocating thread, with atomics; so a step's every tensor allocation is *measured*
+  (activations, what autograd saves, gradients, an operator's temporaries), and steps
+  in other threads do not disturb it. With ``cap_bytes`` it refuses the allocation
+  that would take a step over the cap with ``torch.OutOfMemoryError``, as the CUDA
+  allocator does, so one out-of-memory path serves both devices. Once built it stays
+  PyTorch's CPU allocator for the rest of the process.
 - :class:`TensorMemory`: the same figures without a compiler, slower: while a step
   runs, a ``TorchDispatchMode`` counts the bytes of each new storage an operator
-  returns, and a weak reference frees them when the storage dies (it sees operators'
-  outputs, not their internal temporaries).
+  returns (not a view or in-place result of its inputs), and a weak reference frees
+  them when the storage dies (it sees operators' outputs, not their temporaries).
 - :class:`ProcessMemory`: the process's resident set from ``/proc`` (current and peak),
   for the host side: a long run must not grow beyond one budget.
 
@@ -59,6 +60,7 @@ _ALLOCATOR_SIGNATURES = {
     "sml_peak": (ctypes.c_int64, []),
     "sml_reset_peak": (None, []),
     "sml_set_cap": (None, [ctypes.c_int64]),
+    "sml_process_current": (ctypes.c_int64, []),
 }
 
 
@@ -98,7 +100,8 @@ class MemorySignal:
 
     Use ``with signal.step(): ...`` around the work, then :meth:`reading`. A budget is
     what a controller aims under; a cap (where the signal has one) is where the
-    allocator refuses.
+    allocator refuses. A step and its reading belong to the thread that runs it: one
+    signal may serve steps in several threads at once.
     """
 
     device_type = "cpu"
@@ -108,7 +111,7 @@ class MemorySignal:
             msg = f"budget_bytes must be > 0 or None, got {budget_bytes!r}"
             raise ValueError(msg)
         self.budget_bytes = budget_bytes
-        self._last = MemoryReading(0, 0, budget_bytes)
+        self._local = threading.local()  # this thread's step in progress and last reading
 
     @contextmanager
     def step(self) -> Iterator[MemorySignal]:
@@ -116,11 +119,12 @@ class MemorySignal:
         try:
             yield self
         finally:
-            self._last = self._end()
+            self._local.last = self._end()
 
     def reading(self) -> MemoryReading:
-        """The figures of the last completed (or failed) step."""
-        return self._last
+        """The figures of this thread's last completed (or failed) step."""
+        last = getattr(self._local, "last", None)
+        return last if last is not None else MemoryReading(0, 0, self.budget_bytes)
 
     def _begin(self) -> None:
         raise NotImplementedError
@@ -141,20 +145,24 @@ class _AllocationCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
-        if isinstance(out, torch.Tensor):  # the common case, without a tree walk
-            if out.device.type == "cpu":
-                self._note(out)
-            return out
-        for leaf in pytree.tree_leaves(out):
+        outputs = [out] if isinstance(out, torch.Tensor) else pytree.tree_leaves(out)
+        inputs: set[int] | None = None
+        for leaf in outputs:
             if isinstance(leaf, torch.Tensor) and leaf.device.type == "cpu":
-                self._note(leaf)
+                if inputs is None:  # a view or an in-place result shares an input's storage
+                    inputs = {
+                        t.untyped_storage().data_ptr()
+                        for t in pytree.tree_leaves((args, kwargs))
+                        if isinstance(t, torch.Tensor) and t.device.type == "cpu"
+                    }
+                self._note(leaf, inputs)
         return out
 
-    def _note(self, tensor: torch.Tensor) -> None:
+    def _note(self, tensor: torch.Tensor, inputs: set[int]) -> None:
         storage = tensor.untyped_storage()
         nbytes = storage.nbytes()
         key = storage.data_ptr()
-        if nbytes == 0 or key in self.live:
+        if nbytes == 0 or key in self.live or key in inputs:
             return
         self.live[key] = nbytes
         self.used += nbytes
@@ -187,17 +195,16 @@ class TensorMemory(MemorySignal):
             msg = f"cap_bytes must be > 0 or None, got {cap_bytes!r}"
             raise ValueError(msg)
         self.cap_bytes = cap_bytes
-        self._counter: _AllocationCounter | None = None
 
     def _begin(self) -> None:
-        self._counter = _AllocationCounter(self.cap_bytes)
-        self._counter.__enter__()
+        counter = _AllocationCounter(self.cap_bytes)
+        counter.__enter__()  # a dispatch mode is the thread's own
+        self._local.counter = counter
 
     def _end(self) -> MemoryReading:
-        counter = self._counter
-        assert counter is not None
+        counter = self._local.counter
         counter.__exit__(None, None, None)
-        self._counter = None
+        self._local.counter = None
         return MemoryReading(counter.used, counter.peak, self.budget_bytes)
 
 
@@ -250,9 +257,10 @@ def _install_allocator() -> ctypes.CDLL | None:
 class AllocatorMemory(MemorySignal):
     """The counting CPU allocator's figures for one step (see the module doc).
 
-    Like CUDA's, they are the process's: tensors other threads allocate during the
-    step count too. ``used_bytes`` and ``peak_bytes`` are relative to the bytes in use
-    when the step began; ``cap_bytes`` caps what the step may add to them.
+    They are the thread's: what the thread running the step allocates (whoever frees
+    it later), so steps in other threads neither add to nor reset them.
+    ``used_bytes`` and ``peak_bytes`` are relative to the bytes the thread held when
+    the step began; ``cap_bytes`` caps what the step may add to them.
     """
 
     def __init__(self, budget_bytes: int | None = None, *, cap_bytes: int | None = None) -> None:
@@ -266,23 +274,29 @@ class AllocatorMemory(MemorySignal):
             raise RuntimeError(msg)
         self._lib = lib
         self.cap_bytes = cap_bytes
-        self._base = 0
 
     def in_use(self) -> int:
-        """Bytes of CPU tensors the process holds now."""
+        """Bytes of CPU tensors this thread's allocations hold now."""
         return int(self._lib.sml_current())
 
+    def process_in_use(self) -> int:
+        """Bytes of CPU tensors the whole process holds now (allocated since the
+        counting allocator was installed)."""
+        return int(self._lib.sml_process_current())
+
     def _begin(self) -> None:
-        self._base = int(self._lib.sml_current())
+        base = int(self._lib.sml_current())
+        self._local.base = base
         self._lib.sml_reset_peak()
         if self.cap_bytes is not None:
-            self._lib.sml_set_cap(self._base + self.cap_bytes)
+            self._lib.sml_set_cap(base + self.cap_bytes)
 
     def _end(self) -> MemoryReading:
+        base = self._local.base
         self._lib.sml_set_cap(-1)
         return MemoryReading(
-            used_bytes=int(self._lib.sml_current()) - self._base,
-            peak_bytes=max(0, int(self._lib.sml_peak()) - self._base),
+            used_bytes=int(self._lib.sml_current()) - base,
+            peak_bytes=max(0, int(self._lib.sml_peak()) - base),
             budget_bytes=self.budget_bytes,
         )
 
@@ -293,7 +307,11 @@ class CudaMemory(MemorySignal):
     ``cap_bytes`` caps what a step may add to the memory allocated when it began:
     for the step, ``torch.cuda.set_per_process_memory_fraction`` is set to that total
     (the caching allocator then frees cached blocks or raises
-    ``torch.OutOfMemoryError``), and put back afterwards.
+    ``torch.OutOfMemoryError``), and put back afterwards. The fraction limits what the
+    allocator *reserves* (cached blocks included), so with a fragmented cache the
+    refusal may come a little before the cap. The allocator's peak and the fraction
+    are the device's, so the measured steps of a process take turns on a device (a
+    lock per device): each reads only its own.
     """
 
     device_type = "cuda"
@@ -318,6 +336,7 @@ class CudaMemory(MemorySignal):
         self._fraction = 1.0
 
     def _begin(self) -> None:
+        _device_lock(self.device).acquire()
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         self._base = torch.cuda.memory_allocated(self.device)
@@ -329,17 +348,28 @@ class CudaMemory(MemorySignal):
             torch.cuda.set_per_process_memory_fraction(fraction, self.device)
 
     def _end(self) -> MemoryReading:
-        torch.cuda.synchronize(self.device)
-        if self.cap_bytes is not None:
-            torch.cuda.set_per_process_memory_fraction(self._fraction, self.device)
-        free, _total = torch.cuda.mem_get_info(self.device)
-        return MemoryReading(
-            used_bytes=torch.cuda.memory_allocated(self.device) - self._base,
-            peak_bytes=torch.cuda.max_memory_allocated(self.device) - self._base,
-            budget_bytes=self.budget_bytes,
-            reserved_bytes=torch.cuda.memory_reserved(self.device),
-            free_bytes=free,
-        )
+        try:
+            torch.cuda.synchronize(self.device)
+            if self.cap_bytes is not None:
+                torch.cuda.set_per_process_memory_fraction(self._fraction, self.device)
+            free, _total = torch.cuda.mem_get_info(self.device)
+            return MemoryReading(
+                used_bytes=torch.cuda.memory_allocated(self.device) - self._base,
+                peak_bytes=torch.cuda.max_memory_allocated(self.device) - self._base,
+                budget_bytes=self.budget_bytes,
+                reserved_bytes=torch.cuda.memory_reserved(self.device),
+                free_bytes=free,
+            )
+        finally:
+            _device_lock(self.device).release()
+
+
+_DEVICE_LOCKS: dict[str, threading.Lock] = {}
+
+
+def _device_lock(device: torch.device) -> threading.Lock:
+    with _ALLOCATOR_LOCK:
+        return _DEVICE_LOCKS.setdefault(str(device), threading.Lock())
 
 
 class ProcessMemory(MemorySignal):

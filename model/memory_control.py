@@ -70,6 +70,10 @@ class MemoryConfig:
             if value is not None and (not isinstance(value, int) or value <= 0):
                 msg = f"{name} must be an int > 0 or None, got {value!r}"
                 raise ValueError(msg)
+        cap, budget = self.cap_bytes, self.budget_bytes
+        if cap is not None and budget is not None and cap < budget:
+            msg = f"the cap ({cap}) must not be below the budget ({budget})"
+            raise ValueError(msg)
         self.controller()  # a ValueError naming a bad strategy or a missing budget
 
     @property

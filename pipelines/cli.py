@@ -298,6 +298,14 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             None if args.memory_cap is None else parse_bytes(args.memory_cap),
         ),
     )
+    if memory.enabled and args.pipeline == "classify" and args.learner_device == "cpu":
+        memory_note = (
+            "memory budget: the online learner's fused MLP kernel (CPU) trains outside "
+            "torch's allocator, so its steps are not measured (--learner-device cuda "
+            "trains through autograd under the budget)"
+        )
+    else:
+        memory_note = None
     learner = _section(
         "--optimizer/--lr/--standardize/--replay-size/--ewc-lambda/--learner-device",
         lambda: LearnerConfig(
@@ -367,7 +375,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             label_wait_s=times.label_wait_s,
             drift_detector=args.drift_detector,
             feature_drift=args.feature_drift,
-            notes=times.notes + streaming_notes,
+            notes=times.notes + streaming_notes + ((memory_note,) if memory_note else ()),
             kafka_bootstrap=args.bootstrap,
             kafka_topic=args.topic,
             record_features=times.record_features,

@@ -27,6 +27,7 @@ from model.stats import STATS_SCHEMA
 from model.streams.time_scale import utc
 from model.vocabulary import NAMESPACE, Metric, Pane, Stage
 from runners.flink.rest import JobFigures
+from transforms.inference.memory_metrics import ROLES, metric_name
 from transforms.io.sinks import (
     count_parquet_rows,
     read_jsonl_dir,
@@ -56,46 +57,41 @@ def counters(result: PipelineResult) -> dict[str, int]:
 
 
 def memory_figures(result: PipelineResult, config: MemoryConfig) -> dict[str, Any]:
-    """Memory control's figures from the run's metrics (``memory_*``), with the
-    strategy and budget they were measured against."""
-    figures: dict[str, Any] = {
-        "strategy": config.strategy,
-        "budget_bytes": config.budget_bytes,
-        "steps": 0,
-        "over_budget": 0,
-        "ooms": 0,
-        "peak_bytes": 0,
-    }
-    names = {
-        Metric.MEMORY_STEPS: "steps",
-        Metric.MEMORY_OVER_BUDGET: "over_budget",
-        Metric.MEMORY_OOMS: "ooms",
-    }
+    """Memory control's figures from the run's metrics (``memory_*.scoring`` and
+    ``memory_*.learning``), with the strategy and budget they were measured against."""
+    roles = {role: {"steps": 0, "over_budget": 0, "ooms": 0, "peak_bytes": 0} for role in ROLES}
+    names = {}
+    for role in ROLES:
+        for base, field in ((Metric.MEMORY_STEPS, "steps"),
+                            (Metric.MEMORY_OVER_BUDGET, "over_budget"),
+                            (Metric.MEMORY_OOMS, "ooms")):  # fmt: skip
+            names[metric_name(base, role)] = (role, field)
+    peaks = {metric_name(Metric.MEMORY_PEAK_BYTES, role): role for role in ROLES}
     query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
     for c in query["counters"]:
         if c.key.metric.name in names:
+            role, field = names[c.key.metric.name]
             value = c.committed if c.committed is not None else c.attempted
-            figures[names[c.key.metric.name]] += int(value or 0)
+            roles[role][field] += int(value or 0)
     for d in query["distributions"]:
-        if d.key.metric.name == Metric.MEMORY_PEAK_BYTES:
+        if d.key.metric.name in peaks:
             value = d.committed if d.committed is not None else d.attempted
             if value is not None and value.count:
+                figures = roles[peaks[d.key.metric.name]]
                 figures["peak_bytes"] = max(figures["peak_bytes"], int(value.max))
-    return figures
+    return {"strategy": config.strategy, "budget_bytes": config.budget_bytes, "roles": roles}
 
 
-def memory_line(m: dict[str, Any]) -> str:
+def memory_lines(m: dict[str, Any]) -> list[str]:
     budget = "no budget" if m["budget_bytes"] is None else f"budget {_size(m['budget_bytes'])}"
-    if not m["steps"] and not m["ooms"]:
-        return (
-            f"memory           {m['strategy']}, {budget}: nothing measured (no pass ran "
-            "through torch: the fused MLP kernel learns in its own buffers)"
-        )
-    return (
-        f"memory           {m['strategy']}, {budget}: {m['steps']:,} measured passes, "
-        f"{m['over_budget']:,} over budget, {m['ooms']:,} out-of-memory, "
-        f"peak {_size(m['peak_bytes'])}"
-    )
+    head = f"memory           {m['strategy']}, {budget}"
+    lines = [
+        f"{head}, {role}: {f['steps']:,} measured passes, {f['over_budget']:,} over budget, "
+        f"{f['ooms']:,} out-of-memory, peak {_size(f['peak_bytes'])}"
+        for role, f in m["roles"].items()
+        if f["steps"] or f["ooms"]
+    ]
+    return lines or [f"{head}: nothing measured (no pass ran through torch's allocator)"]
 
 
 def _size(n: int) -> str:
@@ -320,7 +316,7 @@ class RunSummary:
                 if self.kafka_out is None
                 else [f"to Kafka         {self.kafka_out:>12,}  (predictions, committed)"]
             ),
-            *([] if self.memory is None else [memory_line(self.memory)]),
+            *([] if self.memory is None else memory_lines(self.memory)),
             *([] if self.flink is None else JobFigures(**self.flink).lines()),
             *(f"note: {n}" for n in self.notes),
             *self.window_lines(),

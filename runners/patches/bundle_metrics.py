@@ -7,20 +7,21 @@ its scoped states by step and state name, so from the second bundle a thread run
 of a step on, ``scoped_state`` returns the first bundle's state with the first
 bundle's container: counters and distributions that DoFns update land there, after
 it was committed, and are never reported (a DoFn counting 100 elements in 10 bundles
-reports 10). Here a cached state that holds another container than the one asked
-for is replaced by a fresh one for the new container; the state's time counter is
-the same object (the sampler's counter factory keys it by name), so the
-``msecs`` counters are unchanged.
+reports 10). Here the executor gets one container per worker thread and step, reset
+at the start of each bundle: the very container the cached state holds, so every
+bundle's updates are in what the executor commits, and nothing new is made per
+bundle (the containers are as many as threads times steps).
 
 Unlike the other patches this one changes a result: the metrics become right. The
-summary's memory-control line reads them (``pipelines.summary.memory_figures``).
+summary's memory-control lines read them (``pipelines.summary.memory_figures``).
 
 Written for Beam 2.77.0; serves the streaming runner (the FnApiRunner's workers keep
-one container per step and reset it per bundle).
+one container per step and reset it per bundle, as this does).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -28,30 +29,33 @@ from runners.patches._patch import STREAMING, Patch, Replacement
 
 BEAM_VERSION = "2.77.0"
 SERVES = frozenset({STREAMING})
+_CONTAINERS: dict[tuple[int, str], Any] = {}
+_LOCK = threading.Lock()
 
 
-def _per_bundle(original: Callable[..., Any]) -> Callable[..., Any]:
-    def scoped_state(
-        self: Any,
-        name_context: Any,
-        state_name: str,
-        io_target: Any = None,
-        metrics_container: Any = None,
-    ) -> Any:
-        state = original(self, name_context, state_name, io_target, metrics_container)
-        if metrics_container is None or state.metrics_container is metrics_container:
-            return state
-        for key in [k for k, v in self._states_by_name.items() if v is state]:
-            del self._states_by_name[key]
-        return original(self, name_context, state_name, io_target, metrics_container)
+def containers_made() -> int:
+    """How many containers the patched executor holds (threads x steps)."""
+    return len(_CONTAINERS)
 
-    return scoped_state
+
+def _per_thread(original: Callable[[str], Any]) -> Callable[[str], Any]:
+    def metrics_container(step_name: str) -> Any:
+        key = (threading.get_ident(), step_name)
+        with _LOCK:
+            container = _CONTAINERS.get(key)
+            if container is None:
+                container = _CONTAINERS[key] = original(step_name)
+        container.reset()  # this bundle's updates only, as a fresh container would hold
+        return container
+
+    return metrics_container
 
 
 def _replacements() -> list[Replacement]:
-    from apache_beam.runners.worker import statesampler
+    from apache_beam.runners.direct import executor
 
-    return [Replacement(statesampler.StateSampler, "scoped_state", _per_bundle)]
+    _CONTAINERS.clear()
+    return [Replacement(executor, "MetricsContainer", _per_thread)]
 
 
 PATCH = Patch(

@@ -118,3 +118,46 @@ def test_factory_and_validation() -> None:
         TensorMemory(cap_bytes=-1)
     with pytest.raises(ValueError, match="needs a CUDA device"):
         CudaMemory("cpu")
+
+
+@pytest.mark.parametrize("kind", CPU_SIGNALS)
+def test_views_and_in_place_results_of_older_tensors_cost_nothing(kind) -> None:
+    big = torch.zeros(1024, 1024)  # 4 MiB, before the step
+    signal = kind()
+    with signal.step():
+        part = big[:10]
+        big.add_(1)
+    assert signal.reading().peak_bytes < 1 << 20
+    del part
+
+
+@pytest.mark.parametrize("kind", CPU_SIGNALS)
+def test_steps_in_two_threads_read_their_own_figures(kind) -> None:
+    import threading
+
+    signal = kind(cap_bytes=8 << 20)
+    inside, done = threading.Event(), threading.Event()
+    readings = {}
+
+    def large() -> None:
+        with signal.step():
+            x = torch.ones(1024, 1024)  # 4 MiB, held while the other step runs
+            inside.set()
+            done.wait(10)
+            del x
+        readings["large"] = signal.reading()
+
+    def small() -> None:
+        inside.wait(10)
+        with signal.step():
+            torch.ones(256, 1024)  # 1 MiB
+        readings["small"] = signal.reading()
+        done.set()
+
+    threads = [threading.Thread(target=large), threading.Thread(target=small)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert readings["large"].peak_bytes >= 4 << 20
+    assert readings["small"].peak_bytes < 2 << 20

@@ -28,7 +28,7 @@ def unpatched() -> Iterator[None]:
 def _patched_attributes() -> dict[str, object]:
     """Every attribute a patch replaces, as it is now (the owner's own attribute)."""
     from apache_beam.options import pipeline_options
-    from apache_beam.runners.direct import evaluation_context, transform_evaluator
+    from apache_beam.runners.direct import evaluation_context, executor, transform_evaluator
     from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
     from apache_beam.runners.worker import statecache, statesampler
     from apache_beam.transforms import core, trigger, userstate
@@ -44,7 +44,7 @@ def _patched_attributes() -> dict[str, object]:
         "run_pipeline": vars(BundleBasedDirectRunner)["run_pipeline"],
         "get_deep_size": statecache.get_deep_size,
         "StateSampler.__init__": vars(statesampler.StateSampler)["__init__"],
-        "StateSampler.scoped_state": vars(statesampler.StateSampler)["scoped_state"],
+        "executor.MetricsContainer": executor.MetricsContainer,
         "_pvalue_to_value": vars(evaluation_context._SideInputsContainer)["_pvalue_to_value"],
         "known_windows": vars(trigger.MergeableStateAdapter)["known_windows"],
         "GroupAlsoByWindow.process_element": vars(
@@ -368,7 +368,12 @@ def _counted(patched: bool, bundles: int) -> int:
 
 
 def test_every_bundles_metrics_are_reported_once_patched():
+    from runners.patches import bundle_metrics
+
     assert _counted(True, 10) == 100
+    made = bundle_metrics.containers_made()
+    assert _counted(True, 40) == 400
+    assert bundle_metrics.containers_made() <= made + 16  # per thread and step, not bundle
     assert _counted(False, 10) < 100  # Beam: a thread's later bundles are lost
 
 

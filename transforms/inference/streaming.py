@@ -22,7 +22,7 @@ prediction rows: ``key``, ``event_time``, ``event_id`` and ``label`` when presen
 - **Metrics** (namespace ``streaming_ml``): ``rows_scored``, ``batch_size`` and
   ``batch_latency_ms`` per forward pass, ``model_version`` (gauge), ``model_load_ms``,
   ``oom_splits``; under memory control ``memory_steps``, ``memory_over_budget``,
-  ``memory_ooms``, ``memory_peak_bytes``.
+  ``memory_ooms``, ``memory_peak_bytes`` (each ``.scoring``).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class _InferenceDoFn(beam.DoFn):
 
     def setup(self) -> None:
         self._metrics = _Metrics()
-        self._memory_metrics = MemoryMetrics()
+        self._memory_metrics = MemoryMetrics("scoring")
         # like the batch size, one memory control per step in this process
         self._memory: MemoryControl | None = None
         if self._memory_cfg.enabled:

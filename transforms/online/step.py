@@ -126,7 +126,7 @@ class OnlineStepDoFn(beam.DoFn):
         self._learned = beam.metrics.Metrics.counter(NAMESPACE, Metric.SAMPLES_LEARNED)
         self._versions = beam.metrics.Metrics.counter(NAMESPACE, Metric.MODEL_VERSIONS)
         self._adaptations = beam.metrics.Metrics.counter(NAMESPACE, Metric.ADAPTATIONS)
-        self._memory = MemoryMetrics()
+        self._memory = MemoryMetrics("learning")
 
     def process(
         self,
