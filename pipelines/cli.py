@@ -20,6 +20,8 @@ from model import batch as mb
 from model.learn.learner import LearnerConfig
 from model.memory_control import MemoryConfig, parse_bytes
 from model.online.config import OnlineConfig
+from model.reco.events import InteractionFormat
+from model.reco.mf import MFConfig
 from model.streams import tfrecord, topics
 from model.streams.csv_parse import (
     CsvFormat,
@@ -27,7 +29,9 @@ from model.streams.csv_parse import (
     head_batches,
     head_event_times_us,
     head_num_classes,
+    header_names,
 )
+from model.streams.interactions import InteractionsConfig
 from model.streams.label_file import parse_label_lines
 from model.streams.records import RecordFormat, decode_records, infer_format
 from model.streams.synthetic import SyntheticConfig
@@ -39,7 +43,7 @@ from model.streams.time_scale import (
     fit_frame,
     fit_window,
 )
-from pipelines.config import PipelineConfig, labels_format
+from pipelines.config import PipelineConfig, RecoConfig, labels_format
 from pipelines.options import build_parser
 from runners.flink import FlinkSettings
 from transforms.online.classifier import Mode
@@ -257,7 +261,26 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         raise UsageError("--savepoint resumes a stopped Flink job: it needs --runner FlinkRunner")
     streaming, streaming_notes = _streaming(args)  # a usage error before any input is read
     inputs = _expand_inputs(args.input)
-    times = _from_data(args, inputs)
+    if args.pipeline == "recommend":  # no windows, no classes: only the header to check
+        times = _FromData(SYNTHETIC_WINDOW_S, 0.0, args.watermark_lag or 0.0, 2)
+        if args.source == "csv":
+            _check_interaction_columns(args, inputs)
+    else:
+        times = _from_data(args, inputs)
+    reco = _section(
+        "--user-column/--item-column/--rating-column/--factors",
+        lambda: RecoConfig(
+            InteractionFormat(
+                time_column=args.time_column,
+                user_column=args.user_column,
+                item_column=args.item_column,
+                rating_column=args.rating_column or None,
+                lag_s=times.watermark_lag_s,
+            ),
+            MFConfig(factors=args.factors, seed=args.seed),
+            InteractionsConfig(events=args.events, seed=args.seed),
+        ),
+    )
 
     synthetic = _section(
         "--events/--keys/--rate/--batch-size/--late-fraction",
@@ -382,8 +405,22 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             kafka_until=args.kafka_until,
             kafka_stop_idle_s=args.kafka_stop_idle,
             kafka_sink_topic=args.sink_topic,
+            reco=reco,
         ),
     )
+
+
+def _check_interaction_columns(args: argparse.Namespace, inputs: tuple[str, ...]) -> None:
+    wanted = [args.time_column, args.user_column, args.item_column, args.rating_column]
+    for path in inputs:
+        names = header_names(path)
+        missing = [c for c in wanted if c and c not in names]
+        if missing:
+            raise BadInputError(
+                f"{path}: no column {', '.join(map(repr, missing))} (columns: "
+                f"{', '.join(names)}); --time-column, --user-column, --item-column and "
+                "--rating-column name them"
+            )
 
 
 def _streaming(args: argparse.Namespace) -> tuple[bool, tuple[str, ...]]:

@@ -15,8 +15,11 @@ from model.drift import DETECTORS
 from model.memory_control import MemoryConfig
 from model.mlp import MLPClassifier
 from model.online.config import OnlineConfig
+from model.reco.events import InteractionFormat
+from model.reco.mf import MFConfig
 from model.streams import tfrecord
 from model.streams.csv_parse import CsvFormat, check_header, header_names
+from model.streams.interactions import InteractionsConfig
 from model.streams.label_file import LabelFormat
 from model.streams.records import RecordFormat
 from model.streams.synthetic import SyntheticConfig
@@ -31,14 +34,25 @@ from transforms.online.classifier import Mode
 from transforms.window.spec import TriggerSpec, WindowSpec
 
 SourceKind = Literal["synthetic", "csv", "nab", "tfrecord", "kafka"]
-PipelineKind = Literal["anomaly", "classify", "score"]
+PipelineKind = Literal["anomaly", "classify", "recommend", "score"]
 PIPELINES: dict[str, str] = {
     "anomaly": "per-key streaming anomaly detection (robust z-scores, a seasonal "
     "baseline, a streaming Transformer's forecast residual): anomaly_score, is_anomaly",
     "classify": "predict-then-learn: online PyTorch learning whose new model versions "
     "score the stream in the same run (prequential accuracy per window)",
+    "recommend": "streaming biased matrix factorization of user-item ratings: each "
+    "interaction's predicted rating from the embeddings before it, then learnt",
     "score": "score every event with one warm-started PyTorch model (no learning)",
 }
+
+
+@dataclass(frozen=True)
+class RecoConfig:
+    """The recommend pipeline's input columns, model, and synthetic stream."""
+
+    interactions: InteractionFormat = field(default_factory=InteractionFormat)
+    model: MFConfig = field(default_factory=MFConfig)
+    synthetic: InteractionsConfig = field(default_factory=InteractionsConfig)
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,7 @@ class PipelineConfig:
     kafka_stop_idle_s: float | None = None
     # predictions also to this Kafka topic at kafka_bootstrap (transforms.io.kafka_sink)
     kafka_sink_topic: str | None = None
+    reco: RecoConfig = field(default_factory=RecoConfig)
 
     @property
     def lags_labels(self) -> bool:
@@ -185,6 +200,9 @@ class PipelineConfig:
             raise ValueError(
                 "per-key models need mode='coupled' (the decoupled scorer holds one model)"
             )
+        if self.pipeline == "recommend" and self.source not in ("synthetic", "csv"):
+            msg = f"the recommend pipeline reads csv or synthetic interactions, not {self.source!r}"
+            raise ValueError(msg)
         if self.pipeline == "classify":
             if self.window.kind != "fixed":
                 msg = (

@@ -24,7 +24,7 @@ from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
 from model.streams.topics import TopicError
 from model.vocabulary import Metric
-from pipelines import anomaly, classify, output_dir, progress, report, score
+from pipelines import anomaly, classify, output_dir, progress, recommend, report, score
 from pipelines.cli import (
     BadInputError,
     UsageError,
@@ -42,7 +42,12 @@ from runners.flink.rest import JobWatch
 from runners.heap import frozen_heap
 from runners.prism import PrismUnavailable, prism_args
 
-BUILDERS = {"anomaly": anomaly.build, "classify": classify.build, "score": score.build}
+BUILDERS = {
+    "anomaly": anomaly.build,
+    "classify": classify.build,
+    "recommend": recommend.build,
+    "score": score.build,
+}
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3, 4
 
 

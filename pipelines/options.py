@@ -236,6 +236,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--late-fraction", type=float, default=0.01, help="synthetic: share of late events"
     )
 
+    reco = p.add_argument_group("recommend")
+    reco.add_argument("--user-column", default="user", help="recommend: the user id column")
+    reco.add_argument("--item-column", default="item", help="recommend: the item id column")
+    reco.add_argument(
+        "--rating-column",
+        default="rating",
+        help="recommend: the rating column (an empty cell: predict only); '' for none "
+        "(implicit feedback: every interaction a 1.0)",
+    )
+    reco.add_argument(
+        "--factors", type=int, default=16, help="recommend: embedding size of users and items"
+    )
+
     win = p.add_argument_group("windows and triggers")
     win.add_argument("--window", default="fixed", choices=["fixed", "sliding", "session", "global"])
     win.add_argument(

@@ -10,6 +10,7 @@ DirectRunner credits every bundle of a step to the first bundle's metrics contai
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -23,6 +24,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from model import vocabulary as v
 from model.memory_control import MemoryConfig
+from model.reco.events import RATING
 from model.stats import STATS_SCHEMA
 from model.streams.time_scale import utc
 from model.vocabulary import NAMESPACE, Metric, Pane, Stage
@@ -214,6 +216,7 @@ class RunSummary:
     flink: dict[str, Any] | None = None  # a standalone cluster's figures (runners.flink.rest)
     predictions_repeated: int = 0  # rows a replay after a restore wrote again
     anomalies: int | None = None  # the anomaly pipeline's alarms (is_anomaly rows)
+    ratings: dict[str, float] | None = None  # recommend: prequential RMSE and MAE
     memory: dict[str, Any] | None = None  # memory control's figures (memory_figures)
 
     @classmethod
@@ -239,6 +242,7 @@ class RunSummary:
             table = read_parquet_dir(f"{output}/predictions", distinct_on=identity, columns=())
             predictions = 0 if table is None else table.num_rows
         anomalies = _anomalies(f"{output}/predictions", once)
+        ratings = _rating_errors(f"{output}/predictions", once)
         dead = read_jsonl_dir(f"{output}/dead_letter")
         panes = read_jsonl_table(f"{output}/windows", schema=STATS_SCHEMA)
         windows, late, fired = _pane_figures(panes, accumulating)
@@ -259,6 +263,7 @@ class RunSummary:
             predictions_out=predictions,
             predictions_repeated=rows - predictions,
             anomalies=anomalies,
+            ratings=ratings,
             dead_lettered=sum(int(r.get("rows", 1)) for r in dead),
             windows_fired=fired,
             late_accepted=late,
@@ -323,7 +328,7 @@ class RunSummary:
         ]
 
     def _window_figures(self) -> list[str]:
-        if self.anomalies is not None:  # the anomaly pipeline has no windows
+        if self.anomalies is not None or self.ratings is not None:  # no windows here
             return []
         return [
             f"late accepted    {self.late_accepted:>12,}",
@@ -331,6 +336,12 @@ class RunSummary:
         ]
 
     def _learning_figures(self) -> list[str]:
+        if self.ratings is not None:
+            r = self.ratings
+            return [
+                f"prequential RMSE {r['rmse']:>11.4f}  (MAE {r['mae']:.4f}, over "
+                f"{r['rated']:,} rated events, each predicted before it was learnt)"
+            ]
         if self.anomalies is not None:  # nor models published, nor prequential drift
             return []
         return [
@@ -456,6 +467,25 @@ def _anomalies(directory: str, once: bool) -> int | None:
     identity = (v.KEY, v.EVENT_ID) if once else ()
     table = read_parquet_dir(directory, distinct_on=identity, columns=(v.IS_ANOMALY,))
     return 0 if table is None else int(pc.sum(table.column(v.IS_ANOMALY)).as_py() or 0)
+
+
+def _rating_errors(directory: str, once: bool) -> dict[str, float] | None:
+    """Prequential RMSE and MAE of the rows with a ``rating`` (the recommend
+    pipeline's), over the rated ones; None when the rows have no rating column."""
+    if not _has_column(directory, RATING):
+        return None
+    identity = (v.KEY, v.EVENT_ID) if once else ()
+    table = read_parquet_dir(directory, distinct_on=identity, columns=(RATING, v.PREDICTION))
+    if table is None:
+        return {"rated": 0, "rmse": math.nan, "mae": math.nan}
+    rating = table.column(RATING).to_numpy(zero_copy_only=False)
+    prediction = table.column(v.PREDICTION).to_numpy(zero_copy_only=False).astype(np.float64)
+    rated = ~np.isnan(rating)
+    error = prediction[rated] - rating[rated]
+    if not len(error):
+        return {"rated": 0, "rmse": math.nan, "mae": math.nan}
+    return {"rated": int(rated.sum()), "rmse": float(np.sqrt(np.mean(error**2))),
+            "mae": float(np.mean(np.abs(error)))}  # fmt: skip
 
 
 def predictions_by_event(output: str, *, once: bool = False) -> list[tuple[int, int, int]]:

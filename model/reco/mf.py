@@ -157,7 +157,8 @@ class StreamingMF:
         self.users = _Side(c.user_buckets, c.factors, 0.0, c.seed)
         self.items = _Side(c.item_buckets, c.factors, c.init_scale, c.seed + 1)
         self.mean = np.zeros(2, np.float64)  # [weight, mean]
-        self.seen: set[int] = set()  # user row << 32 | item row, rated
+        self._seen = np.zeros(0, np.int64)  # user row << 32 | item row, rated: sorted
+        self._seen_new: list[np.ndarray] = []  # codes not merged into _seen yet
         self.learned = 0
         self._lib = native.compiled(SOURCE, _SIGNATURES) if kernel else None
 
@@ -198,9 +199,10 @@ class StreamingMF:
         made = self.items.made[:count]
         scores[~made] = -np.inf
         if exclude_seen and u >= 0:
-            for row in range(count):
-                if (int(u) << 32 | row) in self.seen:
-                    scores[row] = -np.inf
+            seen = self.seen
+            lo, hi = np.searchsorted(seen, [int(u) << 32, (int(u) + 1) << 32])
+            rated = seen[lo:hi] & 0xFFFFFFFF
+            scores[rated[rated < count]] = -np.inf
         order = np.argsort(-scores, kind="stable")
         names = self.items.ids.names
         return [
@@ -232,8 +234,27 @@ class StreamingMF:
         else:
             self.learned += self._walk_numpy(u, i, ratings, learn, lo, hi, out)
         rated = ~np.isnan(ratings)
-        self.seen.update((u[rated].astype(np.int64) << 32 | i[rated]).tolist())
+        self._seen_new.append(u[rated].astype(np.int64) << 32 | i[rated])
+        if len(self._seen_new) >= 64:  # merged now and then: amortized linear
+            self._merge_seen()
         return out
+
+    @property
+    def seen(self) -> np.ndarray:
+        """Every (user row << 32 | item row) rated so far, sorted, once each."""
+        self._merge_seen()
+        return self._seen
+
+    def _merge_seen(self) -> None:
+        if not self._seen_new:
+            return
+        new = np.unique(np.concatenate(self._seen_new))
+        self._seen_new = []
+        at = np.searchsorted(self._seen, new)
+        there = np.zeros(len(new), bool)
+        inside = at < len(self._seen)
+        there[inside] = self._seen[at[inside]] == new[inside]
+        self._seen = np.insert(self._seen, at[~there], new[~there])
 
     def _walk_numpy(self, u: np.ndarray, i: np.ndarray, ratings: np.ndarray, learn: bool,
                     lo: float, hi: float, out: np.ndarray) -> int:  # fmt: skip
@@ -273,12 +294,14 @@ class StreamingMF:
 
     def snapshot(self) -> dict[str, Any]:
         return {"users": self.users.snapshot(), "items": self.items.snapshot(),
-                "mean": self.mean.copy(), "seen": sorted(self.seen),
+                "mean": self.mean.copy(), "seen": self._seen.copy(),
+                "seen_new": [a.copy() for a in self._seen_new],
                 "learned": self.learned}  # fmt: skip
 
     def restore(self, state: dict[str, Any]) -> None:
         self.users.restore(state["users"])
         self.items.restore(state["items"])
         self.mean = np.array(state["mean"], np.float64)
-        self.seen = set(state["seen"])
+        self._seen = np.asarray(state["seen"], np.int64).copy()
+        self._seen_new = [np.asarray(a, np.int64).copy() for a in state.get("seen_new", [])]
         self.learned = int(state["learned"])
