@@ -406,6 +406,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             kafka_stop_idle_s=args.kafka_stop_idle,
             kafka_sink_topic=args.sink_topic,
             reco=reco,
+            serve_port=args.serve_port,
         ),
     )
 

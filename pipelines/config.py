@@ -109,6 +109,7 @@ class PipelineConfig:
     # predictions also to this Kafka topic at kafka_bootstrap (transforms.io.kafka_sink)
     kafka_sink_topic: str | None = None
     reco: RecoConfig = field(default_factory=RecoConfig)
+    serve_port: int | None = None  # live queries and the dashboard on 127.0.0.1 (0: any)
 
     @property
     def lags_labels(self) -> bool:
@@ -200,6 +201,9 @@ class PipelineConfig:
             raise ValueError(
                 "per-key models need mode='coupled' (the decoupled scorer holds one model)"
             )
+        if self.serve_port is not None and not 0 <= self.serve_port <= 65535:
+            msg = f"serve port must be in 0..65535, got {self.serve_port!r}"
+            raise ValueError(msg)
         if self.pipeline == "recommend" and self.source not in ("synthetic", "csv"):
             msg = f"the recommend pipeline reads csv or synthetic interactions, not {self.source!r}"
             raise ValueError(msg)

@@ -22,6 +22,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
+from model.live import BOARD
 from model.streams.topics import TopicError
 from model.vocabulary import Metric
 from pipelines import anomaly, classify, output_dir, progress, recommend, report, score
@@ -33,6 +34,7 @@ from pipelines.cli import (
     parse_args,
 )
 from pipelines.config import PipelineConfig, csv_format, input_features
+from pipelines.serve import LiveServer
 from pipelines.summary import RunSummary, counters, memory_figures
 from runners import patches
 from runners.direct import direct_options, direct_runner
@@ -135,6 +137,11 @@ def _run(
     progress.attach(run_id, outputs.batches, outputs.predictions)
     events_in = outputs.source_events
     out = sys.stderr if show_progress else io.StringIO()
+    server = None
+    if cfg.serve_port is not None:  # live queries and the dashboard, for this run only
+        BOARD.clear()
+        server = LiveServer(cfg.serve_port, live, pipeline=cfg.pipeline).start()
+        print(f"live queries and dashboard: {server.url}", file=out, flush=True)
     try:
         with progress.Printer(live, events_in, out=out):
             if watch is not None:
@@ -144,6 +151,8 @@ def _run(
     finally:
         progress.finish(run_id)  # the live figures stay in ``live``
         figures = None if watch is None else watch.stop()
+        if server is not None:
+            server.stop()
     seconds = time.perf_counter() - start
     notes = cfg.notes
     if watch is not None and watch.drained not in (None, "drained"):

@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a hard cap per step where the allocator refuses (out-of-memory), for "
         "trying the out-of-memory path on a machine with more memory",
     )
+    run.add_argument(
+        "--serve-port",
+        type=int,
+        metavar="P",
+        help="serve live queries (/api/state, /api/topk, /api/predict) and a live "
+        "dashboard (/) on 127.0.0.1:P while the run lasts (0: any free port)",
+    )
     run.add_argument("--seed", type=int, default=0, help="seed for data and model")
     run.add_argument("--json", action="store_true", help="also print the summary as JSON")
     run.add_argument("--quiet", action="store_true", help="no progress lines while running")

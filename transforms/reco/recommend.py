@@ -13,7 +13,9 @@ order, so every runner gives the same answer. The process keeps the step's model
 decoded (:data:`model.process_cache.PROCESS_CACHE`, kind ``learner``: a runner may set
 up a fresh DoFn per bundle) and uses it while the state is the one it last wrote (a
 random token says so), else rebuilds it from the state. Within a batch, events go in
-event-time order.
+event-time order. The live model is also on this process's board
+(:data:`model.live.BOARD`, name ``recommend``) with the newest event time it learnt,
+for live queries (:mod:`pipelines.serve`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from model import batch as mb
+from model.live import BOARD
 from model.process_cache import PROCESS_CACHE
 from model.reco.events import ITEM, RATING, USER
 from model.reco.mf import MFConfig, StreamingMF
@@ -36,6 +39,7 @@ from model.vocabulary import EVENT_ID, EVENT_TIME, KEY, MODEL_VERSION, PREDICTIO
 from transforms.online.sequential import Sequential
 
 TOKEN = 16  # bytes of the token that starts the state
+LIVE_NAME = "recommend"  # the live model's name on this process's board (model.live)
 
 
 class _RecommendWorker:
@@ -68,8 +72,13 @@ class _RecommendWorker:
         ids = batch.column(EVENT_ID).to_numpy(zero_copy_only=False)
         batch = batch.take(pa.array(np.lexsort((ids, times))))
         ratings = batch.column(RATING).to_numpy(zero_copy_only=False)
+        entry = BOARD.get(LIVE_NAME)
+        if entry is None or entry.value is not self.model:  # queries read this model
+            entry = BOARD.publish(LIVE_NAME, self.model, version=self.model.learned)
         before = self.model.learned
-        predictions = self.model.predict_learn(batch.column(USER), batch.column(ITEM), ratings)
+        with entry.lock:
+            predictions = self.model.predict_learn(batch.column(USER), batch.column(ITEM), ratings)
+        BOARD.advance(LIVE_NAME, int(times.max()), version=self.model.learned)
         versions = before + np.concatenate([[0], np.cumsum(~np.isnan(ratings))[:-1]])
         self.token = b""  # changed: not the state any more until written
         return [

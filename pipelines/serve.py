@@ -1,0 +1,265 @@
+"""Live queries of a running pipeline, and a live dashboard (``--serve-port P``).
+
+An HTTP server on 127.0.0.1 (never another interface), started with the run and
+stopped with it, answers from the state the run holds in this process (the
+progress taps, :mod:`pipelines.progress`, and the live board, :mod:`model.live`):
+
+- ``GET /api/state``: events read and scored, events/s, the watermark and its lag,
+  the newest model version, drift alarms, and (recommend) the live model's position;
+- ``GET /api/topk?user=U&k=10``: the user's best unseen items from the live
+  embeddings (recommend);
+- ``GET /api/predict?user=U&item=I``: a rating prediction from the live embeddings;
+- ``GET /``: the dashboard, a page that polls ``/api/state`` (and a user's top-k)
+  and redraws throughput, watermark lag, versions and alarms while the job runs.
+
+Every answer carries ``position_us`` (the newest event time the state reflects) and
+``watermark_us``. ``min_position_us=T`` asks for a state that has reached event
+time T: the answer waits up to ``wait_s`` (default 0: fail fast) and otherwise is a
+``409`` saying where the state is. A bad query is a ``400`` with the reason, an
+unknown path a ``404``, never a crash. Live queries need an in-process runner (the
+DirectRunner set-up); elsewhere the server answers with what this process holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from model.live import BOARD, LiveBoard
+from pipelines.progress import Progress
+
+RECOMMEND = "recommend"
+MAX_K = 1000
+
+
+class QueryError(Exception):
+    """A query the server answers with ``status`` and ``reason``."""
+
+    def __init__(self, status: int, reason: str, **extra: Any) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.extra = status, reason, extra
+
+
+class LiveServer:
+    """The HTTP server of one run; :meth:`start` / :meth:`stop` (by the run)."""
+
+    def __init__(self, port: int, progress: Progress, *, board: LiveBoard = BOARD,
+                 pipeline: str = "") -> None:  # fmt: skip
+        if not 0 <= port <= 65535:
+            msg = f"port must be in 0..65535, got {port!r}"
+            raise ValueError(msg)
+        self.progress, self.board, self.pipeline = progress, board, pipeline
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="serve",
+                                        kwargs={"poll_interval": 0.1}, daemon=True)  # fmt: skip
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address[0]}:{self.address[1]}/"
+
+    def start(self) -> LiveServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    # -- the answers ----------------------------------------------------------------
+    def state(self, query: dict[str, str]) -> dict[str, Any]:
+        entry = self._entry(query, required=False)
+        p = self.progress
+        with p.lock:
+            elapsed = max(1e-9, time.perf_counter() - p.started)
+            out: dict[str, Any] = {
+                "pipeline": self.pipeline,
+                "events_in": p.events_in,
+                "scored": p.scored,
+                "events_per_s": round(p.scored / elapsed, 1),
+                "watermark_us": p.watermark_us,
+                "watermark_lag_s": p.lag_s(),
+                "model_version": p.model_version,
+                "drift_alarms": len(p.drift_alarms),
+                "samples": p.samples[-120:],
+            }
+        if entry is not None:
+            out["model_version"] = max(out["model_version"], entry.version)
+        out["position_us"] = None if entry is None else entry.position_us
+        return out
+
+    def topk(self, query: dict[str, str]) -> dict[str, Any]:
+        user = _required(query, "user")
+        k = _integer(query, "k", 10, 1, MAX_K)
+        entry = self._entry(query, required=True)
+        assert entry is not None
+        with entry.lock:
+            items = entry.value.top_k(user, k)
+        return {"user": user, "k": k, "items": [{"item": i, "score": round(s, 4)}
+                                                for i, s in items],
+                **self._position(entry)}  # fmt: skip
+
+    def predict(self, query: dict[str, str]) -> dict[str, Any]:
+        user, item = _required(query, "user"), _required(query, "item")
+        entry = self._entry(query, required=True)
+        assert entry is not None
+        with entry.lock:
+            (value,) = entry.value.predict([user], [item])
+        return {"user": user, "item": item, "prediction": round(float(value), 4),
+                **self._position(entry)}  # fmt: skip
+
+    def _entry(self, query: dict[str, str], *, required: bool) -> Any:
+        minimum = _integer(query, "min_position_us", None, -(2**62), 2**62)
+        wait_s = _number(query, "wait_s", 0.0, 0.0, 30.0)
+        if self.board.get(RECOMMEND) is None and not required and minimum is None:
+            return None
+        if self.board.get(RECOMMEND) is None and not wait_s:
+            raise QueryError(404, "no live model in this run (the recommend pipeline has one)")
+        entry = self.board.wait_for(RECOMMEND, min_position_us=minimum, timeout_s=wait_s)
+        if entry is None:
+            now = self.board.get(RECOMMEND)
+            raise QueryError(409, "the state has not reached min_position_us yet",
+                             position_us=None if now is None else now.position_us)  # fmt: skip
+        return entry
+
+    def _position(self, entry: Any) -> dict[str, Any]:
+        with self.progress.lock:
+            watermark = self.progress.watermark_us
+        return {"position_us": entry.position_us, "model_version": entry.version,
+                "watermark_us": watermark}  # fmt: skip
+
+
+def _required(query: dict[str, str], name: str) -> str:
+    value = query.get(name, "").strip()
+    if not value:
+        raise QueryError(400, f"missing query parameter {name!r}")
+    return value
+
+
+def _integer(query: dict[str, str], name: str, default: int | None, lo: int, hi: int) -> Any:
+    if name not in query:
+        return default
+    try:
+        value = int(query[name])
+    except ValueError:
+        raise QueryError(400, f"{name} must be an integer, got {query[name]!r}") from None
+    if not lo <= value <= hi:
+        raise QueryError(400, f"{name} must be in {lo}..{hi}, got {value}")
+    return value
+
+
+def _number(query: dict[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    if name not in query:
+        return default
+    try:
+        value = float(query[name])
+    except ValueError:
+        raise QueryError(400, f"{name} must be a number, got {query[name]!r}") from None
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise QueryError(400, f"{name} must be in {lo}..{hi}, got {query[name]!r}")
+    return value
+
+
+def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
+    routes = {"/api/state": server.state, "/api/topk": server.topk, "/api/predict": server.predict}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server protocol)
+            url = urlparse(self.path)
+            if url.path in ("/", "/index.html"):
+                self._send(200, DASHBOARD.encode(), "text/html; charset=utf-8")
+                return
+            route = routes.get(url.path)
+            try:
+                if route is None:
+                    raise QueryError(404, f"no such path {url.path!r}; try /api/state")
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                self._json(200, route(query))
+            except QueryError as err:
+                self._json(err.status, {"error": err.reason, **err.extra})
+            except Exception as err:  # a query never takes the run down
+                self._json(500, {"error": f"{type(err).__name__}: {err}"})
+
+        def _json(self, status: int, body: dict[str, Any]) -> None:
+            self._send(status, json.dumps(body).encode(), "application/json")
+
+        def _send(self, status: int, data: bytes, kind: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            return
+
+    return Handler
+
+
+DASHBOARD = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Live pipeline</title>
+<style>
+body{font-family:sans-serif;margin:24px;color:#222}
+.grid{display:grid;grid-template-columns:repeat(4,200px);gap:12px}
+.card{border:1px solid #ccc;border-radius:6px;padding:10px}
+.card b{display:block;font-size:28px}
+#spark{border:1px solid #ccc;margin-top:12px}
+</style></head>
+<body><h1>Live pipeline <span id="pipeline"></span></h1>
+<div class="grid">
+<div class="card">events scored<b id="scored">-</b></div>
+<div class="card">events/s<b id="rate">-</b></div>
+<div class="card">watermark lag (s)<b id="lag">-</b></div>
+<div class="card">model version<b id="version">-</b></div>
+<div class="card">drift alarms<b id="alarms">-</b></div>
+<div class="card">state position<b id="position">-</b></div>
+</div>
+<svg id="spark" width="800" height="120"></svg>
+<h2>Top items for <input id="user" value="u0" size="10"></h2>
+<ol id="topk"></ol>
+<script>
+const fmt = (v) => v === null || v === undefined ? "-" : v.toLocaleString();
+function when(us) { return us === null ? "-" : new Date(us / 1000).toISOString().slice(0, 19); }
+async function tick() {
+  try {
+    const s = await (await fetch("/api/state", {cache: "no-store"})).json();
+    document.getElementById("pipeline").textContent = s.pipeline;
+    document.getElementById("scored").textContent = fmt(s.scored);
+    document.getElementById("rate").textContent = fmt(Math.round(s.events_per_s));
+    document.getElementById("lag").textContent =
+      s.watermark_lag_s === null ? "-" : s.watermark_lag_s.toFixed(1);
+    document.getElementById("version").textContent = fmt(s.model_version);
+    document.getElementById("alarms").textContent = fmt(s.drift_alarms);
+    document.getElementById("position").textContent = when(s.position_us);
+    const pts = s.samples.map((x, i) => [i, x.events_per_s || 0]);
+    const top = Math.max(1, ...pts.map((p) => p[1]));
+    const path = pts.map((p) => `${p[0] * 800 / Math.max(1, pts.length - 1)},` +
+                                `${115 - p[1] * 110 / top}`).join(" ");
+    document.getElementById("spark").innerHTML =
+      `<polyline fill="none" stroke="#1f77b4" points="${path}"/>`;
+    if (s.position_us !== null) {
+      const user = encodeURIComponent(document.getElementById("user").value);
+      const r = await fetch(`/api/topk?user=${user}&k=10`, {cache: "no-store"});
+      if (r.ok) {
+        const t = await r.json();
+        document.getElementById("topk").innerHTML =
+          t.items.map((x) => `<li>${x.item} (${x.score})</li>`).join("");
+      }
+    }
+  } catch (e) { /* the run may be ending */ }
+}
+tick(); setInterval(tick, 500);
+</script></body></html>
+"""
