@@ -35,6 +35,7 @@ import pyarrow.csv as pa_csv
 from benchmarks.common import run_command_line
 from model.reco.mf import MFConfig, StreamingMF
 from model.streams.interactions import InteractionsConfig, interactions
+from runners import patches
 from transforms.io import read_parquet_dir
 
 SPEEDUP = 10.0
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hit-every", type=int, default=200, help="hit rate: every Nth event")
     args = ap.parse_args(argv)
+    patches.apply()  # as the command line does (runners/patches)
     path, rows = load(args.file, args.events, args.seed)
     lines = [ours(path, rows, args.hit_every)]
     print(json.dumps(lines[0]), flush=True)

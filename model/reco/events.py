@@ -110,33 +110,24 @@ def _parse(part: pa.Table, fmt: InteractionFormat, first: int) -> Parsed:
     times = _times(_text(part, fmt.time_column))
     users = _text(part, fmt.user_column)
     items = _text(part, fmt.item_column)
-    reasons: list[str | None] = [None] * n
+    reasons: dict[int, str] = {}  # bad row -> its first reason
     for row in np.flatnonzero(times == mb.NO_WATERMARK).tolist():
         reasons[row] = f"unreadable timestamp: {part.column(fmt.time_column)[row].as_py()}"
     for name, ids in (("user", users), ("item", items)):
         empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ids)), 0)
         for row in np.flatnonzero(empty.to_numpy(zero_copy_only=False)).tolist():
-            reasons[row] = reasons[row] or f"empty {name}"
+            reasons.setdefault(row, f"empty {name}")
     ratings = np.ones(n)
     if fmt.rating_column is not None:
-        texts = _text(part, fmt.rating_column).to_pylist()
-        ratings = np.full(n, np.nan)
-        for row, text in enumerate(texts):
-            if text is None or not text.strip():
-                continue  # no rating: an event to predict, not to learn from
-            try:
-                value = float(text)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
-                reasons[row] = reasons[row] or f"rating is not a finite number: {text}"
-            ratings[row] = value
+        ratings, bad = _ratings(_text(part, fmt.rating_column))
+        for row, text in bad.items():
+            reasons.setdefault(row, f"rating is not a finite number: {text}")
     dead = [
         DeadLetter(reason, Stage.PARSE, payload={"row": first + row})
-        for row, reason in enumerate(reasons)
-        if reason is not None
+        for row, reason in sorted(reasons.items())
     ]
-    good = np.array([r is None for r in reasons])
+    good = np.ones(n, bool)
+    good[list(reasons)] = False
     if not good.any():
         return None, dead
     index = pa.array(np.flatnonzero(good))
@@ -156,6 +147,38 @@ def _parse(part: pa.Table, fmt: InteractionFormat, first: int) -> Parsed:
         names=[KEY, EVENT_TIME, EVENT_ID, FEATURES, USER, ITEM, RATING],
     )
     return batch, dead
+
+
+def _ratings(texts: pa.Array) -> tuple[np.ndarray, dict[int, str]]:
+    """Each rating (NaN where the cell is empty: predict only) and the rows whose
+    text is not a finite number."""
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0)
+    try:  # the common case, at once
+        values = pc.cast(pc.if_else(blank, pa.scalar(None, pa.string()), texts), pa.float64())
+        out = values.to_numpy(zero_copy_only=False).astype(np.float64)
+        bad_rows = np.flatnonzero(~np.isnan(out) & ~np.isfinite(out))
+        bad_rows = np.union1d(bad_rows, _nan_texts(texts, out, blank))
+        return out, {int(r): texts[int(r)].as_py() for r in bad_rows}
+    except (pa.ArrowInvalid, ValueError):
+        pass
+    out, bad = np.full(len(texts), np.nan), {}
+    for row, text in enumerate(texts.to_pylist()):
+        if text is None or not text.strip():
+            continue  # no rating: an event to predict, not to learn from
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            bad[row] = text
+        out[row] = value
+    return out, bad
+
+
+def _nan_texts(texts: pa.Array, values: np.ndarray, blank: pa.Array) -> np.ndarray:
+    """Rows whose text parsed to NaN ("nan"): a rating that is not a number."""
+    nan = np.isnan(values) & ~blank.to_numpy(zero_copy_only=False)
+    return np.flatnonzero(nan)
 
 
 def _times(texts: pa.Array) -> np.ndarray:
