@@ -268,7 +268,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     else:
         times = _from_data(args, inputs)
     reco = _section(
-        "--user-column/--item-column/--rating-column/--factors",
+        "--user-column/--item-column/--rating-column/--factors/--negatives",
         lambda: RecoConfig(
             InteractionFormat(
                 time_column=args.time_column,
@@ -277,7 +277,13 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
                 rating_column=args.rating_column or None,
                 lag_s=times.watermark_lag_s,
             ),
-            MFConfig(factors=args.factors, seed=args.seed),
+            MFConfig(
+                factors=args.factors,
+                seed=args.seed,
+                negatives=(4 if not args.rating_column else 0)
+                if args.negatives is None
+                else args.negatives,
+            ),
             InteractionsConfig(events=args.events, seed=args.seed),
         ),
     )

@@ -255,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     reco.add_argument(
         "--factors", type=int, default=16, help="recommend: embedding size of users and items"
     )
+    reco.add_argument(
+        "--negatives",
+        type=int,
+        default=None,
+        help="recommend: items sampled as 0-ratings after each interaction (negative "
+        "sampling; default 4 for implicit feedback, i.e. --rating-column '', else 0)",
+    )
 
     win = p.add_argument_group("windows and triggers")
     win.add_argument("--window", default="fixed", choices=["fixed", "sliding", "session", "global"])

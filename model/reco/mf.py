@@ -13,6 +13,10 @@ RMSProp steps, L2). So a prediction never uses its own rating, nor any later one
   arrive in: one side must start off zero for the factors to learn at all);
 - drifting tastes: RMSProp's step size does not shrink over the stream, and
   ``mean_decay`` makes the global mean forget (exponential weights);
+- implicit feedback (every interaction a 1): with ``negatives=k`` each rated event is
+  followed by k items drawn at random from those known before the batch, learnt as
+  0s (negative sampling), so the model ranks what a user interacts with above what
+  they pass by;
 - :meth:`StreamingMF.top_k`: a user's best items from the live parameters, excluding
   the items the user rated;
 - :meth:`StreamingMF.snapshot` / :meth:`StreamingMF.restore`: all of it, picklable.
@@ -64,6 +68,7 @@ class MFConfig:
     init_scale: float = 0.1  # a new item's factor row ~ N(0, init_scale^2)
     mean_decay: float = 0.0  # 0: running global mean; else its forgetting per rating
     rating_range: tuple[float, float] | None = None  # predictions clipped to it
+    negatives: int = 0  # implicit feedback: items sampled as 0-ratings after each rating
     user_buckets: int | None = None  # None: a growing table of users
     item_buckets: int | None = None
     seed: int = 0
@@ -76,6 +81,9 @@ class MFConfig:
             if not getattr(self, name) > 0:
                 msg = f"{name} must be > 0, got {getattr(self, name)!r}"
                 raise ValueError(msg)
+        if self.negatives < 0:
+            msg = f"negatives must be >= 0, got {self.negatives!r}"
+            raise ValueError(msg)
         if self.reg < 0 or not 0 <= self.beta < 1 or not 0 <= self.mean_decay < 1:
             msg = (
                 "need reg >= 0, 0 <= beta < 1 and 0 <= mean_decay < 1, got "
@@ -212,11 +220,43 @@ class StreamingMF:
         ]
 
     def _walk(self, users: Any, items: Any, ratings: np.ndarray, learn: bool) -> np.ndarray:
+        known_items = len(self.items.ids.names)  # before this batch
         u = self.users.rows_of(users)
         i = self.items.rows_of(items)
         if not (len(u) == len(i) == len(ratings)):
             msg = f"users, items and ratings differ in length: {len(u)}, {len(i)}, {len(ratings)}"
             raise ValueError(msg)
+        k = self.config.negatives
+        if k and learn and known_items > 1:
+            return self._walk_sampled(u, i, ratings, known_items)
+        return self._walk_rows(u, i, ratings, learn)
+
+    def _walk_sampled(
+        self, u: np.ndarray, i: np.ndarray, ratings: np.ndarray, known_items: int
+    ) -> np.ndarray:
+        """Each event, then its sampled negatives (0s; none after an unrated event)."""
+        k, n = self.config.negatives, len(u)
+        rng = np.random.default_rng((self.config.seed, self.learned, n))
+        rows = np.fromiter(self.items.ids.names, np.int64, known_items)
+        wide_u = np.repeat(u, k + 1)
+        wide_i = np.repeat(i, k + 1)
+        wide_r = np.zeros(n * (k + 1), np.float32)
+        wide_r[:: k + 1] = ratings
+        negative = np.ones(n * (k + 1), bool)
+        negative[:: k + 1] = False
+        wide_i[negative] = rows[rng.integers(0, known_items, n * k)]
+        wide_r[negative & np.repeat(np.isnan(ratings), k + 1)] = np.nan
+        out = self._walk_rows(wide_u, wide_i, wide_r, True, seen=~negative)
+        return out[:: k + 1]
+
+    def _walk_rows(
+        self,
+        u: np.ndarray,
+        i: np.ndarray,
+        ratings: np.ndarray,
+        learn: bool,
+        seen: np.ndarray | None = None,
+    ) -> np.ndarray:
         out = np.empty(len(u), np.float32)
         c = self.config
         lo, hi = c.rating_range or (-math.inf, math.inf)
@@ -233,7 +273,7 @@ class StreamingMF:
             )  # fmt: skip
         else:
             self.learned += self._walk_numpy(u, i, ratings, learn, lo, hi, out)
-        rated = ~np.isnan(ratings)
+        rated = ~np.isnan(ratings) if seen is None else seen & ~np.isnan(ratings)
         self._seen_new.append(u[rated].astype(np.int64) << 32 | i[rated])
         if len(self._seen_new) >= 64:  # merged now and then: amortized linear
             self._merge_seen()

@@ -64,3 +64,15 @@ def test_recommend_reads_csv_or_synthetic_only(tmp_path):
     with pytest.raises(UsageError, match="csv or synthetic"):
         config_from_args(parse_args(["--pipeline", "recommend", "--source", "nab",
                                      "--input", str(path), "--output", str(tmp_path)]))  # fmt: skip
+
+
+def test_implicit_feedback_without_a_rating_column(tmp_path):
+    data = interactions(InteractionsConfig(events=2000, users=60, items=40, seed=6))
+    path = tmp_path / "clicks.csv"
+    pa_csv.write_csv(pa.table({"timestamp": data["timestamp"], "user": data["user"],
+                               "item": data["item"]}), path)  # fmt: skip
+    summary, out = _run(tmp_path, "--source", "csv", "--input", str(path),
+                        "--rating-column", "", "--no-streaming")  # fmt: skip
+    assert summary.predictions_out == 2000 and summary.balanced
+    rows = read_parquet_dir(os.path.join(out, "predictions"))
+    assert rows is not None and set(rows.column("rating").to_pylist()) == {1.0}

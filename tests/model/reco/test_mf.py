@@ -109,3 +109,23 @@ def test_bad_config_is_named() -> None:
         MFConfig(rating_range=(5.0, 1.0))
     with pytest.raises(ValueError, match="buckets"):
         IdTable(buckets=0)
+
+
+def test_negative_sampling_ranks_what_users_interact_with(stream) -> None:
+    ones = np.ones(3000)
+    rates = {}
+    for k in (0, 4):
+        mf = StreamingMF(MFConfig(seed=0, negatives=k))
+        hits = asked = 0
+        for s in range(0, 3000, 30):
+            user, item = stream["user"][s], stream["item"][s]
+            if mf.users.ids.rows([user], add=False)[0] >= 0:
+                asked += 1
+                hits += item in {name for name, _ in mf.top_k(user, 10)}
+            out = mf.predict_learn(stream["user"][s : s + 30], stream["item"][s : s + 30],
+                                   ones[s : s + 30])  # fmt: skip
+            assert len(out) == 30  # one prediction an interaction, none for the samples
+        rates[k] = hits / asked
+        # only what users did is "seen": sampled negatives stay recommendable
+        assert len(mf.seen) == len({(u, i) for u, i in zip(stream["user"], stream["item"])})
+    assert rates[4] > 3 * rates[0]
