@@ -100,3 +100,4 @@ class LiveBoard:
 
 
 BOARD = LiveBoard()  # this process's board
+LIVE_MODEL = "model"  # the newest model version (a ModelArtifact) scoring in this process

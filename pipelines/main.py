@@ -134,7 +134,8 @@ def _run(
         )
     run_id = uuid.uuid4().hex
     live = progress.start(run_id)
-    progress.attach(run_id, outputs.batches, outputs.predictions)
+    window_s = 0.0 if cfg.pipeline == "recommend" else cfg.window.size_s
+    progress.attach(run_id, outputs.batches, outputs.predictions, window_s)
     events_in = outputs.source_events
     out = sys.stderr if show_progress else io.StringIO()
     server = None

@@ -44,6 +44,9 @@ class Progress:
     started: float = field(default_factory=time.perf_counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
     detector: PageHinkley = field(default_factory=lambda: PageHinkley(delta=0.01, threshold=1.5))
+    # per key: window start (us) -> [events, labelled, correct], the latest windows
+    keys: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    window_us: int = 0  # the pipeline's window size (0: one window for everything)
 
     def lag_s(self) -> float | None:
         if self.newest_event_us is None or self.watermark_us is None:
@@ -102,16 +105,57 @@ class _PredictionTap(beam.DoFn):
             if mb.MODEL_VERSION in names:  # (anomaly rows have none)
                 versions = batch.column(mb.MODEL_VERSION).to_numpy(zero_copy_only=False)
                 p.model_version = max(p.model_version, int(versions.max()))
+            correct = None
             if labels is not None:
                 pred = batch.column(mb.PREDICTION).to_numpy(zero_copy_only=False)
                 error = float(np.mean(pred != labels))
                 if p.detector.update(error):
                     p.drift_alarms.append(mb.min_event_time_us(batch))
+                correct = pred == labels
+            _count_keys(p, batch, labels, correct)
         return iter(())
 
 
-def attach(run_id: str, batches: beam.PCollection, predictions: beam.PCollection) -> None:
-    """Add the two taps to a pipeline."""
+KEY_WINDOWS = 8  # the latest windows kept per key
+
+
+def _count_keys(
+    p: Progress, batch: pa.RecordBatch, labels: np.ndarray | None, correct: np.ndarray | None
+) -> None:
+    """Per key and window: events, labelled events, correct predictions."""
+    codes, names = mb.key_codes(batch)
+    times = mb.event_times_us(batch)
+    starts = times - times % p.window_us if p.window_us else np.zeros_like(times)
+    pairs, inverse = np.unique(
+        np.stack([codes.astype(np.int64), starts]), axis=1, return_inverse=True
+    )
+    inverse = inverse.ravel()
+    events = np.bincount(inverse, minlength=pairs.shape[1])
+    known = labels >= 0 if labels is not None else np.zeros(len(codes), bool)
+    labelled = np.bincount(inverse, weights=known, minlength=pairs.shape[1])
+    right = (
+        np.bincount(inverse, weights=correct & known, minlength=pairs.shape[1])
+        if correct is not None
+        else np.zeros(pairs.shape[1])
+    )
+    for code, start, n, lab, ok in zip(pairs[0].tolist(), pairs[1].tolist(), events.tolist(),
+                                       labelled.tolist(), right.tolist(), strict=True):  # fmt: skip
+        windows = p.keys.setdefault(names[code], {})
+        counts = windows.setdefault(start, [0, 0, 0])
+        counts[0] += n
+        counts[1] += int(lab)
+        counts[2] += int(ok)
+        if len(windows) > KEY_WINDOWS:
+            del windows[min(windows)]
+
+
+def attach(
+    run_id: str, batches: beam.PCollection, predictions: beam.PCollection, window_s: float = 0.0
+) -> None:
+    """Add the two taps to a pipeline (``window_s``: per-key statistics by window)."""
+    p = get(run_id)
+    if p is not None:
+        p.window_us = round(window_s * 1_000_000)
     _ = batches | "ProgressSource" >> beam.ParDo(_SourceTap(run_id))
     _ = predictions | "ProgressPredictions" >> beam.ParDo(_PredictionTap(run_id))
 

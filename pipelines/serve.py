@@ -9,6 +9,12 @@ progress taps, :mod:`pipelines.progress`, and the live board, :mod:`model.live`)
 - ``GET /api/topk?user=U&k=10``: the user's best unseen items from the live
   embeddings (recommend);
 - ``GET /api/predict?user=U&item=I``: a rating prediction from the live embeddings;
+- ``POST /api/predict`` with ``{"features": [[...], ...]}`` (and ``"key"`` for per-key
+  models): classes and probabilities from the newest model version scoring in this
+  run (score and classify);
+- ``GET /api/model``: the newest model version and how many features it takes;
+- ``GET /api/keys?key=K``: the key's events, labelled events and accuracy in each of
+  its latest windows; without ``key``, the busiest keys;
 - ``GET /``: the dashboard, a page that polls ``/api/state`` (and a user's top-k)
   and redraws throughput, watermark lag, versions and alarms while the job runs.
 
@@ -30,11 +36,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from model.live import BOARD, LiveBoard
+import numpy as np
+
+from model.live import BOARD, LIVE_MODEL, LiveBoard
 from pipelines.progress import Progress
 
 RECOMMEND = "recommend"
 MAX_K = 1000
+MAX_BODY = 1 << 20  # bytes a POSTed query may have
+MAX_ROWS = 10_000  # rows one POSTed prediction may ask for
 
 
 class QueryError(Exception):
@@ -54,6 +64,8 @@ class LiveServer:
             msg = f"port must be in 0..65535, got {port!r}"
             raise ValueError(msg)
         self.progress, self.board, self.pipeline = progress, board, pipeline
+        self._handlers: dict[int, Any] = {}
+        self._handlers_lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="serve",
@@ -119,16 +131,73 @@ class LiveServer:
         return {"user": user, "item": item, "prediction": round(float(value), 4),
                 **self._position(entry)}  # fmt: skip
 
-    def _entry(self, query: dict[str, str], *, required: bool) -> Any:
+    def predict_features(self, query: dict[str, str], body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or "features" not in body:
+            raise QueryError(400, 'the body must be a JSON object with "features"')
+        rows = body["features"]
+        if not isinstance(rows, list) or not rows or len(rows) > MAX_ROWS:
+            raise QueryError(400, f"features must be a list of 1..{MAX_ROWS} rows")
+        try:
+            x = np.asarray(rows, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise QueryError(400, "features must be rows of numbers, all of one length") from None
+        if x.ndim != 2 or not np.isfinite(x).all():
+            raise QueryError(400, "features must be rows of finite numbers, all of one length")
+        key = body.get("key")
+        name = LIVE_MODEL if key is None else f"{LIVE_MODEL}/{key}"
+        entry = self._entry(query, required=True, name=name)
+        artifact = entry.value
+        handler = self._handler(artifact)
+        width = _width(handler)
+        if width is not None and x.shape[1] != width:
+            raise QueryError(400, f"the model takes {width} features, got {x.shape[1]}")
+        prediction, score = handler.predict(x)
+        return {"predictions": prediction.tolist(),
+                "scores": [round(float(v), 6) for v in score], **self._position(entry)}  # fmt: skip
+
+    def model(self, query: dict[str, str]) -> dict[str, Any]:
+        name = LIVE_MODEL if "key" not in query else f"{LIVE_MODEL}/{query['key']}"
+        entry = self._entry(query, required=True, name=name)
+        return {"features": _width(self._handler(entry.value)), **self._position(entry)}
+
+    def keys(self, query: dict[str, str]) -> dict[str, Any]:
+        key = query.get("key")
+        limit = _integer(query, "limit", 20, 1, 1000)
+        with self.progress.lock:
+            if key is None:
+                events = {k: sum(c[0] for c in w.values()) for k, w in self.progress.keys.items()}
+                busiest = sorted(events, key=lambda k: -events[k])[:limit]
+                return {"keys": [{"key": k, "events": events[k]} for k in busiest],
+                        "watermark_us": self.progress.watermark_us}  # fmt: skip
+            windows = self.progress.keys.get(key)
+            if windows is None:
+                raise QueryError(404, f"no events of key {key!r} scored yet")
+            rows = [{"window_start_us": start, "events": n, "labelled": lab,
+                     "accuracy": round(ok / lab, 4) if lab else None}
+                    for start, (n, lab, ok) in sorted(windows.items())]  # fmt: skip
+            return {"key": key, "windows": rows, "watermark_us": self.progress.watermark_us}
+
+    def _handler(self, artifact: Any) -> Any:
+        from model.handler import TorchModelHandler
+
+        with self._handlers_lock:
+            handler = self._handlers.get(artifact.version)
+            if handler is None:
+                handler = TorchModelHandler(artifact, "cpu")
+                self._handlers = {artifact.version: handler}  # the newest only
+            return handler
+
+    def _entry(self, query: dict[str, str], *, required: bool, name: str = RECOMMEND) -> Any:
         minimum = _integer(query, "min_position_us", None, -(2**62), 2**62)
         wait_s = _number(query, "wait_s", 0.0, 0.0, 30.0)
-        if self.board.get(RECOMMEND) is None and not required and minimum is None:
+        if self.board.get(name) is None and not required and minimum is None:
             return None
-        if self.board.get(RECOMMEND) is None and not wait_s:
-            raise QueryError(404, "no live model in this run (the recommend pipeline has one)")
-        entry = self.board.wait_for(RECOMMEND, min_position_us=minimum, timeout_s=wait_s)
+        if self.board.get(name) is None and not wait_s:
+            what = "live model" if name == RECOMMEND else "model version"
+            raise QueryError(404, f"no {what} in this run yet ({name!r})")
+        entry = self.board.wait_for(name, min_position_us=minimum, timeout_s=wait_s)
         if entry is None:
-            now = self.board.get(RECOMMEND)
+            now = self.board.get(name)
             raise QueryError(409, "the state has not reached min_position_us yet",
                              position_us=None if now is None else now.position_us)  # fmt: skip
         return entry
@@ -138,6 +207,14 @@ class LiveServer:
             watermark = self.progress.watermark_us
         return {"position_us": entry.position_us, "model_version": entry.version,
                 "watermark_us": watermark}  # fmt: skip
+
+
+def _width(handler: Any) -> int | None:
+    """The number of features the handler's module takes (its first layer's input)."""
+    for module in handler.module.modules():
+        if hasattr(module, "in_features"):
+            return int(module.in_features)
+    return None
 
 
 def _required(query: dict[str, str], name: str) -> str:
@@ -172,7 +249,9 @@ def _number(query: dict[str, str], name: str, default: float, lo: float, hi: flo
 
 
 def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
-    routes = {"/api/state": server.state, "/api/topk": server.topk, "/api/predict": server.predict}
+    routes = {"/api/state": server.state, "/api/topk": server.topk,
+              "/api/predict": server.predict, "/api/keys": server.keys,
+              "/api/model": server.model}  # fmt: skip
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the http.server protocol)
@@ -186,6 +265,25 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
                     raise QueryError(404, f"no such path {url.path!r}; try /api/state")
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 self._json(200, route(query))
+            except QueryError as err:
+                self._json(err.status, {"error": err.reason, **err.extra})
+            except Exception as err:  # a query never takes the run down
+                self._json(500, {"error": f"{type(err).__name__}: {err}"})
+
+        def do_POST(self) -> None:  # noqa: N802 (the http.server protocol)
+            url = urlparse(self.path)
+            try:
+                if url.path != "/api/predict":
+                    raise QueryError(404, f"no such path {url.path!r} to POST to")
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_BODY:
+                    raise QueryError(413, f"the body may have {MAX_BODY} bytes at most")
+                try:
+                    body = json.loads(self.rfile.read(length) or b"null")
+                except json.JSONDecodeError as err:
+                    raise QueryError(400, f"the body is not JSON: {err}") from None
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                self._json(200, server.predict_features(query, body))
             except QueryError as err:
                 self._json(err.status, {"error": err.reason, **err.extra})
             except Exception as err:  # a query never takes the run down

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 
 from model.live import LiveBoard
@@ -161,3 +162,114 @@ def test_the_dashboard_loads_and_its_numbers_move(served, tmp_path) -> None:
     assert 'id="scored">98,765<' in second and 'id="version">7<' in second
     after = shot(tmp_path / "b.png")
     assert before[:8] == after[:8] == b"\x89PNG\r\n\x1a\n" and before != after
+
+
+def _post(url: str, body: object) -> tuple[int, dict]:
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST",
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.fixture
+def served_model():
+    import numpy as np
+
+    from model import batch as mb
+    from model.artifact import ModelArtifact
+    from model.handler import TorchModelHandler
+    from model.mlp import MLPClassifier
+    from pipelines.progress import _count_keys
+
+    board, progress = LiveBoard(), Progress(window_us=10_000_000)
+    artifact = ModelArtifact.from_module(MLPClassifier(3, seed=0), 4)
+    board.publish("model", artifact, position_us=7_000, version=4)
+    batch = mb.make_batch(["a", "a", "b"], np.array([1, 2, 12_000_000]),
+                          np.zeros((3, 3), np.float32), labels=[0, 1, 1])  # fmt: skip
+    _count_keys(progress, batch, np.array([0, 1, 1]), np.array([True, False, True]))
+    server = LiveServer(0, progress, board=board, pipeline="classify").start()
+    yield server, TorchModelHandler(artifact, "cpu")
+    server.stop()
+
+
+def test_posted_features_are_scored_by_the_newest_version(served_model) -> None:
+    server, handler = served_model
+    rows = [[0.1, 0.2, 0.3], [-1.0, 2.0, 0.5]]
+    assert _get(server.url + "api/model") == (
+        200,
+        {"features": 3, "position_us": 7_000, "model_version": 4, "watermark_us": None},
+    )
+    status, body = _post(server.url + "api/predict", {"features": rows})
+    assert status == 200 and body["model_version"] == 4 and body["position_us"] == 7_000
+    pred, score = handler.predict(np.asarray(rows, np.float32))
+    assert body["predictions"] == pred.tolist()
+    assert body["scores"] == pytest.approx(score.tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"rows": []}, 'with "features"'),
+        ({"features": [[1, 2]]}, "takes 3 features"),
+        ({"features": [[1, 2, 3], [1]]}, "all of one length"),
+        ({"features": [[1, 2, "x"]]}, "numbers"),
+        ({"features": [[1, 2, float("inf")]]}, "finite"),
+    ],
+)
+def test_bad_posted_features_are_a_400(served_model, body, reason) -> None:
+    status, answer = _post(served_model[0].url + "api/predict", body)
+    assert status == 400 and reason in answer["error"]
+
+
+def test_key_window_stats(served_model) -> None:
+    server = served_model[0]
+    status, body = _get(server.url + "api/keys?key=a")
+    assert status == 200
+    assert body["windows"] == [{"window_start_us": 0, "events": 2, "labelled": 2,
+                                "accuracy": 0.5}]  # fmt: skip
+    status, body = _get(server.url + "api/keys")
+    assert [k["key"] for k in body["keys"]] == ["a", "b"]
+    assert _get(server.url + "api/keys?key=zz")[0] == 404
+
+
+@pytest.mark.slow
+def test_a_classify_run_answers_posted_features_and_key_stats(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = config_from_args(parse_args([
+        "--events", "60000", "--serve-port", str(port), "--output", str(tmp_path / "out")]))  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    answers: dict[str, tuple[int, dict]] = {}
+
+    def query() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(answers) < 2:
+            try:
+                status, model = _get(url + "api/model")
+                if status != 200:
+                    time.sleep(0.05)
+                    continue
+                width = model["features"]
+                status, body = _post(url + "api/predict", {"features": [[0.0] * width]})
+                if status == 200:
+                    answers["predict"] = (status, body)
+                    answers["keys"] = _get(url + "api/keys")
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    asker = threading.Thread(target=query)
+    asker.start()
+    summary = main.run(cfg, show_progress=False)
+    asker.join(120)
+    assert summary.balanced and "predict" in answers, "no live answer while the run lasted"
+    status, body = answers["predict"]
+    assert body["model_version"] >= 1 and body["predictions"][0] in (0, 1)
+    assert answers["keys"][0] == 200 and answers["keys"][1]["keys"]

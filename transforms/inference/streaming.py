@@ -45,6 +45,7 @@ from model.artifact import ModelArtifact
 from model.batching import AdaptiveBatchSize
 from model.device import resolve_device
 from model.handler import TorchModelHandler
+from model.live import BOARD, LIVE_MODEL
 from model.memory_control import MemoryConfig, MemoryControl
 from model.process_cache import PROCESS_CACHE
 from model.vocabulary import NAMESPACE, Metric
@@ -132,6 +133,9 @@ class _InferenceDoFn(beam.DoFn):
             )
             self._load_ms.append(round(handler.stats.load_seconds * 1000))
             self._handlers[artifact.version] = handler
+            live = BOARD.get(LIVE_MODEL)
+            if live is None or live.version < artifact.version:  # for live queries
+                BOARD.publish(LIVE_MODEL, artifact, version=artifact.version)
             self._evict(keep=artifact.version)
         self._handlers.move_to_end(artifact.version)
         return handler
@@ -187,6 +191,7 @@ class _InferenceDoFn(beam.DoFn):
         merged = batches[0] if len(batches) == 1 else mb.concat(batches)
         prediction, score = handler.predict(mb.features_tensor(merged))
         self._report(handler)
+        BOARD.advance(LIVE_MODEL, int(mb.event_times_us(merged).max()))
         start = 0
         for wv, batch in zip(items, batches, strict=True):
             end = start + batch.num_rows

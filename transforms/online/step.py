@@ -39,6 +39,8 @@ from apache_beam.transforms.userstate import (
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from model import batch as mb
+from model.artifact import ModelArtifact
+from model.live import BOARD, LIVE_MODEL
 from model.online.config import WindowGrid
 from model.online.step import OnlineStep, StepSnapshot
 from model.process_cache import PROCESS_CACHE
@@ -181,6 +183,11 @@ class OnlineStepDoFn(beam.DoFn):
         for batch, at in result.predictions:
             yield bw.TimestampedValue(batch, Timestamp(micros=at))
         for artifact, at in result.updates:
+            if isinstance(artifact, ModelArtifact):  # live queries score with the newest
+                name = f"{LIVE_MODEL}/{key}" if self._per_key else LIVE_MODEL
+                live = BOARD.get(name)
+                if live is None or live.version < artifact.version:
+                    BOARD.publish(name, artifact, position_us=at, version=artifact.version)
             value = (key, artifact) if self._per_key else artifact
             stamped = bw.TimestampedValue(value, Timestamp(micros=at))
             yield (
