@@ -243,8 +243,10 @@ def test_a_classify_run_answers_posted_features_and_key_stats(tmp_path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = config_from_args(parse_args([
-        "--events", "60000", "--serve-port", str(port), "--output", str(tmp_path / "out")]))  # fmt: skip
+    out = str(tmp_path / "out")
+    cfg = config_from_args(
+        parse_args(["--events", "60000", "--serve-port", str(port), "--output", out])
+    )
     url = f"http://127.0.0.1:{port}/"
     answers: dict[str, tuple[int, dict]] = {}
 

@@ -127,5 +127,6 @@ def test_negative_sampling_ranks_what_users_interact_with(stream) -> None:
             assert len(out) == 30  # one prediction an interaction, none for the samples
         rates[k] = hits / asked
         # only what users did is "seen": sampled negatives stay recommendable
-        assert len(mf.seen) == len({(u, i) for u, i in zip(stream["user"], stream["item"])})
+        pairs = set(zip(stream["user"], stream["item"], strict=True))
+        assert len(mf.seen) == len(pairs)
     assert rates[4] > 3 * rates[0]
