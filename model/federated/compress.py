@@ -6,15 +6,16 @@ delta, so nothing is lost for good, only late. :meth:`Compressor.encode` gives t
 bytes sent (what :attr:`Compressed.nbytes` counts) and :func:`decode` the delta the
 aggregator sees.
 
-- :class:`TopK`: the ``fraction`` of coordinates largest in magnitude, as int32
-  indices and float32 values;
+- :class:`TopK`: the ``fraction`` of coordinates largest in magnitude, as indices
+  (uint16 for deltas of up to 65,536 coordinates, else uint32) and float16 values
+  (what rounding loses, error feedback keeps);
 - :class:`Quantize8`: every coordinate as an int8 step of ``max|x| / 127`` (one
   float32 scale per delta), rounded stochastically (unbiased) with a seeded generator.
 
 >>> c = TopK(0.25)
 >>> sent = c.encode(np.array([0.1, -3.0, 0.2, 1.0]))
 >>> decode(sent).tolist(), sent.nbytes
-([0.0, -3.0, 0.0, 0.0], 12)
+([0.0, -3.0, 0.0, 0.0], 8)
 >>> c.residual.tolist()  # kept for the next round
 [0.10000000149011612, 0.0, 0.20000000298023224, 1.0]
 """
@@ -84,8 +85,9 @@ class TopK(Compressor):
 
     def _encode(self, x: np.ndarray) -> Compressed:
         k = max(1, round(self.fraction * len(x)))
-        index = np.sort(np.argpartition(-np.abs(x), k - 1)[:k]).astype(np.int32)
-        return Compressed("topk", len(x), (index.tobytes(), x[index].astype(np.float32).tobytes()))
+        kind = np.uint16 if len(x) <= 1 << 16 else np.uint32
+        index = np.sort(np.argpartition(-np.abs(x), k - 1)[:k]).astype(kind)
+        return Compressed("topk", len(x), (index.tobytes(), x[index].astype(np.float16).tobytes()))
 
 
 class Quantize8(Compressor):
@@ -117,7 +119,8 @@ def decode(sent: Compressed) -> np.ndarray:
         return np.frombuffer(sent.parts[0], np.float32).copy()
     if sent.kind == "topk":
         out = np.zeros(sent.size, np.float32)
-        out[np.frombuffer(sent.parts[0], np.int32)] = np.frombuffer(sent.parts[1], np.float32)
+        kind = np.uint16 if sent.size <= 1 << 16 else np.uint32
+        out[np.frombuffer(sent.parts[0], kind)] = np.frombuffer(sent.parts[1], np.float16)
         return out
     if sent.kind == "int8":
         scale = np.frombuffer(sent.parts[0], np.float32)[0]

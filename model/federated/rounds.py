@@ -1,0 +1,273 @@
+"""Federated learning over a stream: devices learn on their own events, rounds by
+event time, only deltas leave a device.
+
+:class:`Federation` holds a global model (a logistic regression: weights and bias,
+one flat vector) and one :class:`Device` per key. :meth:`Federation.learn` takes a
+time-ordered micro-batch of many devices' events: each event is predicted by its
+device's current model, then the device learns from it (prequential), within its
+budget of steps per round. :meth:`Federation.end_round` closes a round (an
+event-time window): every device with at least ``min_samples`` events in it sends
+its delta (its model minus the global it started the round from), clipped, and
+compressed with error feedback; the aggregator (:meth:`Federation.aggregate`, which
+sees deltas and sample counts only) combines them (FedAvg, or the buffered
+asynchronous variant), adds Gaussian noise when private, and makes the next global
+version; every device starts the next round from it (mixed with its own weights
+when personalizing). Modes: ``fedavg``, ``async``, ``local`` (no aggregation) and
+``central`` (one learner for all events: the reference).
+
+>>> rng = np.random.default_rng(0)
+>>> fed = Federation(FederatedConfig(features=3, seed=0))
+>>> x = rng.normal(size=(40, 3)); y = (x[:, 0] > 0).astype(np.int64)
+>>> pred = fed.learn(np.array(["a", "b"] * 20), x, y)
+>>> report = fed.end_round()
+>>> report.participants, report.version
+(2, 1)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from model.federated.aggregate import BufferedAsync, fedavg
+from model.federated.compress import Compressor, decode, make_compressor
+from model.federated.privacy import RDPAccountant, clip_delta
+
+Mode = Literal["fedavg", "async", "local", "central"]
+
+
+@dataclass(frozen=True)
+class FederatedConfig:
+    """Every field is validated."""
+
+    features: int
+    mode: Mode = "fedavg"
+    lr: float = 0.1
+    steps_per_round: int | None = None  # a device's budget of learning steps a round
+    min_samples: int = 1  # fewer events in a round: the device sits it out
+    compression: Literal["none", "topk", "int8"] = "none"
+    topk_fraction: float = 0.05
+    clip: float | None = None  # client-level L2 clipping of each delta
+    noise_multiplier: float = 0.0  # Gaussian noise at the aggregator (x clip)
+    delta: float = 1e-5  # for the epsilon reported
+    personalize: float = 0.0  # share of a device's own weights kept at a round start
+    buffer: int = 8  # async: deltas per global version
+    staleness_exponent: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.features < 1 or self.lr <= 0 or self.min_samples < 0:
+            msg = f"need features >= 1, lr > 0, min_samples >= 0, got {self!r}"
+            raise ValueError(msg)
+        if self.mode not in ("fedavg", "async", "local", "central"):
+            msg = f"mode must be fedavg, async, local or central, got {self.mode!r}"
+            raise ValueError(msg)
+        if self.noise_multiplier > 0 and self.clip is None:
+            raise ValueError("noise needs a clip: the noise is noise_multiplier x clip")
+        if not 0 <= self.personalize <= 1:
+            msg = f"personalize must be in [0, 1], got {self.personalize!r}"
+            raise ValueError(msg)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+
+
+@dataclass
+class Device:
+    """One device: its model, the global it started the round from, its round."""
+
+    weights: np.ndarray
+    start: np.ndarray
+    based_on: int = 0  # the global version it started from
+    samples: int = 0  # events learnt this round
+    steps: int = 0
+    compressor: Compressor | None = None
+    bytes_sent: int = 0
+
+
+@dataclass
+class RoundReport:
+    """What one round did."""
+
+    version: int
+    participants: int = 0
+    sat_out: int = 0
+    bytes_sent: int = 0
+    epsilon: float = 0.0
+
+
+@dataclass
+class Federation:
+    """Devices and the aggregator; see the module docstring."""
+
+    config: FederatedConfig
+    version: int = 0
+    devices: dict[str, Device] = field(default_factory=dict)
+    rounds: int = 0
+
+    def __post_init__(self) -> None:
+        self.global_weights = np.zeros(self.config.features + 1)
+        self.rng = np.random.default_rng(self.config.seed)
+        self.accountant = RDPAccountant()
+        self.server = BufferedAsync(self.config.buffer, self.config.staleness_exponent)
+        self.aggregated_inputs: list[tuple[int, list[Any]]] = []  # (round, what it saw)
+        self.stats: dict[str, list[int]] = {}  # per key: events predicted, correct
+
+    # -- devices ----------------------------------------------------------------------
+    def device(self, key: str) -> Device:
+        device = self.devices.get(key)
+        if device is None:
+            start = self.global_weights.copy()
+            compressor = None
+            if self.config.compression != "none":
+                compressor = make_compressor(self.config.compression,
+                                             fraction=self.config.topk_fraction,
+                                             seed=self.config.seed + len(self.devices))  # fmt: skip
+            device = self.devices[key] = Device(start.copy(), start, self.version,
+                                                compressor=compressor)  # fmt: skip
+        return device
+
+    def learn(self, keys: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Each event's predicted class by its device's model before it, then learnt
+        (events in the order given)."""
+        central = self.config.mode == "central"
+        out = np.empty(len(keys), np.int64)
+        budget = self.config.steps_per_round
+        for e in range(len(keys)):
+            d = self.device("*" if central else str(keys[e]))
+            w = d.weights
+            p = _sigmoid(x[e] @ w[:-1] + w[-1])
+            out[e] = int(p > 0.5)
+            counts = self.stats.setdefault(str(keys[e]), [0, 0])
+            counts[0] += 1
+            counts[1] += int(out[e] == y[e])
+            if budget is not None and d.steps >= budget:
+                continue  # this round's budget is spent: predict only
+            g = p - y[e]
+            w[:-1] -= self.config.lr * g * x[e]
+            w[-1] -= self.config.lr * g
+            d.samples += 1
+            d.steps += 1
+        return out
+
+    # -- rounds ---------------------------------------------------------------------------
+    def end_round(self) -> RoundReport:
+        """Close the round: deltas out, aggregated, the next global version in."""
+        c = self.config
+        self.rounds += 1
+        report = RoundReport(version=self.version)
+        if c.mode in ("local", "central"):
+            for d in self.devices.values():
+                d.samples = d.steps = 0
+            return report
+        sent: list[tuple[Any, int, int]] = []  # (encoded or raw delta, samples, based on)
+        for key in sorted(self.devices):
+            d = self.devices[key]
+            if d.samples < max(1, c.min_samples):
+                report.sat_out += 1
+                continue
+            delta = d.weights - d.start
+            if c.clip is not None:
+                delta = clip_delta(delta, c.clip)
+            if d.compressor is not None:
+                encoded = d.compressor.encode(delta)
+                d.bytes_sent += encoded.nbytes
+                report.bytes_sent += encoded.nbytes
+                sent.append((encoded, d.samples, d.based_on))
+            else:
+                nbytes = 4 + 4 * len(delta)  # float32 coordinates and a count
+                d.bytes_sent += nbytes
+                report.bytes_sent += nbytes
+                sent.append((delta.astype(np.float32), d.samples, d.based_on))
+            report.participants += 1
+        step = self.aggregate(sent, participants=report.participants, total=len(self.devices))
+        if step is not None:
+            self.global_weights = self.global_weights + step
+            self.version += 1
+        report.version = self.version
+        report.epsilon = self.accountant.epsilon(c.delta) if c.noise_multiplier > 0 else 0.0
+        for d in self.devices.values():  # every device starts the next round from it
+            mixed = (1 - c.personalize) * self.global_weights + c.personalize * d.weights
+            d.weights, d.start = mixed, self.global_weights.copy()
+            d.based_on, d.samples, d.steps = self.version, 0, 0
+        return report
+
+    def aggregate(
+        self, sent: list[tuple[Any, int, int]], *, participants: int, total: int
+    ) -> np.ndarray | None:
+        """The global step from what devices sent (deltas, sample counts, versions):
+        the only place device updates meet. It never sees an event."""
+        c = self.config
+        self.aggregated_inputs.append((self.rounds, [s[0] for s in sent]))
+        if not sent:
+            return None
+        deltas = [decode(s) if not isinstance(s, np.ndarray) else s for s, _, _ in sent]
+        deltas = [np.asarray(d, np.float64) for d in deltas]
+        if c.noise_multiplier > 0:
+            assert c.clip is not None
+            # each device's clipped delta counts once (equal weights: the sensitivity
+            # of the sum is clip); noise on the sum, then the mean
+            total_delta = np.sum(deltas, axis=0)
+            total_delta = total_delta + self.rng.normal(
+                0.0, c.noise_multiplier * c.clip, total_delta.shape
+            )
+            self.accountant.step(
+                q=participants / max(1, total), noise_multiplier=c.noise_multiplier
+            )
+            return total_delta / len(deltas)
+        if c.mode == "async":
+            step = None
+            for delta, (_, samples, based_on) in zip(deltas, sent, strict=True):
+                out = self.server.add(delta, samples, min(based_on, self.server.version))
+                step = out if step is None else (step if out is None else step + out)
+            return step
+        return fedavg(deltas, [s for _, s, _ in sent])
+
+    # -- state ------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Everything, picklable: a restored federation goes on exactly."""
+        return {
+            "global": self.global_weights.copy(), "version": self.version,
+            "rounds": self.rounds, "rng": self.rng.bit_generator.state,
+            "accountant": self.accountant.snapshot(), "server": self.server.snapshot(),
+            "stats": {k: list(v) for k, v in self.stats.items()},
+            "devices": {
+                key: {"weights": d.weights.copy(), "start": d.start.copy(),
+                      "based_on": d.based_on, "samples": d.samples, "steps": d.steps,
+                      "bytes_sent": d.bytes_sent,
+                      "compressor": None if d.compressor is None else d.compressor.snapshot()}
+                for key, d in self.devices.items()
+            },
+        }  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.global_weights = np.asarray(state["global"], np.float64).copy()
+        self.version, self.rounds = int(state["version"]), int(state["rounds"])
+        self.rng.bit_generator.state = state["rng"]
+        self.accountant.restore(state["accountant"])
+        self.server.restore(state["server"])
+        self.stats = {k: list(v) for k, v in state["stats"].items()}
+        self.devices = {}
+        for key, d in state["devices"].items():
+            device = self.device(key)  # a fresh compressor of the configured kind
+            device.weights = np.asarray(d["weights"], np.float64).copy()
+            device.start = np.asarray(d["start"], np.float64).copy()
+            device.based_on, device.samples = int(d["based_on"]), int(d["samples"])
+            device.steps, device.bytes_sent = int(d["steps"]), int(d["bytes_sent"])
+            if device.compressor is not None and d["compressor"] is not None:
+                device.compressor.restore(d["compressor"])
+
+    # -- figures ----------------------------------------------------------------------------
+    def accuracy(self, keys: list[str] | None = None) -> float:
+        """Prequential accuracy over the events of ``keys`` (default: all)."""
+        chosen = [self.stats[k] for k in (keys or list(self.stats)) if k in self.stats]
+        seen = sum(s[0] for s in chosen)
+        return sum(s[1] for s in chosen) / seen if seen else math.nan
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(d.bytes_sent for d in self.devices.values())
