@@ -107,6 +107,11 @@ class Metric:
     MEMORY_OVER_BUDGET = "memory_over_budget"
     MEMORY_OOMS = "memory_ooms"
     MEMORY_PEAK_BYTES = "memory_peak_bytes"
+    # federated learning (transforms.federated): rounds closed, update bytes sent, and
+    # the privacy spent (epsilon x 1000; its maximum is the run's)
+    FEDERATED_ROUNDS = "federated_rounds"
+    FEDERATED_BYTES = "federated_bytes"
+    FEDERATED_EPSILON_MILLI = "federated_epsilon_milli"
 
 
 # -- panes -----------------------------------------------------------------------------

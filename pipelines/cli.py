@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 import yaml
 
 from model import batch as mb
+from model.federated.rounds import FederatedConfig
 from model.learn.learner import LearnerConfig
 from model.memory_control import MemoryConfig, parse_bytes
 from model.online.config import OnlineConfig
@@ -31,6 +32,7 @@ from model.streams.csv_parse import (
     head_num_classes,
     header_names,
 )
+from model.streams.devices import DevicesConfig
 from model.streams.interactions import InteractionsConfig
 from model.streams.label_file import parse_label_lines
 from model.streams.records import RecordFormat, decode_records, infer_format
@@ -80,6 +82,7 @@ def _expand_inputs(patterns: Sequence[str]) -> tuple[str, ...]:
 
 
 SYNTHETIC_WINDOW_S = 10.0  # the synthetic stream's scale is known: 100 events/s
+FEDERATED_ROUND_S = 2_000.0  # the synthetic devices' round: about 2,000 events
 LATENESS_WINDOWS = 3  # default allowed lateness, in windows
 
 
@@ -261,6 +264,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         raise UsageError("--savepoint resumes a stopped Flink job: it needs --runner FlinkRunner")
     streaming, streaming_notes = _streaming(args)  # a usage error before any input is read
     inputs = _expand_inputs(args.input)
+    if args.pipeline == "federated" and args.source == "synthetic" and args.window_size is None:
+        args.window_size = FEDERATED_ROUND_S  # the device stream: one event a second
     if args.pipeline == "recommend":  # no windows, no classes: only the header to check
         times = _FromData(SYNTHETIC_WINDOW_S, 0.0, args.watermark_lag or 0.0, 2)
         if args.source == "csv":
@@ -335,6 +340,31 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         )
     else:
         memory_note = None
+    devices = _section(
+        "--events/--keys/--seed",
+        lambda: DevicesConfig(
+            events=args.events, seed=args.seed, devices=60 if args.keys == 8 else args.keys
+        ),  # fmt: skip
+    )
+    federated = None
+    if args.pipeline == "federated":
+        width = devices.features if args.source == "synthetic" else _csv_width(args, inputs)
+        federated = _section(
+            "--fed-mode/--compression/--topk-fraction/--dp-clip/--dp-noise/--personalize"
+            "/--steps-per-round/--min-samples",
+            lambda: FederatedConfig(
+                features=width,
+                mode=args.fed_mode,
+                compression=args.compression,
+                topk_fraction=args.topk_fraction,
+                clip=args.dp_clip,
+                noise_multiplier=args.dp_noise,
+                personalize=args.personalize,
+                steps_per_round=args.steps_per_round,
+                min_samples=args.min_samples,
+                seed=args.seed,
+            ),  # fmt: skip
+        )
     learner = _section(
         "--optimizer/--lr/--standardize/--replay-size/--ewc-lambda/--learner-device",
         lambda: LearnerConfig(
@@ -413,8 +443,15 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             kafka_sink_topic=args.sink_topic,
             reco=reco,
             serve_port=args.serve_port,
+            federated=federated,
+            devices=devices,
         ),
     )
+
+
+def _csv_width(args: argparse.Namespace, inputs: tuple[str, ...]) -> int:
+    fmt = CsvFormat(label_column=args.label_column, time_column=args.time_column)
+    return len(feature_names(inputs[0], fmt))
 
 
 def _check_interaction_columns(args: argparse.Namespace, inputs: tuple[str, ...]) -> None:

@@ -12,6 +12,7 @@ import apache_beam as beam
 from torch import nn
 
 from model.drift import DETECTORS
+from model.federated.rounds import FederatedConfig
 from model.memory_control import MemoryConfig
 from model.mlp import MLPClassifier
 from model.online.config import OnlineConfig
@@ -19,6 +20,7 @@ from model.reco.events import InteractionFormat
 from model.reco.mf import MFConfig
 from model.streams import tfrecord
 from model.streams.csv_parse import CsvFormat, check_header, header_names
+from model.streams.devices import DevicesConfig
 from model.streams.interactions import InteractionsConfig
 from model.streams.label_file import LabelFormat
 from model.streams.records import RecordFormat
@@ -34,12 +36,14 @@ from transforms.online.classifier import Mode
 from transforms.window.spec import TriggerSpec, WindowSpec
 
 SourceKind = Literal["synthetic", "csv", "nab", "tfrecord", "kafka"]
-PipelineKind = Literal["anomaly", "classify", "recommend", "score"]
+PipelineKind = Literal["anomaly", "classify", "federated", "recommend", "score"]
 PIPELINES: dict[str, str] = {
     "anomaly": "per-key streaming anomaly detection (robust z-scores, a seasonal "
     "baseline, a streaming Transformer's forecast residual): anomaly_score, is_anomaly",
     "classify": "predict-then-learn: online PyTorch learning whose new model versions "
     "score the stream in the same run (prequential accuracy per window)",
+    "federated": "each key a device learning on its own events; each event-time window "
+    "a round in which devices send model deltas (never data) to FedAvg",
     "recommend": "streaming biased matrix factorization of user-item ratings: each "
     "interaction's predicted rating from the embeddings before it, then learnt",
     "score": "score every event with one warm-started PyTorch model (no learning)",
@@ -110,6 +114,8 @@ class PipelineConfig:
     kafka_sink_topic: str | None = None
     reco: RecoConfig = field(default_factory=RecoConfig)
     serve_port: int | None = None  # live queries and the dashboard on 127.0.0.1 (0: any)
+    federated: FederatedConfig | None = None  # the federated pipeline's (features from data)
+    devices: DevicesConfig = field(default_factory=DevicesConfig)  # its synthetic stream
 
     @property
     def lags_labels(self) -> bool:
@@ -204,6 +210,14 @@ class PipelineConfig:
         if self.serve_port is not None and not 0 <= self.serve_port <= 65535:
             msg = f"serve port must be in 0..65535, got {self.serve_port!r}"
             raise ValueError(msg)
+        if self.pipeline == "federated":
+            if self.source not in ("synthetic", "csv"):
+                msg = f"the federated pipeline reads csv or synthetic devices, not {self.source!r}"
+                raise ValueError(msg)
+            if self.source == "csv" and self.label_column is None:
+                raise ValueError("the federated pipeline needs labels: pass --label-column")
+            if self.federated is None:
+                raise ValueError("the federated pipeline needs its FederatedConfig")
         if self.pipeline == "recommend" and self.source not in ("synthetic", "csv"):
             msg = f"the recommend pipeline reads csv or synthetic interactions, not {self.source!r}"
             raise ValueError(msg)

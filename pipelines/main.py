@@ -25,7 +25,16 @@ from apache_beam.runners.runner import PipelineResult, PipelineRunner
 from model.live import BOARD
 from model.streams.topics import TopicError
 from model.vocabulary import Metric
-from pipelines import anomaly, classify, output_dir, progress, recommend, report, score
+from pipelines import (
+    anomaly,
+    classify,
+    federated,
+    output_dir,
+    progress,
+    recommend,
+    report,
+    score,
+)
 from pipelines.cli import (
     BadInputError,
     UsageError,
@@ -35,7 +44,7 @@ from pipelines.cli import (
 )
 from pipelines.config import PipelineConfig, csv_format, input_features
 from pipelines.serve import LiveServer
-from pipelines.summary import RunSummary, counters, memory_figures
+from pipelines.summary import RunSummary, counters, federated_metrics, memory_figures
 from runners import patches
 from runners.direct import direct_options, direct_runner
 from runners.direct import run as direct_run
@@ -47,6 +56,7 @@ from runners.prism import PrismUnavailable, prism_args
 BUILDERS = {
     "anomaly": anomaly.build,
     "classify": classify.build,
+    "federated": federated.build,
     "recommend": recommend.build,
     "score": score.build,
 }
@@ -187,6 +197,9 @@ def _run(
         summary = dataclasses.replace(summary, flink=dataclasses.asdict(figures))
     if cfg.memory.enabled:
         summary = dataclasses.replace(summary, memory=memory_figures(result, cfg.memory))
+    if summary.federated is not None and not restored:  # (a restore restarts counters)
+        figures_f = {**summary.federated, **federated_metrics(result)}
+        summary = dataclasses.replace(summary, federated=figures_f)
     if cfg.kafka_sink_topic is not None and not restored:  # (a restore restarts counters)
         summary = dataclasses.replace(
             summary, kafka_out=counters(result).get(Metric.KAFKA_RECORDS_OUT, 0)

@@ -263,6 +263,54 @@ def build_parser() -> argparse.ArgumentParser:
         "sampling; default 4 for implicit feedback, i.e. --rating-column '', else 0)",
     )
 
+    fed = p.add_argument_group("federated (each key a device; each window a round)")
+    fed.add_argument(
+        "--fed-mode",
+        default="fedavg",
+        choices=["fedavg", "async", "local", "central"],
+        help="federated: FedAvg per round, the buffered asynchronous variant, devices "
+        "alone, or one learner on every event (the reference)",
+    )
+    fed.add_argument(
+        "--compression",
+        default="none",
+        choices=["none", "topk", "int8"],
+        help="federated: how devices compress their updates (with error feedback)",
+    )
+    fed.add_argument(
+        "--topk-fraction",
+        type=float,
+        default=0.05,
+        help="federated: share of coordinates a top-k update keeps",
+    )
+    fed.add_argument(
+        "--dp-clip", type=float, default=None, help="federated: clip each update to this L2 norm"
+    )
+    fed.add_argument(
+        "--dp-noise",
+        type=float,
+        default=0.0,
+        help="federated: Gaussian noise at the aggregator, as a multiple of the clip",
+    )
+    fed.add_argument(
+        "--personalize",
+        type=float,
+        default=0.0,
+        help="federated: share of a device's own weights it keeps at each round",
+    )
+    fed.add_argument(
+        "--steps-per-round",
+        type=int,
+        default=None,
+        help="federated: a device's budget of learning steps per round",
+    )
+    fed.add_argument(
+        "--min-samples",
+        type=int,
+        default=1,
+        help="federated: devices with fewer events in a round sit it out",
+    )
+
     win = p.add_argument_group("windows and triggers")
     win.add_argument("--window", default="fixed", choices=["fixed", "sliding", "session", "global"])
     win.add_argument(

@@ -29,6 +29,7 @@ from model.stats import STATS_SCHEMA
 from model.streams.time_scale import utc
 from model.vocabulary import NAMESPACE, Metric, Pane, Stage
 from runners.flink.rest import JobFigures
+from transforms.federated.learn import ROUND as FEDERATED_ROUND
 from transforms.inference.memory_metrics import ROLES, metric_name
 from transforms.io.sinks import (
     count_parquet_rows,
@@ -217,6 +218,7 @@ class RunSummary:
     predictions_repeated: int = 0  # rows a replay after a restore wrote again
     anomalies: int | None = None  # the anomaly pipeline's alarms (is_anomaly rows)
     ratings: dict[str, float] | None = None  # recommend: prequential RMSE and MAE
+    federated: dict[str, Any] | None = None  # federated: accuracy, rounds, bytes, epsilon
     memory: dict[str, Any] | None = None  # memory control's figures (memory_figures)
 
     @classmethod
@@ -243,6 +245,7 @@ class RunSummary:
             predictions = 0 if table is None else table.num_rows
         anomalies = _anomalies(f"{output}/predictions", once)
         ratings = _rating_errors(f"{output}/predictions", once)
+        federated = _federated_figures(f"{output}/predictions", once)
         dead = read_jsonl_dir(f"{output}/dead_letter")
         panes = read_jsonl_table(f"{output}/windows", schema=STATS_SCHEMA)
         windows, late, fired = _pane_figures(panes, accumulating)
@@ -264,6 +267,7 @@ class RunSummary:
             predictions_repeated=rows - predictions,
             anomalies=anomalies,
             ratings=ratings,
+            federated=federated,
             dead_lettered=sum(int(r.get("rows", 1)) for r in dead),
             windows_fired=fired,
             late_accepted=late,
@@ -328,7 +332,7 @@ class RunSummary:
         ]
 
     def _window_figures(self) -> list[str]:
-        if self.anomalies is not None or self.ratings is not None:  # no windows here
+        if self.anomalies is not None or self.ratings is not None or self.federated is not None:
             return []
         return [
             f"late accepted    {self.late_accepted:>12,}",
@@ -336,6 +340,19 @@ class RunSummary:
         ]
 
     def _learning_figures(self) -> list[str]:
+        if self.federated is not None:
+            f = self.federated
+            lines = [
+                f"prequential acc  {f['accuracy']:>12.4f}  (over {f['events']:,} events, each "
+                "predicted by its device's model before the device learnt it)",
+                f"federated rounds {f['rounds']:>12,}  (global versions {f['versions']:,})",
+            ]
+            if "bytes_sent" in f:
+                lines.append(
+                    f"updates sent     {f['bytes_sent']:>12,} bytes  (deltas only; epsilon "
+                    f"{f['epsilon']:.2f} at delta 1e-5)"
+                )
+            return lines
         if self.ratings is not None:
             r = self.ratings
             return [
@@ -486,6 +503,38 @@ def _rating_errors(directory: str, once: bool) -> dict[str, float] | None:
         return {"rated": 0, "rmse": math.nan, "mae": math.nan}
     return {"rated": int(rated.sum()), "rmse": float(np.sqrt(np.mean(error**2))),
             "mae": float(np.mean(np.abs(error)))}  # fmt: skip
+
+
+def _federated_figures(directory: str, once: bool) -> dict[str, Any] | None:
+    """The federated pipeline's prequential accuracy, rounds and global versions, from
+    its prediction rows (they have a ``round`` column); None for other pipelines."""
+    if not _has_column(directory, FEDERATED_ROUND):
+        return None
+    identity = (v.KEY, v.EVENT_ID) if once else ()
+    columns = (v.LABEL, v.PREDICTION, v.MODEL_VERSION, FEDERATED_ROUND)
+    table = read_parquet_dir(directory, distinct_on=identity, columns=columns)
+    if table is None or not table.num_rows:
+        return {"events": 0, "accuracy": math.nan, "rounds": 0, "versions": 0}
+    label = table.column(v.LABEL).to_numpy(zero_copy_only=False)
+    pred = table.column(v.PREDICTION).to_numpy(zero_copy_only=False)
+    return {"events": int(len(label)), "accuracy": float(np.mean(label == pred)),
+            "rounds": int(len(np.unique(table.column(FEDERATED_ROUND).to_numpy()))),
+            "versions": int(pc.max(table.column(v.MODEL_VERSION)).as_py())}  # fmt: skip
+
+
+def federated_metrics(result: PipelineResult) -> dict[str, Any]:
+    """Update bytes sent and the privacy spent, from the run's metrics."""
+    out: dict[str, Any] = {"bytes_sent": 0, "epsilon": 0.0}
+    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    for c in query["counters"]:
+        if c.key.metric.name == Metric.FEDERATED_BYTES:
+            out["bytes_sent"] += int((c.committed if c.committed is not None else c.attempted) or 0)
+    for d in query["distributions"]:
+        if d.key.metric.name == Metric.FEDERATED_EPSILON_MILLI:
+            value = d.committed if d.committed is not None else d.attempted
+            if value is not None and value.count:
+                out["epsilon"] = max(out["epsilon"], value.max / 1000)
+    return out
 
 
 def predictions_by_event(output: str, *, once: bool = False) -> list[tuple[int, int, int]]:

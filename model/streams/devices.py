@@ -15,9 +15,14 @@ data. Events are in time order, ``interval_s`` apart. Pure numpy.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+
+from model import batch as mb
 
 
 @dataclass(frozen=True)
@@ -60,3 +65,18 @@ def device_stream(cfg: DevicesConfig) -> dict[str, np.ndarray]:
         "x": x.astype(np.float32),
         "y": y,
     }
+
+
+def device_batches(
+    cfg: DevicesConfig, chunk_rows: int = 4_096
+) -> Iterator[tuple[pa.RecordBatch, int, list[Any]]]:
+    """The stream as micro-batches (``key``, ``event_time``, ``features``, ``label``,
+    ``event_id``), each with the source watermark after it (its newest event time)
+    and no dead letters: the items a replay takes."""
+    s = device_stream(cfg)
+    times_us = (s["timestamp"] * mb.US_PER_SECOND).astype(np.int64)
+    for a in range(0, len(times_us), chunk_rows):
+        b = min(a + chunk_rows, len(times_us))
+        batch = mb.make_batch(s["key"][a:b].tolist(), times_us[a:b], s["x"][a:b],
+                              labels=s["y"][a:b], event_ids=np.arange(a, b))  # fmt: skip
+        yield batch, int(times_us[b - 1]), []

@@ -1,26 +1,20 @@
 """Interaction events as micro-batches (:mod:`model.reco.events`), from CSV files or
 the synthetic drifting-tastes stream (:mod:`model.streams.interactions`), bounded or
-replayed as a stream with watermarks (:func:`transforms.io.replay.replay`).
-
-A streaming replay reads the input where the pipeline is built (its TestStream holds
-it); a bounded run reads it on a worker (``Impulse`` and a reading step: the data is
-not pickled into the pipeline). Every row is a batch row or a dead letter: a replay's
-``events`` counts both; a bounded read counts them in ``events_in``.
-"""
+replayed as a stream with watermarks (:class:`transforms.io.chunk_source.ChunkSource`).
+Every row is a batch row or a dead letter."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any
+import functools
+from collections.abc import Iterable
 
 import apache_beam as beam
 import pyarrow as pa
 
 from model.reco.events import Chunk, InteractionFormat, chunks, read_csv
 from model.streams.interactions import InteractionsConfig, interactions
-from model.vocabulary import NAMESPACE, DeadLetter, Metric
-from transforms.io.replay import SourceOut, replay
-from transforms.io.sources import stamped
+from transforms.io.chunk_source import ChunkSource
+from transforms.io.replay import ReplayItem, SourceOut
 
 
 def interaction_chunks(
@@ -38,6 +32,12 @@ def interaction_chunks(
     return out
 
 
+def _items(
+    paths: list[str], fmt: InteractionFormat, synthetic: InteractionsConfig | None
+) -> list[ReplayItem]:
+    return [(c.batch, c.watermark_us, c.dead) for c in interaction_chunks(paths, fmt, synthetic)]
+
+
 class InteractionsSource(beam.PTransform):
     """Interaction micro-batches and dead letters; see the module docstring."""
 
@@ -52,55 +52,13 @@ class InteractionsSource(beam.PTransform):
         watermark_interval_s: float = 0.0,
     ) -> None:
         super().__init__()
-        self._paths, self._fmt, self._synthetic = list(paths), fmt or InteractionFormat(), synthetic
-        if not self._paths and synthetic is None:
+        paths = list(paths)
+        if not paths and synthetic is None:
             raise ValueError("InteractionsSource needs input paths or a synthetic config")
-        self._streaming, self._python = streaming, python_test_stream
-        self._interval = watermark_interval_s
+        read = functools.partial(_items, paths, fmt or InteractionFormat(), synthetic)
+        self._source = ChunkSource(read, streaming=streaming, python_test_stream=python_test_stream,
+                                   watermark_interval_s=watermark_interval_s,
+                                   label="Interactions")  # fmt: skip
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> SourceOut:
-        if self._streaming:
-            found = interaction_chunks(self._paths, self._fmt, self._synthetic)
-            events = sum((c.batch.num_rows if c.batch else 0) + len(c.dead) for c in found)
-            out = replay(
-                pbegin.pipeline,
-                ((c.batch, c.watermark_us, c.dead) for c in found),
-                python_test_stream=self._python,
-                watermark_interval_s=self._interval,
-                label="Interactions",
-            )
-            return SourceOut(batches=out.batches, dead_letter=out.dead_letter, events=events)
-        read = (
-            pbegin
-            | "Impulse" >> beam.Impulse()
-            | "Read"
-            >> beam.ParDo(_ReadDoFn(self._paths, self._fmt, self._synthetic)).with_outputs(
-                DEAD, main="batches"
-            )
-        )
-        batches = read.batches
-        batches.element_type = pa.RecordBatch  # the coder: Arrow IPC
-        dead = read[DEAD]
-        dead.element_type = DeadLetter
-        return SourceOut(batches=batches, dead_letter=dead)
-
-
-DEAD = "dead_letter"
-
-
-class _ReadDoFn(beam.DoFn):
-    def __init__(
-        self, paths: list[str], fmt: InteractionFormat, synthetic: InteractionsConfig | None
-    ) -> None:
-        self._paths, self._fmt, self._synthetic = paths, fmt, synthetic
-
-    def setup(self) -> None:
-        self._events = beam.metrics.Metrics.counter(NAMESPACE, Metric.EVENTS_IN)
-
-    def process(self, _: bytes) -> Iterator[Any]:
-        for chunk in interaction_chunks(self._paths, self._fmt, self._synthetic):
-            self._events.inc((chunk.batch.num_rows if chunk.batch else 0) + len(chunk.dead))
-            if chunk.batch is not None:
-                yield stamped(chunk.batch)
-            for record in chunk.dead:
-                yield beam.pvalue.TaggedOutput(DEAD, record)
+        return pbegin | "Chunks" >> self._source
