@@ -25,12 +25,4 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     source = read_source(pipeline, cfg)
     rows = source.batches | "Anomalies" >> DetectAnomalies()
     write_outputs(cfg, rows, None, source.dead_letter)
-    return PipelineOutputs(
-        batches=source.batches,
-        predictions=rows,
-        windows=None,
-        dead_letter=source.dead_letter,
-        source_events=source.events,
-        recount_events=source.recount,
-        source_finished=source.finished,
-    )
+    return PipelineOutputs.without_windows(source, rows)

@@ -41,11 +41,4 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
         source = read_source(pipeline, cfg)
     rows = source.batches | "Federated" >> FederatedLearning(cfg.federated, cfg.window.size_s)
     write_outputs(cfg, rows, None, source.dead_letter)
-    return PipelineOutputs(
-        batches=source.batches,
-        predictions=rows,
-        windows=None,
-        dead_letter=source.dead_letter,
-        source_events=source.events,
-        recount_events=source.recount,
-    )
+    return PipelineOutputs.without_windows(source, rows)

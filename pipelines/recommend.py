@@ -33,10 +33,4 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     )
     rows = source.batches | "Recommend" >> Recommend(cfg.reco.model)
     write_outputs(cfg, rows, None, source.dead_letter)
-    return PipelineOutputs(
-        batches=source.batches,
-        predictions=rows,
-        windows=None,
-        dead_letter=source.dead_letter,
-        source_events=source.events,
-    )
+    return PipelineOutputs.without_windows(source, rows)

@@ -19,6 +19,7 @@ from model.mlp import fit
 from model.streams.synthetic import warmup_sample
 from pipelines.config import PipelineConfig, model_factory, read_source, write_outputs
 from transforms.inference import StreamingInference
+from transforms.io.replay import SourceOut
 from transforms.window import EventTimeWindow, WindowStats
 
 
@@ -33,6 +34,19 @@ class PipelineOutputs:
     source_events: int | None
     recount_events: Callable[[], int] | None = None  # the source's SourceOut.recount
     source_finished: Callable[[float], bool] | None = None  # the source's SourceOut.finished
+
+    @classmethod
+    def without_windows(cls, source: SourceOut, predictions: beam.PCollection) -> PipelineOutputs:
+        """A pipeline with no window statistics (anomaly, recommend, federated)."""
+        return cls(
+            batches=source.batches,
+            predictions=predictions,
+            windows=None,
+            dead_letter=source.dead_letter,
+            source_events=source.events,
+            recount_events=source.recount,
+            source_finished=source.finished,
+        )
 
 
 def initial_model(cfg: PipelineConfig) -> ModelArtifact:
