@@ -60,3 +60,37 @@ def test_the_federated_pipeline_needs_labels(tmp_path):
         config_from_args(parse_args(["--pipeline", "federated", "--source", "csv", "--input",
                                      str(path), "--window-size", "60",
                                      "--output", str(tmp_path / "o")]))  # fmt: skip
+
+
+@pytest.mark.flink
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["federated", "recommend"])
+def test_the_same_answers_on_flink(tmp_path, pipeline):
+    from runners.flink import FlinkSettings, FlinkUnavailable
+
+    try:
+        from runners import flink
+
+        flink.job_server()
+    except FlinkUnavailable as err:
+        pytest.skip(str(err))
+    argv = ["--pipeline", pipeline, "--events", "6000", "--window-size", "1000"]
+    outs = {}
+    for runner in ("DirectRunner", "FlinkRunner"):
+        out = str(tmp_path / runner)
+        cfg = config_from_args(parse_args([*argv, "--output", out]))
+        extra = {"flink": FlinkSettings()} if runner == "FlinkRunner" else {}
+        summary = main.run(cfg, runner, show_progress=False, **extra)
+        assert summary.balanced and summary.predictions_out == 6000
+        outs[runner] = predictions_by_event(out) if pipeline == "federated" else _ratings(out)
+    assert outs["FlinkRunner"] == outs["DirectRunner"]
+
+
+def _ratings(out: str) -> list[tuple[int, float]]:
+    from transforms.io import read_parquet_dir
+
+    table = read_parquet_dir(os.path.join(out, "predictions"))
+    assert table is not None
+    return sorted(zip(table.column("event_id").to_pylist(),
+                      [round(p, 5) for p in table.column("prediction").to_pylist()],
+                      strict=True))  # fmt: skip
