@@ -344,19 +344,21 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         "--events/--keys/--seed",
         lambda: DevicesConfig(
             events=args.events, seed=args.seed, devices=60 if args.keys == 8 else args.keys
-        ),  # fmt: skip
+        ),
     )
     federated = None
     if args.pipeline == "federated":
         width = devices.features if args.source == "synthetic" else _csv_width(args, inputs)
         federated = _section(
-            "--fed-mode/--compression/--topk-fraction/--dp-clip/--dp-noise/--personalize"
-            "/--steps-per-round/--min-samples",
+            "--fed-mode/--compression/--topk-fraction/--max-update-bytes/--secure/--dp-clip"
+            "/--dp-noise/--personalize/--steps-per-round/--min-samples",
             lambda: FederatedConfig(
                 features=width,
                 mode=args.fed_mode,
                 compression=args.compression,
                 topk_fraction=args.topk_fraction,
+                max_update_bytes=args.max_update_bytes,
+                secure=args.secure,
                 clip=args.dp_clip,
                 noise_multiplier=args.dp_noise,
                 personalize=args.personalize,

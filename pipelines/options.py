@@ -284,6 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="federated: share of coordinates a top-k update keeps",
     )
     fed.add_argument(
+        "--max-update-bytes",
+        type=int,
+        default=None,
+        help="federated: a device's budget of bytes per update (top-k fits it)",
+    )
+    fed.add_argument(
+        "--secure",
+        action="store_true",
+        help="federated: pairwise secure-aggregation masks (the aggregator sees only the sum)",
+    )
+    fed.add_argument(
         "--dp-clip", type=float, default=None, help="federated: clip each update to this L2 norm"
     )
     fed.add_argument(

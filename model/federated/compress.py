@@ -76,16 +76,25 @@ class Dense(Compressor):
 
 
 class TopK(Compressor):
-    def __init__(self, fraction: float) -> None:
+    """The largest ``fraction`` of the coordinates; with ``max_bytes``, no more than
+    fit in that many bytes (a device's budget per update)."""
+
+    def __init__(self, fraction: float, *, max_bytes: int | None = None) -> None:
         super().__init__()
         if not 0 < fraction <= 1:
             msg = f"fraction must be in (0, 1], got {fraction!r}"
             raise ValueError(msg)
-        self.fraction = fraction
+        if max_bytes is not None and max_bytes < HEADER + 4:
+            msg = f"max_bytes must be >= {HEADER + 4}, got {max_bytes!r}"
+            raise ValueError(msg)
+        self.fraction, self.max_bytes = fraction, max_bytes
 
     def _encode(self, x: np.ndarray) -> Compressed:
         k = max(1, round(self.fraction * len(x)))
         kind = np.uint16 if len(x) <= 1 << 16 else np.uint32
+        if self.max_bytes is not None:  # an index and a float16 a coordinate
+            per = np.dtype(kind).itemsize + 2
+            k = max(1, min(k, (self.max_bytes - HEADER) // per))
         index = np.sort(np.argpartition(-np.abs(x), k - 1)[:k]).astype(kind)
         return Compressed("topk", len(x), (index.tobytes(), x[index].astype(np.float16).tobytes()))
 

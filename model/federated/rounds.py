@@ -8,12 +8,14 @@ device's current model, then the device learns from it (prequential), within its
 budget of steps per round. :meth:`Federation.end_round` closes a round (an
 event-time window): every device with at least ``min_samples`` events in it sends
 its delta (its model minus the global it started the round from), clipped, and
-compressed with error feedback; the aggregator (:meth:`Federation.aggregate`, which
-sees deltas and sample counts only) combines them (FedAvg, or the buffered
-asynchronous variant), adds Gaussian noise when private, and makes the next global
-version; every device starts the next round from it (mixed with its own weights
-when personalizing). Modes: ``fedavg``, ``async``, ``local`` (no aggregation) and
-``central`` (one learner for all events: the reference).
+compressed with error feedback (within ``max_update_bytes`` when given), or masked
+pairwise (``secure``: the aggregator can only sum them). The aggregator
+(:meth:`Federation.aggregate`, which sees deltas and sample counts only) combines
+them (FedAvg, or the buffered asynchronous variant), adds Gaussian noise when
+private, and makes the next global version; every device starts the next round
+from it (mixed with its own weights when personalizing). Modes: ``fedavg``,
+``async``, ``local`` (no aggregation) and ``central`` (one learner for all events:
+the reference).
 
 >>> rng = np.random.default_rng(0)
 >>> fed = Federation(FederatedConfig(features=3, seed=0))
@@ -33,8 +35,9 @@ from typing import Any, Literal
 import numpy as np
 
 from model.federated.aggregate import BufferedAsync, fedavg
-from model.federated.compress import Compressor, decode, make_compressor
+from model.federated.compress import Compressor, TopK, decode, make_compressor
 from model.federated.privacy import RDPAccountant, clip_delta
+from model.federated.secure import mask, unmask_sum
 
 Mode = Literal["fedavg", "async", "local", "central"]
 
@@ -50,6 +53,8 @@ class FederatedConfig:
     min_samples: int = 1  # fewer events in a round: the device sits it out
     compression: Literal["none", "topk", "int8"] = "none"
     topk_fraction: float = 0.05
+    max_update_bytes: int | None = None  # a device's budget per update (top-k fits it)
+    secure: bool = False  # pairwise masks: the aggregator sees only the sum
     clip: float | None = None  # client-level L2 clipping of each delta
     noise_multiplier: float = 0.0  # Gaussian noise at the aggregator (x clip)
     delta: float = 1e-5  # for the epsilon reported
@@ -67,6 +72,16 @@ class FederatedConfig:
             raise ValueError(msg)
         if self.noise_multiplier > 0 and self.clip is None:
             raise ValueError("noise needs a clip: the noise is noise_multiplier x clip")
+        if self.max_update_bytes is not None:
+            if self.max_update_bytes < 8 or self.compression == "int8":
+                msg = (
+                    "max_update_bytes needs top-k updates (or none, made top-k) and at least "
+                    f"8 bytes, got {self.max_update_bytes!r} with {self.compression!r}"
+                )
+                raise ValueError(msg)
+        if self.secure and (self.compression != "none" or self.mode != "fedavg"
+                            or self.max_update_bytes is not None):  # fmt: skip
+            raise ValueError("secure aggregation sums dense updates: fedavg, no compression")
         if not 0 <= self.personalize <= 1:
             msg = f"personalize must be in [0, 1], got {self.personalize!r}"
             raise ValueError(msg)
@@ -122,11 +137,14 @@ class Federation:
         device = self.devices.get(key)
         if device is None:
             start = self.global_weights.copy()
-            compressor = None
-            if self.config.compression != "none":
-                compressor = make_compressor(self.config.compression,
-                                             fraction=self.config.topk_fraction,
-                                             seed=self.config.seed + len(self.devices))  # fmt: skip
+            compressor: Compressor | None = None
+            c = self.config
+            if c.max_update_bytes is not None:
+                fraction = c.topk_fraction if c.compression == "topk" else 1.0
+                compressor = TopK(fraction, max_bytes=c.max_update_bytes)
+            elif c.compression != "none":
+                compressor = make_compressor(c.compression, fraction=c.topk_fraction,
+                                             seed=c.seed + len(self.devices))  # fmt: skip
             device = self.devices[key] = Device(start.copy(), start, self.version,
                                                 compressor=compressor)  # fmt: skip
         return device
@@ -165,15 +183,23 @@ class Federation:
                 d.samples = d.steps = 0
             return report
         sent: list[tuple[Any, int, int]] = []  # (encoded or raw delta, samples, based on)
-        for key in sorted(self.devices):
+        taking = [k for k in sorted(self.devices)
+                  if self.devices[k].samples >= max(1, c.min_samples)]  # fmt: skip
+        report.sat_out = len(self.devices) - len(taking)
+        secret = f"{c.seed}:{self.rounds}".encode()  # (a deployment: pairwise key agreement)
+        for key in taking:
             d = self.devices[key]
-            if d.samples < max(1, c.min_samples):
-                report.sat_out += 1
-                continue
             delta = d.weights - d.start
             if c.clip is not None:
                 delta = clip_delta(delta, c.clip)
-            if d.compressor is not None:
+            if c.secure:  # weighted on the device (equal weights under DP), then masked
+                payload = delta if c.noise_multiplier > 0 else d.samples * delta
+                masked = mask(payload, key, taking, secret)
+                nbytes = 4 + masked.nbytes
+                d.bytes_sent += nbytes
+                report.bytes_sent += nbytes
+                sent.append((masked, d.samples, d.based_on))
+            elif d.compressor is not None:
                 encoded = d.compressor.encode(delta)
                 d.bytes_sent += encoded.nbytes
                 report.bytes_sent += encoded.nbytes
@@ -205,6 +231,18 @@ class Federation:
         self.aggregated_inputs.append((self.rounds, [s[0] for s in sent]))
         if not sent:
             return None
+        if c.secure:  # only the sum of the masked updates means anything
+            total_delta = unmask_sum([s for s, _, _ in sent])
+            if c.noise_multiplier > 0:
+                assert c.clip is not None
+                total_delta = total_delta + self.rng.normal(
+                    0.0, c.noise_multiplier * c.clip, total_delta.shape
+                )
+                self.accountant.step(q=participants / max(1, total),
+                                     noise_multiplier=c.noise_multiplier)  # fmt: skip
+                return total_delta / len(sent)
+            samples = sum(n for _, n, _ in sent)
+            return total_delta / samples if samples else None
         deltas = [decode(s) if not isinstance(s, np.ndarray) else s for s, _, _ in sent]
         deltas = [np.asarray(d, np.float64) for d in deltas]
         if c.noise_multiplier > 0:

@@ -39,6 +39,16 @@ def test_privacy_is_accounted_and_reported(tmp_path):
     assert "epsilon" in "".join(summary.lines())
 
 
+def test_secure_aggregation_and_a_bytes_budget_from_the_command_line(tmp_path):
+    base = ("--events", "6000", "--window-size", "1000", "--no-streaming")
+    plain, a = _run(tmp_path, "plain", *base)
+    secure, b = _run(tmp_path, "secure", *base, "--secure")
+    assert predictions_by_event(a) == predictions_by_event(b)  # the same model, masked
+    budget, _ = _run(tmp_path, "budget", *base, "--max-update-bytes", "24")
+    assert budget.federated is not None and plain.federated is not None
+    assert budget.federated["bytes_sent"] < plain.federated["bytes_sent"] / 8
+
+
 def test_devices_from_a_csv(tmp_path):
     s = device_stream(DevicesConfig(devices=6, events=3000, features=4, seed=1))
     table = pa.table({"timestamp": s["timestamp"], "key": s["key"],

@@ -94,3 +94,25 @@ def test_federation_helps_devices_with_little_data() -> None:
 def test_noise_needs_a_clip() -> None:
     with pytest.raises(ValueError, match="noise needs a clip"):
         FederatedConfig(features=3, noise_multiplier=1.0)
+
+
+def test_secure_aggregation_gives_fedavg_and_shows_only_masked_updates(stream) -> None:
+    plain = Federation(FederatedConfig(features=10))
+    secure = Federation(FederatedConfig(features=10, secure=True))
+    np.testing.assert_array_equal(_rounds(plain, stream, 0, 3000), _rounds(secure, stream, 0, 3000))
+    np.testing.assert_allclose(secure.global_weights, plain.global_weights, atol=1e-5)
+    for _, received in secure.aggregated_inputs:
+        for item in received:
+            assert item.dtype == np.uint64  # ring elements, uniform-looking: no delta shows
+            assert np.abs(item.view(np.int64).astype(np.float64)).mean() > 1e15
+
+
+def test_updates_fit_a_bytes_budget(stream) -> None:
+    fed = Federation(FederatedConfig(features=10, max_update_bytes=16))
+    _rounds(fed, stream, 0, 3000)
+    for _, received in fed.aggregated_inputs:
+        assert all(item.nbytes <= 16 for item in received)
+    with pytest.raises(ValueError, match="max_update_bytes"):
+        FederatedConfig(features=3, max_update_bytes=4)
+    with pytest.raises(ValueError, match="secure aggregation"):
+        FederatedConfig(features=3, secure=True, compression="topk")
