@@ -55,18 +55,20 @@ def run(name: str, stream: dict[str, np.ndarray], small: list[str], round_s: flo
     round_of = ((stream["timestamp"] - stream["timestamp"][0]) // round_s).astype(np.int64)
     bounds = np.flatnonzero(np.diff(round_of)) + 1
     starts, stops = np.concatenate([[0], bounds]), np.concatenate([bounds, [len(round_of)]])
-    per_round, epsilon, participants = [], 0.0, []
+    per_round, participants = [], []
+    epsilon: float | None = None
     start = time.perf_counter()
     for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
         pred = fed.learn(stream["key"][a:b], stream["x"][a:b], stream["y"][a:b])
         per_round.append(round(float(np.mean(pred == stream["y"][a:b])), 4))
         report = fed.end_round()
-        epsilon = report.epsilon
+        epsilon = report.epsilon if report.epsilon is not None else epsilon
         participants.append(report.participants)
     seconds = time.perf_counter() - start
     return {"strategy": name, "accuracy": round(fed.accuracy(), 4),
             "accuracy_little_data": round(fed.accuracy(small), 4),
-            "bytes_sent": fed.bytes_sent, "epsilon": round(epsilon, 3), "delta": 1e-5,
+            "bytes_sent": fed.bytes_sent,
+            "epsilon": None if epsilon is None else round(epsilon, 3), "delta": 1e-5,
             "rounds": len(per_round), "mean_participants": round(float(np.mean(participants)), 1),
             "events_per_s": round(len(stream["y"]) / seconds),
             "accuracy_per_round": per_round}  # fmt: skip

@@ -260,6 +260,11 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     fault, or :class:`BadInputError` for input files that cannot be used."""
     from model.device import resolve_device
 
+    if args.serve_port is not None and args.runner != "DirectRunner":
+        raise UsageError(
+            "--serve-port serves the state this process holds: it needs --runner "
+            "DirectRunner (on Flink or Prism the state lives in their workers)"
+        )
     if args.savepoint and args.runner != "FlinkRunner":
         raise UsageError("--savepoint resumes a stopped Flink job: it needs --runner FlinkRunner")
     streaming, streaming_notes = _streaming(args)  # a usage error before any input is read

@@ -117,6 +117,7 @@ class _PredictionTap(beam.DoFn):
 
 
 KEY_WINDOWS = 8  # the latest windows kept per key
+MAX_KEYS = 10_000  # keys kept (the longest unseen go first)
 
 
 def _count_keys(
@@ -140,7 +141,10 @@ def _count_keys(
     )
     for code, start, n, lab, ok in zip(pairs[0].tolist(), pairs[1].tolist(), events.tolist(),
                                        labelled.tolist(), right.tolist(), strict=True):  # fmt: skip
-        windows = p.keys.setdefault(names[code], {})
+        windows = p.keys.pop(names[code], None) or {}
+        p.keys[names[code]] = windows  # the most recently seen last
+        if len(p.keys) > MAX_KEYS:
+            del p.keys[next(iter(p.keys))]
         counts = windows.setdefault(start, [0, 0, 0])
         counts[0] += n
         counts[1] += int(lab)

@@ -1,7 +1,8 @@
 """Live queries of a running pipeline, and a live dashboard (``--serve-port P``).
 
-An HTTP server on 127.0.0.1 (never another interface), started with the run and
-stopped with it, answers from the state the run holds in this process (the
+An HTTP server on 127.0.0.1 (never another interface; requests must name 127.0.0.1
+or localhost as their Host, so a web page cannot reach it through DNS rebinding),
+started with the run and stopped with it, answers from the state the run holds in this process (the
 progress taps, :mod:`pipelines.progress`, and the live board, :mod:`model.live`):
 
 - ``GET /api/state``: events read and scored, events/s, the watermark and its lag,
@@ -18,12 +19,13 @@ progress taps, :mod:`pipelines.progress`, and the live board, :mod:`model.live`)
 - ``GET /``: the dashboard, a page that polls ``/api/state`` (and a user's top-k)
   and redraws throughput, watermark lag, versions and alarms while the job runs.
 
-Every answer carries ``position_us`` (the newest event time the state reflects) and
-``watermark_us``. ``min_position_us=T`` asks for a state that has reached event
-time T: the answer waits up to ``wait_s`` (default 0: fail fast) and otherwise is a
-``409`` saying where the state is. A bad query is a ``400`` with the reason, an
-unknown path a ``404``, never a crash. Live queries need an in-process runner (the
-DirectRunner set-up); elsewhere the server answers with what this process holds.
+Every answer carries ``position_us`` (the newest event time the state learnt from,
+in arrival order) and ``watermark_us`` (the source's). ``min_position_us=T`` asks
+for a state that has reached event time T: the answer waits up to ``wait_s``
+(default 0: fail fast) and otherwise is a ``409`` saying where the state is. A bad
+query is a ``400`` with the reason, an unknown path a ``404``, never a crash. Live
+queries need the state in this process: ``--serve-port`` takes the DirectRunner
+(on Flink or Prism the state lives in their workers; it is refused there).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class LiveServer:
             msg = f"port must be in 0..65535, got {port!r}"
             raise ValueError(msg)
         self.progress, self.board, self.pipeline = progress, board, pipeline
-        self._handlers: dict[int, Any] = {}
+        self._handlers: dict[tuple[str, int], Any] = {}
         self._handlers_lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._server.daemon_threads = True
@@ -91,7 +93,8 @@ class LiveServer:
 
     # -- the answers ----------------------------------------------------------------
     def state(self, query: dict[str, str]) -> dict[str, Any]:
-        entry = self._entry(query, required=False)
+        name = RECOMMEND if self.board.get(RECOMMEND) is not None else LIVE_MODEL
+        entry = self._entry(query, required=False, name=name)
         p = self.progress
         with p.lock:
             elapsed = max(1e-9, time.perf_counter() - p.started)
@@ -147,7 +150,7 @@ class LiveServer:
         name = LIVE_MODEL if key is None else f"{LIVE_MODEL}/{key}"
         entry = self._entry(query, required=True, name=name)
         artifact = entry.value
-        handler = self._handler(artifact)
+        handler = self._handler(name, artifact)
         width = _width(handler)
         if width is not None and x.shape[1] != width:
             raise QueryError(400, f"the model takes {width} features, got {x.shape[1]}")
@@ -158,7 +161,7 @@ class LiveServer:
     def model(self, query: dict[str, str]) -> dict[str, Any]:
         name = LIVE_MODEL if "key" not in query else f"{LIVE_MODEL}/{query['key']}"
         entry = self._entry(query, required=True, name=name)
-        return {"features": _width(self._handler(entry.value)), **self._position(entry)}
+        return {"features": _width(self._handler(name, entry.value)), **self._position(entry)}
 
     def keys(self, query: dict[str, str]) -> dict[str, Any]:
         key = query.get("key")
@@ -177,14 +180,17 @@ class LiveServer:
                     for start, (n, lab, ok) in sorted(windows.items())]  # fmt: skip
             return {"key": key, "windows": rows, "watermark_us": self.progress.watermark_us}
 
-    def _handler(self, artifact: Any) -> Any:
+    def _handler(self, name: str, artifact: Any) -> Any:
         from model.handler import TorchModelHandler
 
+        key = (name, artifact.version)  # per-key models number their versions alike
         with self._handlers_lock:
-            handler = self._handlers.get(artifact.version)
+            handler = self._handlers.get(key)
             if handler is None:
                 handler = TorchModelHandler(artifact, "cpu")
-                self._handlers = {artifact.version: handler}  # the newest only
+                self._handlers[key] = handler
+                while len(self._handlers) > 16:  # the latest few
+                    del self._handlers[next(iter(self._handlers))]
             return handler
 
     def _entry(self, query: dict[str, str], *, required: bool, name: str = RECOMMEND) -> Any:
@@ -254,7 +260,17 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
               "/api/model": server.model}  # fmt: skip
 
     class Handler(BaseHTTPRequestHandler):
+        def _trusted_host(self) -> bool:
+            """Only a page served from this address may read it (no DNS rebinding)."""
+            host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
+            if host in ("127.0.0.1", "localhost"):
+                return True
+            self._json(403, {"error": f"Host {host!r} refused: use 127.0.0.1 or localhost"})
+            return False
+
         def do_GET(self) -> None:  # noqa: N802 (the http.server protocol)
+            if not self._trusted_host():
+                return
             url = urlparse(self.path)
             if url.path in ("/", "/index.html"):
                 self._send(200, DASHBOARD.encode(), "text/html; charset=utf-8")
@@ -268,14 +284,21 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
             except QueryError as err:
                 self._json(err.status, {"error": err.reason, **err.extra})
             except Exception as err:  # a query never takes the run down
-                self._json(500, {"error": f"{type(err).__name__}: {err}"})
+                self._json(500, {"error": f"internal error ({type(err).__name__})"})
 
         def do_POST(self) -> None:  # noqa: N802 (the http.server protocol)
+            if not self._trusted_host():
+                return
             url = urlparse(self.path)
             try:
                 if url.path != "/api/predict":
                     raise QueryError(404, f"no such path {url.path!r} to POST to")
-                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    length = int(self.headers.get("Content-Length") or "")
+                except ValueError:
+                    raise QueryError(411, "a POST needs a Content-Length") from None
+                if length < 0:
+                    raise QueryError(400, f"Content-Length must be >= 0, got {length}")
                 if length > MAX_BODY:
                     raise QueryError(413, f"the body may have {MAX_BODY} bytes at most")
                 try:
@@ -287,7 +310,7 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
             except QueryError as err:
                 self._json(err.status, {"error": err.reason, **err.extra})
             except Exception as err:  # a query never takes the run down
-                self._json(500, {"error": f"{type(err).__name__}: {err}"})
+                self._json(500, {"error": f"internal error ({type(err).__name__})"})
 
         def _json(self, status: int, body: dict[str, Any]) -> None:
             self._send(status, json.dumps(body).encode(), "application/json")
@@ -352,8 +375,12 @@ async function tick() {
       const r = await fetch(`/api/topk?user=${user}&k=10`, {cache: "no-store"});
       if (r.ok) {
         const t = await r.json();
-        document.getElementById("topk").innerHTML =
-          t.items.map((x) => `<li>${x.item} (${x.score})</li>`).join("");
+        const list = document.getElementById("topk");
+        list.replaceChildren(...t.items.map((x) => {
+          const li = document.createElement("li");
+          li.textContent = `${x.item} (${x.score})`;  // ids are data: never markup
+          return li;
+        }));
       }
     }
   } catch (e) { /* the run may be ending */ }

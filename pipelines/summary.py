@@ -348,9 +348,13 @@ class RunSummary:
                 f"federated rounds {f['rounds']:>12,}  (global versions {f['versions']:,})",
             ]
             if "bytes_sent" in f:
+                privacy = (
+                    "no differential privacy (no noise)"
+                    if f["epsilon"] is None
+                    else f"epsilon {f['epsilon']:.2f} at delta 1e-5"
+                )
                 lines.append(
-                    f"updates sent     {f['bytes_sent']:>12,} bytes  (deltas only; epsilon "
-                    f"{f['epsilon']:.2f} at delta 1e-5)"
+                    f"updates sent     {f['bytes_sent']:>12,} bytes  (deltas only; {privacy})"
                 )
             return lines
         if self.ratings is not None:
@@ -524,7 +528,7 @@ def _federated_figures(directory: str, once: bool) -> dict[str, Any] | None:
 
 def federated_metrics(result: PipelineResult) -> dict[str, Any]:
     """Update bytes sent and the privacy spent, from the run's metrics."""
-    out: dict[str, Any] = {"bytes_sent": 0, "epsilon": 0.0}
+    out: dict[str, Any] = {"bytes_sent": 0, "epsilon": None}
     query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
     for c in query["counters"]:
         if c.key.metric.name == Metric.FEDERATED_BYTES:
@@ -533,7 +537,7 @@ def federated_metrics(result: PipelineResult) -> dict[str, Any]:
         if d.key.metric.name == Metric.FEDERATED_EPSILON_MILLI:
             value = d.committed if d.committed is not None else d.attempted
             if value is not None and value.count:
-                out["epsilon"] = max(out["epsilon"], value.max / 1000)
+                out["epsilon"] = max(out["epsilon"] or 0.0, value.max / 1000)
     return out
 
 

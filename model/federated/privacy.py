@@ -5,12 +5,14 @@ device changes the sum by at most ``clip``; the aggregator adds Gaussian noise o
 standard deviation ``noise_multiplier * clip`` to the sum (:func:`noisy_sum`). The
 privacy lost is accounted with Rényi differential privacy (Mironov, 2017) for the
 sampled Gaussian mechanism (Mironov, Talwar and Zhang, 2019): each round a device
-takes part with probability ``q``; after the rounds, :meth:`RDPAccountant.epsilon`
+takes part with probability ``q`` (1 when participation is not random);
+after the rounds, :meth:`RDPAccountant.epsilon`
 gives the smallest epsilon for the given delta over the orders tried (the classic
 conversion ``eps = rdp(alpha) + log(1/delta) / (alpha - 1)``, as TensorFlow Privacy's
-accountant reports it). The guarantee assumes devices take part independently at
-random with probability ``q``; a device that sits a round out for lack of data is
-one that took part with an empty delta.
+accountant reports it). A subsampling ``q`` < 1 assumes devices take part
+independently at random with that probability; the federation's participation
+depends on the data (a device sits a round out for lack of it), so it accounts
+every round with ``q = 1``.
 
 >>> accountant = RDPAccountant()
 >>> accountant.step(q=1.0, noise_multiplier=1.0)  # one round of the Gaussian mechanism
@@ -93,8 +95,8 @@ class RDPAccountant:
         self.rounds += rounds
 
     def epsilon(self, delta: float) -> float:
-        """The smallest epsilon over the orders for this ``delta`` (inf before any
-        noise: nothing is private without it)."""
+        """The smallest epsilon over the orders for this ``delta`` (0 before any
+        round: nothing was released)."""
         if not 0 < delta < 1:
             msg = f"delta must be in (0, 1), got {delta!r}"
             raise ValueError(msg)

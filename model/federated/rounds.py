@@ -29,6 +29,7 @@ the reference).
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,6 +73,10 @@ class FederatedConfig:
             raise ValueError(msg)
         if self.noise_multiplier > 0 and self.clip is None:
             raise ValueError("noise needs a clip: the noise is noise_multiplier x clip")
+        if self.noise_multiplier > 0 and (self.compression != "none" or self.max_update_bytes):
+            # error feedback adds what earlier rounds left out: the update sent would no
+            # longer be within the clip the noise is calibrated to
+            raise ValueError("noise needs uncompressed updates (error feedback breaks the clip)")
         if self.max_update_bytes is not None:
             if self.max_update_bytes < 8 or self.compression == "int8":
                 msg = (
@@ -112,7 +117,7 @@ class RoundReport:
     participants: int = 0
     sat_out: int = 0
     bytes_sent: int = 0
-    epsilon: float = 0.0
+    epsilon: float | None = None  # None: no noise, no privacy guarantee
 
 
 @dataclass
@@ -129,7 +134,8 @@ class Federation:
         self.rng = np.random.default_rng(self.config.seed)
         self.accountant = RDPAccountant()
         self.server = BufferedAsync(self.config.buffer, self.config.staleness_exponent)
-        self.aggregated_inputs: list[tuple[int, list[Any]]] = []  # (round, what it saw)
+        # (round, what the aggregator received): the latest rounds, for inspection
+        self.aggregated_inputs: deque[tuple[int, list[Any]]] = deque(maxlen=8)
         self.stats: dict[str, list[int]] = {}  # per key: events predicted, correct
 
     # -- devices ----------------------------------------------------------------------
@@ -215,11 +221,13 @@ class Federation:
             self.global_weights = self.global_weights + step
             self.version += 1
         report.version = self.version
-        report.epsilon = self.accountant.epsilon(c.delta) if c.noise_multiplier > 0 else 0.0
+        report.epsilon = self.accountant.epsilon(c.delta) if c.noise_multiplier > 0 else None
+        based_on = self.server.version if c.mode == "async" else self.version
         for d in self.devices.values():  # every device starts the next round from it
             mixed = (1 - c.personalize) * self.global_weights + c.personalize * d.weights
-            d.weights, d.start = mixed, self.global_weights.copy()
-            d.based_on, d.samples, d.steps = self.version, 0, 0
+            # its next delta: what it learns next round, not its personal offset again
+            d.weights, d.start = mixed, mixed.copy()
+            d.based_on, d.samples, d.steps = based_on, 0, 0
         return report
 
     def aggregate(
@@ -238,8 +246,7 @@ class Federation:
                 total_delta = total_delta + self.rng.normal(
                     0.0, c.noise_multiplier * c.clip, total_delta.shape
                 )
-                self.accountant.step(q=participants / max(1, total),
-                                     noise_multiplier=c.noise_multiplier)  # fmt: skip
+                self.accountant.step(q=1.0, noise_multiplier=c.noise_multiplier)
                 return total_delta / len(sent)
             samples = sum(n for _, n, _ in sent)
             return total_delta / samples if samples else None
@@ -260,7 +267,7 @@ class Federation:
         if c.mode == "async":
             step = None
             for delta, (_, samples, based_on) in zip(deltas, sent, strict=True):
-                out = self.server.add(delta, samples, min(based_on, self.server.version))
+                out = self.server.add(delta, samples, based_on)
                 step = out if step is None else (step if out is None else step + out)
             return step
         return fedavg(deltas, [s for _, s, _ in sent])

@@ -2,11 +2,12 @@
 
 :class:`IdTable` maps raw ids (any value; compared as text) to dense row numbers,
 either *growing* (every distinct id its own row, the table grows with the stream) or
-*hashed* into a fixed number of ``buckets`` (memory bounded; two ids may share a
-row). A hashed table measures its collisions: ``collisions`` counts the distinct ids
-that landed on a row an earlier distinct id held. The hash is stable (BLAKE2b of the
-id's text), so every worker and every run maps an id alike. A batch is mapped by its
-distinct ids only (Arrow's dictionary encoding), then gathered.
+*hashed* into a fixed number of ``buckets`` (the embeddings' memory bounded, the
+index of ids seen is not; two ids may share a row). A hashed table measures its
+collisions: ``collisions`` counts the distinct ids that landed on a row an earlier
+distinct id held. The hash is stable (BLAKE2b of the id's text), so every worker and
+every run maps an id alike. A batch is mapped by its distinct ids only (Arrow's
+dictionary encoding), then gathered.
 
 >>> table = IdTable()
 >>> table.rows(["ann", "bob", "ann"]).tolist(), table.size
@@ -58,7 +59,7 @@ class IdTable:
 
     def rows(self, ids: Any, *, add: bool = True) -> np.ndarray:
         """Row of each id (int64). ``add=False``: ids not seen yet get -1 (nothing is
-        added; a hashed table still gives their bucket)."""
+        added; in a hashed table too, so an unknown id never borrows a bucket's row)."""
         array = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(ids)
         if isinstance(array, pa.ChunkedArray):
             array = array.combine_chunks()
@@ -75,15 +76,13 @@ class IdTable:
         row = self._rows.get(key)
         if row is not None:
             return row
+        if not add:
+            return -1
         if self.buckets is None:
-            if not add:
-                return -1
             row = len(self._rows)
         else:
             print_ = fingerprint(key)
             row = print_ % self.buckets
-            if not add:
-                return row
             owner = self._owner.setdefault(row, print_)
             if owner != print_:
                 self.collisions += 1

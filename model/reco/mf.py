@@ -167,7 +167,8 @@ class StreamingMF:
         self.mean = np.zeros(2, np.float64)  # [weight, mean]
         self._seen = np.zeros(0, np.int64)  # user row << 32 | item row, rated: sorted
         self._seen_new: list[np.ndarray] = []  # codes not merged into _seen yet
-        self.learned = 0
+        self.learned = 0  # learning steps (sampled negatives included)
+        self.rated = 0  # the events' own ratings learnt
         self._lib = native.compiled(SOURCE, _SIGNATURES) if kernel else None
 
     def predict_learn(self, users: Any, items: Any, ratings: Any) -> np.ndarray:
@@ -207,9 +208,7 @@ class StreamingMF:
         made = self.items.made[:count]
         scores[~made] = -np.inf
         if exclude_seen and u >= 0:
-            seen = self.seen
-            lo, hi = np.searchsorted(seen, [int(u) << 32, (int(u) + 1) << 32])
-            rated = seen[lo:hi] & 0xFFFFFFFF
+            rated = self._rated_by(int(u))
             scores[rated[rated < count]] = -np.inf
         order = np.argsort(-scores, kind="stable")
         names = self.items.ids.names
@@ -274,6 +273,8 @@ class StreamingMF:
         else:
             self.learned += self._walk_numpy(u, i, ratings, learn, lo, hi, out)
         rated = ~np.isnan(ratings) if seen is None else seen & ~np.isnan(ratings)
+        if learn:
+            self.rated += int(rated.sum())
         self._seen_new.append(u[rated].astype(np.int64) << 32 | i[rated])
         if len(self._seen_new) >= 64:  # merged now and then: amortized linear
             self._merge_seen()
@@ -284,6 +285,14 @@ class StreamingMF:
         """Every (user row << 32 | item row) rated so far, sorted, once each."""
         self._merge_seen()
         return self._seen
+
+    def _rated_by(self, user_row: int) -> np.ndarray:
+        """Item rows ``user_row`` rated; reads, never reorganizes, the index (a query
+        may run beside the step that learns)."""
+        seen = self._seen
+        lo, hi = np.searchsorted(seen, [user_row << 32, (user_row + 1) << 32])
+        parts = [seen[lo:hi]] + [a[(a >> 32) == user_row] for a in list(self._seen_new)]
+        return np.concatenate(parts) & 0xFFFFFFFF
 
     def _merge_seen(self) -> None:
         if not self._seen_new:
@@ -336,7 +345,7 @@ class StreamingMF:
         return {"users": self.users.snapshot(), "items": self.items.snapshot(),
                 "mean": self.mean.copy(), "seen": self._seen.copy(),
                 "seen_new": [a.copy() for a in self._seen_new],
-                "learned": self.learned}  # fmt: skip
+                "learned": self.learned, "rated": self.rated}  # fmt: skip
 
     def restore(self, state: dict[str, Any]) -> None:
         self.users.restore(state["users"])
@@ -344,4 +353,4 @@ class StreamingMF:
         self.mean = np.array(state["mean"], np.float64)
         self._seen = np.asarray(state["seen"], np.int64).copy()
         self._seen_new = [np.asarray(a, np.int64).copy() for a in state.get("seen_new", [])]
-        self.learned = int(state["learned"])
+        self.learned, self.rated = int(state["learned"]), int(state.get("rated", 0))

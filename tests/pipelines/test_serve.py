@@ -86,7 +86,41 @@ def test_bad_queries_get_a_4xx_with_the_reason(served, path, status, reason) -> 
 
 
 def test_it_binds_the_loopback_interface_only(served) -> None:
-    assert served[0].address[0] == "127.0.0.1"
+    import socket
+
+    server = served[0]
+    assert server.address[0] == "127.0.0.1"
+    outward = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+    outward.discard("127.0.0.1")
+    for address in outward - {a for a in outward if a.startswith("127.")}:
+        with pytest.raises(OSError), socket.create_connection((address, server.address[1]), 2):
+            pass
+
+
+def test_other_hosts_and_bad_bodies_are_refused(served) -> None:
+    import http.client
+
+    server = served[0]
+    conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=10)
+    conn.request("GET", "/api/state", headers={"Host": "evil.example:80"})
+    answer = conn.getresponse()
+    assert answer.status == 403 and b"refused" in answer.read()
+    conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=10)
+    conn.putrequest("POST", "/api/predict")
+    conn.putheader("Content-Length", "-1")
+    conn.endheaders()
+    answer = conn.getresponse()
+    assert answer.status == 400 and b"Content-Length" in answer.read()
+    conn.close()
+
+
+def test_serving_needs_the_state_in_this_process(tmp_path) -> None:
+    from pipelines.cli import UsageError
+
+    with pytest.raises(UsageError, match="--serve-port"):
+        config_from_args(parse_args(["--runner", "FlinkRunner", "--serve-port", "0",
+                                     "--output", str(tmp_path)]))  # fmt: skip
 
 
 def test_the_server_runs_with_the_pipeline_and_stops_with_it(tmp_path) -> None:

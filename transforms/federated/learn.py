@@ -7,7 +7,10 @@ row with ``key`` (the device), ``event_time``, ``event_id``, ``label``,
 ``round``. A round is an event-time window of ``round_s`` seconds: when the stream
 moves into a later window, the round ends (:meth:`model.federated.rounds.Federation.end_round`):
 the devices' deltas, never their events, go to the aggregator, and every device
-starts the next round from the new global model.
+starts the next round from the new global model. A round closes when the first
+event of a later window arrives (the last round of a bounded input stays open); an
+event of a round already closed is learnt in the current one, whose number its row
+carries.
 
 The federation is one state key's state (:class:`transforms.online.sequential.Sequential`):
 live, batches in arrival order; bounded, in event-time order, so the DirectRunner and
@@ -92,6 +95,9 @@ class _FederatedWorker:
         keys = batch.column(KEY).to_numpy(zero_copy_only=False).astype(str)
         prediction = np.empty(len(labels), np.int64)
         version = np.empty(len(labels), np.int64)
+        # an event of a round already closed is learnt in the current one, and says so
+        if self.current is not None:
+            rounds = np.maximum(rounds, self.current)
         for r in np.unique(rounds).tolist():
             self._advance(int(r))
             rows = rounds == r
@@ -121,7 +127,8 @@ class _FederatedWorker:
             self.rounds.inc()
             if report.bytes_sent:
                 self.bytes.inc(report.bytes_sent)
-            self.epsilon.update(round(report.epsilon * 1000))
+            if report.epsilon is not None:
+                self.epsilon.update(round(report.epsilon * 1000))
         if self.current is None or to > self.current:
             self.current = to
 

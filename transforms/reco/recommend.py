@@ -4,7 +4,9 @@
 (the user), ``event_time``, ``event_id``, ``user``, ``item``, ``rating``,
 ``prediction`` and ``model_version``: the prediction from the embeddings as they
 were before the event (:class:`model.reco.mf.StreamingMF`), which then learn from it.
-``model_version`` is how many ratings the model had learned when it predicted.
+``model_version`` is how many of the events' ratings the model had learned when it
+predicted (sampled negatives not counted). The live position is the newest event
+time learnt (arrival order: with out-of-order input, not a watermark).
 
 The model is one state key's state (:class:`transforms.online.sequential.Sequential`):
 live, the batches in arrival order (what was known when), the model checkpointed
@@ -74,11 +76,11 @@ class _RecommendWorker:
         ratings = batch.column(RATING).to_numpy(zero_copy_only=False)
         entry = BOARD.get(LIVE_NAME)
         if entry is None or entry.value is not self.model:  # queries read this model
-            entry = BOARD.publish(LIVE_NAME, self.model, version=self.model.learned)
-        before = self.model.learned
+            entry = BOARD.publish(LIVE_NAME, self.model, version=self.model.rated)
+        before = self.model.rated
         with entry.lock:
             predictions = self.model.predict_learn(batch.column(USER), batch.column(ITEM), ratings)
-        BOARD.advance(LIVE_NAME, int(times.max()), version=self.model.learned)
+        BOARD.advance(LIVE_NAME, int(times.max()), version=self.model.rated)
         versions = before + np.concatenate([[0], np.cumsum(~np.isnan(ratings))[:-1]])
         self.token = b""  # changed: not the state any more until written
         return [
@@ -101,7 +103,13 @@ class _RecommendWorker:
         assert self.model is not None
         self.token = os.urandom(TOKEN)
         PROCESS_CACHE.put("learner", (self.step, "reco"), (self.token, self.model))
-        return self.token + pickle.dumps(self.model.snapshot(), protocol=5)
+        entry = BOARD.get(LIVE_NAME)
+        if entry is not None and entry.value is self.model:
+            with entry.lock:  # not while a query reads it
+                state = self.model.snapshot()
+        else:
+            state = self.model.snapshot()
+        return self.token + pickle.dumps(state, protocol=5)
 
 
 REBUILT: dict[str, int] = {}  # models decoded from state, per step (for tests)

@@ -59,8 +59,9 @@ def test_a_device_without_data_in_a_round_does_not_change_the_global_model(strea
 
 
 def test_state_restores_mid_stream(stream) -> None:
-    private = FederatedConfig(features=10, compression="int8", clip=1.0, noise_multiplier=0.5)
-    for config in (private, FederatedConfig(features=10, mode="async")):
+    private = FederatedConfig(features=10, clip=1.0, noise_multiplier=0.5)
+    compressed = FederatedConfig(features=10, compression="int8", personalize=0.3)
+    for config in (private, compressed, FederatedConfig(features=10, mode="async")):
         one = Federation(config)
         _rounds(one, stream, 0, 3000)
         two = Federation(config)
@@ -91,9 +92,18 @@ def test_federation_helps_devices_with_little_data() -> None:
     assert accuracy["fedavg"] > accuracy["local"] + 0.03
 
 
-def test_noise_needs_a_clip() -> None:
+def test_noise_needs_a_clip_and_uncompressed_updates() -> None:
     with pytest.raises(ValueError, match="noise needs a clip"):
         FederatedConfig(features=3, noise_multiplier=1.0)
+    with pytest.raises(ValueError, match="uncompressed"):
+        FederatedConfig(features=3, clip=1.0, noise_multiplier=1.0, compression="topk")
+
+
+def test_personalized_deltas_carry_only_the_rounds_learning(stream) -> None:
+    fed = Federation(FederatedConfig(features=10, personalize=0.5))
+    _rounds(fed, stream, 0, 1000)
+    for d in fed.devices.values():
+        np.testing.assert_array_equal(d.weights, d.start)  # a round starts with no delta
 
 
 def test_secure_aggregation_gives_fedavg_and_shows_only_masked_updates(stream) -> None:
