@@ -278,7 +278,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     else:
         times = _from_data(args, inputs)
     reco = _section(
-        "--user-column/--item-column/--rating-column/--factors/--negatives",
+        "--user-column/--item-column/--rating-column/--factors/--negatives/--id-buckets",
         lambda: RecoConfig(
             InteractionFormat(
                 time_column=args.time_column,
@@ -290,6 +290,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             MFConfig(
                 factors=args.factors,
                 seed=args.seed,
+                user_buckets=args.id_buckets,
+                item_buckets=args.id_buckets,
                 negatives=(4 if not args.rating_column else 0)
                 if args.negatives is None
                 else args.negatives,

@@ -256,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--factors", type=int, default=16, help="recommend: embedding size of users and items"
     )
     reco.add_argument(
+        "--id-buckets",
+        type=int,
+        default=None,
+        help="recommend: hash user and item ids into this many rows each (bounded "
+        "embeddings; collisions counted in /api/state); default: a row per id",
+    )
+    reco.add_argument(
         "--negatives",
         type=int,
         default=None,

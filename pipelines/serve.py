@@ -111,6 +111,12 @@ class LiveServer:
             }
         if entry is not None:
             out["model_version"] = max(out["model_version"], entry.version)
+            if name == RECOMMEND:
+                with entry.lock:
+                    ids = {"users": entry.value.users.ids, "items": entry.value.items.ids}
+                    out["ids"] = {side: {"distinct": t.distinct, "rows": t.size,
+                                         "collisions": t.collisions}
+                                  for side, t in ids.items()}  # fmt: skip
         out["position_us"] = None if entry is None else entry.position_us
         return out
 

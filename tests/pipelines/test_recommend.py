@@ -51,6 +51,12 @@ def test_a_csv_with_its_own_column_names_and_bad_rows(tmp_path):
     assert summary.predictions_out == 1500 and summary.dead_lettered == 3 and summary.balanced
 
 
+def test_hashed_ids_bound_the_embeddings(tmp_path):
+    summary, _ = _run(tmp_path, "--events", "5000", "--id-buckets", "64", "--no-streaming")
+    assert summary.balanced and summary.ratings is not None
+    assert summary.ratings["rmse"] > 0
+
+
 def test_a_missing_column_is_named(tmp_path):
     path = tmp_path / "ratings.csv"
     path.write_text("timestamp,user,product\n1700000000,a,b\n")

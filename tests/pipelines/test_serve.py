@@ -47,6 +47,7 @@ def test_answers_come_from_the_live_state(served) -> None:
         progress.scored, progress.watermark_us = 4, 900
     status, state = _get(server.url + "api/state")
     assert status == 200 and state["scored"] == 4 and state["position_us"] == 1_000
+    assert state["ids"]["users"] == {"distinct": 2, "rows": 2, "collisions": 0}
     status, top = _get(server.url + "api/topk?user=ann&k=5")
     assert status == 200 and [x["item"] for x in top["items"]] == ["c"]  # a, b rated
     assert top["position_us"] == 1_000 and top["watermark_us"] == 900
