@@ -2,13 +2,13 @@
 
 ``python pipelines/main.py`` (or ``sml``) is :func:`pipelines.main.main`; :func:`run`
 builds and runs one :class:`PipelineConfig` on a runner and returns its :class:`RunSummary`; the
-``build`` functions of :mod:`pipelines.anomaly`, :mod:`pipelines.classify` and
-:mod:`pipelines.score` add a pipeline to a ``beam.Pipeline`` of your own
-(:data:`BUILDERS`).
+``build`` functions of :mod:`pipelines.anomaly`, :mod:`pipelines.classify`,
+:mod:`pipelines.federated`, :mod:`pipelines.recommend` and :mod:`pipelines.score` add
+a pipeline to a ``beam.Pipeline`` of your own (:data:`BUILDERS`).
 
 >>> import pipelines
 >>> sorted(pipelines.BUILDERS)
-['anomaly', 'classify', 'score']
+['anomaly', 'classify', 'federated', 'recommend', 'score']
 """
 
 from pipelines.cli import BadInputError, UsageError, config_from_args, parse_args
