@@ -144,8 +144,10 @@ def _run(
         )
     run_id = uuid.uuid4().hex
     live = progress.start(run_id)
-    window_s = 0.0 if cfg.pipeline == "recommend" else cfg.window.size_s
-    progress.attach(run_id, outputs.batches, outputs.predictions, window_s)
+    # per-key statistics for live queries; not for recommend, whose keys are its users
+    recommend = cfg.pipeline == "recommend"
+    progress.attach(run_id, outputs.batches, outputs.predictions,
+                    0.0 if recommend else cfg.window.size_s, count_keys=not recommend)  # fmt: skip
     events_in = outputs.source_events
     out = sys.stderr if show_progress else io.StringIO()
     server = None

@@ -13,6 +13,7 @@ only without live lines.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import time
@@ -47,6 +48,7 @@ class Progress:
     # per key: window start (us) -> [events, labelled, correct], the latest windows
     keys: dict[str, dict[int, list[int]]] = field(default_factory=dict)
     window_us: int = 0  # the pipeline's window size (0: one window for everything)
+    count_keys: bool = True  # per-key statistics (not where keys are users by the million)
 
     def lag_s(self) -> float | None:
         if self.newest_event_us is None or self.watermark_us is None:
@@ -112,12 +114,13 @@ class _PredictionTap(beam.DoFn):
                 if p.detector.update(error):
                     p.drift_alarms.append(mb.min_event_time_us(batch))
                 correct = pred == labels
-            _count_keys(p, batch, labels, correct)
+            if p.count_keys:
+                _count_keys(p, batch, labels, correct)
         return iter(())
 
 
 KEY_WINDOWS = 8  # the latest windows kept per key
-MAX_KEYS = 10_000  # keys kept (the longest unseen go first)
+MAX_KEYS = 10_000  # keys kept (the earliest seen go first)
 
 
 def _count_keys(
@@ -141,25 +144,32 @@ def _count_keys(
     )
     for code, start, n, lab, ok in zip(pairs[0].tolist(), pairs[1].tolist(), events.tolist(),
                                        labelled.tolist(), right.tolist(), strict=True):  # fmt: skip
-        windows = p.keys.pop(names[code], None) or {}
-        p.keys[names[code]] = windows  # the most recently seen last
-        if len(p.keys) > MAX_KEYS:
-            del p.keys[next(iter(p.keys))]
+        windows = p.keys.setdefault(names[code], {})
         counts = windows.setdefault(start, [0, 0, 0])
         counts[0] += n
         counts[1] += int(lab)
         counts[2] += int(ok)
         if len(windows) > KEY_WINDOWS:
             del windows[min(windows)]
+    if len(p.keys) > MAX_KEYS:  # forget the earliest keys, a tenth at a time
+        for key in list(itertools.islice(p.keys, len(p.keys) - MAX_KEYS * 9 // 10)):
+            del p.keys[key]
 
 
 def attach(
-    run_id: str, batches: beam.PCollection, predictions: beam.PCollection, window_s: float = 0.0
+    run_id: str,
+    batches: beam.PCollection,
+    predictions: beam.PCollection,
+    window_s: float = 0.0,
+    *,
+    count_keys: bool = True,
 ) -> None:
-    """Add the two taps to a pipeline (``window_s``: per-key statistics by window)."""
+    """Add the two taps to a pipeline (``window_s``: per-key statistics by window;
+    ``count_keys``: whether to keep them at all)."""
     p = get(run_id)
     if p is not None:
         p.window_us = round(window_s * 1_000_000)
+        p.count_keys = count_keys
     _ = batches | "ProgressSource" >> beam.ParDo(_SourceTap(run_id))
     _ = predictions | "ProgressPredictions" >> beam.ParDo(_PredictionTap(run_id))
 

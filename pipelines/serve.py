@@ -6,7 +6,8 @@ started with the run and stopped with it, answers from the state the run holds i
 progress taps, :mod:`pipelines.progress`, and the live board, :mod:`model.live`):
 
 - ``GET /api/state``: events read and scored, events/s, the watermark and its lag,
-  the newest model version, drift alarms, and (recommend) the live model's position;
+  the newest model version, drift alarms, and (recommend) the live model's position
+  and ids; ``samples=N``: also the last N progress samples (the dashboard's curve);
 - ``GET /api/topk?user=U&k=10``: the user's best unseen items from the live
   embeddings (recommend);
 - ``GET /api/predict?user=U&item=I``: a rating prediction from the live embeddings;
@@ -107,16 +108,17 @@ class LiveServer:
                 "watermark_lag_s": p.lag_s(),
                 "model_version": p.model_version,
                 "drift_alarms": len(p.drift_alarms),
-                "samples": p.samples[-120:],
             }
+            samples = _integer(query, "samples", 0, 0, 1000)  # the dashboard's curve
+            if samples:
+                out["samples"] = p.samples[-samples:]
         if entry is not None:
             out["model_version"] = max(out["model_version"], entry.version)
-            if name == RECOMMEND:
-                with entry.lock:
-                    ids = {"users": entry.value.users.ids, "items": entry.value.items.ids}
-                    out["ids"] = {side: {"distinct": t.distinct, "rows": t.size,
-                                         "collisions": t.collisions}
-                                  for side, t in ids.items()}  # fmt: skip
+            if name == RECOMMEND:  # counts only: read without waiting for the step
+                ids = {"users": entry.value.users.ids, "items": entry.value.items.ids}
+                out["ids"] = {side: {"distinct": t.distinct, "rows": t.size,
+                                     "collisions": t.collisions}
+                              for side, t in ids.items()}  # fmt: skip
         out["position_us"] = None if entry is None else entry.position_us
         return out
 
@@ -361,7 +363,7 @@ const fmt = (v) => v === null || v === undefined ? "-" : v.toLocaleString();
 function when(us) { return us === null ? "-" : new Date(us / 1000).toISOString().slice(0, 19); }
 async function tick() {
   try {
-    const s = await (await fetch("/api/state", {cache: "no-store"})).json();
+    const s = await (await fetch("/api/state?samples=120", {cache: "no-store"})).json();
     document.getElementById("pipeline").textContent = s.pipeline;
     document.getElementById("scored").textContent = fmt(s.scored);
     document.getElementById("rate").textContent = fmt(Math.round(s.events_per_s));

@@ -103,13 +103,8 @@ class _RecommendWorker:
         assert self.model is not None
         self.token = os.urandom(TOKEN)
         PROCESS_CACHE.put("learner", (self.step, "reco"), (self.token, self.model))
-        entry = BOARD.get(LIVE_NAME)
-        if entry is not None and entry.value is self.model:
-            with entry.lock:  # not while a query reads it
-                state = self.model.snapshot()
-        else:
-            state = self.model.snapshot()
-        return self.token + pickle.dumps(state, protocol=5)
+        # (queries only read the model: this thread, its one writer, needs no lock here)
+        return self.token + pickle.dumps(self.model.snapshot(), protocol=5)
 
 
 REBUILT: dict[str, int] = {}  # models decoded from state, per step (for tests)
