@@ -195,6 +195,13 @@ class JobWatch:
                 reached = self._poll_job(self._figures)
             figures = self._figures
             if self._until_stopped and self.drained is None and figures.state == "FINISHED":
+                # Flink caches its checkpoint statistics for a few seconds: the savepoint
+                # that stopped the job may show only after them
+                deadline = time.monotonic() + 6
+                while figures.last_savepoint is None and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    if not self._poll_job(figures):
+                        break
                 figures.stopped_with = figures.last_savepoint or "a savepoint"
         return self._figures
 
