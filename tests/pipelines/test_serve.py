@@ -297,7 +297,9 @@ def test_a_classify_run_answers_posted_features_and_key_stats(tmp_path) -> None:
                 status, body = _post(url + "api/predict", {"features": [[0.0] * width]})
                 if status == 200:
                     answers["predict"] = (status, body)
-                    answers["keys"] = _get(url + "api/keys")
+                    keys = _get(url + "api/keys")
+                    if keys[0] == 200 and keys[1]["keys"]:  # the tap may not have counted yet
+                        answers["keys"] = keys
             except OSError:
                 pass
             time.sleep(0.05)
