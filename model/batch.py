@@ -333,6 +333,19 @@ def sort_by_time(batch: pa.RecordBatch) -> pa.RecordBatch:
     return take(batch, order)
 
 
+def in_event_order(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch's rows by event time, then event id (when it has ids): the order a
+    sequential step works through them in, the same on every runner."""
+    times = event_times_us(batch)
+    if EVENT_ID in batch.schema.names:
+        order = np.lexsort((batch.column(EVENT_ID).to_numpy(zero_copy_only=False), times))
+    else:
+        order = np.argsort(times, kind="stable")
+    if np.all(order[1:] > order[:-1]):
+        return batch
+    return take(batch, order)
+
+
 def concat(batches: Iterable[pa.RecordBatch]) -> pa.RecordBatch:
     """Concatenate batches with the same schema into one (keys dictionary-encoded in
     some and plain in others come out plain)."""

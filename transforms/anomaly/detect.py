@@ -75,13 +75,8 @@ class _AnomalyWorker:
     def apply(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         if not batch.num_rows:
             return []
+        batch = mb.in_event_order(batch)  # the key's events in event-time order
         times = mb.event_times_us(batch)
-        ids = np.zeros(len(times), np.int64)
-        if mb.EVENT_ID in batch.schema.names:
-            ids = batch.column(mb.EVENT_ID).to_numpy(zero_copy_only=False)
-        order = np.lexsort((ids, times))  # the key's events in event-time order
-        batch = batch.take(pa.array(order))
-        times = times[order]
         features = mb.features_numpy(batch).astype(np.float64)
         _, keys = mb.key_codes(batch)
         if len(keys) != 1:

@@ -15,7 +15,7 @@ carries.
 The federation is one state key's state (:class:`transforms.online.sequential.Sequential`):
 live, batches in arrival order; bounded, in event-time order, so the DirectRunner and
 Flink give the same answer; within a batch, events in event-time order. The process
-keeps it decoded (``PROCESS_CACHE``) while the state is the one it last wrote.
+keeps it decoded (:class:`transforms.online.sequential.LiveStateWorker`).
 Metrics: ``federated_rounds``, ``federated_bytes`` (updates sent) and
 ``federated_epsilon_milli`` (the privacy spent, x1000, its maximum).
 """
@@ -23,9 +23,8 @@ Metrics: ``federated_rounds``, ``federated_bytes`` (updates sent) and
 from __future__ import annotations
 
 import functools
-import os
-import pickle
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -34,7 +33,6 @@ import pyarrow as pa
 
 from model import batch as mb
 from model.federated.rounds import FederatedConfig, Federation
-from model.process_cache import PROCESS_CACHE
 from model.vocabulary import (
     EVENT_ID,
     EVENT_TIME,
@@ -45,65 +43,61 @@ from model.vocabulary import (
     PREDICTION,
     Metric,
 )
-from transforms.online.sequential import Sequential
+from transforms.online.sequential import LiveStateWorker, Sequential, at_first_event
 
-TOKEN = 16
 ROUND = "round"
 
 
-class _FederatedWorker:
+@dataclass
+class _Live:
+    """The federation and the round (window index) in progress."""
+
+    federation: Federation
+    current: int | None = None
+
+
+class _FederatedWorker(LiveStateWorker):
     def __init__(self, config: FederatedConfig, round_us: int, step: str) -> None:
-        self.config, self.round_us, self.step = config, round_us, step
-        self.fed: Federation | None = None
-        self.current: int | None = None  # the round in progress
-        self.token = b""
-        self.state: bytes | None = None
+        super().__init__(step)
+        self.config, self.round_us = config, round_us
         m = beam.metrics.Metrics
         self.rounds = m.counter(NAMESPACE, Metric.FEDERATED_ROUNDS)
         self.bytes = m.counter(NAMESPACE, Metric.FEDERATED_BYTES)
         self.epsilon = m.distribution(NAMESPACE, Metric.FEDERATED_EPSILON_MILLI)
 
-    def restore(self, data: bytes | None) -> None:
-        self.state = data
-        current = b"" if data is None else data[:TOKEN]
-        live = PROCESS_CACHE.take("learner", (self.step, "federation"))
-        if live is not None and live[0] == current:
-            self.token, self.fed, self.current = live
-            return
-        self.fed, self.current = Federation(self.config), None
-        if data is not None:
-            state = pickle.loads(data[TOKEN:])
-            self.fed.restore(state["federation"])
-            self.current = state["current"]
-        self.token = current
+    def fresh(self) -> _Live:
+        return _Live(Federation(self.config))
 
-    def apply(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-        if self.fed is None:
-            self.restore(self.state)
-        assert self.fed is not None
+    def decode(self, state: Any) -> _Live:
+        live = self.fresh()
+        live.federation.restore(state["federation"])
+        live.current = state["current"]
+        return live
+
+    def encode(self) -> Any:
+        return {"federation": self.live.federation.snapshot(), "current": self.live.current}
+
+    def work(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        live: _Live = self.live
         if not batch.num_rows:
             return []
-        times = mb.event_times_us(batch)
-        ids = batch.column(EVENT_ID).to_numpy(zero_copy_only=False)
-        order = np.lexsort((ids, times))
-        batch, times = batch.take(pa.array(order)), times[order]
+        batch = mb.in_event_order(batch)
         labels = mb.labels_numpy(batch)
         if labels is None:
             raise ValueError("federated learning needs labelled events (a label column)")
-        rounds = times // self.round_us
+        rounds = mb.event_times_us(batch) // self.round_us
         x = mb.features_numpy(batch).astype(np.float64)
         keys = batch.column(KEY).to_numpy(zero_copy_only=False).astype(str)
         prediction = np.empty(len(labels), np.int64)
         version = np.empty(len(labels), np.int64)
         # an event of a round already closed is learnt in the current one, and says so
-        if self.current is not None:
-            rounds = np.maximum(rounds, self.current)
+        if live.current is not None:
+            rounds = np.maximum(rounds, live.current)
         for r in np.unique(rounds).tolist():
-            self._advance(int(r))
+            self._advance(live, int(r))
             rows = rounds == r
-            version[rows] = self.fed.version
-            prediction[rows] = self.fed.learn(keys[rows], x[rows], labels[rows])
-        self.token = b""
+            version[rows] = live.federation.version
+            prediction[rows] = live.federation.learn(keys[rows], x[rows], labels[rows])
         return [
             pa.RecordBatch.from_arrays(
                 [
@@ -119,30 +113,17 @@ class _FederatedWorker:
             )  # fmt: skip
         ]
 
-    def _advance(self, to: int) -> None:
-        """Close the rounds before ``to`` (an event of a later window arrived)."""
-        assert self.fed is not None
-        if self.current is not None and to > self.current:
-            report = self.fed.end_round()
+    def _advance(self, live: _Live, to: int) -> None:
+        """Close the round in progress when an event of a later window arrived."""
+        if live.current is not None and to > live.current:
+            report = live.federation.end_round()
             self.rounds.inc()
             if report.bytes_sent:
                 self.bytes.inc(report.bytes_sent)
             if report.epsilon is not None:
                 self.epsilon.update(round(report.epsilon * 1000))
-        if self.current is None or to > self.current:
-            self.current = to
-
-    def snapshot(self) -> bytes:
-        assert self.fed is not None
-        self.token = os.urandom(TOKEN)
-        PROCESS_CACHE.put("learner", (self.step, "federation"),
-                          (self.token, self.fed, self.current))  # fmt: skip
-        state = {"federation": self.fed.snapshot(), "current": self.current}
-        return self.token + pickle.dumps(state, protocol=5)
-
-
-def _at_first_event(out: pa.RecordBatch, batch: Any) -> int:
-    return mb.min_event_time_us(out)
+        if live.current is None or to > live.current:
+            live.current = to
 
 
 class FederatedLearning(beam.PTransform):
@@ -159,7 +140,7 @@ class FederatedLearning(beam.PTransform):
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
         step = Sequential(
             functools.partial(_FederatedWorker, self._config, self._round_us, self._step),
-            _at_first_event,
+            at_first_event,
             element_type=pa.RecordBatch,
             output_type=pa.RecordBatch,
         )

@@ -11,7 +11,8 @@ first event time, then their first event id): every runner gives the same answer
 FnApiRunner drops the output of such a chain of timer steps.)
 
 A worker is a plain object: ``restore(bytes | None)``, ``apply(element) -> list of
-outputs``, ``snapshot() -> bytes``.
+outputs``, ``snapshot() -> bytes``. :class:`LiveStateWorker` is one whose state is a
+single object the process keeps decoded between elements.
 
 By default the whole stream is one state key. With ``split`` (an element to its
 ``(state key, part)`` pairs, e.g. a micro-batch to one part per event key), each state
@@ -22,20 +23,91 @@ gets next.
 
 from __future__ import annotations
 
+import os
+import pickle
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.coders import BytesCoder
 from apache_beam.transforms import window as bw
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from model import batch as mb
+from model.process_cache import PROCESS_CACHE
 
 _STATE = ReadModifyWriteStateSpec("worker_state", BytesCoder())
 STATE = beam.DoFn.StateParam(_STATE)
 ONE_KEY = ""  # the whole stream is one state key: batches stay whole
+
+
+TOKEN = 16  # bytes of the random token that starts a LiveStateWorker's state
+
+
+class LiveStateWorker:
+    """A :class:`Worker` whose state is one object (a model), kept decoded.
+
+    Writing the state each element is the price of a checkpoint; decoding it each
+    element need not be. The process keeps the object (``PROCESS_CACHE``, kind
+    ``learner``, under ``(step, class name)``: a runner may set up a fresh DoFn per
+    bundle) with the random token its state was last written with, and uses it while
+    the state read is that one; after a restore, or another worker's write, it is
+    decoded again. Subclasses give :meth:`fresh`, :meth:`decode`, :meth:`encode` and
+    :meth:`work`; ``self.live`` is the object.
+    """
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+        self.live: Any = None
+        self.token = b""
+        self.state: bytes | None = None
+
+    def fresh(self) -> Any:
+        """The object before any element."""
+        raise NotImplementedError
+
+    def decode(self, state: Any) -> Any:
+        """The object from what :meth:`encode` gave."""
+        raise NotImplementedError
+
+    def encode(self) -> Any:
+        """``self.live`` as something picklable."""
+        raise NotImplementedError
+
+    def work(self, element: Any) -> list[Any]:
+        """:meth:`Worker.apply` on ``self.live``."""
+        raise NotImplementedError
+
+    def _cache_key(self) -> tuple[str, str]:
+        return (self.step, type(self).__name__)
+
+    def restore(self, data: bytes | None) -> None:
+        self.state = data
+        current = b"" if data is None else data[:TOKEN]
+        cached = PROCESS_CACHE.take("learner", self._cache_key())
+        if cached is not None and cached[0] == current:
+            self.token, self.live = cached  # what this process wrote last: that state
+            return
+        self.live = self.fresh() if data is None else self.decode(pickle.loads(data[TOKEN:]))
+        self.token = current
+
+    def apply(self, element: Any) -> list[Any]:
+        if self.live is None:
+            self.restore(self.state)
+        self.token = b""  # changing: not the state written any more
+        return self.work(element)
+
+    def snapshot(self) -> bytes:
+        self.token = os.urandom(TOKEN)
+        PROCESS_CACHE.put("learner", self._cache_key(), (self.token, self.live))
+        return self.token + pickle.dumps(self.encode(), protocol=5)
+
+
+def at_first_event(out: pa.RecordBatch, element: Any) -> int:
+    """A stamp: the output batch's first event time."""
+    return mb.min_event_time_us(out)
 
 
 class Worker(Protocol):

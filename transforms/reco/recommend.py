@@ -12,9 +12,8 @@ The model is one state key's state (:class:`transforms.online.sequential.Sequent
 live, the batches in arrival order (what was known when), the model checkpointed
 with the key's state (on Flink, restored with it); bounded, every batch in event-time
 order, so every runner gives the same answer. The process keeps the step's model
-decoded (:data:`model.process_cache.PROCESS_CACHE`, kind ``learner``: a runner may set
-up a fresh DoFn per bundle) and uses it while the state is the one it last wrote (a
-random token says so), else rebuilds it from the state. Within a batch, events go in
+decoded (:class:`transforms.online.sequential.LiveStateWorker`) while the state is
+the one it last wrote, else rebuilds it from the state. Within a batch, events go in
 event-time order. The live model is also on this process's board
 (:data:`model.live.BOARD`, name ``recommend``) with the newest event time it learnt,
 for live queries (:mod:`pipelines.serve`).
@@ -23,8 +22,6 @@ for live queries (:mod:`pipelines.serve`).
 from __future__ import annotations
 
 import functools
-import os
-import pickle
 import uuid
 from typing import Any
 
@@ -34,55 +31,45 @@ import pyarrow as pa
 
 from model import batch as mb
 from model.live import BOARD
-from model.process_cache import PROCESS_CACHE
 from model.reco.events import ITEM, RATING, USER
 from model.reco.mf import MFConfig, StreamingMF
 from model.vocabulary import EVENT_ID, EVENT_TIME, KEY, MODEL_VERSION, PREDICTION
-from transforms.online.sequential import Sequential
+from transforms.online.sequential import LiveStateWorker, Sequential, at_first_event
 
-TOKEN = 16  # bytes of the token that starts the state
 LIVE_NAME = "recommend"  # the live model's name on this process's board (model.live)
 
 
-class _RecommendWorker:
+class _RecommendWorker(LiveStateWorker):
     def __init__(self, config: MFConfig, step: str) -> None:
-        self.config, self.step = config, step
-        self.model: StreamingMF | None = None
-        self.token = b""
-        self.state: bytes | None = None
+        super().__init__(step)
+        self.config = config
 
-    def restore(self, data: bytes | None) -> None:
-        self.state = data
-        current = b"" if data is None else data[:TOKEN]
-        live = PROCESS_CACHE.take("learner", (self.step, "reco"))
-        if live is not None and live[0] == current:
-            self.token, self.model = live  # what this process wrote last: that state
-            return
-        self.model = StreamingMF(self.config)
-        if data is not None:
-            self.model.restore(pickle.loads(data[TOKEN:]))
-            REBUILT[self.step] = REBUILT.get(self.step, 0) + 1
-        self.token = current
+    def fresh(self) -> StreamingMF:
+        return StreamingMF(self.config)
 
-    def apply(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-        if self.model is None:
-            self.restore(self.state)
-        assert self.model is not None
+    def decode(self, state: Any) -> StreamingMF:
+        model = StreamingMF(self.config)
+        model.restore(state)
+        return model
+
+    def encode(self) -> Any:
+        # (queries only read the model: this thread, its one writer, needs no lock)
+        return self.live.snapshot()
+
+    def work(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        model: StreamingMF = self.live
         if not batch.num_rows:
             return []
-        times = mb.event_times_us(batch)
-        ids = batch.column(EVENT_ID).to_numpy(zero_copy_only=False)
-        batch = batch.take(pa.array(np.lexsort((ids, times))))
+        batch = mb.in_event_order(batch)
         ratings = batch.column(RATING).to_numpy(zero_copy_only=False)
         entry = BOARD.get(LIVE_NAME)
-        if entry is None or entry.value is not self.model:  # queries read this model
-            entry = BOARD.publish(LIVE_NAME, self.model, version=self.model.rated)
-        before = self.model.rated
+        if entry is None or entry.value is not model:  # queries read this model
+            entry = BOARD.publish(LIVE_NAME, model, version=model.rated)
+        before = model.rated
         with entry.lock:
-            predictions = self.model.predict_learn(batch.column(USER), batch.column(ITEM), ratings)
-        BOARD.advance(LIVE_NAME, int(times.max()), version=self.model.rated)
+            predictions = model.predict_learn(batch.column(USER), batch.column(ITEM), ratings)
+        BOARD.advance(LIVE_NAME, int(mb.event_times_us(batch).max()), version=model.rated)
         versions = before + np.concatenate([[0], np.cumsum(~np.isnan(ratings))[:-1]])
-        self.token = b""  # changed: not the state any more until written
         return [
             pa.RecordBatch.from_arrays(
                 [
@@ -99,20 +86,6 @@ class _RecommendWorker:
             )  # fmt: skip
         ]
 
-    def snapshot(self) -> bytes:
-        assert self.model is not None
-        self.token = os.urandom(TOKEN)
-        PROCESS_CACHE.put("learner", (self.step, "reco"), (self.token, self.model))
-        # (queries only read the model: this thread, its one writer, needs no lock here)
-        return self.token + pickle.dumps(self.model.snapshot(), protocol=5)
-
-
-REBUILT: dict[str, int] = {}  # models decoded from state, per step (for tests)
-
-
-def _at_first_event(out: pa.RecordBatch, batch: Any) -> int:
-    return mb.min_event_time_us(out)
-
 
 class Recommend(beam.PTransform):
     """Prequential rating predictions for interaction batches (module docstring)."""
@@ -125,7 +98,7 @@ class Recommend(beam.PTransform):
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
         step = Sequential(
             functools.partial(_RecommendWorker, self._config, self._step),
-            _at_first_event,
+            at_first_event,
             element_type=pa.RecordBatch,
             output_type=pa.RecordBatch,
         )
