@@ -44,10 +44,17 @@ def noisy_sum(
     deltas: list[np.ndarray], clip: float, noise_multiplier: float, rng: np.random.Generator
 ) -> np.ndarray:
     """The sum of the (clipped) deltas plus N(0, (noise_multiplier * clip)^2) noise."""
+    total = np.sum([clip_delta(np.asarray(d, np.float64), clip) for d in deltas], axis=0)
+    return add_noise(total, clip, noise_multiplier, rng)
+
+
+def add_noise(
+    total: np.ndarray, clip: float, noise_multiplier: float, rng: np.random.Generator
+) -> np.ndarray:
+    """A sum of clipped deltas plus N(0, (noise_multiplier * clip)^2) noise."""
     if noise_multiplier < 0:
         msg = f"noise_multiplier must be >= 0, got {noise_multiplier!r}"
         raise ValueError(msg)
-    total = np.sum([clip_delta(np.asarray(d, np.float64), clip) for d in deltas], axis=0)
     return total + rng.normal(0.0, noise_multiplier * clip, np.shape(total))
 
 

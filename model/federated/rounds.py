@@ -28,17 +28,20 @@ the reference).
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from model.federated.aggregate import BufferedAsync, fedavg
 from model.federated.compress import Compressor, TopK, decode, make_compressor
-from model.federated.privacy import RDPAccountant, clip_delta
+from model.federated.privacy import RDPAccountant, add_noise, clip_delta
 from model.federated.secure import mask, unmask_sum
+from model.learn import native
 
 Mode = Literal["fedavg", "async", "local", "central"]
 
@@ -92,8 +95,37 @@ class FederatedConfig:
             raise ValueError(msg)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+KERNEL = Path(__file__).with_name("logistic_kernel.c")
+_p, _i64 = ctypes.c_void_p, ctypes.c_int64
+_SIGNATURES = {
+    "logistic_prequential": (
+        None,
+        [_i64, ctypes.c_int32, _p, _p, _p, _p, _p, _i64, ctypes.c_double, _p, _p],
+    )
+}
+
+
+def _walk(rows: np.ndarray, x: np.ndarray, y: np.ndarray, w: np.ndarray, steps: np.ndarray,
+          budget: int, lr: float, out: np.ndarray, learned: np.ndarray) -> None:  # fmt: skip
+    """The kernel's walk over the events (numpy where there is no compiler)."""
+    lib = native.compiled(KERNEL, _SIGNATURES)
+    n, d = x.shape
+    if lib is not None:
+        lib.logistic_prequential(n, d, rows.ctypes.data, x.ctypes.data, y.ctypes.data,
+                                 w.ctypes.data, steps.ctypes.data, budget, lr,
+                                 out.ctypes.data, learned.ctypes.data)  # fmt: skip
+        return
+    for e in range(n):
+        r = rows[e]
+        p = 1.0 / (1.0 + math.exp(-min(30.0, max(-30.0, float(x[e] @ w[r, :-1] + w[r, -1])))))
+        out[e] = int(p > 0.5)
+        if 0 <= budget <= steps[r]:
+            continue  # this round's budget is spent: predict only
+        g = p - y[e]
+        w[r, :-1] -= lr * g * x[e]
+        w[r, -1] -= lr * g
+        steps[r] += 1
+        learned[r] += 1
 
 
 @dataclass
@@ -157,25 +189,35 @@ class Federation:
 
     def learn(self, keys: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Each event's predicted class by its device's model before it, then learnt
-        (events in the order given)."""
+        (events in the order given; in C where a compiler is, :file:`logistic_kernel.c`).
+        The batch's devices' rows are gathered into one matrix, walked, and put back."""
+        keys = np.asarray(keys).astype(str)
+        names, first, codes = np.unique(keys, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # devices made in the order they came
         central = self.config.mode == "central"
+        devices = [self.device("*" if central else str(names[i])) for i in order]
+        rank = np.empty(len(names), np.int64)
+        rank[order] = np.arange(len(names))
+        rows = np.zeros(len(keys), np.int64) if central else rank[codes.ravel()]
+        if central:
+            devices = devices[:1]
+        w = np.stack([d.weights for d in devices]).astype(np.float64)
+        steps = np.array([d.steps for d in devices], np.int64)
+        learned = np.zeros(len(devices), np.int64)
         out = np.empty(len(keys), np.int64)
-        budget = self.config.steps_per_round
-        for e in range(len(keys)):
-            d = self.device("*" if central else str(keys[e]))
-            w = d.weights
-            p = _sigmoid(x[e] @ w[:-1] + w[-1])
-            out[e] = int(p > 0.5)
-            counts = self.stats.setdefault(str(keys[e]), [0, 0])
-            counts[0] += 1
-            counts[1] += int(out[e] == y[e])
-            if budget is not None and d.steps >= budget:
-                continue  # this round's budget is spent: predict only
-            g = p - y[e]
-            w[:-1] -= self.config.lr * g * x[e]
-            w[-1] -= self.config.lr * g
-            d.samples += 1
-            d.steps += 1
+        budget = -1 if self.config.steps_per_round is None else self.config.steps_per_round
+        xs = np.ascontiguousarray(x, np.float64)
+        ys = np.ascontiguousarray(y, np.int64)
+        _walk(rows, xs, ys, w, steps, budget, self.config.lr, out, learned)
+        for d, weights, n_steps, n in zip(devices, w, steps.tolist(), learned.tolist(),
+                                          strict=True):  # fmt: skip
+            d.weights, d.steps, d.samples = weights, n_steps, d.samples + n
+        seen = np.bincount(codes.ravel(), minlength=len(names))
+        right = np.bincount(codes.ravel(), weights=out == ys, minlength=len(names))
+        for name, n, ok in zip(names.tolist(), seen.tolist(), right.tolist(), strict=True):
+            counts = self.stats.setdefault(name, [0, 0])
+            counts[0] += n
+            counts[1] += int(ok)
         return out
 
     # -- rounds ---------------------------------------------------------------------------
@@ -216,7 +258,7 @@ class Federation:
                 report.bytes_sent += nbytes
                 sent.append((delta.astype(np.float32), d.samples, d.based_on))
             report.participants += 1
-        step = self.aggregate(sent, participants=report.participants, total=len(self.devices))
+        step = self.aggregate(sent)
         if step is not None:
             self.global_weights = self.global_weights + step
             self.version += 1
@@ -230,9 +272,7 @@ class Federation:
             d.based_on, d.samples, d.steps = based_on, 0, 0
         return report
 
-    def aggregate(
-        self, sent: list[tuple[Any, int, int]], *, participants: int, total: int
-    ) -> np.ndarray | None:
+    def aggregate(self, sent: list[tuple[Any, int, int]]) -> np.ndarray | None:
         """The global step from what devices sent (deltas, sample counts, versions):
         the only place device updates meet. It never sees an event."""
         c = self.config
@@ -241,36 +281,33 @@ class Federation:
             return None
         if c.secure:  # only the sum of the masked updates means anything
             total_delta = unmask_sum([s for s, _, _ in sent])
-            if c.noise_multiplier > 0:
-                assert c.clip is not None
-                total_delta = total_delta + self.rng.normal(
-                    0.0, c.noise_multiplier * c.clip, total_delta.shape
-                )
-                self.accountant.step(q=1.0, noise_multiplier=c.noise_multiplier)
-                return total_delta / len(sent)
-            samples = sum(n for _, n, _ in sent)
-            return total_delta / samples if samples else None
-        deltas = [decode(s) if not isinstance(s, np.ndarray) else s for s, _, _ in sent]
-        deltas = [np.asarray(d, np.float64) for d in deltas]
-        if c.noise_multiplier > 0:
-            assert c.clip is not None
-            # each device's clipped delta counts once (equal weights: the sensitivity
-            # of the sum is clip); noise on the sum, then the mean
+        else:
+            deltas = [np.asarray(s if isinstance(s, np.ndarray) else decode(s), np.float64)
+                      for s, _, _ in sent]  # fmt: skip
+            if c.noise_multiplier == 0:
+                if c.mode == "async":
+                    return self._buffered(deltas, sent)
+                return fedavg(deltas, [n for _, n, _ in sent])
             total_delta = np.sum(deltas, axis=0)
-            total_delta = total_delta + self.rng.normal(
-                0.0, c.noise_multiplier * c.clip, total_delta.shape
-            )
-            self.accountant.step(
-                q=participants / max(1, total), noise_multiplier=c.noise_multiplier
-            )
-            return total_delta / len(deltas)
-        if c.mode == "async":
-            step = None
-            for delta, (_, samples, based_on) in zip(deltas, sent, strict=True):
-                out = self.server.add(delta, samples, based_on)
-                step = out if step is None else (step if out is None else step + out)
-            return step
-        return fedavg(deltas, [s for _, s, _ in sent])
+        if c.noise_multiplier > 0:
+            # each device's clipped delta counts once (equal weights: the sum's
+            # sensitivity is the clip); noise on the sum, then the mean. Who takes part
+            # depends on the data, not on a coin: no subsampling discount (q = 1)
+            assert c.clip is not None
+            noisy = add_noise(total_delta, c.clip, c.noise_multiplier, self.rng)
+            self.accountant.step(q=1.0, noise_multiplier=c.noise_multiplier)
+            return noisy / len(sent)
+        samples = sum(n for _, n, _ in sent)  # secure: devices sent samples x delta
+        return total_delta / samples if samples else None
+
+    def _buffered(
+        self, deltas: list[np.ndarray], sent: list[tuple[Any, int, int]]
+    ) -> np.ndarray | None:
+        step = None
+        for delta, (_, samples, based_on) in zip(deltas, sent, strict=True):
+            out = self.server.add(delta, samples, based_on)
+            step = out if step is None else (step if out is None else step + out)
+        return step
 
     # -- state ------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

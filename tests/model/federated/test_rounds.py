@@ -126,3 +126,17 @@ def test_updates_fit_a_bytes_budget(stream) -> None:
         FederatedConfig(features=3, max_update_bytes=4)
     with pytest.raises(ValueError, match="secure aggregation"):
         FederatedConfig(features=3, secure=True, compression="topk")
+
+
+def test_the_kernel_and_numpy_walk_alike(stream, monkeypatch) -> None:
+    from model.federated import rounds
+    from model.learn import native
+
+    config = FederatedConfig(features=10, steps_per_round=40)
+    with_kernel = Federation(config)
+    kernel_preds = _rounds(with_kernel, stream, 0, 3000)
+    monkeypatch.setattr(native, "compiled", lambda *a, **k: None)
+    plain = Federation(config)
+    np.testing.assert_array_equal(_rounds(plain, stream, 0, 3000), kernel_preds)
+    np.testing.assert_allclose(plain.global_weights, with_kernel.global_weights, atol=1e-9)
+    assert rounds.KERNEL.is_file()
