@@ -37,10 +37,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
 
-from model.memory import MemoryReading
+import numpy as np
+
+from model.memory import MemoryReading, MemorySignal, is_out_of_memory
+
+T = TypeVar("T")
+Costs = Sequence[float] | np.ndarray  # the remaining samples' costs, in order
 
 
 class Controller:
@@ -49,7 +54,7 @@ class Controller:
     name: ClassVar[str] = "controller"
     accumulate = False
 
-    def next_size(self, costs: Sequence[float]) -> int:
+    def next_size(self, costs: Costs) -> int:
         """How many of the remaining samples (their ``costs``, in order) to take now."""
         raise NotImplementedError
 
@@ -81,7 +86,7 @@ class Unbounded(Controller):
     name = "unbounded"
     accumulate = True  # one incoming batch, one optimizer step, however it is split
 
-    def next_size(self, costs: Sequence[float]) -> int:
+    def next_size(self, costs: Costs) -> int:
         return max(1, len(costs))
 
 
@@ -94,7 +99,7 @@ class FixedSize(Controller):
         _check_size("size", size)
         self.size = size
 
-    def next_size(self, costs: Sequence[float]) -> int:
+    def next_size(self, costs: Costs) -> int:
         return max(1, min(self.size, len(costs)))
 
     def describe(self) -> str:
@@ -115,7 +120,7 @@ class _SampleSized(Controller):
         self.ooms = 0
         self.over_budget = 0
 
-    def next_size(self, costs: Sequence[float]) -> int:
+    def next_size(self, costs: Costs) -> int:
         return max(1, min(self.size, len(costs)))
 
     def _clamp(self, size: float) -> int:
@@ -289,7 +294,7 @@ class CreditBased(Controller):
             self._bound = _upper_line(list(self._points))
         return self._bound
 
-    def next_size(self, costs: Sequence[float]) -> int:
+    def next_size(self, costs: Costs) -> int:
         bound = self.bound()
         unseen = self.max_sample_cost * self.probe_above
         if bound is None or costs[0] > unseen:
@@ -378,7 +383,7 @@ class Accumulating(Controller):
     def __init__(self, inner: Controller) -> None:
         self.inner = inner
 
-    def next_size(self, costs: Sequence[float]) -> int:
+    def next_size(self, costs: Costs) -> int:
         return self.inner.next_size(costs)
 
     def observe(self, samples: int, cost: float, reading: MemoryReading) -> None:
@@ -395,6 +400,49 @@ class Accumulating(Controller):
 
     def describe(self) -> str:
         return f"accumulate({self.inner.describe()})"
+
+
+def run_passes(
+    costs: np.ndarray,
+    controller: Controller,
+    signal: MemorySignal,
+    attempt: Callable[[int, int], T],
+    done: Callable[[int, int, T, MemoryReading], None],
+    *,
+    limit: Callable[[], int] | None = None,
+    on_oom: Callable[[int], None] | None = None,
+) -> None:
+    """Positions ``0..len(costs)`` in passes the controller sizes (at most ``limit()``),
+    each ``attempt(a, b)`` measured by ``signal``, then ``done(a, b, result, reading)``
+    before the next pass. An out-of-memory error tells the controller (and
+    ``on_oom(rows)``) and retries the range in halves until it fits; a single position
+    that does not fit raises. A pass costs its size times its largest position's cost
+    (padded). Handler passes, memory-controlled runs and budgeted training share it."""
+    n = len(costs)
+    start, cap, cap_until = 0, n, 0
+    while start < n:
+        size = min(controller.next_size(costs[start:]), n - start)
+        if limit is not None:
+            size = max(1, min(size, limit()))
+        if start < cap_until:
+            size = min(size, cap)
+        stop = start + size
+        cost = size * float(costs[start:stop].max())
+        try:
+            with signal.step():
+                result = attempt(start, stop)
+        except Exception as error:
+            if not is_out_of_memory(error) or size <= 1:
+                raise
+            controller.on_oom(size, cost)
+            if on_oom is not None:
+                on_oom(size)
+            cap, cap_until = max(1, size // 2), max(cap_until, stop)
+            continue
+        reading = signal.reading()
+        controller.observe(size, cost, reading)
+        done(start, stop, result, reading)
+        start = stop
 
 
 STRATEGIES = ("unbounded", "fixed", "aimd", "pid", "credit", "accumulate")

@@ -38,11 +38,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 
-from model.backpressure import Controller
-from model.memory import MemorySignal, is_out_of_memory
+from model.backpressure import Controller, run_passes
+from model.memory import MemoryReading, MemorySignal
 
 
 @dataclass
@@ -128,50 +130,35 @@ class BudgetedTrainer:
         order = list(range(n))
         if accumulate and self.group_by_cost:
             order.sort(key=lambda i: -costs[i])  # largest first; stable
-        ordered = [float(costs[i]) for i in order]
+        ordered = np.array([float(costs[i]) for i in order])
         total = [torch.zeros_like(p) for p in self.params] if accumulate else None
-        start, cap, cap_until = 0, n, 0
-        while start < n:
-            size = min(self.controller.next_size(ordered[start:]), n - start)
-            if start < cap_until:
-                size = min(size, cap)
-            stop = start + size
-            cost = size * max(ordered[start:stop])  # padded to its largest sample
-            weight = scale * size / n if accumulate else scale
-            grads: tuple[torch.Tensor | None, ...] | None = None
-            loss: torch.Tensor | None = None
-            try:
-                with self.signal.step():
-                    loss = loss_of(order[start:stop])
-                    grads = torch.autograd.grad(loss * weight, self.params, allow_unused=True)
-                    loss = loss.detach()  # the graph goes with the step
-            except Exception as error:
-                loss = grads = None  # nothing of the failed attempt outlives it
-                if not is_out_of_memory(error) or size <= 1:
-                    raise
-                report.ooms += 1
-                self.controller.on_oom(size, cost)
-                cap, cap_until = max(1, size // 2), max(cap_until, stop)
-                continue
-            # only a micro-batch that went through changes the gradient or the model
+
+        def attempt(a: int, b: int) -> tuple[float, tuple[torch.Tensor | None, ...]]:
+            weight = scale * (b - a) / n if accumulate else scale
+            loss = loss_of(order[a:b])
+            grads = torch.autograd.grad(loss * weight, self.params, allow_unused=True)
+            return float(loss.detach()), grads  # the graph goes with the attempt
+
+        def done(a: int, b: int, result: tuple[float, Any], reading: MemoryReading) -> None:
+            loss, grads = result  # only a pass that went through changes anything
             if total is not None:
                 for acc, g in zip(total, grads, strict=True):
                     if g is not None:
                         acc.add_(g)
             else:
                 self._apply(grads)
-            del grads
-            reading = self.signal.reading()
-            self.controller.observe(size, cost, reading)
+                report.optimizer_steps += 1
             report.micro_batches += 1
             report.over_budget += int(reading.over_budget)
             report.peak_bytes = max(report.peak_bytes, reading.peak_bytes)
-            report.sizes.append(size)
+            report.sizes.append(b - a)
             report.peaks.append(reading.peak_bytes)
-            report.loss += float(loss) * size / n
-            if total is None:
-                report.optimizer_steps += 1
-            start = stop
+            report.loss += loss * (b - a) / n
+
+        def oom(rows: int) -> None:
+            report.ooms += 1
+
+        run_passes(ordered, self.controller, self.signal, attempt, done, on_oom=oom)
         return report, total
 
     def _apply(self, grads: Sequence[torch.Tensor | None] | None) -> None:

@@ -28,15 +28,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from model.artifact import ModelArtifact
+from model.backpressure import Controller, Unbounded, run_passes
 from model.batching import AdaptiveBatchSize
 from model.device import HostStaging, resolve_device
-from model.memory import is_out_of_memory
+from model.memory import MemoryReading, MemorySignal, NoSignal
 from model.memory_control import MemoryControl
 from model.process_cache import PROCESS_CACHE
 
@@ -104,6 +106,11 @@ class TorchModelHandler:
     ) -> None:
         self.device = resolve_device(device)
         self.memory = memory
+        # passes: the memory controller's (under the latency size), or the latency
+        # size's alone; an out-of-memory error splits either way (run_passes)
+        self._sizing: tuple[Controller, MemorySignal] = (
+            (memory.controller, memory.signal) if memory is not None else (Unbounded(), NoSignal())
+        )
         self.batching = batching or AdaptiveBatchSize()
         self._compile = compile
         self.staging = staging or HostStaging(self.device)
@@ -125,26 +132,20 @@ class TorchModelHandler:
     def predict(self, features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class and its probability for every row, in row order."""
         x = torch.as_tensor(features)
-        if self.memory is not None:
-            return self._predict_controlled(x)
-        preds, scores = [], []
-        start = 0
-        while start < len(x):
-            rows = min(self.batching.size, len(x) - start)
-            pred, score = self._forward_or_split(x[start : start + rows])
-            preds.append(pred)
-            scores.append(score)
-            start += rows
-        self.stats.rows += len(x)
-        if not preds:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
-        return np.concatenate(preds), np.concatenate(scores)
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def _predict_controlled(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        assert self.memory is not None
-        parts = self.memory.run(
-            len(x),
+        def done(a: int, b: int, part: Any, reading: MemoryReading) -> None:
+            parts.append(part)
+            if self.memory is not None:
+                self.memory.figures.add(1, 0, int(reading.over_budget), reading.peak_bytes)
+
+        controller, signal = self._sizing
+        run_passes(
+            np.ones(len(x)),
+            controller,
+            signal,
             lambda a, b: self._forward(x[a:b]),
+            done,
             limit=lambda: self.batching.size,
             on_oom=self._out_of_memory,
         )
@@ -156,20 +157,10 @@ class TorchModelHandler:
     def _out_of_memory(self, rows: int) -> None:
         self.stats.oom_splits += 1
         self.batching.on_oom(rows)
+        if self.memory is not None:
+            self.memory.figures.add(0, 1, 0, 0)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-    def _forward_or_split(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            return self._forward(x)
-        except Exception as error:
-            if not is_out_of_memory(error) or len(x) <= 1:
-                raise
-            self._out_of_memory(len(x))
-            half = len(x) // 2
-            a = self._forward_or_split(x[:half])
-            b = self._forward_or_split(x[half:])
-            return np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]])
 
     def _forward(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         start = time.perf_counter()

@@ -60,7 +60,6 @@ _ALLOCATOR_SIGNATURES = {
     "sml_peak": (ctypes.c_int64, []),
     "sml_reset_peak": (None, []),
     "sml_set_cap": (None, [ctypes.c_int64]),
-    "sml_process_current": (ctypes.c_int64, []),
 }
 
 
@@ -104,8 +103,6 @@ class MemorySignal:
     signal may serve steps in several threads at once.
     """
 
-    device_type = "cpu"
-
     def __init__(self, budget_bytes: int | None = None) -> None:
         if budget_bytes is not None and budget_bytes <= 0:
             msg = f"budget_bytes must be > 0 or None, got {budget_bytes!r}"
@@ -131,6 +128,16 @@ class MemorySignal:
 
     def _end(self) -> MemoryReading:
         raise NotImplementedError
+
+
+class NoSignal(MemorySignal):
+    """Measures nothing (no budget): for passes sized by other means."""
+
+    def _begin(self) -> None:
+        return
+
+    def _end(self) -> MemoryReading:
+        return MemoryReading(0, 0, None)
 
 
 class _AllocationCounter(TorchDispatchMode):
@@ -279,11 +286,6 @@ class AllocatorMemory(MemorySignal):
         """Bytes of CPU tensors this thread's allocations hold now."""
         return int(self._lib.sml_current())
 
-    def process_in_use(self) -> int:
-        """Bytes of CPU tensors the whole process holds now (allocated since the
-        counting allocator was installed)."""
-        return int(self._lib.sml_process_current())
-
     def _begin(self) -> None:
         base = int(self._lib.sml_current())
         self._local.base = base
@@ -313,8 +315,6 @@ class CudaMemory(MemorySignal):
     are the device's, so the measured steps of a process take turns on a device (a
     lock per device): each reads only its own.
     """
-
-    device_type = "cuda"
 
     def __init__(
         self,

@@ -26,11 +26,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 import torch
 
-from model.backpressure import STRATEGIES, Controller, make_controller
+from model.backpressure import STRATEGIES, Controller, make_controller, run_passes
 from model.budgeted import BudgetedTrainer
-from model.memory import MemorySignal, is_out_of_memory, memory_signal
+from model.memory import MemoryReading, MemorySignal, memory_signal
 
 T = TypeVar("T")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -135,31 +136,17 @@ class MemoryControl:
         sized by the controller (and at most ``limit()``); their results in order.
         ``on_oom(rows)`` hears of every out-of-memory error too."""
         out: list[T] = []
-        start, cap, cap_until = 0, n, 0
-        ones = [1.0] * n
-        while start < n:
-            size = min(self.controller.next_size(ones[start:]), n - start)
-            if limit is not None:
-                size = max(1, min(size, limit()))
-            if start < cap_until:
-                size = min(size, cap)
-            try:
-                with self.signal.step():
-                    result = work(start, start + size)
-            except Exception as error:
-                if not is_out_of_memory(error) or size <= 1:
-                    raise
-                self.controller.on_oom(size, float(size))
-                self.figures.add(0, 1, 0, 0)
-                if on_oom is not None:
-                    on_oom(size)
-                cap, cap_until = max(1, size // 2), max(cap_until, start + size)
-                continue
-            reading = self.signal.reading()
-            self.controller.observe(size, float(size), reading)
+
+        def done(a: int, b: int, result: T, reading: MemoryReading) -> None:
             self.figures.add(1, 0, int(reading.over_budget), reading.peak_bytes)
             out.append(result)
-            start += size
+
+        def oom(rows: int) -> None:
+            self.figures.add(0, 1, 0, 0)
+            if on_oom is not None:
+                on_oom(rows)
+
+        run_passes(np.ones(n), self.controller, self.signal, work, done, limit=limit, on_oom=oom)
         return out
 
     def trainer(
