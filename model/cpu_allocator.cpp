@@ -14,8 +14,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
-#include <vector>
 
 namespace {
 struct Counters {
@@ -24,16 +22,8 @@ struct Counters {
   std::atomic<int64_t> cap{-1};
 };
 
-std::mutex g_all_lock;
-std::vector<Counters*> g_all;  // every thread's counters, for the process total
-
 Counters* mine() {
-  thread_local Counters* counters = nullptr;
-  if (counters == nullptr) {
-    counters = new Counters();
-    std::lock_guard<std::mutex> guard(g_all_lock);
-    g_all.push_back(counters);
-  }
+  thread_local Counters* counters = new Counters();  // never freed: see above
   return counters;
 }
 
@@ -96,10 +86,4 @@ void sml_reset_peak() {
   c->peak.store(c->current.load());
 }
 void sml_set_cap(int64_t cap) { mine()->cap.store(cap); }
-int64_t sml_process_current() {
-  std::lock_guard<std::mutex> guard(g_all_lock);
-  int64_t total = 0;
-  for (const Counters* c : g_all) total += c->current.load();
-  return total;
-}
 }

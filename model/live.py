@@ -71,9 +71,6 @@ class LiveBoard:
     def get(self, name: str) -> LiveEntry | None:
         return self._entries.get(name)
 
-    def names(self) -> list[str]:
-        return sorted(self._entries)
-
     def wait_for(
         self, name: str, *, min_position_us: int | None = None, timeout_s: float = 0.0
     ) -> LiveEntry | None:

@@ -144,10 +144,8 @@ def _run(
         )
     run_id = uuid.uuid4().hex
     live = progress.start(run_id)
-    # per-key statistics for live queries; not for recommend, whose keys are its users
-    recommend = cfg.pipeline == "recommend"
-    progress.attach(run_id, outputs.batches, outputs.predictions,
-                    0.0 if recommend else cfg.window.size_s, count_keys=not recommend)  # fmt: skip
+    progress.attach(run_id, outputs.batches, outputs.predictions, cfg.window.size_s,
+                    count_keys=outputs.per_key_stats)  # fmt: skip
     events_in = outputs.source_events
     out = sys.stderr if show_progress else io.StringIO()
     server = None

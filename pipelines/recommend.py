@@ -33,4 +33,5 @@ def build(pipeline: beam.Pipeline, cfg: PipelineConfig) -> PipelineOutputs:
     )
     rows = source.batches | "Recommend" >> Recommend(cfg.reco.model)
     write_outputs(cfg, rows, None, source.dead_letter)
-    return PipelineOutputs.without_windows(source, rows)
+    # its keys are its users: no per-key statistics for live queries
+    return PipelineOutputs.without_windows(source, rows, per_key_stats=False)

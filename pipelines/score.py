@@ -34,9 +34,13 @@ class PipelineOutputs:
     source_events: int | None
     recount_events: Callable[[], int] | None = None  # the source's SourceOut.recount
     source_finished: Callable[[float], bool] | None = None  # the source's SourceOut.finished
+    # whether live queries keep statistics per key (not where the keys are users)
+    per_key_stats: bool = True
 
     @classmethod
-    def without_windows(cls, source: SourceOut, predictions: beam.PCollection) -> PipelineOutputs:
+    def without_windows(
+        cls, source: SourceOut, predictions: beam.PCollection, *, per_key_stats: bool = True
+    ) -> PipelineOutputs:
         """A pipeline with no window statistics (anomaly, recommend, federated)."""
         return cls(
             batches=source.batches,
@@ -46,6 +50,7 @@ class PipelineOutputs:
             source_events=source.events,
             recount_events=source.recount,
             source_finished=source.finished,
+            per_key_stats=per_key_stats,
         )
 
 

@@ -50,38 +50,41 @@ COUNTERS = (
 
 
 def counters(result: PipelineResult) -> dict[str, int]:
-    """Our counters (namespace ``streaming_ml``), committed where the runner has them."""
-    values = dict.fromkeys(COUNTERS, 0)
+    """Our counters (namespace ``streaming_ml``), committed where the runner has them,
+    summed over steps."""
+    return {**dict.fromkeys(COUNTERS, 0), **_metrics(result)[0]}
+
+
+def _metrics(result: PipelineResult) -> tuple[dict[str, int], dict[str, int]]:
+    """Our counters summed over steps, and the largest value each distribution saw;
+    committed figures where the runner has them, else attempted ones."""
+    totals: dict[str, int] = {}
+    largest: dict[str, int] = {}
     query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
     for c in query["counters"]:
         value = c.committed if c.committed is not None else c.attempted
-        values[c.key.metric.name] = values.get(c.key.metric.name, 0) + int(value or 0)
-    return values
+        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + int(value or 0)
+    for d in query["distributions"]:
+        value = d.committed if d.committed is not None else d.attempted
+        if value is not None and value.count:
+            name = d.key.metric.name
+            largest[name] = max(largest.get(name, int(value.max)), int(value.max))
+    return totals, largest
 
 
 def memory_figures(result: PipelineResult, config: MemoryConfig) -> dict[str, Any]:
     """Memory control's figures from the run's metrics (``memory_*.scoring`` and
     ``memory_*.learning``), with the strategy and budget they were measured against."""
-    roles = {role: {"steps": 0, "over_budget": 0, "ooms": 0, "peak_bytes": 0} for role in ROLES}
-    names = {}
-    for role in ROLES:
-        for base, field in ((Metric.MEMORY_STEPS, "steps"),
-                            (Metric.MEMORY_OVER_BUDGET, "over_budget"),
-                            (Metric.MEMORY_OOMS, "ooms")):  # fmt: skip
-            names[metric_name(base, role)] = (role, field)
-    peaks = {metric_name(Metric.MEMORY_PEAK_BYTES, role): role for role in ROLES}
-    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
-    for c in query["counters"]:
-        if c.key.metric.name in names:
-            role, field = names[c.key.metric.name]
-            value = c.committed if c.committed is not None else c.attempted
-            roles[role][field] += int(value or 0)
-    for d in query["distributions"]:
-        if d.key.metric.name in peaks:
-            value = d.committed if d.committed is not None else d.attempted
-            if value is not None and value.count:
-                figures = roles[peaks[d.key.metric.name]]
-                figures["peak_bytes"] = max(figures["peak_bytes"], int(value.max))
+    totals, largest = _metrics(result)
+    roles = {
+        role: {
+            "steps": totals.get(metric_name(Metric.MEMORY_STEPS, role), 0),
+            "over_budget": totals.get(metric_name(Metric.MEMORY_OVER_BUDGET, role), 0),
+            "ooms": totals.get(metric_name(Metric.MEMORY_OOMS, role), 0),
+            "peak_bytes": largest.get(metric_name(Metric.MEMORY_PEAK_BYTES, role), 0),
+        }
+        for role in ROLES
+    }
     return {"strategy": config.strategy, "budget_bytes": config.budget_bytes, "roles": roles}
 
 
@@ -527,18 +530,11 @@ def _federated_figures(directory: str, once: bool) -> dict[str, Any] | None:
 
 
 def federated_metrics(result: PipelineResult) -> dict[str, Any]:
-    """Update bytes sent and the privacy spent, from the run's metrics."""
-    out: dict[str, Any] = {"bytes_sent": 0, "epsilon": None}
-    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
-    for c in query["counters"]:
-        if c.key.metric.name == Metric.FEDERATED_BYTES:
-            out["bytes_sent"] += int((c.committed if c.committed is not None else c.attempted) or 0)
-    for d in query["distributions"]:
-        if d.key.metric.name == Metric.FEDERATED_EPSILON_MILLI:
-            value = d.committed if d.committed is not None else d.attempted
-            if value is not None and value.count:
-                out["epsilon"] = max(out["epsilon"] or 0.0, value.max / 1000)
-    return out
+    """Update bytes sent and the privacy spent (None: no noise), from the run's metrics."""
+    totals, largest = _metrics(result)
+    epsilon_milli = largest.get(Metric.FEDERATED_EPSILON_MILLI)
+    return {"bytes_sent": totals.get(Metric.FEDERATED_BYTES, 0),
+            "epsilon": None if epsilon_milli is None else epsilon_milli / 1000}  # fmt: skip
 
 
 def predictions_by_event(output: str, *, once: bool = False) -> list[tuple[int, int, int]]:
