@@ -31,7 +31,7 @@ import torch
 from model.streaming_transformer import StreamingTransformer
 
 HOUR_US = 3_600 * 1_000_000
-SURPRISE_SCALE = 10.0  # anomaly_score = 1 - exp(-surprise / scale): 0.5 at ~6.9
+SURPRISE_SCALE = 2.0  # anomaly_score = 1 - exp(-rise / scale): 0.5 at a rise of ~1.4
 WEEK_HOURS = 168
 
 
@@ -47,23 +47,33 @@ class _Rolling:
         self.history: deque[float] = deque(maxlen=width + refresh)
         self.seen = 0  # values so far
 
-    def stats(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(median, spread, count)`` for each value of ``block``; the block then
+    def windows(self, block: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(positions in block, the history those values are judged by)`` for each
+        group of ``block``'s values that share one refresh point; the block then
         joins the history."""
         first = self.seen - len(self.history)  # the index of the history's oldest value
         joined = np.concatenate([np.fromiter(self.history, np.float64, len(self.history)), block])
         at = (self.seen + np.arange(len(block))) // self.refresh * self.refresh
-        median, spread = np.zeros(len(block)), np.ones(len(block))
-        counts = np.minimum(at, self.width)
+        groups = []
         for end in np.unique(at):
-            window = joined[end - counts[at == end][0] - first : end - first]
+            where = np.flatnonzero(at == end)
+            groups.append((where, joined[end - min(int(end), self.width) - first : end - first]))
+        self.history.extend(block.tolist())
+        self.seen += len(block)
+        return groups
+
+    def stats(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(median, spread, count)`` for each value of ``block``; the block then
+        joins the history."""
+        median, spread = np.zeros(len(block)), np.ones(len(block))
+        counts = np.zeros(len(block), dtype=np.int64)
+        for where, window in self.windows(block):
+            counts[where] = len(window)
             if len(window):
                 m = float(np.median(window))
                 mad = float(np.median(np.abs(window - m))) * 1.4826
-                median[at == end] = m
-                spread[at == end] = mad if mad > 0 else float(window.std()) or 1e-9
-        self.history.extend(block.tolist())
-        self.seen += len(block)
+                median[where] = m
+                spread[where] = mad if mad > 0 else float(window.std()) or 1e-9
         return median, spread, counts
 
 
@@ -238,14 +248,20 @@ class Forecast:
 
 
 class Surprise:
-    """How unlikely a raw score is given the detector's recent raw scores: the
-    Gaussian tail of its robust z among the last ``keep`` (median, MAD), as
-    ``-log10(tail)`` (0: ordinary; 5: one in 100,000). A tail in logs keeps large
-    anomalies apart where a rank or a probability would saturate."""
+    """How unlikely a raw score is given the detector's own last ``keep`` raw scores,
+    as ``-log10(tail)`` (0: ordinary; 5: one in 100,000). Below the scores'
+    ``quantile`` the tail is their empirical one; above it, the peaks-over-threshold
+    tail: excesses over that quantile taken as exponential (the extreme-value
+    limit of light and moderate tails), their mean excess fitted from the
+    history. So a detector whose raw scores are heavy-tailed (spiky changes) is
+    judged by its own tail and does not outshout the others, and a log tail keeps
+    large anomalies apart where a rank or a probability would saturate."""
 
-    def __init__(self, keep: int = 1_000, warm: int = 50, refresh: int = 32) -> None:
+    def __init__(
+        self, keep: int = 1_000, warm: int = 50, refresh: int = 32, quantile: float = 0.95
+    ) -> None:
         self.rolling = _Rolling(keep, refresh)
-        self.warm = warm
+        self.warm, self.quantile = warm, quantile
 
     def block(self, raws: np.ndarray) -> np.ndarray:
         """Each raw score's surprise (0 for NaN: no score yet), among the raw scores
@@ -255,34 +271,44 @@ class Surprise:
         if len(known) == 0:
             return out
         x = raws[known]
-        median, spread, counts = self.rolling.stats(x)
-        z = (x - median) / spread
-        with np.errstate(divide="ignore"):
-            tail = 0.5 * torch.special.erfc(torch.from_numpy(z / math.sqrt(2.0))).numpy()
-            surprise = np.where(tail > 0, -np.log10(tail), 300.0 + np.minimum(z, 1e6) / 1e3)
-        surprise[counts < self.warm] = 0.0
-        out[known] = np.maximum(surprise, 0.0)
+        surprise = np.zeros(len(x))
+        for where, window in self.rolling.windows(x):
+            if len(window) >= self.warm:
+                surprise[where] = self._surprise(np.sort(window), x[where])
+        out[known] = surprise
         return out
+
+    def _surprise(self, history: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """``-log10`` of each ``x``'s tail among the sorted ``history``."""
+        u = float(np.quantile(history, self.quantile))
+        excess = history[history > u] - u
+        p_u = max(len(excess), 1) / len(history)
+        scale = max(float(excess.mean()) if len(excess) else 0.0, 1e-9 * abs(u), 1e-300)
+        above = np.minimum((x - u) / scale, 690.0)  # e^-690: the smallest double's order
+        empirical = (len(history) - np.searchsorted(history, x, side="left")) / len(history)
+        tail = np.where(x > u, p_u * np.exp(-np.maximum(above, 0.0)), np.maximum(empirical, p_u))
+        return -np.log10(tail)
 
 
 @dataclass
 class KeyDetector:
     """All detectors of one key, their combined score and the online threshold.
 
-    The combined surprise is the largest detector's; only its rise above the
-    largest of the ``memory`` points before counts (an anomaly is news once: a
-    level shift keeps the rolling detectors surprised for a while, and NAB counts
-    each alarm outside a window against the detector). ``anomaly_score`` is that
-    rise mapped to [0, 1]; ``is_anomaly`` is a rise of ``alarm_surprise`` or more
-    (a tail of one in ``10^alarm_surprise`` among the detector's recent scores)."""
+    Each detector's surprise counts only by its rise above the largest of its own
+    ``memory`` surprises before (an anomaly is news once: a level shift keeps the
+    rolling detectors surprised for a while, and NAB counts each alarm outside a
+    window against the detector); the combined rise is the largest detector's.
+    ``anomaly_score`` is that rise mapped to [0, 1]; ``is_anomaly`` is a rise of
+    ``alarm_surprise`` or more (a tail ``10^alarm_surprise`` times thinner than any
+    of the detector's last ``memory`` points')."""
 
     memory: int = 288
-    alarm_surprise: float = 5.0
+    alarm_surprise: float = 1.5
     forecast: bool = True
     window: int = 32
     detectors: dict[str, object] = field(default_factory=dict)
     calibrators: dict[str, Surprise] = field(default_factory=dict)
-    recent: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the last surprises
+    recent: dict[str, np.ndarray] = field(default_factory=dict)  # each one's last surprises
 
     def __post_init__(self) -> None:
         if not self.detectors:
@@ -307,20 +333,23 @@ class KeyDetector:
             return scores, alarms
         if len(values) == 0:
             return np.zeros(0), np.zeros(0, dtype=bool)
-        surprise = np.zeros(len(values))
+        rises = np.zeros(len(values))
         for name, detector in self.detectors.items():
             if isinstance(detector, Seasonal):
                 raw = detector.block(times_us, values)
             else:
                 raw = detector.block(values)  # type: ignore[attr-defined]
-            surprise = np.maximum(surprise, self.calibrators[name].block(raw))
-        # each point's rise above the largest of the ``memory`` surprises before it
-        # (zeros stand in for points before the first: a surprise is never below 0)
-        joined = np.concatenate([np.zeros(self.memory), self.recent, surprise])
-        before = np.lib.stride_tricks.sliding_window_view(joined[:-1], self.memory)
-        rises = np.maximum(0.0, surprise - before[-len(surprise) :].max(axis=1))
-        self.recent = joined[-self.memory :]
+            rises = np.maximum(rises, self._rise(name, self.calibrators[name].block(raw)))
         return 1.0 - np.exp(-rises / SURPRISE_SCALE), rises >= self.alarm_surprise
+
+    def _rise(self, name: str, surprise: np.ndarray) -> np.ndarray:
+        """Each surprise's rise above the largest of the ``memory`` surprises before
+        it (zeros stand in for points before the first: a surprise is never below 0)."""
+        recent = self.recent.get(name, np.zeros(self.memory))
+        joined = np.concatenate([recent, surprise])
+        before = np.lib.stride_tricks.sliding_window_view(joined[:-1], self.memory)
+        self.recent[name] = joined[-self.memory :]
+        return np.maximum(0.0, surprise - before[-len(surprise) :].max(axis=1))
 
     def __call__(self, time_us: int, value: float) -> tuple[float, bool]:
         """One point: ``(anomaly_score, is_anomaly)``, from the points before it."""

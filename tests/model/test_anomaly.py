@@ -117,12 +117,16 @@ def test_a_detector_pickled_mid_stream_goes_on_as_before():
     assert head + _blocks(resumed, times[500:], values[500:]) == whole
 
 
-def test_surprise_is_small_for_the_ordinary_and_large_for_the_rare():
-    surprise = Surprise()
+def test_surprise_follows_each_detectors_own_tail():
     rng = np.random.default_rng(4)
-    ordinary = surprise.block(rng.normal(0, 1, 500))
+    gaussian, exponential = Surprise(), Surprise()
+    ordinary = gaussian.block(rng.normal(0, 1, 1000))
     assert (ordinary[:50] == 0).all() and np.median(ordinary[100:]) < 1.0
-    assert surprise.block(np.array([np.nan, 12.0]))[1] > 20
+    exponential.block(rng.exponential(1.0, 1000))
+    # past the 0.95 quantile an exponential's tail is e^-x: 12 is one in e^12 (10^-5.2)
+    rare = exponential.block(np.array([np.nan, 12.0]))
+    assert rare[0] == 0.0 and rare[1] == pytest.approx(12 / math.log(10), abs=0.6)
+    assert gaussian.block(np.array([12.0]))[0] > 10  # a lighter tail: far rarer there
 
 
 def test_robust_z_of_changes_sees_a_jump_once():
