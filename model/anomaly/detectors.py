@@ -298,6 +298,9 @@ class KeyDetector:
     ``memory`` surprises before (an anomaly is news once: a level shift keeps the
     rolling detectors surprised for a while, and NAB counts each alarm outside a
     window against the detector); the combined rise is the largest detector's.
+    It counts only where it tops every combined rise of the ``quiet`` points before
+    (after an alarm, a while of quiet but for a larger one: NAB scores a window's
+    first alarm and counts every other as a false one).
     ``anomaly_score`` is that rise mapped to [0, 1]; ``is_anomaly`` is a rise of
     ``alarm_surprise`` or more (a tail ``10^alarm_surprise`` times thinner than any
     of the detector's last ``memory`` points')."""
@@ -306,6 +309,7 @@ class KeyDetector:
     alarm_surprise: float = 1.5
     forecast: bool = True
     window: int = 32
+    quiet: int = 144
     detectors: dict[str, object] = field(default_factory=dict)
     calibrators: dict[str, Surprise] = field(default_factory=dict)
     recent: dict[str, np.ndarray] = field(default_factory=dict)  # each one's last surprises
@@ -340,16 +344,21 @@ class KeyDetector:
             else:
                 raw = detector.block(values)  # type: ignore[attr-defined]
             rises = np.maximum(rises, self._rise(name, self.calibrators[name].block(raw)))
+        rises = np.where(rises > self._before("combined", rises, self.quiet), rises, 0.0)
         return 1.0 - np.exp(-rises / SURPRISE_SCALE), rises >= self.alarm_surprise
 
     def _rise(self, name: str, surprise: np.ndarray) -> np.ndarray:
         """Each surprise's rise above the largest of the ``memory`` surprises before
         it (zeros stand in for points before the first: a surprise is never below 0)."""
-        recent = self.recent.get(name, np.zeros(self.memory))
-        joined = np.concatenate([recent, surprise])
-        before = np.lib.stride_tricks.sliding_window_view(joined[:-1], self.memory)
-        self.recent[name] = joined[-self.memory :]
-        return np.maximum(0.0, surprise - before[-len(surprise) :].max(axis=1))
+        return np.maximum(0.0, surprise - self._before(name, surprise, self.memory))
+
+    def _before(self, name: str, values: np.ndarray, width: int) -> np.ndarray:
+        """The largest of the ``width`` values before each of ``values`` (kept under
+        ``name`` from block to block)."""
+        joined = np.concatenate([self.recent.get(name, np.zeros(width)), values])
+        self.recent[name] = joined[-width:]
+        before = np.lib.stride_tricks.sliding_window_view(joined[:-1], width)
+        return before[-len(values) :].max(axis=1)
 
     def __call__(self, time_us: int, value: float) -> tuple[float, bool]:
         """One point: ``(anomaly_score, is_anomaly)``, from the points before it."""

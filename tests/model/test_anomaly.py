@@ -166,3 +166,27 @@ def test_missing_values_and_empty_blocks_change_nothing():
     assert [out[i][1] for i in keep] == [a for _, a in again]
     assert np.allclose([out[i][0] for i in keep], [s for s, _ in again], atol=1e-5)
     assert len(clean) == 800
+
+
+class _Raw:
+    """A detector whose raw scores are given: noise, and the spikes asked for."""
+
+    def __init__(self, spikes: dict[int, float], seed: int) -> None:
+        self.raw = np.abs(np.random.default_rng(seed).normal(0, 1, 2000))
+        for at, size in spikes.items():
+            self.raw[at] = size
+        self.seen = 0
+
+    def block(self, values: np.ndarray) -> np.ndarray:
+        self.seen += len(values)
+        return self.raw[self.seen - len(values) : self.seen]
+
+
+def test_after_an_alarm_only_a_larger_one_counts_for_a_while():
+    spikes_a, spikes_b = {1000: 40.0}, {1050: 20.0, 1400: 20.0}  # b: in and past the quiet
+    detector = KeyDetector(detectors={"a": _Raw(spikes_a, 7), "b": _Raw(spikes_b, 8)})
+    times = np.arange(2000, dtype=np.int64) * HOUR_US
+    _, alarms = detector.block(times, np.zeros(2000))
+    assert alarms[1000] and not alarms[1050] and alarms[1400]
+    alone = KeyDetector(detectors={"b": _Raw(spikes_b, 8)})
+    assert alone.block(times, np.zeros(2000))[1][1050]  # b's spike, alone, is an alarm
