@@ -9,8 +9,8 @@ looking ahead: each point is scored from the points before it, then learnt.
   that forecasts the next value (decoded step by step against its KV cache, trained
   online on the latest values: prequential);
 - :class:`Surprise`: a detector's raw score as how unlikely it is among the
-  detector's own recent scores (an online-calibrated tail), so that detectors
-  compare.
+  detector's own recent scores (an online-calibrated tail: empirical, and
+  peaks-over-threshold at the top), so that detectors compare.
 
 :class:`KeyDetector` runs them all and combines them into one ``anomaly_score`` in
 [0, 1] and ``is_anomaly``. Every object pickles (its state is plain arrays, numbers
