@@ -91,7 +91,7 @@ def score(series: Series, alarms: np.ndarray, profile: Profile) -> Tally:
     """The raw NAB score of the alarm indices ``alarms`` on ``series``."""
     alarms = np.sort(np.asarray(alarms, dtype=np.int64))
     alarms = alarms[alarms >= series.probation]
-    total, detected, false_alarms = 0.0, 0, 0
+    total, detected = 0.0, 0
     best = scaled_sigmoid(-1.0)
     inside = np.zeros(len(alarms), dtype=bool)
     for first, last in series.windows:
@@ -106,17 +106,15 @@ def score(series: Series, alarms: np.ndarray, profile: Profile) -> Tally:
             detected += 1
         else:
             total -= profile.fn
-    ends = np.array([last for _, last in series.windows], dtype=np.int64)
-    widths = {last: last - first + 1 for first, last in series.windows}
-    for alarm in alarms[~inside]:
-        before = ends[ends < alarm]
-        if len(before) == 0:
-            total -= profile.fp
-        else:
-            end = int(before.max())
-            y = abs(int(alarm) - end) / max(1, widths[end] - 1)
-            total += profile.fp * scaled_sigmoid(y)
-        false_alarms += 1
+    false = alarms[~inside]
+    ends = np.array([last for _, last in series.windows], dtype=np.int64)  # sorted
+    widths = np.array([last - first + 1 for first, last in series.windows], dtype=np.int64)
+    before = np.searchsorted(ends, false, side="left") - 1  # the last window ending before
+    after = before >= 0
+    past = np.abs(false[after] - ends[before[after]]) / np.maximum(1, widths[before[after]] - 1)
+    sigmoid = np.where(past >= 3.0, -1.0, 2.0 / (1.0 + np.exp(5.0 * np.minimum(past, 3.0))) - 1.0)
+    total += profile.fp * float(sigmoid.sum()) - profile.fp * int((~after).sum())
+    false_alarms = len(false)
     return Tally(total, _scored_windows(series), detected, false_alarms, series.points)
 
 
@@ -134,14 +132,20 @@ def normalized(tallies: list[Tally], profile: Profile) -> float:
 
 
 def best_threshold(
-    corpus: list[tuple[Series, np.ndarray]], profile: Profile, candidates: int = 200
+    corpus: list[tuple[Series, np.ndarray]],
+    profile: Profile,
+    candidates: int = 200,
+    distinct: int = 5_000,
 ) -> tuple[float, float]:
     """NAB's threshold optimization: the one threshold on the anomaly scores (each
     series' scores, ``[points]``) that gives the corpus its best normalized score;
-    ``(threshold, normalized score)``. Candidates: ``candidates`` quantiles of all
-    scores, from the top 10% to the top 0.001% (NAB tries every distinct score)."""
+    ``(threshold, normalized score)``. Candidates: each of the ``distinct`` largest
+    distinct scores (every one, for a detector whose scores are mostly zero), and
+    ``candidates`` quantiles of all scores from the top 10% to the top 0.001%."""
     pooled = np.concatenate([s for _, s in corpus])
-    levels = np.unique(np.quantile(pooled, 1.0 - np.logspace(-1, -5, candidates)))
+    top = np.unique(pooled)[-distinct:]
+    grid = np.quantile(pooled, 1.0 - np.logspace(-1, -5, candidates))
+    levels = np.unique(np.concatenate([top, grid]))
     nothing = [score(series, np.array([], dtype=np.int64), profile) for series, _ in corpus]
     best = (math.inf, normalized(nothing, profile))  # no alarm at all
     for level in levels:

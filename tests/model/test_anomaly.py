@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from model.anomaly.detectors import HOUR_US, KeyDetector, RobustZ, Surprise
-from model.anomaly.nab import PROFILES, Series, normalized, scaled_sigmoid, score
+from model.anomaly.nab import (
+    PROFILES,
+    Series,
+    Tally,
+    best_threshold,
+    normalized,
+    scaled_sigmoid,
+    score,
+)
 
 STANDARD = PROFILES["standard"]
 
@@ -60,6 +68,20 @@ def test_windows_are_placed_by_time():
     times = np.arange(0, 1000, 10)
     series = Series.from_times(times, [(495, 590), (2000, 3000)])  # the second: no points
     assert series.windows == ((50, 59),) and series.probation == 15
+
+
+def test_the_best_threshold_is_one_of_the_scores_and_may_be_no_alarm():
+    scores = np.zeros(100)
+    scores[[30, 52, 80]] = [0.9, 0.5, 0.3]  # a false alarm, the window's, one past it
+    # two quantiles only (the top 10%: 0, the top 0.001%: ~0.9): the scores decide
+    level, best = best_threshold([(_series(), scores)], STANDARD, candidates=2)
+    y = -(59 - 52 + 1) / 10
+    hand = -0.11 + scaled_sigmoid(y) / scaled_sigmoid(-1.0)  # 0.9's false alarm, the hit
+    assert level == 0.5
+    assert best == pytest.approx(normalized([Tally(hand, 1, 1, 1, 100)], STANDARD))
+    only_false = np.zeros(100)
+    only_false[[20, 70]] = [0.8, 0.4]
+    assert best_threshold([(_series(), only_false)], STANDARD) == (math.inf, 0.0)
 
 
 # -- detectors ---------------------------------------------------------------------------
