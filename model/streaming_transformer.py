@@ -37,18 +37,34 @@ from model.seeding import seeded
 ROTARY_BASE = 10_000.0
 
 
-def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """``x`` (``[..., T, head_dim]``) turned by the rotary phase of each position
-    (``positions`` broadcast against ``[..., T]``): pairs of dimensions rotate by
-    ``position x frequency``, so ``q . k`` depends on the distance of their positions
-    only. Angles in float64: exact for positions far into a long stream."""
-    half = x.shape[-1] // 2
-    freq = ROTARY_BASE ** (-torch.arange(half, dtype=torch.float64, device=x.device) / half)
+Phase = tuple[torch.Tensor, torch.Tensor]
+
+
+def phase(positions: torch.Tensor, head_dim: int, dtype: torch.dtype) -> Phase:
+    """The rotary phase of each position (``cos`` and ``sin``, ``[..., head_dim //
+    2]``): pairs of dimensions rotate by ``position x frequency``. Angles in float64:
+    exact for positions far into a long stream. Computed once a pass, for every
+    layer's queries and keys."""
+    half = head_dim // 2
+    freq = ROTARY_BASE ** (-torch.arange(half, dtype=torch.float64, device=positions.device) / half)
     angle = positions.to(torch.float64).unsqueeze(-1) * freq
-    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    return angle.cos().to(dtype), angle.sin().to(dtype)
+
+
+def turn(x: torch.Tensor, by: Phase) -> torch.Tensor:
+    """``x`` (``[..., T, head_dim]``) turned by the phase ``by`` (broadcast)."""
+    cos, sin = by
+    half = cos.shape[-1]
     a, b = x[..., :half], x[..., half : 2 * half]
     turned = torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
     return torch.cat([turned, x[..., 2 * half :]], dim=-1)
+
+
+def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``x`` (``[..., T, head_dim]``) turned by the rotary phase of each position
+    (``positions`` broadcast against ``[..., T]``), so ``q . k`` depends on the
+    distance of their positions only."""
+    return turn(x, phase(positions, x.shape[-1], x.dtype))
 
 
 class _Block(nn.Module):
@@ -63,30 +79,31 @@ class _Block(nn.Module):
             nn.Linear(d_model, 2 * d_model), nn.GELU(), nn.Linear(2 * d_model, d_model)
         )
 
-    def _qkv(self, h: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Queries, keys (both turned) and values: ``[B, heads, T, head_dim]``."""
+    def _qkv(self, h: torch.Tensor, by: Phase) -> tuple[torch.Tensor, ...]:
+        """Queries, keys (both turned by ``by``, ``[B or 1, 1, T, half]``) and values:
+        ``[B, heads, T, head_dim]``."""
         b, t, d = h.shape
         q, k, v = self.qkv(self.norm1(h)).view(b, t, 3, self.heads, d // self.heads).unbind(2)
         q, k, v = (z.transpose(1, 2) for z in (q, k, v))
-        turn = positions.unsqueeze(1)  # [B or 1, 1, T]
-        return rotary(q, turn), rotary(k, turn), v
+        return turn(q, by), turn(k, by), v
 
     def _finish(self, h: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         b, _, t, _ = attended.shape
         h = h + self.out(attended.transpose(1, 2).reshape(b, t, -1))
         return h + self.mlp(self.norm2(h))
 
-    def forward(self, h: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._qkv(h, positions)
+    def forward(self, h: torch.Tensor, by: Phase, mask: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._qkv(h, by)
         return self._finish(h, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
 
-    def extend(self, h: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
-        """``h``: ``[1, T, d_model]``, one row's ``T`` next positions at once: they
-        attend to the cache's slots and to each other (chunked prefill)."""
+    def extend(
+        self, h: torch.Tensor, cache: KVCache, layer: int, positions: torch.Tensor, by: Phase
+    ) -> torch.Tensor:
+        """``h``: ``[1, T, d_model]``, one row's ``T`` next positions at once
+        (``positions``, turned by ``by``): they attend to the cache's slots and to
+        each other (chunked prefill)."""
         t = h.shape[1]
-        start = cache.positions[:1]
-        positions = start + torch.arange(t, device=h.device)
-        q, k, v = self._qkv(h, positions.unsqueeze(0))
+        q, k, v = self._qkv(h, by)
         held, valid = cache.held()
         seen = torch.cat([held[0], positions])
         mask = cache.spec.can_see(positions.unsqueeze(1), seen.unsqueeze(0))
@@ -97,9 +114,9 @@ class _Block(nn.Module):
         cache.write_block(layer, k, v)
         return out
 
-    def step(self, h: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
-        """``h``: ``[B, 1, d_model]``, the rows' next position."""
-        q, k, v = self._qkv(h, cache.positions.unsqueeze(1))
+    def step(self, h: torch.Tensor, cache: KVCache, layer: int, by: Phase) -> torch.Tensor:
+        """``h``: ``[B, 1, d_model]``, the rows' next position (turned by ``by``)."""
+        q, k, v = self._qkv(h, by)
         cache.write(layer, k[:, :, 0], v[:, :, 0])
         mask = cache.visible()[:, None, None, :]  # [B, 1, 1, slots]
         keys, values = cache.keys[layer].to(q.dtype), cache.values[layer].to(q.dtype)
@@ -151,9 +168,13 @@ class StreamingTransformer(nn.Module):
             positions = torch.arange(t, device=x.device)
         mask = self.spec.can_see(positions.unsqueeze(1), positions.unsqueeze(0))
         h = self.embed(x)
+        by = self._phase(positions.view(1, 1, t), h.dtype)
         for block in self.blocks:
-            h = block(h, positions.unsqueeze(0), mask)
+            h = block(h, by, mask)
         return self.head(self.norm(h))
+
+    def _phase(self, positions: torch.Tensor, dtype: torch.dtype) -> Phase:
+        return phase(positions, self.spec.head_dim, dtype)
 
     def new_cache(self, rows: int) -> KVCache:
         device = next(self.parameters()).device
@@ -164,8 +185,9 @@ class StreamingTransformer(nn.Module):
         """One new value per row (``x`` ``[rows, d_in]``): each row's forecast
         ``[rows, d_out]``; the cache moves on by one position."""
         h = self.embed(x).unsqueeze(1)
+        by = self._phase(cache.positions.view(-1, 1, 1), h.dtype)  # [B, 1, 1, half]
         for i, block in enumerate(self.blocks):
-            h = cast(_Block, block).step(h, cache, i)
+            h = cast(_Block, block).step(h, cache, i, by)
         cache.advance()
         return self.head(self.norm(h))[:, 0]
 
@@ -175,8 +197,10 @@ class StreamingTransformer(nn.Module):
         ``cache``): their forecasts ``[T, d_out]``, as ``T`` calls of :meth:`step`
         give; the cache moves on by ``T`` positions."""
         h = self.embed(x).unsqueeze(0)
+        positions = cache.positions[:1] + torch.arange(x.shape[0], device=h.device)
+        by = self._phase(positions.view(1, 1, -1), h.dtype)
         for i, block in enumerate(self.blocks):
-            h = cast(_Block, block).extend(h, cache, i)
+            h = cast(_Block, block).extend(h, cache, i, positions, by)
         cache.positions += x.shape[0]
         return self.head(self.norm(h))[0]
 

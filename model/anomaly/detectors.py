@@ -166,7 +166,7 @@ class Forecast:
     def __init__(self, window: int = 32, history: int = 96, every: int = 32, seed: int = 0):
         self.net = StreamingTransformer(d_in=1, d_model=16, heads=2, layers=2, window=window,
                                         seed=seed)  # fmt: skip
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=3e-3)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=3e-3, foreach=True)
         self.cache = self.net.new_cache(1)
         self.every, self.history, self.window = every, history, window
         self.recent: deque[float] = deque(maxlen=history)
@@ -242,7 +242,7 @@ class Forecast:
             d_in=1, d_model=16, heads=2, layers=2, window=self.window, seed=0
         )
         self.net.load_state_dict(saved["net"])
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=3e-3)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=3e-3, foreach=True)
         self.optimizer.load_state_dict(saved["opt"])
         self.cache = KVCache.restore(self.net.spec, saved["cache"])
 
