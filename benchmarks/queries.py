@@ -1,13 +1,14 @@
 """Live queries under load: their latency while the pipeline runs, and what they cost it.
 
 The recommend pipeline runs through ``main.run`` with ``--serve-port`` (its defaults
-otherwise) on the synthetic stream, twice in turn: once alone, once while a client
-sends a bounded query load (``--qps`` queries a second, spread evenly; a mix of
+otherwise) on the synthetic stream, ``--repeat`` times in turn: alone, then while a
+client sends a bounded query load (``--qps`` queries a second, spread evenly; a mix of
 ``/api/state``, ``/api/topk`` and ``/api/predict`` for users and items of the
-stream), each on a fresh connection as a dashboard or a service would. Latency is
-measured at the client, from sending to the whole answer read; only answers given
-while the run lasted count. One JSON line per run, then the targets: p99 under
-10 ms, throughput with the load at least 90% of without.
+stream), over a kept-alive connection, from a process of its own, as a dashboard in
+a browser or a service's connection pool would. Latency is measured at the client,
+from sending to the whole answer read; only answers given while the run lasted
+count. One JSON line per run, then the targets: p99 (the worst run's) under 10 ms,
+median throughput with the load at least 90% of the median without.
 
     python benchmarks/queries.py --events 1500000 --qps 200
 """
@@ -17,17 +18,14 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing
 import random
 import socket
 import sys
-import threading
 import time
 from typing import Any
 
 import numpy as np
-
-from benchmarks.common import run_command_line
-from runners import patches
 
 P99_MS = 10.0
 SHARE = 0.9
@@ -39,50 +37,71 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Load(threading.Thread):
-    """Queries at ``qps`` until stopped; the latency of each answered one (ms)."""
+class Load:
+    """Queries at ``qps`` until stopped, from a process of its own (a dashboard or a
+    service is another process: its HTTP work must not share the pipeline's
+    interpreter); the latency of each answered one (ms) and the error counts."""
 
     def __init__(self, port: int, qps: float, users: int, items: int, seed: int) -> None:
-        super().__init__(name="query-load", daemon=True)
-        self.port, self.period = port, 1.0 / qps
-        self.users, self.items = users, items
-        self.rng = random.Random(seed)
+        context = multiprocessing.get_context("spawn")
+        self.stopped = context.Event()
+        self._results = context.Queue()
+        self._process = context.Process(
+            target=_load, name="query-load", daemon=True,
+            args=(port, qps, users, items, seed, self.stopped, self._results),
+        )  # fmt: skip
         self.latencies: list[float] = []
         self.errors: dict[int, int] = {}
-        self.stopped = threading.Event()
 
-    def _path(self) -> str:
-        kind = self.rng.random()
-        user = f"u{self.rng.randrange(self.users)}"
+    def start(self) -> None:
+        self._process.start()
+
+    def join(self, timeout: float) -> None:
+        self.latencies, self.errors = self._results.get(timeout=timeout)
+        self._process.join(timeout)
+
+
+def _load(port: int, qps: float, users: int, items: int, seed: int, stopped: Any,
+          results: Any) -> None:  # fmt: skip
+    rng = random.Random(seed)
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+
+    def path() -> str:
+        kind = rng.random()
+        user = f"u{rng.randrange(users)}"
         if kind < 0.4:
             return "/api/state"
         if kind < 0.8:
             return f"/api/topk?user={user}&k=10"
-        return f"/api/predict?user={user}&item=i{self.rng.randrange(self.items)}"
+        return f"/api/predict?user={user}&item=i{rng.randrange(items)}"
 
-    def run(self) -> None:
-        due = time.perf_counter()
-        while not self.stopped.is_set():
-            due += self.period
-            path = self._path()
-            start = time.perf_counter()
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", path)
-                answer = conn.getresponse()
-                answer.read()
-                conn.close()
-            except OSError:
-                time.sleep(0.01)  # not serving (yet, or any more)
-                continue
-            if answer.status == 200:
-                self.latencies.append((time.perf_counter() - start) * 1000)
-            else:
-                self.errors[answer.status] = self.errors.get(answer.status, 0) + 1
-            time.sleep(max(0.0, due - time.perf_counter()))
+    due = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    while not stopped.is_set():
+        due += 1.0 / qps
+        start = time.perf_counter()
+        try:
+            conn.request("GET", path())
+            answer = conn.getresponse()
+            answer.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()  # not serving (yet, or any more): connect again
+            time.sleep(0.01)
+            continue
+        if answer.will_close:
+            conn.close()
+        if answer.status == 200:
+            latencies.append((time.perf_counter() - start) * 1000)
+        else:
+            errors[answer.status] = errors.get(answer.status, 0) + 1
+        time.sleep(max(0.0, due - time.perf_counter()))
+    results.put((latencies, errors))
 
 
 def one_run(events: int, qps: float, seed: int) -> dict[str, Any]:
+    from benchmarks.common import run_command_line  # (not in the load's process)
+
     port = free_port()
     load = Load(port, qps, 2_000, 1_000, seed) if qps > 0 else None
     if load is not None:
@@ -112,9 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=1_500_000)
     ap.add_argument("--qps", type=float, default=200.0, help="query load (queries/s)")
-    ap.add_argument("--repeat", type=int, default=2, help="runs of each, taking turns")
+    ap.add_argument("--repeat", type=int, default=4, help="runs of each, taking turns")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    from runners import patches
+
     patches.apply()  # as the command line does (runners/patches)
     quiet, loaded = [], []
     for _ in range(args.repeat):
@@ -122,10 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(quiet[-1]), flush=True)
         loaded.append(one_run(args.events, args.qps, args.seed))
         print(json.dumps(loaded[-1]), flush=True)
-    base = max(x["events_per_s"] for x in quiet)
-    best = max(loaded, key=lambda x: x["events_per_s"])
+    # medians of the runs taken in turn: the machine's own drift is +-10% run to run
+    base = float(np.median([x["events_per_s"] for x in quiet]))
+    under = float(np.median([x["events_per_s"] for x in loaded]))
     p99 = max(x["latency_p99_ms"] or float("inf") for x in loaded)
-    share = best["events_per_s"] / base
+    share = under / base
     targets = {
         "latency_p99_ms": {"value": p99, "goal": f"< {P99_MS}", "met": p99 < P99_MS},
         "throughput_under_load": {"value": round(share, 3), "goal": f">= {SHARE}",

@@ -24,7 +24,9 @@ Every answer carries ``position_us`` (the newest event time the state learnt fro
 in arrival order) and ``watermark_us`` (the source's). ``min_position_us=T`` asks
 for a state that has reached event time T: the answer waits up to ``wait_s``
 (default 0: fail fast) and otherwise is a ``409`` saying where the state is. A bad
-query is a ``400`` with the reason, an unknown path a ``404``, never a crash. Live
+query is a ``400`` with the reason, an unknown path a ``404``, never a crash.
+Connections are kept alive (HTTP/1.1; closed after ``IDLE_S`` idle, or after a
+refusal), and each answer leaves in one write. Live
 queries need the state in this process: ``--serve-port`` takes the DirectRunner
 (on Flink or Prism the state lives in their workers; it is refused there).
 """
@@ -48,6 +50,7 @@ RECOMMEND = "recommend"
 MAX_K = 1000
 MAX_BODY = 1 << 20  # bytes a POSTed query may have
 MAX_ROWS = 10_000  # rows one POSTed prediction may ask for
+IDLE_S = 10.0  # seconds a kept-alive connection may stay idle
 
 
 class QueryError(Exception):
@@ -268,6 +271,10 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
               "/api/model": server.model}  # fmt: skip
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # connections kept alive: a dashboard polls
+        timeout = IDLE_S  # an idle kept-alive connection is closed (its thread ends)
+        disable_nagle_algorithm = True  # headers and body leave at once, not 40 ms apart
+
         def _trusted_host(self) -> bool:
             """Only a page served from this address may read it (no DNS rebinding)."""
             host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
@@ -324,12 +331,20 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
             self._send(status, json.dumps(body).encode(), "application/json")
 
         def _send(self, status: int, data: bytes, kind: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(data)
+            """The whole answer in one write (one syscall, one packet)."""
+            close = status >= 400  # (a refused POST's body may be unread: no reuse)
+            lines = [
+                f"{self.protocol_version} {status} {self.responses[status][0]}",
+                f"Server: {self.version_string()}",
+                f"Date: {self.date_time_string()}",
+                f"Content-Type: {kind}",
+                f"Content-Length: {len(data)}",
+                "Cache-Control: no-store",
+                *(["Connection: close"] if close else []),
+            ]
+            head = "\r\n".join([*lines, "", ""])
+            self.close_connection = self.close_connection or close
+            self.wfile.write(head.encode("latin-1") + data)
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             return

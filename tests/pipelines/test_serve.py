@@ -116,6 +116,27 @@ def test_other_hosts_and_bad_bodies_are_refused(served) -> None:
     conn.close()
 
 
+def test_a_connection_is_kept_alive_and_closed_after_a_refusal(served) -> None:
+    import http.client
+
+    server = served[0]
+    conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=10)
+    ports = set()
+    for path in ("/api/state", "/api/topk?user=ann", "/api/predict?user=bob&item=a"):
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        assert answer.status == 200 and not answer.will_close
+        json.loads(answer.read())
+        ports.add(conn.sock.getsockname()[1])  # the same connection each time
+    assert len(ports) == 1
+    conn.putrequest("POST", "/api/nowhere")  # refused before its body is read
+    conn.putheader("Content-Length", "5")
+    conn.endheaders(b"12345")
+    answer = conn.getresponse()
+    assert answer.status == 404 and answer.will_close and b"no such path" in answer.read()
+    conn.close()
+
+
 def test_serving_needs_the_state_in_this_process(tmp_path) -> None:
     from pipelines.cli import UsageError
 
