@@ -166,7 +166,7 @@ class StreamingMF:
         self.items = _Side(c.item_buckets, c.factors, c.init_scale, c.seed + 1)
         self.mean = np.zeros(2, np.float64)  # [weight, mean]
         self._seen = np.zeros(0, np.int64)  # user row << 32 | item row, rated: sorted
-        self._seen_new: list[np.ndarray] = []  # codes not merged into _seen yet
+        self._seen_new: list[np.ndarray] = []  # codes not merged into _seen yet, each sorted
         self.learned = 0  # learning steps (sampled negatives included)
         self.rated = 0  # the events' own ratings learnt
         self._lib = native.compiled(SOURCE, _SIGNATURES) if kernel else None
@@ -275,7 +275,7 @@ class StreamingMF:
         rated = ~np.isnan(ratings) if seen is None else seen & ~np.isnan(ratings)
         if learn:
             self.rated += int(rated.sum())
-        self._seen_new.append(u[rated].astype(np.int64) << 32 | i[rated])
+        self._seen_new.append(np.sort(u[rated].astype(np.int64) << 32 | i[rated]))
         if len(self._seen_new) >= 64:  # merged now and then: amortized linear
             self._merge_seen()
         return out
@@ -289,9 +289,11 @@ class StreamingMF:
     def _rated_by(self, user_row: int) -> np.ndarray:
         """Item rows ``user_row`` rated; reads, never reorganizes, the index (a query
         may run beside the step that learns)."""
-        seen = self._seen
-        lo, hi = np.searchsorted(seen, [user_row << 32, (user_row + 1) << 32])
-        parts = [seen[lo:hi]] + [a[(a >> 32) == user_row] for a in list(self._seen_new)]
+        bounds = [user_row << 32, (user_row + 1) << 32]
+        parts = []
+        for codes in [self._seen, *list(self._seen_new)]:  # each sorted
+            lo, hi = np.searchsorted(codes, bounds)
+            parts.append(codes[lo:hi])
         return np.concatenate(parts) & 0xFFFFFFFF
 
     def _merge_seen(self) -> None:
@@ -352,5 +354,5 @@ class StreamingMF:
         self.items.restore(state["items"])
         self.mean = np.array(state["mean"], np.float64)
         self._seen = np.asarray(state["seen"], np.int64).copy()
-        self._seen_new = [np.asarray(a, np.int64).copy() for a in state.get("seen_new", [])]
+        self._seen_new = [np.sort(np.asarray(a, np.int64)) for a in state.get("seen_new", [])]
         self.learned, self.rated = int(state["learned"]), int(state.get("rated", 0))
