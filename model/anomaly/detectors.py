@@ -155,13 +155,14 @@ class Seasonal:
 
 
 class Forecast:
-    """The residual of an online-trained streaming Transformer's one-step forecast,
-    in units of its recent residuals. Values are standardized by running moments. A
-    block is forecast at once against the KV cache (chunked prefill: as step by
-    step), and every ``every`` values the net takes one Adam step on the latest
-    ``history`` values: each forecast comes from weights that learnt only from values
-    before it. (Cached keys and values from before a step fade out of the window as
-    it slides.)"""
+    """The absolute residual of an online-trained streaming Transformer's one-step
+    forecast of the values standardized by running moments (its calibration, the
+    :class:`Surprise`, judges it against its recent ones). A block is forecast at
+    once against the KV cache (chunked prefill: as step by step), and every
+    ``every`` values the net takes one Adam step on the latest ``history`` values:
+    each forecast comes from weights that learnt only from values before it.
+    (Cached keys and values from before a step fade out of the window as it
+    slides.)"""
 
     def __init__(self, window: int = 32, history: int = 96, every: int = 32, seed: int = 0):
         self.net = StreamingTransformer(d_in=1, d_model=16, heads=2, layers=2, window=window,
@@ -172,7 +173,6 @@ class Forecast:
         self.recent: deque[float] = deque(maxlen=history)
         self.forecast: float | None = None
         self.mean, self.var, self.n = 0.0, 1.0, 0
-        self.residual = 1.0
 
     def _standard(self, values: np.ndarray) -> np.ndarray:
         out = np.empty(len(values))
@@ -204,13 +204,10 @@ class Forecast:
         x = self._standard(values)
         inputs = torch.tensor(x, dtype=torch.float32).view(-1, 1)
         forecasts = self.net.extend(inputs, self.cache)[:, 0].tolist()
-        before = [self.forecast, *forecasts[:-1]]  # each point's forecast: from the one before
-        out = np.full(len(values), np.nan)
-        for i, (xi, fi) in enumerate(zip(x.tolist(), before, strict=True)):
-            if fi is not None and first + i + 1 > self.history:
-                error = abs(xi - fi)
-                out[i] = error / (self.residual + 1e-9)
-                self.residual += 0.01 * (error - self.residual)
+        # each point's forecast: from the one before (none before the first)
+        last = math.nan if self.forecast is None else self.forecast
+        out = np.abs(x - np.array([last, *forecasts[:-1]]))
+        out[first + np.arange(len(values)) + 1 <= self.history] = np.nan
         self.forecast = forecasts[-1]
         self.recent.extend(x.tolist())
         return out
