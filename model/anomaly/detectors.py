@@ -164,56 +164,71 @@ class Forecast:
     (Cached keys and values from before a step fade out of the window as it
     slides.)"""
 
-    def __init__(self, window: int = 32, history: int = 96, every: int = 32, seed: int = 0):
-        self.net = StreamingTransformer(d_in=1, d_model=16, heads=2, layers=2, window=window,
-                                        seed=seed)  # fmt: skip
+    def __init__(
+        self, window: int = 32, history: int = 96, every: int = 32, seed: int = 0,
+        columns: int = 1,
+    ) -> None:  # fmt: skip
+        self.columns = columns
+        self.net = self._net(window, columns, seed)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=3e-3, foreach=True)
         self.cache = self.net.new_cache(1)
         self.every, self.history, self.window = every, history, window
-        self.recent: deque[float] = deque(maxlen=history)
-        self.forecast: float | None = None
-        self.mean, self.var, self.n = 0.0, 1.0, 0
+        self.recent: deque[list[float]] = deque(maxlen=history)  # standardized rows
+        self.forecast: list[float] | None = None
+        self.mean, self.var, self.n = [0.0] * columns, [1.0] * columns, 0
+
+    @staticmethod
+    def _net(window: int, columns: int, seed: int) -> StreamingTransformer:
+        return StreamingTransformer(
+            d_in=columns, d_model=16, heads=2, layers=2, window=window, seed=seed
+        )
 
     def _standard(self, values: np.ndarray) -> np.ndarray:
-        out = np.empty(len(values))
-        for i, value in enumerate(values.tolist()):
+        """Rows ``[T, columns]`` in units of each column's running moments."""
+        out = np.empty(values.shape)
+        mean, var = self.mean, self.var
+        for i, row in enumerate(values.tolist()):
             self.n += 1
             rate = max(1.0 / self.n, 0.001)
-            delta = value - self.mean
-            self.mean += rate * delta
-            self.var += rate * (delta * delta - self.var)
-            out[i] = (value - self.mean) / math.sqrt(self.var + 1e-12)
+            for c, value in enumerate(row):
+                delta = value - mean[c]
+                mean[c] += rate * delta
+                var[c] += rate * (delta * delta - var[c])
+                out[i, c] = (value - mean[c]) / math.sqrt(var[c] + 1e-12)
         return np.clip(out, -20.0, 20.0)
 
     def block(self, values: np.ndarray) -> np.ndarray:
         """Each value's residual (NaN until ``history`` values have come): the block
         in parts that end where the count of values reaches a multiple of ``every``,
         each forecast at once, then a learning step there; so the same whatever
-        blocks the values come in."""
+        blocks the values come in. ``values``: ``[T]`` (one column) or ``[T,
+        columns]``; the residuals have its shape."""
+        rows = np.asarray(values, dtype=np.float64)
+        rows = rows[:, None] if rows.ndim == 1 else rows
         parts, i = [], 0
-        while i < len(values):
-            take = min(len(values) - i, self.every - self.n % self.every)
-            parts.append(self._part(values[i : i + take]))
+        while i < len(rows):
+            take = min(len(rows) - i, self.every - self.n % self.every)
+            parts.append(self._part(rows[i : i + take]))
             i += take
             if self.n % self.every == 0 and len(self.recent) >= self.history:
                 self._learn()
-        return np.concatenate(parts) if parts else np.zeros(0)
+        out = np.concatenate(parts) if parts else np.zeros((0, self.columns))
+        return out.reshape(np.shape(values))
 
-    def _part(self, values: np.ndarray) -> np.ndarray:
+    def _part(self, rows: np.ndarray) -> np.ndarray:
         first = self.n
-        x = self._standard(values)
-        inputs = torch.tensor(x, dtype=torch.float32).view(-1, 1)
-        forecasts = self.net.extend(inputs, self.cache)[:, 0].tolist()
+        x = self._standard(rows)
+        forecasts = self.net.extend(torch.tensor(x, dtype=torch.float32), self.cache).tolist()
         # each point's forecast: from the one before (none before the first)
-        last = math.nan if self.forecast is None else self.forecast
+        last = [math.nan] * self.columns if self.forecast is None else self.forecast
         out = np.abs(x - np.array([last, *forecasts[:-1]]))
-        out[first + np.arange(len(values)) + 1 <= self.history] = np.nan
+        out[first + np.arange(len(rows)) + 1 <= self.history] = np.nan
         self.forecast = forecasts[-1]
         self.recent.extend(x.tolist())
         return out
 
     def _learn(self) -> None:
-        seq = torch.tensor(list(self.recent), dtype=torch.float32).view(1, -1, 1)
+        seq = torch.tensor(list(self.recent), dtype=torch.float32).unsqueeze(0)
         self.optimizer.zero_grad()
         loss = torch.nn.functional.mse_loss(self.net(seq[:, :-1]), seq[:, 1:])
         loss.backward()
@@ -235,9 +250,7 @@ class Forecast:
         saved = torch.load(io.BytesIO(state.pop("torch")), weights_only=True)  # type: ignore[arg-type]
         self.__dict__.update(state)
         # seeded: the global random stream stays as it was (the weights are loaded next)
-        self.net = StreamingTransformer(
-            d_in=1, d_model=16, heads=2, layers=2, window=self.window, seed=0
-        )
+        self.net = self._net(self.window, self.columns, seed=0)
         self.net.load_state_dict(saved["net"])
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=3e-3, foreach=True)
         self.optimizer.load_state_dict(saved["opt"])
@@ -307,26 +320,34 @@ class KeyDetector:
     forecast: bool = True
     window: int = 32
     quiet: int = 144
+    columns: int = 1
     detectors: dict[str, object] = field(default_factory=dict)
     calibrators: dict[str, Surprise] = field(default_factory=dict)
     recent: dict[str, np.ndarray] = field(default_factory=dict)  # each one's last surprises
 
     def __post_init__(self) -> None:
-        if not self.detectors:
-            self.detectors = {"level": RobustZ(), "change": RobustZ(changes=True),
-                              "seasonal": Seasonal()}  # fmt: skip
+        if self.columns < 1:
+            raise ValueError(f"columns must be >= 1, got {self.columns!r}")
+        if not self.detectors:  # per column (named "level/2", ...), one forecaster for all
+            for c in range(self.columns):
+                at = "" if self.columns == 1 else f"/{c}"
+                self.detectors |= {f"level{at}": RobustZ(), f"change{at}": RobustZ(changes=True),
+                                   f"seasonal{at}": Seasonal()}  # fmt: skip
             if self.forecast:
-                self.detectors["forecast"] = Forecast(window=self.window)
-        for name in self.detectors:
-            self.calibrators.setdefault(name, Surprise())
+                self.detectors["forecast"] = Forecast(window=self.window, columns=self.columns)
 
     def block(self, times_us: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A key's next points, in event-time order: each one's ``anomaly_score`` and
-        ``is_anomaly``, from the points before it (then all are learnt). A value that
-        is not finite is missing: score 0, no alarm, not learnt."""
+        """A key's next points, in event-time order (``values``: ``[T]``, or ``[T,
+        columns]``): each one's ``anomaly_score`` and ``is_anomaly``, from the points
+        before it (then all are learnt). A point with a value that is not finite is
+        missing: score 0, no alarm, not learnt."""
         values = np.asarray(values, dtype=np.float64)
+        values = values[:, None] if values.ndim == 1 else values
         times_us = np.asarray(times_us, dtype=np.int64)
-        finite = np.isfinite(values)
+        if values.shape[1] != self.columns:
+            msg = f"{values.shape[1]} value columns for a detector of {self.columns}"
+            raise ValueError(msg)
+        finite = np.isfinite(values).all(axis=1)
         if not finite.all():
             scores, alarms = np.zeros(len(values)), np.zeros(len(values), dtype=bool)
             if finite.any():
@@ -336,11 +357,22 @@ class KeyDetector:
             return np.zeros(0), np.zeros(0, dtype=bool)
         rises = np.zeros(len(values))
         for name, detector in self.detectors.items():
-            if isinstance(detector, Seasonal):
-                raw = detector.block(times_us, values)
+            if isinstance(detector, Forecast):
+                raws = detector.block(values)
+                names = (
+                    [name] if self.columns == 1 else [f"{name}/{c}" for c in range(self.columns)]
+                )
             else:
-                raw = detector.block(values)  # type: ignore[attr-defined]
-            rises = np.maximum(rises, self._rise(name, self.calibrators[name].block(raw)))
+                column = values[:, int(name.rsplit("/", 1)[1]) if "/" in name else 0]
+                if isinstance(detector, Seasonal):
+                    raws = detector.block(times_us, column)
+                else:
+                    raws = detector.block(column)  # type: ignore[attr-defined]
+                names = [name]
+            for c, each in enumerate(names):
+                calibrator = self.calibrators.setdefault(each, Surprise())
+                raw = raws if raws.ndim == 1 else raws[:, c]
+                rises = np.maximum(rises, self._rise(each, calibrator.block(raw)))
         rises = np.where(rises > self._before("combined", rises, self.quiet), rises, 0.0)
         return 1.0 - np.exp(-rises / SURPRISE_SCALE), rises >= self.alarm_surprise
 

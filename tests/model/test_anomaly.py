@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from model.anomaly.detectors import HOUR_US, KeyDetector, RobustZ, Surprise
+from model.anomaly.detectors import HOUR_US, Forecast, KeyDetector, RobustZ, Surprise
 from model.anomaly.nab import (
     PROFILES,
     Series,
@@ -212,3 +212,24 @@ def test_after_an_alarm_only_a_larger_one_counts_for_a_while():
     assert alarms[1000] and not alarms[1050] and alarms[1400]
     alone = KeyDetector(detectors={"b": _Raw(spikes_b, 8)})
     assert alone.block(times, np.zeros(2000))[1][1050]  # b's spike, alone, is an alarm
+
+
+def test_several_columns_share_one_forecaster_and_alarm_on_any():
+    times, base = _day_series(1500, seed=9)
+    rng = np.random.default_rng(10)
+    values = np.stack([base, base * 2 + rng.normal(0, 0.3, 1500), rng.normal(5, 1, 1500)], 1)
+    values[1200, 2] += 15  # an anomaly in the third column only
+    detector = KeyDetector(columns=3)
+    forecasters = [d for d in detector.detectors.values() if isinstance(d, Forecast)]
+    assert len(forecasters) == 1 and forecasters[0].columns == 3
+    head = _blocks(detector, times[:700], values[:700])
+    resumed = pickle.loads(pickle.dumps(detector))
+    out = head + _blocks(resumed, times[700:], values[700:])
+    assert out == _blocks(KeyDetector(columns=3), times, values)  # blocks, pickles: the same
+    alarms = [i for i, (_, alarm) in enumerate(out) if alarm]
+    assert 1200 in alarms and len([a for a in alarms if a > 600]) <= 4
+    gappy = values.copy()
+    gappy[300, 1] = np.nan  # one missing value: the point is missing
+    assert _blocks(KeyDetector(columns=3), times, gappy)[300] == (0.0, False)
+    with pytest.raises(ValueError, match="2 value columns"):
+        KeyDetector(columns=3).block(times[:5], values[:5, :2])

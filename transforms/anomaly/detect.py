@@ -1,9 +1,10 @@
 """Per-key streaming anomaly detection, its state in Beam state.
 
 ``batches | DetectAnomalies()`` scores every event with its key's
-:class:`model.anomaly.detectors.KeyDetector` (one per feature column; a row's score
-is the largest of its columns', an alarm if any column alarms), each event from the
-events of its key before it, then learns it. Output rows: ``key``, ``event_time``,
+:class:`model.anomaly.detectors.KeyDetector` (over all its feature columns: robust
+and seasonal detectors per column, one forecaster of every column; a row's score is
+the largest rise among them), each event from the events of its key before it, then
+learns it. Output rows: ``key``, ``event_time``,
 ``event_id`` and ``label`` (when the input has them), ``value`` (the first feature),
 ``anomaly_score`` in [0, 1], ``is_anomaly``.
 
@@ -42,7 +43,7 @@ class _AnomalyWorker:
 
     def __init__(self, resident: int, forecast: bool) -> None:
         self.resident, self.forecast = resident, forecast
-        self.live: OrderedDict[str, tuple[bytes, list[KeyDetector]]] = OrderedDict()
+        self.live: OrderedDict[str, tuple[bytes, KeyDetector]] = OrderedDict()
         self.state: bytes | None = None
         self.key: str | None = None
         self.rebuilt = 0  # detectors decoded from state (for tests)
@@ -52,25 +53,25 @@ class _AnomalyWorker:
         for key in [k for k, (token, _) in self.live.items() if not token]:
             del self.live[key]  # applied, never written (a failed bundle): not to be trusted
 
-    def _detectors(self, key: str, columns: int) -> list[KeyDetector]:
+    def _detector(self, key: str, columns: int) -> KeyDetector:
         data, cached = self.state, self.live.pop(key, None)
         current = b"" if data is None else data[:TOKEN]
         if cached is not None and cached[0] == current:
             # the state is what this worker last wrote for the key (or, in a bounded
-            # run, where nothing is written, the detectors since the start)
-            detectors = cached[1]
+            # run, where nothing is written, the detector since the start)
+            detector = cached[1]
         elif data is not None:
-            detectors = pickle.loads(data[TOKEN:])
+            detector = pickle.loads(data[TOKEN:])
             self.rebuilt += 1
         else:
-            detectors = [KeyDetector(forecast=self.forecast) for _ in range(columns)]
-        if len(detectors) != columns:
-            msg = f"key {key!r} had {len(detectors)} feature columns, now {columns}"
+            detector = KeyDetector(forecast=self.forecast, columns=columns)
+        if detector.columns != columns:
+            msg = f"key {key!r} had {detector.columns} feature columns, now {columns}"
             raise ValueError(msg)
-        self.live[key] = (b"", detectors)  # written: see snapshot
+        self.live[key] = (b"", detector)  # written: see snapshot
         while len(self.live) > self.resident:
             self.live.popitem(last=False)  # its state holds it
-        return detectors
+        return detector
 
     def apply(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         if not batch.num_rows:
@@ -82,12 +83,7 @@ class _AnomalyWorker:
         if len(keys) != 1:
             raise ValueError(f"a part holds one key's rows, got {len(keys)} keys")
         self.key = keys[0]
-        scores = np.zeros(batch.num_rows)
-        alarms = np.zeros(batch.num_rows, dtype=bool)
-        for column, detector in enumerate(self._detectors(self.key, features.shape[1])):
-            score, alarm = detector.block(times, features[:, column])
-            scores = np.maximum(scores, score)
-            alarms |= alarm
+        scores, alarms = self._detector(self.key, features.shape[1]).block(times, features)
         carried = [c for c in mb.CARRIED if c in batch.schema.names]
         out = batch.select(carried)
         out = out.append_column(VALUE, pa.array(features[:, 0]))
@@ -98,9 +94,9 @@ class _AnomalyWorker:
         if self.key is None or self.key not in self.live:
             return self.state or b""
         token = os.urandom(TOKEN)
-        detectors = self.live[self.key][1]
-        self.live[self.key] = (token, detectors)
-        return token + pickle.dumps(detectors)
+        detector = self.live[self.key][1]
+        self.live[self.key] = (token, detector)
+        return token + pickle.dumps(detector)
 
 
 def _at_first_event(out: pa.RecordBatch, batch: pa.RecordBatch) -> int:
