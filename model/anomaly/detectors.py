@@ -33,6 +33,7 @@ from model.streaming_transformer import StreamingTransformer
 HOUR_US = 3_600 * 1_000_000
 SURPRISE_SCALE = 2.0  # anomaly_score = 1 - exp(-rise / scale): 0.5 at a rise of ~1.4
 WEEK_HOURS = 168
+COMBINED = "/combined"  # where the combined rises are kept (no detector's name: no "/" first)
 
 
 class _Rolling:
@@ -373,7 +374,7 @@ class KeyDetector:
                 calibrator = self.calibrators.setdefault(each, Surprise())
                 raw = raws if raws.ndim == 1 else raws[:, c]
                 rises = np.maximum(rises, self._rise(each, calibrator.block(raw)))
-        rises = np.where(rises > self._before("combined", rises, self.quiet), rises, 0.0)
+        rises = np.where(rises > self._before(COMBINED, rises, self.quiet), rises, 0.0)
         return 1.0 - np.exp(-rises / SURPRISE_SCALE), rises >= self.alarm_surprise
 
     def _rise(self, name: str, surprise: np.ndarray) -> np.ndarray:
