@@ -19,6 +19,7 @@ import argparse
 import http.client
 import json
 import multiprocessing
+import queue
 import random
 import socket
 import sys
@@ -57,7 +58,11 @@ class Load:
         self._process.start()
 
     def join(self, timeout: float) -> None:
-        self.latencies, self.errors = self._results.get(timeout=timeout)
+        try:
+            self.latencies, self.errors = self._results.get(timeout=timeout)
+        except queue.Empty:
+            code = self._process.exitcode
+            raise RuntimeError(f"the query load gave no results (exit code {code})") from None
         self._process.join(timeout)
 
 
@@ -88,6 +93,7 @@ def _load(port: int, qps: float, users: int, items: int, seed: int, stopped: Any
         except (OSError, http.client.HTTPException):
             conn.close()  # not serving (yet, or any more): connect again
             time.sleep(0.01)
+            due = time.perf_counter()  # no burst to catch up once it serves
             continue
         if answer.will_close:
             conn.close()

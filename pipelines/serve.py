@@ -25,16 +25,18 @@ in arrival order) and ``watermark_us`` (the source's). ``min_position_us=T`` ask
 for a state that has reached event time T: the answer waits up to ``wait_s``
 (default 0: fail fast) and otherwise is a ``409`` saying where the state is. A bad
 query is a ``400`` with the reason, an unknown path a ``404``, never a crash.
-Connections are kept alive (HTTP/1.1; closed after ``IDLE_S`` idle, or after a
-refusal), and each answer leaves in one write. Live
+Connections are kept alive (HTTP/1.1; closed after ``IDLE_S`` idle, when a request
+body is left unread, and when the run ends), and each answer leaves in one write. Live
 queries need the state in this process: ``--serve-port`` takes the DirectRunner
 (on Flink or Prism the state lives in their workers; it is refused there).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,6 +74,9 @@ class LiveServer:
         self.progress, self.board, self.pipeline = progress, board, pipeline
         self._handlers: dict[tuple[str, int], Any] = {}
         self._handlers_lock = threading.Lock()
+        self._connections: set[socket.socket] = set()  # open ones, closed by stop()
+        self._connections_lock = threading.Lock()
+        self._stopped = False
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="serve",
@@ -91,9 +96,24 @@ class LiveServer:
         return self
 
     def stop(self) -> None:
+        """No new connection, and the kept-alive ones closed: nothing is answered
+        from a run that has ended."""
         self._server.shutdown()
         self._server.server_close()
+        with self._connections_lock:
+            self._stopped = True
+            for connection in self._connections:
+                _close(connection)
         self._thread.join(timeout=5)
+
+    def _opened(self, connection: socket.socket, open_: bool) -> None:
+        with self._connections_lock:
+            if not open_:
+                self._connections.discard(connection)
+            elif self._stopped:  # accepted as the server stopped
+                _close(connection)
+            else:
+                self._connections.add(connection)
 
     # -- the answers ----------------------------------------------------------------
     def state(self, query: dict[str, str]) -> dict[str, Any]:
@@ -265,6 +285,11 @@ def _number(query: dict[str, str], name: str, default: float, lo: float, hi: flo
     return value
 
 
+def _close(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
+
+
 def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
     routes = {"/api/state": server.state, "/api/topk": server.topk,
               "/api/predict": server.predict, "/api/keys": server.keys,
@@ -272,8 +297,17 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # connections kept alive: a dashboard polls
+        unread = False  # a request body left unread (the connection is then closed)
         timeout = IDLE_S  # an idle kept-alive connection is closed (its thread ends)
         disable_nagle_algorithm = True  # headers and body leave at once, not 40 ms apart
+
+        def setup(self) -> None:
+            super().setup()
+            server._opened(self.connection, True)
+
+        def finish(self) -> None:
+            server._opened(self.connection, False)
+            super().finish()
 
         def _trusted_host(self) -> bool:
             """Only a page served from this address may read it (no DNS rebinding)."""
@@ -284,6 +318,10 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
             return False
 
         def do_GET(self) -> None:  # noqa: N802 (the http.server protocol)
+            # a GET's body is never read: with one, the connection cannot be reused
+            self.unread = "Transfer-Encoding" in self.headers or (
+                self.headers.get("Content-Length") or "0"
+            ).strip() not in ("", "0")
             if not self._trusted_host():
                 return
             url = urlparse(self.path)
@@ -302,6 +340,7 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
                 self._json(500, {"error": f"internal error ({type(err).__name__})"})
 
         def do_POST(self) -> None:  # noqa: N802 (the http.server protocol)
+            self.unread = True  # until the body is read
             if not self._trusted_host():
                 return
             url = urlparse(self.path)
@@ -316,8 +355,10 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
                     raise QueryError(400, f"Content-Length must be >= 0, got {length}")
                 if length > MAX_BODY:
                     raise QueryError(413, f"the body may have {MAX_BODY} bytes at most")
+                data = self.rfile.read(length)
+                self.unread = False
                 try:
-                    body = json.loads(self.rfile.read(length) or b"null")
+                    body = json.loads(data or b"null")
                 except json.JSONDecodeError as err:
                     raise QueryError(400, f"the body is not JSON: {err}") from None
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -331,8 +372,9 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
             self._send(status, json.dumps(body).encode(), "application/json")
 
         def _send(self, status: int, data: bytes, kind: str) -> None:
-            """The whole answer in one write (one syscall, one packet)."""
-            close = status >= 400  # (a refused POST's body may be unread: no reuse)
+            """The whole answer in one write (one syscall, one packet); the connection
+            stays open unless the client asked to close it or a body is left unread."""
+            close = self.close_connection or self.unread
             lines = [
                 f"{self.protocol_version} {status} {self.responses[status][0]}",
                 f"Server: {self.version_string()}",
@@ -343,7 +385,7 @@ def _handler(server: LiveServer) -> type[BaseHTTPRequestHandler]:
                 *(["Connection: close"] if close else []),
             ]
             head = "\r\n".join([*lines, "", ""])
-            self.close_connection = self.close_connection or close
+            self.close_connection = close
             self.wfile.write(head.encode("latin-1") + data)
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet

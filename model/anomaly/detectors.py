@@ -33,6 +33,7 @@ from model.streaming_transformer import StreamingTransformer
 HOUR_US = 3_600 * 1_000_000
 SURPRISE_SCALE = 2.0  # anomaly_score = 1 - exp(-rise / scale): 0.5 at a rise of ~1.4
 WEEK_HOURS = 168
+MIN_EXCESS = 10  # excesses over the quantile that fit a tail; fewer: the spread bounds it
 COMBINED = "/combined"  # where the combined rises are kept (no detector's name: no "/" first)
 
 
@@ -294,7 +295,10 @@ class Surprise:
         u = float(np.quantile(history, self.quantile))
         excess = history[history > u] - u
         p_u = max(len(excess), 1) / len(history)
-        scale = max(float(excess.mean()) if len(excess) else 0.0, 1e-9 * abs(u), 1e-300)
+        scale = float(excess.mean()) if len(excess) else 0.0
+        if len(excess) < MIN_EXCESS:  # ties at the top: too few excesses to fit a tail
+            scale = max(scale, float(history.std()))
+        scale = max(scale, 1e-9 * abs(u), 1e-300)
         above = np.minimum((x - u) / scale, 690.0)  # e^-690: the smallest double's order
         empirical = (len(history) - np.searchsorted(history, x, side="left")) / len(history)
         tail = np.where(x > u, p_u * np.exp(-np.maximum(above, 0.0)), np.maximum(empirical, p_u))
@@ -327,8 +331,9 @@ class KeyDetector:
     recent: dict[str, np.ndarray] = field(default_factory=dict)  # each one's last surprises
 
     def __post_init__(self) -> None:
-        if self.columns < 1:
-            raise ValueError(f"columns must be >= 1, got {self.columns!r}")
+        for name in ("columns", "memory", "quiet"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if not self.detectors:  # per column (named "level/2", ...), one forecaster for all
             for c in range(self.columns):
                 at = "" if self.columns == 1 else f"/{c}"

@@ -291,7 +291,8 @@ class StreamingMF:
         may run beside the step that learns)."""
         bounds = [user_row << 32, (user_row + 1) << 32]
         parts = []
-        for codes in [self._seen, *list(self._seen_new)]:  # each sorted
+        pending = list(self._seen_new)  # before the index (see _merge_seen)
+        for codes in [self._seen, *pending]:  # each sorted
             lo, hi = np.searchsorted(codes, bounds)
             parts.append(codes[lo:hi])
         return np.concatenate(parts) & 0xFFFFFFFF
@@ -299,13 +300,16 @@ class StreamingMF:
     def _merge_seen(self) -> None:
         if not self._seen_new:
             return
-        new = np.unique(np.concatenate(self._seen_new))
-        self._seen_new = []
+        merged = list(self._seen_new)
+        new = np.unique(np.concatenate(merged))
         at = np.searchsorted(self._seen, new)
         there = np.zeros(len(new), bool)
         inside = at < len(self._seen)
         there[inside] = self._seen[at[inside]] == new[inside]
+        # the merged index first, then the list without what it merged: a reader that
+        # took the list before the index sees every code (some twice), never too few
         self._seen = np.insert(self._seen, at[~there], new[~there])
+        self._seen_new = self._seen_new[len(merged) :]
 
     def _walk_numpy(self, u: np.ndarray, i: np.ndarray, ratings: np.ndarray, learn: bool,
                     lo: float, hi: float, out: np.ndarray) -> int:  # fmt: skip

@@ -214,6 +214,21 @@ def test_after_an_alarm_only_a_larger_one_counts_for_a_while():
     assert alone.block(times, np.zeros(2000))[1][1050]  # b's spike, alone, is an alarm
 
 
+def test_quiet_and_memory_must_be_positive():
+    for name in ("quiet", "memory", "columns"):
+        with pytest.raises(ValueError, match=f"{name} must be >= 1"):
+            KeyDetector(**{name: 0})
+
+
+def test_ties_at_the_top_bound_the_tail_by_the_spread():
+    surprise = Surprise()
+    history = np.array([0.0] * 900 + [2.0] * 100)
+    surprise.block(np.random.default_rng(11).permutation(history))
+    just_above, far_above = surprise.block(np.array([2.0001, 20.0]))
+    assert 2.5 < just_above < 3.5  # above all 1,000 seen: about one in 1,000, not 10^-300
+    assert far_above > just_above + 5
+
+
 def test_several_columns_share_one_forecaster_and_alarm_on_any():
     times, base = _day_series(1500, seed=9)
     rng = np.random.default_rng(10)
@@ -225,7 +240,10 @@ def test_several_columns_share_one_forecaster_and_alarm_on_any():
     head = _blocks(detector, times[:700], values[:700])
     resumed = pickle.loads(pickle.dumps(detector))
     out = head + _blocks(resumed, times[700:], values[700:])
-    assert out == _blocks(KeyDetector(columns=3), times, values)  # blocks, pickles: the same
+    assert out == _blocks(KeyDetector(columns=3), times, values)  # pickled mid-stream: same
+    other = _blocks(KeyDetector(columns=3), times, values, size=37)  # other blocks
+    assert [a for _, a in other] == [a for _, a in out]  # (float32 prefill rounds apart)
+    assert np.allclose([s for s, _ in other], [s for s, _ in out], atol=1e-5)
     alarms = [i for i, (_, alarm) in enumerate(out) if alarm]
     assert 1200 in alarms and len([a for a in alarms if a > 600]) <= 4
     gappy = values.copy()

@@ -135,6 +135,26 @@ def test_a_connection_is_kept_alive_and_closed_after_a_refusal(served) -> None:
     answer = conn.getresponse()
     assert answer.status == 404 and answer.will_close and b"no such path" in answer.read()
     conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=10)
+    conn.request("GET", "/api/state", body=b"GET /api/state HTTP/1.1\r\n\r\n")
+    answer = conn.getresponse()  # a GET's body is never read: not a second request
+    assert answer.status == 200 and answer.will_close
+    json.loads(answer.read())
+    conn.close()
+
+
+def test_kept_alive_connections_are_closed_when_the_run_ends(served) -> None:
+    import http.client
+
+    server = served[0]
+    conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=10)
+    conn.request("GET", "/api/state")
+    assert conn.getresponse().read()
+    server.stop()
+    with pytest.raises((OSError, http.client.HTTPException)):
+        conn.request("GET", "/api/state")
+        conn.getresponse()
+    conn.close()
 
 
 def test_serving_needs_the_state_in_this_process(tmp_path) -> None:

@@ -35,6 +35,7 @@ from model.vocabulary import ANOMALY_SCORE, IS_ANOMALY, VALUE
 from transforms.online.sequential import Sequential
 
 TOKEN = 16  # bytes of the token that starts a key's state
+FORMAT = b"\x02"  # the state's format, after the token (1: a list of per-column detectors)
 
 
 class _AnomalyWorker:
@@ -61,7 +62,13 @@ class _AnomalyWorker:
             # run, where nothing is written, the detector since the start)
             detector = cached[1]
         elif data is not None:
-            detector = pickle.loads(data[TOKEN:])
+            if data[TOKEN : TOKEN + 1] != FORMAT:
+                msg = (
+                    f"key {key!r}: its detector state was written by an older version of "
+                    "the anomaly detector; start the job without that savepoint or output"
+                )
+                raise ValueError(msg)
+            detector = pickle.loads(data[TOKEN + 1 :])
             self.rebuilt += 1
         else:
             detector = KeyDetector(forecast=self.forecast, columns=columns)
@@ -96,7 +103,7 @@ class _AnomalyWorker:
         token = os.urandom(TOKEN)
         detector = self.live[self.key][1]
         self.live[self.key] = (token, detector)
-        return token + pickle.dumps(detector)
+        return token + FORMAT + pickle.dumps(detector)
 
 
 def _at_first_event(out: pa.RecordBatch, batch: pa.RecordBatch) -> int:

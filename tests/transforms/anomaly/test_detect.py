@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from model import batch as mb
 from model.anomaly.detectors import HOUR_US
@@ -88,3 +91,20 @@ def test_a_restore_to_older_state_drops_what_the_worker_had_in_memory():
     replayed, _ = _run(worker, batches[2:4], checkpoint)  # restored: replayed from it
     fresh, _ = _run(_AnomalyWorker(resident=100, forecast=False), batches[2:4], checkpoint)
     assert replayed == fresh
+
+
+def test_several_columns_are_one_detector_and_old_state_is_refused_clearly():
+    rng = np.random.default_rng(1)
+    times = np.arange(300) * (HOUR_US // 12)
+    values = rng.normal(0, 1, (300, 3)).astype(np.float32)
+    batch = mb.make_batch(["k"] * 300, times, values, labels=[0] * 300, event_ids=range(300))
+    rows, states = _run(_AnomalyWorker(resident=10, forecast=True), [batch])
+    assert len(rows) == 300 and rows[0]["value"] == float(values[0, 0])
+    worker = _AnomalyWorker(resident=10, forecast=True)
+    narrow = mb.make_batch(["k"] * 10, times[:10] + times[-1], values[:10, :2],
+                           labels=[0] * 10, event_ids=range(300, 310))  # fmt: skip
+    with pytest.raises(ValueError, match="had 3 feature columns, now 2"):
+        _run(worker, [narrow], states)
+    old = {"k": states["k"][:16] + pickle.dumps([])}  # a list of per-column detectors
+    with pytest.raises(ValueError, match="older version of the anomaly detector"):
+        _run(_AnomalyWorker(resident=10, forecast=True), [batch], old)
