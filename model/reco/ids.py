@@ -27,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+FEW = 16  # ids (strings) looked up one by one: a query's, not a batch's
+
 
 def fingerprint(text: str) -> int:
     """A stable 64-bit hash of ``text`` (BLAKE2b), never 0."""
@@ -60,6 +62,8 @@ class IdTable:
     def rows(self, ids: Any, *, add: bool = True) -> np.ndarray:
         """Row of each id (int64). ``add=False``: ids not seen yet get -1 (nothing is
         added; in a hashed table too, so an unknown id never borrows a bucket's row)."""
+        if isinstance(ids, list | tuple) and len(ids) <= FEW and all(type(i) is str for i in ids):
+            return np.array([self._row(i, add) for i in ids], dtype=np.int64)  # (a query's)
         array = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(ids)
         if isinstance(array, pa.ChunkedArray):
             array = array.combine_chunks()

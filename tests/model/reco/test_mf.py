@@ -130,3 +130,13 @@ def test_negative_sampling_ranks_what_users_interact_with(stream) -> None:
         pairs = set(zip(stream["user"], stream["item"], strict=True))
         assert len(mf.seen) == len(pairs)
     assert rates[4] > 3 * rates[0]
+
+
+@pytest.mark.parametrize("buckets", [None, 8])
+def test_a_few_ids_get_the_rows_a_batch_gives_them(buckets):
+    few, batch = IdTable(buckets=buckets), IdTable(buckets=buckets)
+    ids = ["b", "a", "b", "c", "a"]
+    assert few.rows(ids).tolist() == batch.rows(np.array(ids, dtype=object)).tolist()
+    assert few.rows(["z", "a"], add=False).tolist() == [-1, few.rows(["a"])[0]]
+    assert (few.distinct, few.collisions) == (batch.distinct, batch.collisions)
+    assert few.rows([7]).tolist() == batch.rows(np.array([7])).tolist()  # cast as a batch is
