@@ -32,9 +32,8 @@ import pyarrow as pa
 from model import batch as mb
 from model.anomaly.detectors import KeyDetector
 from model.vocabulary import ANOMALY_SCORE, IS_ANOMALY, VALUE
-from transforms.online.sequential import Sequential
+from transforms.online.sequential import TOKEN, Sequential, at_first_event
 
-TOKEN = 16  # bytes of the token that starts a key's state
 FORMAT = b"\x02"  # the state's format, after the token (1: a list of per-column detectors)
 
 
@@ -106,10 +105,6 @@ class _AnomalyWorker:
         return token + FORMAT + pickle.dumps(detector)
 
 
-def _at_first_event(out: pa.RecordBatch, batch: pa.RecordBatch) -> int:
-    return mb.min_event_time_us(batch)
-
-
 class DetectAnomalies(beam.PTransform):
     """Anomaly rows for micro-batches; see the module docstring. ``resident``: keys
     kept decoded in memory by a worker; ``forecast``: with the streaming
@@ -124,7 +119,7 @@ class DetectAnomalies(beam.PTransform):
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
         step = Sequential(
             functools.partial(_AnomalyWorker, self._resident, self._forecast),
-            _at_first_event,
+            at_first_event,  # (the output keeps the part's event times)
             element_type=pa.RecordBatch,
             output_type=pa.RecordBatch,
             split=mb.split_by_key,
